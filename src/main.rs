@@ -1,0 +1,3 @@
+fn main() {
+    println!("keyturn {}", env!("CARGO_PKG_VERSION"));
+}
