@@ -1,2 +1,22 @@
-//! keyturn: rotates the passwords of Microsoft Entra ID management service accounts.
+//! keyturn: rotates the passwords of Microsoft Entra ID management service accounts,
+//! keeping each one in Azure Key Vault, without ever losing one.
+//!
+//! # Layout
+//!
+//! - [`password`]: the password policy, the generator and the zeroized [`password::Password`].
+//! - [`store`]: the [`store::SecretStore`] trait (Key Vault) and its error enum.
+//! - [`directory`]: the [`directory::Directory`] trait (Entra ID through Graph).
+//! - [`protocol`]: the rotation protocol over those traits: stage, apply, verify, commit,
+//!   finish, recovery and drift (`docs/protocol.md`).
+//! - [`audit`]: audit events and their sinks.
+//! - [`clock`]: time as an input.
+//! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod clock;
+pub mod directory;
+pub mod memory;
+pub mod password;
+pub mod protocol;
+pub mod store;

@@ -1,0 +1,457 @@
+//! Audit events: what keyturn did, to which account, why, and whether it worked.
+//!
+//! Every protocol step is recorded *before* the step it announces proceeds: if the
+//! record cannot be written the step does not happen (fail closed). Records never hold
+//! a password or anything derived from one.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Schema version of the JSON records (see `docs/audit.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What started a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// The account's schedule fired.
+    Schedule,
+    /// The account was overdue at start-up.
+    CatchUp,
+    /// SIGUSR1.
+    Signal,
+    /// The admin socket.
+    Socket,
+    /// Completion of a rotation a previous run left pending.
+    Recovery,
+    /// Someone changed the password outside keyturn.
+    Drift,
+    /// `keyturn rotate` on the command line.
+    Cli,
+}
+
+impl Trigger {
+    /// The tag value written to Key Vault.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Signal => "signal",
+            Trigger::Socket => "socket",
+            Trigger::Recovery => "recovery",
+            Trigger::Drift => "drift",
+            Trigger::Cli => "cli",
+        }
+    }
+}
+
+/// Who asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// keyturn itself (schedule, recovery, drift).
+    Daemon,
+    /// A local user (CLI, socket) identified by uid, name and pid.
+    User {
+        uid: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+    },
+}
+
+impl Actor {
+    /// The user running this process.
+    pub fn current_user() -> Actor {
+        Actor::User {
+            uid: uid(),
+            name: std::env::var("USER").ok(),
+            pid: Some(std::process::id() as i32),
+        }
+    }
+}
+
+fn uid() -> u32 {
+    // Without unsafe code there is no getuid(); the owner of /proc/self is the real uid.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// The kind of event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "daemon.started")]
+    DaemonStarted,
+    #[serde(rename = "daemon.stopping")]
+    DaemonStopping,
+    #[serde(rename = "config.loaded")]
+    ConfigLoaded,
+    #[serde(rename = "config.rejected")]
+    ConfigRejected,
+    #[serde(rename = "rotation.started")]
+    RotationStarted,
+    #[serde(rename = "rotation.staged")]
+    RotationStaged,
+    #[serde(rename = "rotation.applied")]
+    RotationApplied,
+    #[serde(rename = "rotation.verified")]
+    RotationVerified,
+    #[serde(rename = "rotation.committed")]
+    RotationCommitted,
+    #[serde(rename = "rotation.completed")]
+    RotationCompleted,
+    #[serde(rename = "rotation.failed")]
+    RotationFailed,
+    #[serde(rename = "rotation.abandoned")]
+    RotationAbandoned,
+    #[serde(rename = "rotation.resumed")]
+    RotationResumed,
+    #[serde(rename = "rotation.left_pending")]
+    RotationLeftPending,
+    #[serde(rename = "drift.detected")]
+    DriftDetected,
+    #[serde(rename = "account.adopted")]
+    AccountAdopted,
+}
+
+impl EventKind {
+    /// The dotted name used in records.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::DaemonStarted => "daemon.started",
+            EventKind::DaemonStopping => "daemon.stopping",
+            EventKind::ConfigLoaded => "config.loaded",
+            EventKind::ConfigRejected => "config.rejected",
+            EventKind::RotationStarted => "rotation.started",
+            EventKind::RotationStaged => "rotation.staged",
+            EventKind::RotationApplied => "rotation.applied",
+            EventKind::RotationVerified => "rotation.verified",
+            EventKind::RotationCommitted => "rotation.committed",
+            EventKind::RotationCompleted => "rotation.completed",
+            EventKind::RotationFailed => "rotation.failed",
+            EventKind::RotationAbandoned => "rotation.abandoned",
+            EventKind::RotationResumed => "rotation.resumed",
+            EventKind::RotationLeftPending => "rotation.left_pending",
+            EventKind::DriftDetected => "drift.detected",
+            EventKind::AccountAdopted => "account.adopted",
+        }
+    }
+}
+
+/// How it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Warning,
+    Failure,
+    Pending,
+}
+
+/// An Azure error, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ErrorInfo {
+    /// Machine-readable kind (`throttled`, `rejected`, `unknown_outcome`, …).
+    pub kind: String,
+    /// HTTP status, when a service answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Graph error code or `AADSTSnnnnn` or Key Vault code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Azure request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Human-readable message (never holds a password).
+    pub message: String,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// Schema version.
+    pub v: u32,
+    /// When, RFC 3339 UTC with milliseconds.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub time: OffsetDateTime,
+    /// What happened.
+    pub event: EventKind,
+    /// The configured account name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The rotation this belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_id: Option<Uuid>,
+    /// The Entra user (object id or UPN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The vault URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault: Option<String>,
+    /// The secret name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The Key Vault version this event wrote or read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// What started the rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Who asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    /// The reason given by a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The ticket given by a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// How it went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Azure request id of the call this event reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The error, for failures and warnings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// How long the rotation (or step) took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Free text for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn rfc3339_millis<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(*t))
+}
+
+/// RFC 3339, UTC, milliseconds: `2026-11-22T10:00:00.123Z`.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+impl AuditEvent {
+    /// A new event of `kind` at `time`; fill the rest with struct update syntax or setters.
+    pub fn new(kind: EventKind, time: OffsetDateTime) -> Self {
+        AuditEvent {
+            v: SCHEMA_VERSION,
+            time,
+            event: kind,
+            account: None,
+            rotation_id: None,
+            user: None,
+            vault: None,
+            secret: None,
+            version: None,
+            trigger: None,
+            actor: None,
+            reason: None,
+            ticket: None,
+            outcome: None,
+            request_id: None,
+            error: None,
+            duration_ms: None,
+            detail: None,
+        }
+    }
+
+    /// A one-line human-readable rendering (for the demo and terminals).
+    pub fn human(&self) -> String {
+        let mut s = format!("{} {:<22}", format_time(self.time), self.event.as_str());
+        if let Some(a) = &self.account {
+            s.push_str(&format!(" account={a}"));
+        }
+        if let Some(t) = &self.trigger {
+            s.push_str(&format!(" trigger={}", t.as_str()));
+        }
+        if let Some(o) = &self.outcome {
+            s.push_str(&format!(
+                " outcome={}",
+                serde_json::to_value(o)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(v) = &self.version {
+            s.push_str(&format!(" version={}", &v[..v.len().min(8)]));
+        }
+        if let Some(d) = self.duration_ms {
+            s.push_str(&format!(" took={d}ms"));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!(
+                " error=[{}] {}",
+                e.code.as_deref().unwrap_or(&e.kind),
+                e.message
+            ));
+        }
+        if let Some(d) = &self.detail {
+            s.push_str(&format!(" ({d})"));
+        }
+        s
+    }
+}
+
+/// Why an audit record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot write the audit log {path}: {source}; keyturn stops rotating until it can (check disk space and permissions)")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit log {path}: {source}; check that the directory exists and is writable by keyturn")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Somewhere audit records go.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Records the event durably; an error means the action it announces must not proceed.
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
+}
+
+/// Appends JSON lines to a file, mode 0640, and fsyncs each record before returning.
+pub struct FileSink {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl FileSink {
+    /// Opens (creating if needed) the file for appending.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|source| AuditError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(FileSink {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        })
+    }
+}
+
+#[async_trait]
+impl AuditSink for FileSink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut line = serde_json::to_vec(event).map_err(|e| AuditError::Write {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        line.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all(&line)
+            .and_then(|_| f.sync_data())
+            .map_err(|source| AuditError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// How records look on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdoutFormat {
+    /// One JSON object per line.
+    Json,
+    /// One readable line per record.
+    Human,
+}
+
+/// Writes records to standard output (containers, the demo).
+pub struct StdoutSink(pub StdoutFormat);
+
+#[async_trait]
+impl AuditSink for StdoutSink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let line = match self.0 {
+            StdoutFormat::Json => serde_json::to_string(event).unwrap_or_default(),
+            StdoutFormat::Human => event.human(),
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop rotations: the file sink is the record of truth.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        Ok(())
+    }
+}
+
+/// Keeps records in memory (tests, and `status` answers).
+#[derive(Default, Clone)]
+pub struct MemorySink(Arc<Mutex<Vec<AuditEvent>>>);
+
+impl MemorySink {
+    /// A copy of every record so far.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The kinds of every record so far, in order.
+    pub fn kinds(&self) -> Vec<EventKind> {
+        self.events().iter().map(|e| e.event).collect()
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemorySink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+        Ok(())
+    }
+}
+
+/// Sends each record to several sinks; the first is the record of truth and its
+/// failure fails the call, the others are copies.
+pub struct Tee(pub Vec<Arc<dyn AuditSink>>);
+
+#[async_trait]
+impl AuditSink for Tee {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut first = true;
+        for sink in &self.0 {
+            let r = sink.record(event).await;
+            if first {
+                r?;
+                first = false;
+            } else if let Err(e) = r {
+                tracing::warn!(error = %e, "an audit copy failed");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The secret store: where passwords live (Azure Key Vault in production).
+//!
+//! The rotation protocol only needs three operations: read the latest version of a
+//! secret, write a new version, and change the tags of a version. Errors say what the
+//! caller should do next ([`NextStep`]), so the protocol never inspects HTTP details.
+
+use crate::password::Password;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Tags on a secret version (Key Vault allows 15, names and values up to 512 characters).
+pub type Tags = BTreeMap<String, String>;
+
+/// Tag names keyturn writes (see `docs/protocol.md`).
+pub mod tag {
+    /// `pending` | `committed` | `abandoned`, on staging versions only.
+    pub const STATE: &str = "keyturn-state";
+    /// The UUID of the rotation that wrote the version.
+    pub const ROTATION_ID: &str = "keyturn-rotation-id";
+    /// The configured account name.
+    pub const ACCOUNT: &str = "keyturn-account";
+    /// RFC 3339 UTC time at which the password became Entra's (set after Graph accepted it).
+    pub const ROTATED_AT: &str = "keyturn-rotated-at";
+    /// What started the rotation: schedule, catch-up, signal, socket, recovery, drift, cli.
+    pub const TRIGGER: &str = "keyturn-trigger";
+
+    /// Staging state: written, not yet known to be in Entra and in `<secret>`.
+    pub const PENDING: &str = "pending";
+    /// Staging state: the password reached `<secret>`.
+    pub const COMMITTED: &str = "committed";
+    /// Staging state: Entra provably never took the password.
+    pub const ABANDONED: &str = "abandoned";
+}
+
+/// The `contentType` of every version keyturn writes.
+pub const CONTENT_TYPE: &str = "password";
+
+/// One version of a secret, with its value.
+#[derive(Debug, Clone)]
+pub struct SecretRecord {
+    /// Version id (32 hex characters in Key Vault).
+    pub version: String,
+    /// The secret's value.
+    pub value: Password,
+    /// The version's tags.
+    pub tags: Tags,
+    /// When Key Vault created the version (stands in for `keyturn-rotated-at` on adopted secrets).
+    pub created: Option<OffsetDateTime>,
+    /// `attributes.enabled`.
+    pub enabled: bool,
+    /// `attributes.exp`.
+    pub expires: Option<OffsetDateTime>,
+}
+
+impl SecretRecord {
+    /// The value of a tag, if present.
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        self.tags.get(name).map(String::as_str)
+    }
+}
+
+/// A version to write.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    /// The password to store.
+    pub value: &'a Password,
+    /// Its tags.
+    pub tags: Tags,
+    /// `attributes.exp`, so Key Vault warns when rotations stall.
+    pub expires: Option<OffsetDateTime>,
+}
+
+/// What Key Vault said to a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The new version's id.
+    pub version: String,
+    /// `x-ms-request-id`, for the audit record.
+    pub request_id: Option<String>,
+}
+
+/// What the caller should do after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// A passing condition (throttling, 5xx, network): try again later.
+    RetryLater,
+    /// Credentials are missing, wrong or expired: fix them; retrying soon will not help.
+    FixCredentials,
+    /// Configuration or permissions are wrong: alert an operator.
+    Alert,
+}
+
+/// A failed secret-store operation. Messages never contain a secret value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("Key Vault {vault} throttled the request (HTTP 429, request id {}); keyturn backs off and retries", opt(.request_id))]
+    Throttled {
+        vault: String,
+        retry_after: Option<Duration>,
+        request_id: Option<String>,
+    },
+    #[error("Key Vault {vault} is unavailable ({detail}, request id {}); keyturn retries later", opt(.request_id))]
+    Unavailable {
+        vault: String,
+        detail: String,
+        request_id: Option<String>,
+    },
+    #[error("Key Vault {vault} refused access (HTTP {status} {code}, request id {}): give keyturn's identity the 'Key Vault Secrets Officer' role on the vault", opt(.request_id))]
+    Forbidden {
+        vault: String,
+        status: u16,
+        code: String,
+        request_id: Option<String>,
+    },
+    #[error("could not authenticate to Key Vault {vault}: {detail}; check the identity's tenant, client id and secret")]
+    Auth { vault: String, detail: String },
+    #[error("secret {name} in Key Vault {vault} is deleted but recoverable (request id {}): recover it (`az keyvault secret recover`) or purge it, then try again", opt(.request_id))]
+    Deleted {
+        vault: String,
+        name: String,
+        request_id: Option<String>,
+    },
+    #[error("Key Vault {vault} rejected the request (HTTP {status} {code}: {message}, request id {})", opt(.request_id))]
+    Rejected {
+        vault: String,
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    #[error(
+        "Key Vault {vault} sent an answer keyturn cannot read ({detail}); keyturn retries later"
+    )]
+    BadAnswer { vault: String, detail: String },
+}
+
+pub(crate) fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("none")
+}
+
+impl StoreError {
+    /// What to do next.
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            StoreError::Throttled { .. }
+            | StoreError::Unavailable { .. }
+            | StoreError::BadAnswer { .. } => NextStep::RetryLater,
+            StoreError::Auth { .. } => NextStep::FixCredentials,
+            StoreError::Forbidden { .. }
+            | StoreError::Deleted { .. }
+            | StoreError::Rejected { .. } => NextStep::Alert,
+        }
+    }
+
+    /// The Azure request id, if the service answered.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            StoreError::Throttled { request_id, .. }
+            | StoreError::Unavailable { request_id, .. }
+            | StoreError::Forbidden { request_id, .. }
+            | StoreError::Deleted { request_id, .. }
+            | StoreError::Rejected { request_id, .. } => request_id.as_deref(),
+            StoreError::Auth { .. } | StoreError::BadAnswer { .. } => None,
+        }
+    }
+
+    /// The HTTP status, if the service answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            StoreError::Throttled { .. } => Some(429),
+            StoreError::Forbidden { status, .. } | StoreError::Rejected { status, .. } => {
+                Some(*status)
+            }
+            StoreError::Deleted { .. } => Some(409),
+            StoreError::Unavailable { .. }
+            | StoreError::Auth { .. }
+            | StoreError::BadAnswer { .. } => None,
+        }
+    }
+
+    /// The Azure error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            StoreError::Forbidden { code, .. } | StoreError::Rejected { code, .. } => Some(code),
+            StoreError::Throttled { .. } => Some("Throttled"),
+            StoreError::Deleted { .. } => Some("ObjectIsDeletedButRecoverable"),
+            StoreError::Unavailable { .. }
+            | StoreError::Auth { .. }
+            | StoreError::BadAnswer { .. } => None,
+        }
+    }
+
+    /// A short machine-readable kind for audit records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Throttled { .. } => "throttled",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Forbidden { .. } => "forbidden",
+            StoreError::Auth { .. } => "auth",
+            StoreError::Deleted { .. } => "deleted",
+            StoreError::Rejected { .. } => "rejected",
+            StoreError::BadAnswer { .. } => "bad_answer",
+        }
+    }
+}
+
+/// A place that keeps versioned secrets.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The latest version of `name`, with its value; `None` when no such secret exists.
+    async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+    /// Writes a new version of `name` (creating the secret if needed).
+    async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError>;
+    /// Replaces the tags of one version (the value does not change; no new version).
+    async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError>;
+    /// The vault's URL or name, for messages and audit records.
+    fn vault(&self) -> &str;
+}
