@@ -15,8 +15,10 @@
 
 pub mod audit;
 pub mod clock;
+pub mod config;
 pub mod directory;
 pub mod memory;
 pub mod password;
 pub mod protocol;
+pub mod schedule;
 pub mod store;

@@ -1,0 +1,633 @@
+//! Configuration: a TOML file plus `KEYTURN__SECTION__KEY` environment overrides, read with
+//! the `config` crate into serde structs, then validated as a whole so that
+//! `keyturn check-config` reports every problem with its key path.
+
+use crate::password::PasswordPolicy;
+use crate::schedule::Schedule;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code for a bad configuration (`EX_USAGE` in sysexits.h, as linkerd2-proxy uses).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// The whole configuration, as read.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// How the daemon runs.
+    pub daemon: DaemonConfig,
+    /// Extra trust for TLS.
+    pub tls: TlsConfig,
+    /// HTTP settings shared by every Azure client.
+    pub network: NetworkConfig,
+    /// What every account inherits.
+    pub defaults: Defaults,
+    /// Named Entra credentials.
+    pub identities: BTreeMap<String, IdentityConfig>,
+    /// The managed accounts.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DaemonConfig {
+    /// Holds the single-instance lock file.
+    pub state_dir: PathBuf,
+    /// The audit log (JSON lines); the record of truth.
+    pub audit_log: PathBuf,
+    /// Copy audit records to stdout: `off`, `json` or `human`.
+    pub audit_stdout: AuditStdout,
+    /// How often to compare Graph's last password change with Key Vault (drift); 0 = never.
+    #[serde(with = "humantime_serde")]
+    pub drift_check_interval: Duration,
+    /// At most this many rotations at once.
+    pub max_concurrent_rotations: usize,
+    /// How long SIGTERM waits for in-flight rotations.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// First delay before retrying a failed account (doubles up to `retry_max_delay`).
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Longest delay before retrying a failed account.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Graph PATCH attempts with one password before leaving it pending.
+    pub apply_attempts: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: PathBuf::from("/var/lib/keyturn"),
+            audit_log: PathBuf::from("/var/log/keyturn/audit.jsonl"),
+            audit_stdout: AuditStdout::Off,
+            drift_check_interval: Duration::from_secs(3600),
+            max_concurrent_rotations: 8,
+            shutdown_grace: Duration::from_secs(60),
+            retry_base_delay: Duration::from_secs(30),
+            retry_max_delay: Duration::from_secs(3600),
+            apply_attempts: 5,
+        }
+    }
+}
+
+/// Where audit copies go on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditStdout {
+    #[default]
+    Off,
+    Json,
+    Human,
+}
+
+/// Extra trust for TLS.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM files of extra CA certificates (the emulator's, a corporate TLS inspection CA).
+    pub extra_ca_files: Vec<PathBuf>,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// Host names to send to fixed addresses instead of DNS, like curl's `--resolve`
+    /// (the emulator's `*.vault.azure.net` names; split-horizon private endpoints).
+    pub resolve: BTreeMap<String, std::net::IpAddr>,
+    /// Timeout of one HTTP request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            resolve: BTreeMap::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every account inherits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Defaults {
+    /// Cron expression (5 or 6 fields): weekly, Mondays 03:00, by default.
+    pub schedule: String,
+    /// IANA time zone of the schedule.
+    pub timezone: String,
+    /// Each account fires at a stable pseudo-random offset inside this window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Added to the period for `<secret>`'s `exp`, so Key Vault warns when rotations stall.
+    #[serde(with = "humantime_serde")]
+    pub expiry_grace: Duration,
+    /// Sign in with each new password.
+    pub verify: bool,
+    /// The password policy.
+    pub policy: PasswordPolicy,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            schedule: "0 3 * * MON".into(),
+            timezone: "UTC".into(),
+            window: Duration::from_secs(4 * 3600),
+            expiry_grace: Duration::from_secs(2 * 86400),
+            verify: false,
+            policy: PasswordPolicy::default(),
+        }
+    }
+}
+
+/// A named Entra credential.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct IdentityConfig {
+    /// `client_secret`, `client_certificate`, `managed_identity`, `workload_identity`, `azure_cli`.
+    pub kind: String,
+    /// The tenant the app lives in (not needed for managed identity).
+    pub tenant_id: Option<String>,
+    /// The app's client id (for managed identity: a user-assigned identity's client id).
+    pub client_id: Option<String>,
+    /// `client_secret`: a file that holds the secret (mode 0600 or 0640).
+    pub client_secret_file: Option<PathBuf>,
+    /// `client_secret`: a systemd credential name, read from `$CREDENTIALS_DIRECTORY`.
+    pub client_secret_credential: Option<String>,
+    /// `client_secret`: an environment variable that holds the secret.
+    pub client_secret_env: Option<String>,
+    /// `client_secret`: the secret itself; refused unless `allow_inline_secret = true`.
+    pub client_secret: Option<String>,
+    /// Allows `client_secret` inline (demos and tests only).
+    pub allow_inline_secret: bool,
+    /// `client_certificate`: PEM file with the certificate and its private key.
+    pub certificate_file: Option<PathBuf>,
+    /// `workload_identity`: the federated token file (default `$AZURE_FEDERATED_TOKEN_FILE`).
+    pub token_file: Option<PathBuf>,
+    /// Entra's authority host (sovereign clouds, the emulator).
+    pub authority_host: Option<String>,
+    /// Graph's base URL (sovereign clouds, the emulator).
+    pub graph_base: Option<String>,
+}
+
+/// A managed account.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AccountConfig {
+    /// A unique name (audit records, the admin socket, tags).
+    pub name: String,
+    /// The Entra user: object id or UPN.
+    pub user: String,
+    /// The identity used for Graph (the user's tenant).
+    pub identity: String,
+    /// The vault's URL, `https://NAME.vault.azure.net/`.
+    pub vault: String,
+    /// The secret's name (1-127 of `0-9 a-z A-Z -`); the staging secret is `<secret>-pending`.
+    pub secret: String,
+    /// The identity used for Key Vault (defaults to `identity`).
+    pub vault_identity: Option<String>,
+    /// Overrides `defaults.schedule`.
+    pub schedule: Option<String>,
+    /// Overrides `defaults.timezone`.
+    pub timezone: Option<String>,
+    /// Overrides `defaults.window`.
+    #[serde(with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+    /// Overrides `defaults.verify`.
+    pub verify: Option<bool>,
+    /// Overrides `defaults.policy`.
+    pub policy: Option<PasswordPolicy>,
+}
+
+/// An account after defaults were applied and everything was checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedAccount {
+    pub name: String,
+    pub user: String,
+    pub identity: String,
+    pub vault_identity: String,
+    pub vault: String,
+    pub secret: String,
+    pub schedule: Schedule,
+    pub verify: bool,
+    pub policy: PasswordPolicy,
+    /// Period + grace, for `exp`.
+    pub expiry: time::Duration,
+}
+
+/// One problem, at one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `accounts[2].schedule`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    #[error("{} problem(s) in {path}:\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem found (one for an unreadable file).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { detail, .. } => vec![Problem {
+                key: "(file)".into(),
+                message: detail.clone(),
+            }],
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// As read.
+    pub config: Config,
+    /// Accounts with defaults applied, in file order.
+    pub accounts: Vec<ResolvedAccount>,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// Reads `path` (TOML) with `KEYTURN__…` environment overrides, and validates it.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with_env(path, true)
+}
+
+/// Like [`load`]; `env = false` ignores the environment (tests).
+pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::Read {
+            path: path.to_owned(),
+            detail: "no such file; pass --config or create it (see config/example.toml)".into(),
+        });
+    }
+    let mut builder = ::config::Config::builder()
+        .add_source(::config::File::from(path).format(::config::FileFormat::Toml));
+    if env {
+        builder = builder.add_source(
+            ::config::Environment::with_prefix("KEYTURN")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+    }
+    let raw = builder.build().map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let mut problems = Vec::new();
+    let config: Config = match serde_ignored::deserialize(raw, |p| {
+        problems.push(Problem {
+            key: p.to_string(),
+            message: "unknown key: check its spelling against docs/configuration.md".into(),
+        })
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(Problem {
+                key: "(structure)".into(),
+                message: format!("{e}: fix this first; further checks need a readable file"),
+            });
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+    };
+    let accounts = validate(&config, &mut problems);
+    if problems.is_empty() {
+        Ok(Loaded {
+            config,
+            accounts,
+            path: path.to_owned(),
+        })
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}
+
+const KINDS: &[&str] = &[
+    "client_secret",
+    "client_certificate",
+    "managed_identity",
+    "workload_identity",
+    "azure_cli",
+];
+
+/// Checks everything that serde cannot; returns the resolved accounts.
+pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAccount> {
+    let mut p = |key: String, message: String| problems.push(Problem { key, message });
+
+    let d = &config.daemon;
+    if d.max_concurrent_rotations == 0 {
+        p(
+            "daemon.max_concurrent_rotations".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if d.apply_attempts == 0 || d.apply_attempts > 20 {
+        p(
+            "daemon.apply_attempts".into(),
+            "must be from 1 to 20".into(),
+        );
+    }
+    if d.retry_base_delay.is_zero() || d.retry_base_delay > d.retry_max_delay {
+        p(
+            "daemon.retry_base_delay".into(),
+            "must be above zero and at most daemon.retry_max_delay".into(),
+        );
+    }
+    for (i, f) in config.tls.extra_ca_files.iter().enumerate() {
+        if !f.is_file() {
+            p(
+                format!("tls.extra_ca_files[{i}]"),
+                format!("{} is not a readable file", f.display()),
+            );
+        }
+    }
+    if config.network.timeout.is_zero() {
+        p(
+            "network.timeout".into(),
+            "must be above zero, e.g. \"30s\"".into(),
+        );
+    }
+
+    for (name, id) in &config.identities {
+        let key = |k: &str| format!("identities.{name}.{k}");
+        if !KINDS.contains(&id.kind.as_str()) {
+            p(
+                key("kind"),
+                format!(
+                    "{:?} is not a kind; use one of {}",
+                    id.kind,
+                    KINDS.join(", ")
+                ),
+            );
+            continue;
+        }
+        let needs_app = matches!(
+            id.kind.as_str(),
+            "client_secret" | "client_certificate" | "workload_identity"
+        );
+        if needs_app {
+            for (k, v) in [("tenant_id", &id.tenant_id), ("client_id", &id.client_id)] {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    p(key(k), format!("is required for kind {:?}", id.kind));
+                }
+            }
+        }
+        if id.kind == "client_secret" {
+            let sources = [
+                id.client_secret_file.is_some(),
+                id.client_secret_credential.is_some(),
+                id.client_secret_env.is_some(),
+                id.client_secret.is_some(),
+            ];
+            match sources.iter().filter(|s| **s).count() {
+                0 => p(key("client_secret_file"), "a client_secret identity needs one of client_secret_file, client_secret_credential (systemd LoadCredential=), client_secret_env".into()),
+                1 => {}
+                _ => p(key("client_secret_file"), "give only one of client_secret_file, client_secret_credential, client_secret_env, client_secret".into()),
+            }
+            if id.client_secret.is_some() && !id.allow_inline_secret {
+                p(key("client_secret"), "a secret inline in the config file is refused: put it in a file (client_secret_file) or a systemd credential, or set allow_inline_secret = true for a demo".into());
+            }
+            if let Some(f) = &id.client_secret_file {
+                check_secret_file(f, &key("client_secret_file"), &mut p);
+            }
+            if let Some(var) = &id.client_secret_env {
+                if std::env::var_os(var).is_none() {
+                    p(
+                        key("client_secret_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                }
+            }
+        }
+        if id.kind == "client_certificate" {
+            match &id.certificate_file {
+                None => p(
+                    key("certificate_file"),
+                    "is required for kind \"client_certificate\"".into(),
+                ),
+                Some(f) => check_secret_file(f, &key("certificate_file"), &mut p),
+            }
+        }
+        for (k, v) in [
+            ("authority_host", &id.authority_host),
+            ("graph_base", &id.graph_base),
+        ] {
+            if let Some(v) = v {
+                check_https(v, &key(k), &mut p);
+            }
+        }
+    }
+
+    let mut seen_names = HashSet::new();
+    let mut seen_secrets = HashSet::new();
+    let mut resolved = Vec::new();
+    if config.accounts.is_empty() {
+        p(
+            "accounts".into(),
+            "no account is configured; add an [[accounts]] table".into(),
+        );
+    }
+    for (i, a) in config.accounts.iter().enumerate() {
+        let key = |k: &str| format!("accounts[{i}].{k}");
+        let mut ok = true;
+        let mut bad = |k: String, m: String, ok: &mut bool| {
+            *ok = false;
+            p(k, m)
+        };
+        if a.name.is_empty() {
+            bad(key("name"), "is required".into(), &mut ok);
+        } else if !seen_names.insert(a.name.clone()) {
+            bad(
+                key("name"),
+                format!(
+                    "account {:?} is configured twice; names must be unique",
+                    a.name
+                ),
+                &mut ok,
+            );
+        }
+        if a.user.is_empty() {
+            bad(
+                key("user"),
+                "is required: the user's object id or user principal name".into(),
+                &mut ok,
+            );
+        }
+        if !check_secret_name(&a.secret) {
+            bad(key("secret"), format!("{:?} is not a Key Vault secret name: 1-119 characters of 0-9 a-z A-Z and '-' (119 leaves room for the '-pending' suffix)", a.secret), &mut ok);
+        }
+        let vault_key = a.vault.trim_end_matches('/').to_ascii_lowercase();
+        if !seen_secrets.insert((vault_key, a.secret.to_ascii_lowercase())) && !a.secret.is_empty()
+        {
+            bad(key("secret"), format!("secret {:?} in {} is used by another account; each account needs its own secret", a.secret, a.vault), &mut ok);
+        }
+        if a.vault.is_empty() {
+            bad(
+                key("vault"),
+                "is required, e.g. \"https://myvault.vault.azure.net/\"".into(),
+                &mut ok,
+            );
+        } else if !check_https_ok(&a.vault) {
+            bad(
+                key("vault"),
+                format!(
+                    "{:?} must be an https:// URL, e.g. \"https://myvault.vault.azure.net/\"",
+                    a.vault
+                ),
+                &mut ok,
+            );
+        }
+        if !config.identities.contains_key(&a.identity) {
+            bad(
+                key("identity"),
+                format!("{:?} is not defined under [identities]", a.identity),
+                &mut ok,
+            );
+        }
+        let vault_identity = a
+            .vault_identity
+            .clone()
+            .unwrap_or_else(|| a.identity.clone());
+        if a.vault_identity.is_some() && !config.identities.contains_key(&vault_identity) {
+            bad(
+                key("vault_identity"),
+                format!("{vault_identity:?} is not defined under [identities]"),
+                &mut ok,
+            );
+        }
+        let policy = a
+            .policy
+            .clone()
+            .unwrap_or_else(|| config.defaults.policy.clone());
+        if let Err(e) = policy.validate() {
+            let k = if a.policy.is_some() {
+                key("policy")
+            } else {
+                "defaults.policy".into()
+            };
+            bad(k, e.to_string(), &mut ok);
+        }
+        let pattern = a
+            .schedule
+            .clone()
+            .unwrap_or_else(|| config.defaults.schedule.clone());
+        let tz = a
+            .timezone
+            .clone()
+            .unwrap_or_else(|| config.defaults.timezone.clone());
+        let window = a.window.unwrap_or(config.defaults.window);
+        let schedule = match Schedule::new(&pattern, &tz, window) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let k = match e {
+                    crate::schedule::ScheduleError::TimeZone(..) => {
+                        if a.timezone.is_some() {
+                            key("timezone")
+                        } else {
+                            "defaults.timezone".into()
+                        }
+                    }
+                    crate::schedule::ScheduleError::Window(..) => {
+                        if a.window.is_some() {
+                            key("window")
+                        } else {
+                            "defaults.window".into()
+                        }
+                    }
+                    _ => {
+                        if a.schedule.is_some() {
+                            key("schedule")
+                        } else {
+                            "defaults.schedule".into()
+                        }
+                    }
+                };
+                bad(k, e.to_string(), &mut ok);
+                None
+            }
+        };
+        if let (true, Some(schedule)) = (ok, schedule) {
+            let period = schedule.period_hint();
+            resolved.push(ResolvedAccount {
+                name: a.name.clone(),
+                user: a.user.clone(),
+                identity: a.identity.clone(),
+                vault_identity,
+                vault: a.vault.clone(),
+                secret: a.secret.clone(),
+                verify: a.verify.unwrap_or(config.defaults.verify),
+                policy,
+                expiry: time::Duration::try_from(period + config.defaults.expiry_grace)
+                    .unwrap_or(time::Duration::days(9)),
+                schedule,
+            });
+        }
+    }
+    problems.dedup();
+    resolved
+}
+
+fn check_secret_name(s: &str) -> bool {
+    (1..=119).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn check_https_ok(v: &str) -> bool {
+    url::Url::parse(v).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some())
+}
+
+fn check_https(v: &str, key: &str, p: &mut impl FnMut(String, String)) {
+    if !check_https_ok(v) {
+        p(
+            key.into(),
+            format!(
+                "{v:?} must be an https:// URL (Azure clients refuse plain http for bearer tokens)"
+            ),
+        );
+    }
+}
+
+fn check_secret_file(f: &Path, key: &str, p: &mut impl FnMut(String, String)) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(f) {
+        Err(e) => p(key.into(), format!("cannot read {}: {e}", f.display())),
+        Ok(m) if m.permissions().mode() & 0o004 != 0 => p(
+            key.into(),
+            format!(
+                "{} is readable by every user (mode {:o}): chmod 600 it",
+                f.display(),
+                m.permissions().mode() & 0o777
+            ),
+        ),
+        Ok(_) => {}
+    }
+}

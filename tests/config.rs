@@ -1,0 +1,231 @@
+//! Configuration: every shipped file parses, and each kind of bad input gets a message
+//! naming the key and the fix.
+
+use keyturn::config::{load_with_env, ConfigError};
+use std::io::Write;
+use std::path::Path;
+
+const GOOD: &str = r#"
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "c"
+client_secret = "s3cret"
+allow_inline_secret = true
+
+[[accounts]]
+name = "a"
+user = "svc-a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "svc-a"
+"#;
+
+fn load_str(text: &str) -> Result<keyturn::config::Loaded, ConfigError> {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    load_with_env(f.path(), false)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load_str(text) {
+        Ok(_) => vec![],
+        Err(e) => e.problems().iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn every_shipped_config_file_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // Emulator scenarios are parsed by the emulator's own tests.
+        if path.extension().is_some_and(|e| e == "toml") && !name.contains("scenario") {
+            load_with_env(&path, false).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no config file found");
+}
+
+#[test]
+fn defaults_are_applied() {
+    let loaded = load_str(GOOD).unwrap();
+    let a = &loaded.accounts[0];
+    assert_eq!(a.policy.length, 16);
+    assert!(!a.verify);
+    assert_eq!(a.schedule.pattern(), "0 3 * * MON");
+    assert_eq!(a.vault_identity, "rotator");
+    assert_eq!(a.expiry, time::Duration::days(9));
+}
+
+/// Each case: a change to the good config, and text its problem must contain.
+#[test]
+fn bad_configs_name_the_key_and_the_fix() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown top-level key",
+            "[deamon]\nstate_dir='/x'\n",
+            "deamon",
+        ),
+        (
+            "bad cron",
+            "[defaults]\nschedule = 'every monday'\n",
+            "defaults.schedule",
+        ),
+        (
+            "bad time zone",
+            "[defaults]\ntimezone = 'Mars/Olympus'\n",
+            "defaults.timezone",
+        ),
+        (
+            "window too long",
+            "[defaults]\nschedule = '0 * * * *'\nwindow = '2h'\n",
+            "defaults.window",
+        ),
+        (
+            "policy too short",
+            "[defaults.policy]\nlength = 6\n",
+            "defaults.policy",
+        ),
+        (
+            "policy impossible",
+            "[defaults.policy]\nexclude = '0123456789'\n",
+            "digit",
+        ),
+        (
+            "zero concurrency",
+            "[daemon]\nmax_concurrent_rotations = 0\n",
+            "daemon.max_concurrent_rotations",
+        ),
+        (
+            "bad duration",
+            "[daemon]\nshutdown_grace = 'a while'\n",
+            "shutdown_grace",
+        ),
+        (
+            "missing CA file",
+            "[tls]\nextra_ca_files = ['/nonexistent/ca.pem']\n",
+            "tls.extra_ca_files[0]",
+        ),
+        (
+            "zero timeout",
+            "[network]\ntimeout = '0s'\n",
+            "network.timeout",
+        ),
+        (
+            "bad resolve address",
+            "[network.resolve]\n'kv.vault.azure.net' = 'not-an-ip'\n",
+            "resolve",
+        ),
+        (
+            "bad audit_stdout",
+            "[daemon]\naudit_stdout = 'loud'\n",
+            "audit_stdout",
+        ),
+    ];
+    for (what, extra, expect) in cases {
+        if expect.is_empty() {
+            continue;
+        }
+        let text = format!("{extra}\n{GOOD}");
+        let p = problems(&text);
+        assert!(
+            p.iter().any(|p| p.contains(expect)),
+            "{what}: expected a problem mentioning {expect:?}, got {p:?}"
+        );
+    }
+}
+
+#[test]
+fn account_and_identity_problems_are_all_reported_at_once() {
+    let text = r#"
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "t"
+client_secret = "inline"
+
+[identities.weird]
+kind = "password"
+
+[identities.plain]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "c"
+client_secret_env = "KEYTURN_TEST_SURELY_UNSET_VARIABLE"
+authority_host = "http://login.example"
+
+[[accounts]]
+name = "a"
+user = "u"
+identity = "rotator"
+vault = "http://kv.vault.azure.net/"
+secret = "bad_name!"
+colour = "blue"
+
+[[accounts]]
+name = "a"
+user = ""
+identity = "nobody"
+vault_identity = "nothing"
+vault = "https://kv.vault.azure.net/"
+secret = "ok"
+schedule = "61 * * * *"
+[accounts.policy]
+length = 300
+"#;
+    let p = problems(text);
+    let expect = [
+        "identities.rotator.client_id: is required",
+        "identities.rotator.client_secret: a secret inline in the config file is refused",
+        "identities.weird.kind",
+        "identities.plain.client_secret_env: environment variable KEYTURN_TEST_SURELY_UNSET_VARIABLE is not set",
+        "identities.plain.authority_host",
+        "accounts[0].vault",
+        "accounts[0].secret",
+        "accounts.0.colour",
+        "accounts[1].name: account \"a\" is configured twice",
+        "accounts[1].user: is required",
+        "accounts[1].identity: \"nobody\" is not defined",
+        "accounts[1].vault_identity",
+        "accounts[1].policy: length 300",
+        "accounts[1].schedule",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|p| p.contains(e)),
+            "missing problem {e:?} in {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_world_readable_secret_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = GOOD
+        .replace(
+            "client_secret = \"s3cret\"",
+            &format!("client_secret_file = {:?}", secret.to_str().unwrap()),
+        )
+        .replace("allow_inline_secret = true", "");
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("client_secret_file") && p.contains("chmod 600")),
+        "{p:?}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(problems(&text).is_empty());
+}
+
+#[test]
+fn a_missing_file_says_how_to_fix_it() {
+    let err = load_with_env(Path::new("/nonexistent/keyturn.toml"), false).unwrap_err();
+    assert!(err.to_string().contains("--config"), "{err}");
+}
