@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod azure;
 pub mod clock;
 pub mod config;
 pub mod directory;

@@ -1,0 +1,383 @@
+//! [`Directory`] on Microsoft Graph (`reqwest`) and the Entra token endpoint (ROPC verify).
+
+use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
+use crate::password::Password;
+use async_trait::async_trait;
+use azure_core::credentials::{Secret, TokenCredential};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Largest answer body keyturn reads from Graph or Entra (a bigger one is an error).
+const MAX_BODY: usize = 256 * 1024;
+
+/// The default Graph scope.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// One tenant's Graph, through one app identity.
+pub struct GraphDirectory {
+    http: reqwest::Client,
+    credential: Arc<dyn TokenCredential>,
+    /// e.g. `https://graph.microsoft.com` (no trailing slash, no `/v1.0`).
+    base: String,
+    scope: String,
+    /// For ROPC verify: `{authority}/{tenant}/oauth2/v2.0/token`.
+    token_url: String,
+    /// The client id used for ROPC.
+    client_id: String,
+    /// The client secret for ROPC with a confidential client, if the identity has one.
+    client_secret: Option<Secret>,
+}
+
+/// Settings for [`GraphDirectory::new`].
+pub struct GraphSettings {
+    /// Graph base URL, default `https://graph.microsoft.com`.
+    pub base: String,
+    /// Scope for Graph tokens, default [`GRAPH_SCOPE`].
+    pub scope: String,
+    /// Authority host, default `https://login.microsoftonline.com`.
+    pub authority_host: String,
+    /// The user's tenant.
+    pub tenant_id: String,
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's secret, for ROPC with a confidential client.
+    pub client_secret: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    error: GraphError,
+}
+
+#[derive(Deserialize)]
+struct GraphError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default, rename = "innerError")]
+    inner: Option<GraphInner>,
+}
+
+#[derive(Deserialize)]
+struct GraphInner {
+    #[serde(rename = "request-id")]
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphUser {
+    id: String,
+    #[serde(default)]
+    user_principal_name: String,
+    account_enabled: Option<bool>,
+    last_password_change_date_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    error_codes: Vec<u32>,
+}
+
+impl GraphDirectory {
+    /// A directory for one tenant.
+    pub fn new(
+        http: reqwest::Client,
+        credential: Arc<dyn TokenCredential>,
+        s: GraphSettings,
+    ) -> Self {
+        GraphDirectory {
+            http,
+            credential,
+            base: s.base.trim_end_matches('/').to_owned(),
+            scope: s.scope,
+            token_url: format!(
+                "{}/{}/oauth2/v2.0/token",
+                s.authority_host.trim_end_matches('/'),
+                s.tenant_id
+            ),
+            client_id: s.client_id,
+            client_secret: s.client_secret,
+        }
+    }
+
+    fn user_url(&self, user: &str) -> String {
+        let encoded: String = url::form_urlencoded::byte_serialize(user.as_bytes()).collect();
+        format!("{}/v1.0/users/{}", self.base, encoded.replace('+', "%20"))
+    }
+
+    async fn token(&self, user: &str) -> Result<String, DirectoryError> {
+        self.credential
+            .get_token(&[self.scope.as_str()], None)
+            .await
+            .map(|t| t.token.secret().to_owned())
+            .map_err(|e| DirectoryError::NotSent {
+                user: user.to_owned(),
+                detail: format!("no Graph token: {e}"),
+            })
+    }
+
+    /// Turns a non-success Graph answer into a directory error.
+    fn answer_error(
+        user: &str,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        write: bool,
+    ) -> DirectoryError {
+        let header_id = headers
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let parsed: Option<GraphErrorBody> = serde_json::from_slice(body).ok();
+        let (code, message, request_id) = match parsed {
+            Some(b) => (
+                b.error.code,
+                b.error.message,
+                b.error.inner.and_then(|i| i.request_id).or(header_id),
+            ),
+            None => (
+                format!("HTTP{status}"),
+                "the answer had no Graph error body".into(),
+                header_id,
+            ),
+        };
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match status {
+            400 | 403 | 404 => DirectoryError::Rejected {
+                user: user.to_owned(),
+                status,
+                code,
+                message,
+                request_id,
+            },
+            401 if write => DirectoryError::NotSent {
+                user: user.to_owned(),
+                detail: format!(
+                    "Graph refused the token (HTTP 401 {code}: {message}); check the identity"
+                ),
+            },
+            _ => DirectoryError::Unknown {
+                user: user.to_owned(),
+                status: Some(status),
+                detail: format!("HTTP {status} {code}: {message}"),
+                request_id,
+                retry_after,
+            },
+        }
+    }
+
+    fn transport_error(user: &str, e: &reqwest::Error) -> DirectoryError {
+        if e.is_connect() {
+            DirectoryError::NotSent {
+                user: user.to_owned(),
+                detail: format!("cannot connect: {}", error_chain(e)),
+            }
+        } else {
+            DirectoryError::Unknown {
+                user: user.to_owned(),
+                status: None,
+                detail: if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    format!("connection lost: {}", error_chain(e))
+                },
+                request_id: None,
+                retry_after: None,
+            }
+        }
+    }
+}
+
+/// The error and its causes, one line (reqwest's Display alone hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Reads at most [`MAX_BODY`] bytes of an answer.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(format!("the answer is larger than {MAX_BODY} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(error_chain(&e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Directory for GraphDirectory {
+    async fn reset_password(
+        &self,
+        user: &str,
+        password: &Password,
+    ) -> Result<Applied, DirectoryError> {
+        let token = self.token(user).await?;
+        let body = serde_json::json!({
+            "passwordProfile": {
+                "password": password.expose(),
+                "forceChangePasswordNextSignIn": false,
+                "forceChangePasswordNextSignInWithMfa": false,
+            }
+        });
+        let resp = self
+            .http
+            .patch(self.user_url(user))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Self::transport_error(user, &e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if status == 204 || status == 200 {
+            return Ok(Applied {
+                request_id: headers
+                    .get("request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from),
+            });
+        }
+        let body = read_capped(resp).await.unwrap_or_default();
+        Err(Self::answer_error(user, status, &headers, &body, true))
+    }
+
+    async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError> {
+        let token = self.token(user).await?;
+        let resp = self
+            .http
+            .get(self.user_url(user))
+            .query(&[(
+                "$select",
+                "id,userPrincipalName,accountEnabled,lastPasswordChangeDateTime",
+            )])
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| Self::transport_error(user, &e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = read_capped(resp)
+            .await
+            .map_err(|detail| DirectoryError::Unknown {
+                user: user.to_owned(),
+                status: Some(status),
+                detail,
+                request_id: None,
+                retry_after: None,
+            })?;
+        if status != 200 {
+            return Err(Self::answer_error(user, status, &headers, &body, false));
+        }
+        let u: GraphUser = serde_json::from_slice(&body).map_err(|e| DirectoryError::Unknown {
+            user: user.to_owned(),
+            status: Some(status),
+            detail: format!("Graph's user answer cannot be read: {e}"),
+            request_id: None,
+            retry_after: None,
+        })?;
+        let last =
+            match u.last_password_change_date_time {
+                Some(s) => Some(OffsetDateTime::parse(&s, &Rfc3339).map_err(|e| {
+                    DirectoryError::Unknown {
+                        user: user.to_owned(),
+                        status: Some(status),
+                        detail: format!("lastPasswordChangeDateTime {s:?} is not RFC 3339: {e}"),
+                        request_id: None,
+                        retry_after: None,
+                    }
+                })?),
+                None => None,
+            };
+        Ok(UserInfo {
+            id: u.id,
+            user_principal_name: u.user_principal_name,
+            account_enabled: u.account_enabled,
+            last_password_change: last,
+        })
+    }
+
+    async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError> {
+        // Unconfirmed: which scope needs the least consent for ROPC. `openid` asks for no
+        // resource permission; see docs/protocol.md.
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "password"),
+            ("client_id", &self.client_id),
+            ("scope", "openid"),
+            ("username", user),
+            ("password", password.expose()),
+        ];
+        if let Some(s) = &self.client_secret {
+            form.push(("client_secret", s.secret()));
+        }
+        let resp = self
+            .http
+            .post(&self.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Self::transport_error(user, &e))?;
+        let status = resp.status().as_u16();
+        let body = read_capped(resp).await.unwrap_or_default();
+        if status == 200 {
+            return Ok(Verified::SignedIn);
+        }
+        let err: TokenError =
+            serde_json::from_slice(&body).map_err(|_| DirectoryError::Unknown {
+                user: user.to_owned(),
+                status: Some(status),
+                detail: "the token endpoint's answer has no OAuth error body".into(),
+                request_id: None,
+                retry_after: None,
+            })?;
+        let aadsts = err.error_codes.first().copied().unwrap_or(0);
+        // Only the first line of the description: later lines carry trace ids and times.
+        let message = err
+            .error_description
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        match aadsts {
+            50076 | 50079 | 53003 | 530035 => Ok(Verified::BlockedByPolicy { aadsts, message }),
+            0 => Err(DirectoryError::Unknown {
+                user: user.to_owned(),
+                status: Some(status),
+                detail: format!("sign-in failed: {} {message}", err.error),
+                request_id: None,
+                retry_after: None,
+            }),
+            _ => Err(DirectoryError::SignIn {
+                user: user.to_owned(),
+                aadsts,
+                message,
+            }),
+        }
+    }
+}
