@@ -46,3 +46,27 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Wall time that follows tokio's clock: `base` plus the tokio time elapsed since
+/// creation. Under `tokio::time::pause()` tests move both clocks together.
+#[derive(Debug)]
+pub struct TokioClock {
+    base: OffsetDateTime,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock that shows `base` now.
+    pub fn new(base: OffsetDateTime) -> Self {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> OffsetDateTime {
+        self.base + self.start.elapsed()
+    }
+}

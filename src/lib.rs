@@ -13,13 +13,18 @@
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod audit;
 pub mod azure;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod directory;
 pub mod memory;
 pub mod password;
 pub mod protocol;
 pub mod schedule;
+pub mod signals;
 pub mod store;

@@ -1,3 +1,6 @@
+//! The `keyturn` binary: everything lives in the library; see `keyturn::cli`.
+#![forbid(unsafe_code)]
+
 fn main() {
-    println!("keyturn {}", env!("CARGO_PKG_VERSION"));
+    std::process::exit(keyturn::cli::main());
 }

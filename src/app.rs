@@ -1,0 +1,120 @@
+//! Wiring: turns a validated configuration into accounts backed by the real Azure
+//! adapters, sharing one HTTP client, one credential per identity (token caches), one
+//! store per vault and identity, and one directory per identity.
+
+use crate::azure::graph::{GraphDirectory, GraphSettings, GRAPH_SCOPE};
+use crate::azure::keyvault::KeyVaultStore;
+use crate::azure::{self, SetupError};
+use crate::config::Loaded;
+use crate::daemon::{Managed, Settings};
+use crate::directory::Directory;
+use crate::protocol::{Account, Tuning};
+use crate::store::SecretStore;
+use azure_core::credentials::TokenCredential;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Default Entra authority.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Default Graph base URL.
+pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
+
+/// Builds every managed account from the configuration.
+pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>, SetupError> {
+    let config = &loaded.config;
+    let mut credentials: HashMap<&str, Arc<dyn TokenCredential>> = HashMap::new();
+    for (name, id) in &config.identities {
+        credentials.insert(name, azure::credential(name, id, http)?);
+    }
+    let mut stores: HashMap<(String, String), Arc<dyn SecretStore>> = HashMap::new();
+    let mut directories: HashMap<String, Arc<dyn Directory>> = HashMap::new();
+    let mut out = Vec::new();
+    for a in &loaded.accounts {
+        let key = (a.vault.clone(), a.vault_identity.clone());
+        let store = match stores.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let cred = credentials[a.vault_identity.as_str()].clone();
+                let s: Arc<dyn SecretStore> =
+                    Arc::new(KeyVaultStore::new(&a.vault, cred, http).map_err(|e| {
+                        SetupError::Identity {
+                            identity: a.vault_identity.clone(),
+                            detail: e.to_string(),
+                        }
+                    })?);
+                stores.insert(key, s.clone());
+                s
+            }
+        };
+        let directory = match directories.get(&a.identity) {
+            Some(d) => d.clone(),
+            None => {
+                let id = &config.identities[&a.identity];
+                let client_secret = if id.kind == "client_secret" {
+                    Some(azure::read_client_secret(&a.identity, id)?)
+                } else {
+                    None
+                };
+                let authority = id
+                    .authority_host
+                    .clone()
+                    .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok())
+                    .unwrap_or_else(|| DEFAULT_AUTHORITY.into());
+                let d: Arc<dyn Directory> = Arc::new(GraphDirectory::new(
+                    http.clone(),
+                    credentials[a.identity.as_str()].clone(),
+                    GraphSettings {
+                        base: id
+                            .graph_base
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_GRAPH.into()),
+                        scope: GRAPH_SCOPE.into(),
+                        authority_host: authority,
+                        tenant_id: id
+                            .tenant_id
+                            .clone()
+                            .unwrap_or_else(|| "organizations".into()),
+                        client_id: id.client_id.clone().unwrap_or_default(),
+                        client_secret,
+                    },
+                ));
+                directories.insert(a.identity.clone(), d.clone());
+                d
+            }
+        };
+        out.push(Managed {
+            account: Account {
+                name: a.name.clone(),
+                user: a.user.clone(),
+                secret: a.secret.clone(),
+                policy: a.policy.clone(),
+                verify: a.verify,
+                expiry: Some(a.expiry),
+                store,
+                directory,
+            },
+            schedule: a.schedule.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The daemon's settings from the configuration.
+pub fn settings(loaded: &Loaded) -> Settings {
+    let d = &loaded.config.daemon;
+    Settings {
+        max_concurrent: d.max_concurrent_rotations,
+        retry_base: d.retry_base_delay,
+        retry_max: d.retry_max_delay,
+        drift_interval: d.drift_check_interval,
+        shutdown_grace: d.shutdown_grace,
+    }
+}
+
+/// The protocol's tuning from the configuration.
+pub fn tuning(loaded: &Loaded) -> Tuning {
+    Tuning {
+        apply_attempts: loaded.config.daemon.apply_attempts,
+        ..Tuning::default()
+    }
+}

@@ -1,0 +1,294 @@
+//! The command line: `run`, `rotate`, `check-config`, `demo`. `main.rs` only calls [`main`].
+
+use crate::audit::{AuditSink, FileSink, StdoutFormat, StdoutSink, Tee, Trigger};
+use crate::clock::SystemClock;
+use crate::config::{self, AuditStdout, Loaded, EXIT_CONFIG};
+use crate::daemon::{Command, Daemon, InstanceLock};
+use crate::protocol::{Engine, Request};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Rotates the passwords of Entra ID management service accounts through Azure Key Vault.
+#[derive(Parser, Debug)]
+#[command(name = "keyturn", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Log output formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines (no timestamps under systemd: journald adds them).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon: recover, schedule and rotate every configured account.
+    Run {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Rotate one account now, in the foreground (needs the daemon to be stopped).
+    Rotate {
+        /// The account's name.
+        account: String,
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ticket number (recorded in the audit log).
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// Validate the configuration and report every problem (exit 64 on error).
+    CheckConfig {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Run keyturn against the embedded Azure emulator: no Azure account needed.
+    Demo {
+        /// Stop after this long (e.g. "45s"); runs until Ctrl-C when absent.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Seconds between scheduled rotations of each account.
+        #[arg(long, default_value_t = 10)]
+        every: u32,
+        /// Where the demo keeps its files (audit log, CA, lock); a temporary folder by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyturn: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::CheckConfig { config } => check_config(&config),
+            Cmd::Run { config } => match load(&config) {
+                Ok(loaded) => report(run(loaded).await),
+                Err(code) => code,
+            },
+            Cmd::Rotate {
+                account,
+                config,
+                reason,
+                ticket,
+            } => match load(&config) {
+                Ok(loaded) => report(rotate(loaded, &account, reason, ticket).await),
+                Err(code) => code,
+            },
+            Cmd::Demo {
+                duration,
+                every,
+                dir,
+            } => report(crate::demo::run(duration, every, dir).await),
+        }
+    })
+}
+
+fn report(r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keyturn: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KEYTURN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match (format, under_systemd) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+}
+
+fn load(path: &Path) -> Result<Loaded, i32> {
+    config::load(path).map_err(|e| {
+        eprintln!("keyturn: invalid configuration: {e}");
+        EXIT_CONFIG
+    })
+}
+
+fn check_config(path: &Path) -> i32 {
+    match config::load(path) {
+        Ok(loaded) => {
+            println!(
+                "{}: OK, {} account(s), {} identity(ies)",
+                path.display(),
+                loaded.accounts.len(),
+                loaded.config.identities.len()
+            );
+            for a in &loaded.accounts {
+                println!(
+                    "  {:<24} {} in {} ({}) schedule {:?}",
+                    a.name,
+                    a.secret,
+                    a.vault,
+                    a.user,
+                    a.schedule.pattern()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            let problems = e.problems();
+            eprintln!("{}: {} problem(s):", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  {}: {}", p.key, p.message);
+            }
+            EXIT_CONFIG
+        }
+    }
+}
+
+/// The audit sinks the configuration asks for: the file first (record of truth).
+pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
+    let path = &loaded.config.daemon.audit_log;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the audit log's folder {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    let mut sinks: Vec<Arc<dyn AuditSink>> = vec![Arc::new(FileSink::open(path)?)];
+    match loaded.config.daemon.audit_stdout {
+        AuditStdout::Off => {}
+        AuditStdout::Json => sinks.push(Arc::new(StdoutSink(StdoutFormat::Json))),
+        AuditStdout::Human => sinks.push(Arc::new(StdoutSink(StdoutFormat::Human))),
+    }
+    Ok(Arc::new(Tee(sinks)))
+}
+
+/// `keyturn run`.
+pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
+    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let audit = audit_sinks(&loaded)?;
+    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    let accounts = crate::app::accounts(&loaded, &http)?;
+    let clock = Arc::new(SystemClock);
+    let engine = Arc::new(Engine::new(
+        audit.clone(),
+        clock.clone(),
+        crate::app::tuning(&loaded),
+    ));
+    let daemon = Daemon::new(
+        engine,
+        audit,
+        clock,
+        crate::app::settings(&loaded),
+        accounts,
+    );
+    let (tx, rx) = mpsc::channel(64);
+    let shutdown = crate::signals::watch(tx)?;
+    daemon.run(rx, shutdown, None).await?;
+    Ok(0)
+}
+
+/// `keyturn rotate ACCOUNT`: one rotation in the foreground.
+pub async fn rotate(
+    loaded: Loaded,
+    account: &str,
+    reason: Option<String>,
+    ticket: Option<String>,
+) -> anyhow::Result<i32> {
+    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let audit = audit_sinks(&loaded)?;
+    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    let accounts = crate::app::accounts(&loaded, &http)?;
+    let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
+        eprintln!(
+            "keyturn: no account named {account:?} in {}",
+            loaded.path.display()
+        );
+        return Ok(EXIT_CONFIG);
+    };
+    let engine = Engine::new(audit, Arc::new(SystemClock), crate::app::tuning(&loaded));
+    let request = Request {
+        trigger: Trigger::Cli,
+        actor: crate::audit::Actor::current_user(),
+        reason,
+        ticket,
+    };
+    match engine.rotate(&managed.account, &request).await {
+        Ok(r) => {
+            println!(
+                "rotated {account}: rotation {} version {}{}",
+                r.rotation_id,
+                r.version,
+                if r.resumed {
+                    " (completed a pending rotation)"
+                } else {
+                    ""
+                }
+            );
+            for w in r.warnings {
+                println!("warning: {w}");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            Ok(if e.is_pending() { 75 } else { 1 })
+        }
+    }
+}
+
+/// Sends a rotate-all command (used by SIGUSR1).
+pub fn rotate_all_command() -> Command {
+    Command::Rotate {
+        account: None,
+        request: Request::daemon(Trigger::Signal),
+        reply: None,
+    }
+}

@@ -1,0 +1,32 @@
+//! Signals: SIGTERM and SIGINT stop the daemon (the returned future completes); SIGUSR1
+//! asks for a rotation of every account.
+
+use crate::daemon::Command;
+use std::future::Future;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// Installs the handlers; returns the shutdown future.
+pub fn watch(commands: mpsc::Sender<Command>) -> std::io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: rotating every account");
+            if commands
+                .send(crate::cli::rotate_all_command())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    })
+}

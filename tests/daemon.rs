@@ -1,0 +1,323 @@
+//! The daemon over in-memory Azure, in virtual time: catch-up, schedules, backoff,
+//! recovery before scheduling, manual commands, and shutdown.
+
+use keyturn::audit::{EventKind, MemorySink, Trigger};
+use keyturn::clock::{Clock, TokioClock};
+use keyturn::daemon::{Command, Daemon, Managed, Settings};
+use keyturn::directory::DirectoryError;
+use keyturn::memory::{DirFault, DirOp, MemoryDirectory, MemoryVault};
+use keyturn::password::{Password, PasswordPolicy};
+use keyturn::protocol::{Account, Engine, Request, Tuning};
+use keyturn::schedule::Schedule;
+use keyturn::store::{tag, Tags};
+use std::sync::Arc;
+use std::time::Duration;
+use time::format_description::well_known::Rfc3339;
+use time::macros::datetime;
+use tokio::sync::{mpsc, oneshot};
+
+struct Fixture {
+    clock: Arc<TokioClock>,
+    vault: Arc<MemoryVault>,
+    dir: Arc<MemoryDirectory>,
+    audit: MemorySink,
+    managed: Vec<Managed>,
+}
+
+fn fixture(n: usize, schedule: &str, rotated_ago: time::Duration) -> Fixture {
+    let clock = Arc::new(TokioClock::new(datetime!(2026-11-20 10:00:30 UTC)));
+    let vault = Arc::new(MemoryVault::new(
+        "https://kv.vault.azure.net/",
+        clock.clone(),
+    ));
+    let dir = Arc::new(MemoryDirectory::new(clock.clone()));
+    let mut managed = Vec::new();
+    for i in 0..n {
+        let upn = format!("svc-{i}@contoso.onmicrosoft.com");
+        let p = PasswordPolicy::default().generate().unwrap();
+        let rotated = clock.now() - rotated_ago;
+        dir.add_user(&upn, &p, Some(rotated));
+        let mut tags = Tags::new();
+        tags.insert(tag::ROTATED_AT.into(), rotated.format(&Rfc3339).unwrap());
+        vault.seed(&format!("svc-{i}"), &p, tags);
+        managed.push(Managed {
+            account: Account {
+                name: format!("acct-{i}"),
+                user: upn,
+                secret: format!("svc-{i}"),
+                policy: PasswordPolicy::default(),
+                verify: false,
+                expiry: None,
+                store: vault.clone(),
+                directory: dir.clone(),
+            },
+            schedule: Schedule::new(schedule, "UTC", Duration::ZERO).unwrap(),
+        });
+    }
+    Fixture {
+        clock,
+        vault,
+        dir,
+        audit: MemorySink::default(),
+        managed,
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        max_concurrent: 4,
+        retry_base: Duration::from_secs(10),
+        retry_max: Duration::from_secs(60),
+        drift_interval: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(30),
+    }
+}
+
+impl Fixture {
+    fn daemon(&self, settings: Settings) -> Daemon {
+        let tuning = Tuning {
+            base_delay: Duration::from_millis(10),
+            verify_delay: Duration::from_millis(10),
+            ..Tuning::default()
+        };
+        let engine = Arc::new(Engine::new(
+            Arc::new(self.audit.clone()),
+            self.clock.clone(),
+            tuning,
+        ));
+        Daemon::new(
+            engine,
+            Arc::new(self.audit.clone()),
+            self.clock.clone(),
+            settings,
+            self.managed.clone(),
+        )
+    }
+
+    fn completed(&self, account: &str, trigger: Option<Trigger>) -> usize {
+        self.audit
+            .events()
+            .iter()
+            .filter(|e| {
+                e.event == EventKind::RotationCompleted && e.account.as_deref() == Some(account)
+            })
+            .filter(|e| trigger.is_none() || e.trigger == trigger)
+            .count()
+    }
+
+    fn holds(&self, i: usize) -> bool {
+        let current = self.vault.peek(&format!("svc-{i}")).unwrap().value;
+        self.dir
+            .password_is(&format!("svc-{i}@contoso.onmicrosoft.com"), &current)
+    }
+}
+
+async fn run_for(d: Daemon, virtual_time: Duration) -> mpsc::Sender<Command> {
+    let (tx, rx) = mpsc::channel(8);
+    d.run(rx, tokio::time::sleep(virtual_time), None)
+        .await
+        .unwrap();
+    tx
+}
+
+#[tokio::test(start_paused = true)]
+async fn overdue_accounts_catch_up_at_start_and_then_follow_the_schedule() {
+    // Every minute at second 0; last rotated 5 minutes ago: overdue.
+    let f = fixture(3, "0 * * * * *", time::Duration::minutes(5));
+    run_for(f.daemon(settings()), Duration::from_secs(185)).await;
+    for i in 0..3 {
+        let name = format!("acct-{i}");
+        assert_eq!(
+            f.completed(&name, Some(Trigger::CatchUp)),
+            1,
+            "{name} catches up once"
+        );
+        // Started 10:00:30; fires at 10:01, 10:02, 10:03 (the catch-up at 10:00:30 moved the next fire past it).
+        assert_eq!(f.completed(&name, Some(Trigger::Schedule)), 3, "{name}");
+        assert!(f.holds(i));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn accounts_that_are_not_due_wait_for_their_fire_time() {
+    // Every hour at minute 0; rotated 10 s ago at 10:00:20: next due 11:00.
+    let f = fixture(2, "0 0 * * * *", time::Duration::seconds(10));
+    run_for(f.daemon(settings()), Duration::from_secs(20 * 60)).await;
+    assert_eq!(
+        f.completed("acct-0", None),
+        0,
+        "nothing is due before 11:00"
+    );
+    let f = fixture(2, "0 0 * * * *", time::Duration::seconds(10));
+    run_for(f.daemon(settings()), Duration::from_secs(60 * 60)).await;
+    assert_eq!(f.completed("acct-0", Some(Trigger::Schedule)), 1);
+    assert_eq!(f.completed("acct-1", Some(Trigger::Schedule)), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_account_backs_off_and_never_stops_the_others() {
+    let f = fixture(3, "0 * * * * *", time::Duration::minutes(5));
+    // acct-?: the directory refuses the first 4 resets (whichever accounts they hit).
+    for _ in 0..4 {
+        f.dir.inject(
+            DirOp::Reset,
+            DirFault::Fail(DirectoryError::Rejected {
+                user: "x".into(),
+                status: 403,
+                code: "Authorization_RequestDenied".into(),
+                message: "Insufficient privileges to complete the operation.".into(),
+                request_id: None,
+            }),
+        );
+    }
+    run_for(f.daemon(settings()), Duration::from_secs(300)).await;
+    let abandoned = f
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e.event == EventKind::RotationAbandoned)
+        .count();
+    assert_eq!(abandoned, 4);
+    for i in 0..3 {
+        assert!(
+            f.completed(&format!("acct-{i}"), None) >= 3,
+            "acct-{i} kept rotating"
+        );
+        assert!(f.holds(i));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_rotation_is_recovered_before_anything_is_scheduled() {
+    let f = fixture(1, "0 0 3 * * MON", time::Duration::hours(1));
+    // A previous run staged and applied P, then died.
+    let p: Password = PasswordPolicy::default().generate().unwrap();
+    let mut tags = Tags::new();
+    tags.insert(tag::STATE.into(), tag::PENDING.into());
+    tags.insert(tag::ROTATION_ID.into(), uuid::Uuid::new_v4().to_string());
+    f.vault.seed("svc-0-pending", &p, tags);
+    f.dir.reset_out_of_band("svc-0@contoso.onmicrosoft.com", &p);
+    let (tx, rx) = mpsc::channel(8);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let d = f.daemon(settings());
+    let handle = tokio::spawn(async move {
+        d.run(
+            rx,
+            tokio::time::sleep(Duration::from_secs(5)),
+            Some(ready_tx),
+        )
+        .await
+    });
+    ready_rx.await.unwrap();
+    // By readiness, recovery has committed P.
+    assert_eq!(f.vault.peek("svc-0").unwrap().value, p);
+    assert_eq!(
+        f.vault.peek("svc-0-pending").unwrap().tag(tag::STATE),
+        Some(tag::COMMITTED)
+    );
+    assert_eq!(f.completed("acct-0", Some(Trigger::Recovery)), 1);
+    drop(tx);
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_rotations_reply_with_each_result() {
+    let f = fixture(2, "0 0 3 * * MON", time::Duration::hours(1));
+    let (tx, rx) = mpsc::channel(8);
+    let d = f.daemon(settings());
+    let handle = tokio::spawn(async move {
+        d.run(rx, tokio::time::sleep(Duration::from_secs(60)), None)
+            .await
+    });
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let request = Request {
+        reason: Some("suspected leak".into()),
+        ticket: Some("INC-4242".into()),
+        ..Request::daemon(Trigger::Socket)
+    };
+    tx.send(Command::Rotate {
+        account: None,
+        request,
+        reply: Some(reply_tx),
+    })
+    .await
+    .unwrap();
+    let mut results = reply_rx.await.unwrap();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let (reply_tx, reply_rx) = oneshot::channel();
+    tx.send(Command::Rotate {
+        account: Some("nope".into()),
+        request: Request::daemon(Trigger::Socket),
+        reply: Some(reply_tx),
+    })
+    .await
+    .unwrap();
+    let results = reply_rx.await.unwrap();
+    assert!(results[0]
+        .1
+        .as_ref()
+        .unwrap_err()
+        .contains("no account named"));
+    handle.await.unwrap().unwrap();
+    let done = f
+        .audit
+        .events()
+        .into_iter()
+        .find(|e| e.event == EventKind::RotationCompleted)
+        .unwrap();
+    assert_eq!(done.reason.as_deref(), Some("suspected leak"));
+    assert_eq!(done.ticket.as_deref(), Some("INC-4242"));
+    assert!(f.holds(0) && f.holds(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_in_flight_rotations_finish() {
+    let f = fixture(1, "0 0 3 * * MON", time::Duration::hours(1));
+    // Graph is slow: 3 unknown outcomes with Retry-After 5 s before success.
+    for _ in 0..3 {
+        f.dir.inject(
+            DirOp::Reset,
+            DirFault::Fail(DirectoryError::Unknown {
+                user: "x".into(),
+                status: Some(429),
+                detail: "throttled".into(),
+                request_id: None,
+                retry_after: Some(Duration::from_secs(5)),
+            }),
+        );
+    }
+    let (tx, rx) = mpsc::channel(8);
+    let d = f.daemon(settings());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        d.run(
+            rx,
+            async {
+                let _ = stop_rx.await;
+            },
+            None,
+        )
+        .await
+    });
+    tx.send(Command::Rotate {
+        account: None,
+        request: Request::daemon(Trigger::Signal),
+        reply: None,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_tx.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        f.completed("acct-0", Some(Trigger::Signal)),
+        1,
+        "the rotation finished during the grace period"
+    );
+    let kinds = f.audit.kinds();
+    assert_eq!(kinds.last(), Some(&EventKind::RotationCompleted));
+    assert!(kinds.contains(&EventKind::DaemonStopping));
+    assert!(f.holds(0));
+}
