@@ -91,7 +91,13 @@ pub enum Cmd {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The demo prints audit events; diagnostics would drown them.
+    let default_filter = if matches!(cli.command, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,9 +143,10 @@ fn report(r: anyhow::Result<i32>) -> i32 {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KEYTURN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("KEYTURN_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
