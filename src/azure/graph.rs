@@ -357,12 +357,13 @@ impl Directory for GraphDirectory {
                 retry_after: None,
             })?;
         let aadsts = err.error_codes.first().copied().unwrap_or(0);
-        // Only the first line of the description: later lines carry trace ids and times.
-        let message = err
-            .error_description
-            .lines()
+        // Only the first sentences: Entra appends trace and correlation ids and a time.
+        let first = err.error_description.lines().next().unwrap_or_default();
+        let message = first
+            .split(" Trace ID:")
             .next()
             .unwrap_or_default()
+            .trim()
             .to_owned();
         match aadsts {
             50076 | 50079 | 53003 | 530035 => Ok(Verified::BlockedByPolicy { aadsts, message }),
