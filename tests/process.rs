@@ -1,0 +1,390 @@
+//! keyturn as a real child process against the emulator (in this test process): SIGKILL in
+//! the middle of rotations and recovery at restart, catch-up at start-up, signals, the CLI's
+//! exit codes, and a search of everything it printed for every password Key Vault holds.
+
+mod common;
+
+use common::*;
+use keyturn_emulator::{FaultKind, FaultRule};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyturn");
+
+struct Daemon {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, dir: &Path, tag: &str) -> Daemon {
+        let stdout = dir.join(format!("{tag}.stdout"));
+        let stderr = dir.join(format!("{tag}.stderr"));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("KEYTURN_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn signal(&self, s: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), s).unwrap();
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    async fn ready(&self) {
+        assert!(
+            wait_for(Duration::from_secs(30), || self
+                .stderr()
+                .contains("keyturn is ready"))
+            .await,
+            "the daemon never became ready:\n{}",
+            self.stderr()
+        );
+    }
+
+    async fn wait(mut self) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("the daemon did not exit:\n{}", self.stderr());
+    }
+}
+
+fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
+    audit_records(dir)
+        .iter()
+        .filter(|r| r["event"] == event && account.is_none_or(|a| r["account"] == a))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            ..Opts::default()
+        },
+    );
+    // Every PATCH takes 1.5 s: the kill lands while the emulator is applying them.
+    emu.control()
+        .add_fault(FaultRule {
+            route: "graph.patch".into(),
+            kind: FaultKind::Latency,
+            latency_ms: Some(1500),
+            count: Some(3),
+            ..rule()
+        })
+        .unwrap();
+    let d = Daemon::start(&config, dir.path(), "first");
+    d.ready().await;
+    d.signal(Signal::SIGUSR1);
+    assert!(
+        wait_for(Duration::from_secs(20), || count(
+            dir.path(),
+            "rotation.staged",
+            None
+        ) == 3)
+        .await,
+        "three rotations staged"
+    );
+    d.signal(Signal::SIGKILL);
+    let status = d.wait().await;
+    assert!(!status.success());
+    for (name, ..) in USERS {
+        assert!(
+            invariant(&emu, name).holds,
+            "{name}: invariant broken right after SIGKILL"
+        );
+    }
+    // Whether the emulator applied a PATCH whose client died is up to chance (hyper may drop
+    // the request); either way the staged password is pending and the invariant holds.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for (name, ..) in USERS {
+        let report = invariant(&emu, name);
+        assert!(report.holds, "{name}: {report:?}");
+        assert_eq!(
+            report.pending_tag.as_deref(),
+            Some("pending"),
+            "{name}: {report:?}"
+        );
+    }
+
+    // Restart: recovery completes all three before anything is scheduled.
+    let d = Daemon::start(&config, dir.path(), "second");
+    d.ready().await;
+    for (name, ..) in USERS {
+        let report = invariant(&emu, name);
+        assert!(report.latest_matches, "{name}: {report:?}");
+        assert_eq!(report.pending_tag.as_deref(), Some("committed"), "{name}");
+        assert_eq!(
+            count(dir.path(), "rotation.resumed", Some(name)),
+            1,
+            "{name}"
+        );
+    }
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success(), "SIGTERM exits 0");
+    assert!(count(dir.path(), "daemon.stopping", None) >= 1);
+}
+
+fn rule() -> FaultRule {
+    FaultRule {
+        id: None,
+        route: String::new(),
+        vault: None,
+        tenant: None,
+        kind: FaultKind::Status,
+        status: None,
+        retry_after: None,
+        latency_ms: None,
+        then: None,
+        probability: None,
+        count: None,
+        fired: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_accounts_catch_up_at_start_up() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Every 5 s. The secrets were created (adopted) just now; once the next 5-second mark
+    // has passed, every account is overdue when keyturn starts.
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            schedule: "*/5 * * * * *",
+            ..Opts::default()
+        },
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let to_mark = 5.0 - (now.second() % 5) as f64 - now.nanosecond() as f64 / 1e9;
+    tokio::time::sleep(Duration::from_secs_f64(to_mark + 0.2)).await;
+
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    assert!(
+        wait_for(Duration::from_secs(20), || USERS.iter().all(|u| count(
+            dir.path(),
+            "rotation.completed",
+            Some(u.0)
+        ) >= 1))
+        .await,
+        "every overdue account is rotated"
+    );
+    for (name, ..) in USERS {
+        let first = audit_records(dir.path())
+            .into_iter()
+            .find(|r| r["event"] == "rotation.completed" && r["account"] == name)
+            .unwrap();
+        assert_eq!(first["trigger"], "catch-up", "{name}");
+        assert!(invariant(&emu, name).latest_matches);
+    }
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_appears_in_anything_keyturn_prints_or_records() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            schedule: "*/2 * * * * *",
+            audit_stdout: "json",
+            ..Opts::default()
+        },
+    );
+    for (route, kind, status, p) in [
+        ("graph.patch", FaultKind::CommitThenFail, Some(500), 0.3),
+        ("graph.patch", FaultKind::Status, Some(503), 0.2),
+        ("kv.update", FaultKind::Status, Some(500), 0.2),
+        ("token", FaultKind::Status, Some(500), 0.1),
+    ] {
+        emu.control()
+            .add_fault(FaultRule {
+                route: route.into(),
+                kind,
+                status,
+                probability: Some(p),
+                ..rule()
+            })
+            .unwrap();
+    }
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        d.signal(Signal::SIGUSR1);
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    emu.control().clear_faults();
+    d.signal(Signal::SIGTERM);
+    let (stdout, stderr) = (d.stdout.clone(), d.stderr.clone());
+    assert!(d.wait().await.success());
+
+    let loaded = load(&config);
+    let values = all_values(&reader(&emu, &loaded), &["svc-1", "svc-2", "svc-ca"]).await;
+    let output = [
+        std::fs::read_to_string(stdout).unwrap(),
+        std::fs::read_to_string(stderr).unwrap(),
+        std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap(),
+    ]
+    .concat();
+    let completed = count(dir.path(), "rotation.completed", None);
+    assert!(completed >= 6, "only {completed} rotations completed");
+    assert!(
+        values.len() > completed,
+        "{} values read back",
+        values.len()
+    );
+    assert!(
+        output.len() > 10_000,
+        "debug logs were captured ({} bytes)",
+        output.len()
+    );
+    let hits: Vec<_> = values
+        .iter()
+        .filter(|v| output.contains(v.as_str()))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "{} of {} passwords appear in the output",
+        hits.len(),
+        values.len()
+    );
+    for (name, ..) in USERS {
+        assert!(invariant(&emu, name).holds, "{name}");
+    }
+    eprintln!(
+        "searched {} bytes of output for {} passwords from {completed} rotations: 0 hits",
+        output.len(),
+        values.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            ..Opts::default()
+        },
+    );
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            Command::new(BIN)
+                .args([
+                    "rotate", "svc-2", "--reason", "test", "--ticket", "CHG-1", "--config",
+                ])
+                .arg(&config)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rotated svc-2"));
+    assert!(invariant(&emu, "svc-2").latest_matches);
+    let rec = audit_records(dir.path())
+        .into_iter()
+        .find(|r| r["event"] == "rotation.completed")
+        .unwrap();
+    assert_eq!(rec["trigger"], "cli");
+    assert_eq!(rec["ticket"], "CHG-1");
+    assert_eq!(rec["actor"]["kind"], "user");
+
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            Command::new(BIN)
+                .args(["rotate", "svc-2", "--config"])
+                .arg(&config)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another keyturn holds the lock"), "{err}");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+}
+
+#[test]
+fn check_config_exits_64_and_names_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[defaults]\nschedule = 'sometimes'\n[[accounts]]\nname = 'a'\nuser = 'u'\nidentity = 'ghost'\nvault = 'http://kv'\nsecret = 's'\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "defaults.schedule",
+        "accounts[0].identity",
+        "accounts[0].vault",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "run refuses a bad config before doing anything"
+    );
+}
