@@ -569,3 +569,47 @@ fn shipped_demo_scenario_parses() {
     assert_eq!(sc.vaults.len(), 1);
     assert_eq!(sc.users.iter().filter(|u| u.ca_blocked).count(), 1);
 }
+
+#[tokio::test]
+async fn given_certificate_and_key_are_used() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let leaf = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "*.vault.azure.net".to_string(),
+    ])
+    .expect("params");
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).expect("leaf");
+    let (cert, key, ca_path) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf_cert.pem()).expect("write");
+    std::fs::write(&key, leaf_key.serialize_pem()).expect("write");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write");
+    let emu = Emulator::start(EmulatorConfig {
+        scenario: Some(scenario()),
+        tls: keyturn_emulator::TlsSource::Files {
+            cert,
+            key,
+            ca: Some(ca_path),
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("start");
+    assert_eq!(emu.ca_pem(), ca_cert.pem());
+    let h = http(&emu);
+    let t = app_token(&h, &emu, ROTATOR, ROTATOR_SECRET, VAULT_SCOPE).await;
+    let (s, _, _) = kv_get(&h, &emu, &t, "svc-coreview-1")
+        .await
+        .expect("answer");
+    assert_eq!(s, 200);
+    emu.shutdown().await;
+}
