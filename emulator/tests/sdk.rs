@@ -422,3 +422,46 @@ async fn secret_client_soft_delete_conflict_recover_and_list() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn sdk_retries_an_injected_503_and_honours_retry_after() {
+    let emu = start().await;
+    let client = secret_client(
+        &emu,
+        secret_credential(&emu, ROTATOR, ROTATOR_SECRET),
+        http(&emu),
+    );
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            id: Some("kv-503".into()),
+            route: "kv.get".into(),
+            vault: Some(VAULT.into()),
+            tenant: None,
+            kind: keyturn_emulator::FaultKind::Status,
+            status: Some(503),
+            retry_after: Some(1),
+            latency_ms: None,
+            then: None,
+            probability: None,
+            count: Some(1),
+            fired: 0,
+        })
+        .expect("rule");
+    let started = std::time::Instant::now();
+    let s = client
+        .get_secret("svc-coreview-1", None)
+        .await
+        .expect("get after retry")
+        .into_model()
+        .expect("model");
+    assert_eq!(s.value.as_deref(), Some(SVC1_PASSWORD));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "waited for Retry-After"
+    );
+    let c = emu.control().counters();
+    assert_eq!(c.faults_by_rule.get("kv-503"), Some(&1));
+    assert_eq!(c.responses.get("kv.get 503"), Some(&1));
+    assert_eq!(c.responses.get("kv.get 200"), Some(&1));
+    emu.shutdown().await;
+}
