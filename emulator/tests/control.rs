@@ -451,6 +451,18 @@ async fn control_api_over_https() {
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 400);
+    // JSON works too (same shape).
+    let r = h
+        .post(format!("{base}/scenario"))
+        .json(&json!({"users": [{"tenant": "contoso", "upn": "json.user@contoso.onmicrosoft.com", "password": "Json-Pass-123"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(emu
+        .control()
+        .check_password(TENANT, "json.user@contoso.onmicrosoft.com", "Json-Pass-123")
+        .expect("seeded"));
     let c: Value = h
         .get(format!("{base}/counters"))
         .send()
