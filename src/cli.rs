@@ -266,6 +266,7 @@ pub async fn rotate(
         actor: crate::audit::Actor::current_user(),
         reason,
         ticket,
+        rotation_id: None,
     };
     match engine.rotate(&managed.account, &request).await {
         Ok(r) => {
@@ -296,6 +297,7 @@ pub fn rotate_all_command() -> Command {
     Command::Rotate {
         account: None,
         request: Request::daemon(Trigger::Signal),
+        wait: false,
         reply: None,
     }
 }

@@ -238,6 +238,7 @@ async fn manual_rotations_reply_with_each_result() {
     tx.send(Command::Rotate {
         account: None,
         request,
+        wait: true,
         reply: Some(reply_tx),
     })
     .await
@@ -250,6 +251,7 @@ async fn manual_rotations_reply_with_each_result() {
     tx.send(Command::Rotate {
         account: Some("nope".into()),
         request: Request::daemon(Trigger::Socket),
+        wait: true,
         reply: Some(reply_tx),
     })
     .await
@@ -304,6 +306,7 @@ async fn shutdown_lets_in_flight_rotations_finish() {
     tx.send(Command::Rotate {
         account: None,
         request: Request::daemon(Trigger::Signal),
+        wait: false,
         reply: None,
     })
     .await
