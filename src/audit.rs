@@ -120,6 +120,10 @@ pub enum EventKind {
     DriftDetected,
     #[serde(rename = "account.adopted")]
     AccountAdopted,
+    #[serde(rename = "admin.command_accepted")]
+    AdminCommandAccepted,
+    #[serde(rename = "admin.command_refused")]
+    AdminCommandRefused,
 }
 
 impl EventKind {
@@ -142,6 +146,8 @@ impl EventKind {
             EventKind::RotationLeftPending => "rotation.left_pending",
             EventKind::DriftDetected => "drift.detected",
             EventKind::AccountAdopted => "account.adopted",
+            EventKind::AdminCommandAccepted => "admin.command_accepted",
+            EventKind::AdminCommandRefused => "admin.command_refused",
         }
     }
 }

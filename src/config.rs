@@ -22,6 +22,10 @@ pub struct Config {
     pub tls: TlsConfig,
     /// HTTP settings shared by every Azure client.
     pub network: NetworkConfig,
+    /// The admin Unix socket.
+    pub admin: AdminConfig,
+    /// The optional metrics and health listener.
+    pub metrics: MetricsConfig,
     /// What every account inherits.
     pub defaults: Defaults,
     /// Named Entra credentials.
@@ -31,7 +35,7 @@ pub struct Config {
 }
 
 /// How the daemon runs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct DaemonConfig {
     /// Holds the single-instance lock file.
@@ -72,6 +76,49 @@ impl Default for DaemonConfig {
             apply_attempts: 5,
         }
     }
+}
+
+/// The admin Unix socket (`docs/admin-protocol.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Socket path; an empty string turns the socket off.
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660); its members may use it. Empty: the daemon's group.
+    pub group: String,
+    /// Further groups whose members may use it (supplementary groups count).
+    pub allowed_groups: Vec<String>,
+    /// Refuse `rotate` without a reason.
+    pub require_reason: bool,
+    /// Refuse `rotate` without a ticket.
+    pub require_ticket: bool,
+    /// Connections served at once; more are refused with `busy`.
+    pub max_connections: usize,
+    /// How long a client may take to send a request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from("/run/keyturn/admin.sock"),
+            group: String::new(),
+            allowed_groups: Vec::new(),
+            require_reason: false,
+            require_ticket: false,
+            max_connections: 64,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The metrics and health listener.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. "127.0.0.1:9464"; absent: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Where audit copies go on stdout.
@@ -362,6 +409,32 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
             "daemon.retry_base_delay".into(),
             "must be above zero and at most daemon.retry_max_delay".into(),
         );
+    }
+    let admin = &config.admin;
+    if !admin.socket.as_os_str().is_empty() && !admin.socket.is_absolute() {
+        p(
+            "admin.socket".into(),
+            "must be an absolute path, or \"\" to turn the socket off".into(),
+        );
+    }
+    if admin.max_connections == 0 {
+        p("admin.max_connections".into(), "must be at least 1".into());
+    }
+    for (k, g) in std::iter::once(("admin.group".to_owned(), &admin.group)).chain(
+        admin
+            .allowed_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("admin.allowed_groups[{i}]"), g)),
+    ) {
+        if !g.is_empty() && matches!(nix::unistd::Group::from_name(g), Ok(None)) {
+            p(k, format!("no group named {g:?} exists on this host; create it (groupadd) or fix the name"));
+        }
+    }
+    if let Some(addr) = config.metrics.listen {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the metrics listener is not on loopback; it has no authentication");
+        }
     }
     for (i, f) in config.tls.extra_ca_files.iter().enumerate() {
         if !f.is_file() {

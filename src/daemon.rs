@@ -161,6 +161,9 @@ pub struct DaemonStatus {
     pub stopping: bool,
     /// Every account.
     pub accounts: Vec<AccountStatus>,
+    /// Last time the main loop ran (for the systemd watchdog and health checks).
+    #[serde(skip)]
+    pub heartbeat: Option<std::time::Instant>,
 }
 
 /// Shared view of the daemon's state.
@@ -285,6 +288,8 @@ pub struct Daemon {
     tasks: JoinSet<Done>,
     permits: Arc<Semaphore>,
     board: StatusBoard,
+    /// When set, the main loop marks the board this often (watchdog, health).
+    heartbeat: Option<Duration>,
 }
 
 impl Daemon {
@@ -313,9 +318,16 @@ impl Daemon {
             tasks: JoinSet::new(),
             permits,
             board,
+            heartbeat: None,
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
+    }
+
+    /// Makes the main loop mark the board's heartbeat every `period`.
+    pub fn with_heartbeat(mut self, period: Duration) -> Self {
+        self.heartbeat = Some(period);
+        self
     }
 
     /// The shared status board.
@@ -422,10 +434,14 @@ impl Daemon {
         tracing::info!(accounts = self.slots.len(), "keyturn is ready");
 
         let mut drift = self.drift_timer();
+        let mut beat = self.heartbeat.map(tokio::time::interval);
         loop {
             let wake = self.next_wake();
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = async { beat.as_mut().expect("guarded by the if").tick().await }, if beat.is_some() => {
+                    self.board.lock().unwrap_or_else(|e| e.into_inner()).heartbeat = Some(std::time::Instant::now());
+                }
                 Some(cmd) = commands.recv() => {
                     let reloaded = matches!(cmd, Command::Reload { .. });
                     self.command(cmd);

@@ -162,7 +162,7 @@ pub async fn run(
         accounts,
     );
     let (tx, rx) = mpsc::channel(16);
-    let signals = crate::signals::watch(tx)?;
+    let signals = crate::signals::watch(tx, None)?;
     let stop = async move {
         match duration {
             Some(d) => {

@@ -309,7 +309,14 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
         move || {
             Command::new(BIN)
                 .args([
-                    "rotate", "svc-2", "--reason", "test", "--ticket", "CHG-1", "--config",
+                    "rotate",
+                    "svc-2",
+                    "--offline",
+                    "--reason",
+                    "test",
+                    "--ticket",
+                    "CHG-1",
+                    "--config",
                 ])
                 .arg(&config)
                 .output()
@@ -339,7 +346,7 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
         let config = config.clone();
         move || {
             Command::new(BIN)
-                .args(["rotate", "svc-2", "--config"])
+                .args(["rotate", "svc-2", "--offline", "--config"])
                 .arg(&config)
                 .output()
                 .unwrap()

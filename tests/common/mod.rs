@@ -123,6 +123,8 @@ pub struct Opts {
     pub accounts: Vec<(&'static str, &'static str)>,
     pub audit_stdout: &'static str,
     pub drift: &'static str,
+    /// Extra TOML appended to the `[admin]` table.
+    pub admin: &'static str,
 }
 
 impl Default for Opts {
@@ -133,6 +135,7 @@ impl Default for Opts {
             accounts: USERS.iter().map(|u| (u.0, "rotator")).collect(),
             audit_stdout: "off",
             drift: "0s",
+            admin: "",
         }
     }
 }
@@ -152,6 +155,11 @@ pub fn write_config(emu: &Emulator, dir: &Path, o: &Opts) -> PathBuf {
     for h in emu.resolve_hosts() {
         t.push_str(&format!("{h:?} = \"127.0.0.1\"\n"));
     }
+    t.push_str(&format!(
+        "\n[admin]\nsocket = {:?}\n{}\n",
+        dir.join("admin.sock").display().to_string(),
+        o.admin
+    ));
     t.push_str(&format!(
         "\n[defaults]\nschedule = {:?}\nwindow = \"0s\"\nverify = {}\n",
         o.schedule, o.verify
