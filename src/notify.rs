@@ -36,10 +36,18 @@ pub fn stopping() {
     ]);
 }
 
-/// The watchdog interval systemd asked for (`WatchdogSec=`), if any.
+/// The watchdog interval systemd asked for (`WatchdogSec=`), if any: `$WATCHDOG_USEC`,
+/// unless `$WATCHDOG_PID` names another process (as sd_watchdog_enabled(3) reads them;
+/// the `sd-notify` crate also requires `WATCHDOG_PID` to be set, which systemd always does
+/// but a supervisor need not).
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 /// Keep-alive for the watchdog.

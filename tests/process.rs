@@ -6,77 +6,9 @@ mod common;
 
 use common::*;
 use keyturn_emulator::{FaultKind, FaultRule};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use nix::sys::signal::Signal;
+use std::process::Command;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyturn");
-
-struct Daemon {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &Path, dir: &Path, tag: &str) -> Daemon {
-        let stdout = dir.join(format!("{tag}.stdout"));
-        let stderr = dir.join(format!("{tag}.stderr"));
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("KEYTURN_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn signal(&self, s: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), s).unwrap();
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    async fn ready(&self) {
-        assert!(
-            wait_for(Duration::from_secs(30), || self
-                .stderr()
-                .contains("keyturn is ready"))
-            .await,
-            "the daemon never became ready:\n{}",
-            self.stderr()
-        );
-    }
-
-    async fn wait(mut self) -> std::process::ExitStatus {
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = self.child.kill();
-        panic!("the daemon did not exit:\n{}", self.stderr());
-    }
-}
-
-fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
-    audit_records(dir)
-        .iter()
-        .filter(|r| r["event"] == event && account.is_none_or(|a| r["account"] == a))
-        .count()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
@@ -150,23 +82,6 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
     d.signal(Signal::SIGTERM);
     assert!(d.wait().await.success(), "SIGTERM exits 0");
     assert!(count(dir.path(), "daemon.stopping", None) >= 1);
-}
-
-fn rule() -> FaultRule {
-    FaultRule {
-        id: None,
-        route: String::new(),
-        vault: None,
-        tenant: None,
-        kind: FaultKind::Status,
-        status: None,
-        retry_after: None,
-        latency_ms: None,
-        then: None,
-        probability: None,
-        count: None,
-        fired: 0,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

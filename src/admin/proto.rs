@@ -114,12 +114,14 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         .ok_or_else(|| bad("bad_request", "the request must be a JSON object"))?;
     match obj.get("v").and_then(|v| v.as_u64()) {
         Some(1) => {}
-        Some(other) => return Err(bad(
-            "unsupported_version",
-            format!(
+        Some(other) => {
+            return Err(bad(
+                "unsupported_version",
+                format!(
                 "protocol version {other} is not supported; this daemon speaks version {VERSION}"
             ),
-        )),
+            ))
+        }
         None => {
             return Err(bad(
                 "bad_request",

@@ -11,7 +11,11 @@ use keyturn::config::Loaded;
 use keyturn_emulator::{
     Emulator, EmulatorConfig, InvariantQuery, InvariantReport, Scenario, TlsSource,
 };
+use keyturn_emulator::{FaultKind, FaultRule};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -282,4 +286,87 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
 
 pub fn shared<T>(t: T) -> Arc<T> {
     Arc::new(t)
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyturn");
+
+pub struct Daemon {
+    pub child: Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, dir: &Path, tag: &str) -> Daemon {
+        let stdout = dir.join(format!("{tag}.stdout"));
+        let stderr = dir.join(format!("{tag}.stderr"));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("KEYTURN_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn signal(&self, s: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), s).unwrap();
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn ready(&self) {
+        assert!(
+            wait_for(Duration::from_secs(30), || self
+                .stderr()
+                .contains("keyturn is ready"))
+            .await,
+            "the daemon never became ready:\n{}",
+            self.stderr()
+        );
+    }
+
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("the daemon did not exit:\n{}", self.stderr());
+    }
+}
+
+pub fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
+    audit_records(dir)
+        .iter()
+        .filter(|r| r["event"] == event && account.is_none_or(|a| r["account"] == a))
+        .count()
+}
+
+pub fn rule() -> FaultRule {
+    FaultRule {
+        id: None,
+        route: String::new(),
+        vault: None,
+        tenant: None,
+        kind: FaultKind::Status,
+        status: None,
+        retry_after: None,
+        latency_ms: None,
+        then: None,
+        probability: None,
+        count: None,
+        fired: 0,
+    }
 }
