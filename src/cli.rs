@@ -442,6 +442,19 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
         tracing::info!(socket = %admin_cfg.socket.display(), "admin socket listening");
     }
 
+    if let Some(addr) = loaded.config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on metrics.listen {addr}: {e}"))?;
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            board.clone(),
+            watchdog,
+            stopped(),
+        )));
+        tracing::info!(%addr, "metrics and health listening");
+    }
+
     let shutdown = crate::signals::watch(tx, Some(reloader))?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let n = loaded.accounts.len();

@@ -141,6 +141,9 @@ pub struct AccountStatus {
     pub last_success: Option<OffsetDateTime>,
     /// The current `<secret>` version, when known.
     pub version: Option<String>,
+    /// When the password in force was set (its `keyturn-rotated-at`), when known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
     /// A rotation is left pending in the staging secret.
     pub pending: bool,
     /// Rotations by outcome since start (`success`, `warning`, `failed`).
@@ -226,8 +229,12 @@ impl InstanceLock {
 enum TaskOut {
     /// A rotation completed (fresh, resumed, or for drift).
     Rotated(Rotated),
-    /// Nothing to do; when known, the account's due time read from Key Vault.
-    Idle(Option<(OffsetDateTime, Trigger)>),
+    /// Nothing to do; when known, the account's due time read from Key Vault, and the
+    /// current version and its rotation time.
+    Idle(
+        Option<(OffsetDateTime, Trigger)>,
+        Option<(String, OffsetDateTime)>,
+    ),
     /// It failed; retried with backoff.
     Failed(RotationError),
 }
@@ -829,7 +836,13 @@ impl Daemon {
                         Ok(format!("rotated (rotation {})", r.rotation_id)),
                     )
                 }
-                TaskOut::Idle(due) => {
+                TaskOut::Idle(due, current) => {
+                    if let Some((version, rotated)) = current.clone() {
+                        self.board_mut(idx, |b| {
+                            b.version = Some(version);
+                            b.rotated_at = Some(rotated);
+                        });
+                    }
                     let (due, trigger) = due.unwrap_or_else(|| {
                         let s = &self.slots[idx];
                         (s.next_due.unwrap_or(now), s.next_trigger)
@@ -949,11 +962,14 @@ async fn due_from_vault(managed: &Managed, clock: &dyn Clock) -> TaskOut {
             } else {
                 Trigger::Schedule
             };
-            TaskOut::Idle(Some((due, trigger)))
+            TaskOut::Idle(
+                Some((due, trigger)),
+                Some((current.version.clone(), rotated)),
+            )
         }
         Ok(None) => {
             tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; keyturn creates it with a first rotation");
-            TaskOut::Idle(Some((now, Trigger::CatchUp)))
+            TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
         }
         Err(source) => TaskOut::Failed(RotationError::Read {
             account: account.name.clone(),

@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod memory;
+pub mod metrics;
 pub mod notify;
 pub mod password;
 pub mod protocol;

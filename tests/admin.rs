@@ -565,3 +565,105 @@ async fn systemd_notifications_and_sigterm_during_a_rotation() {
         "the rotation completed after the stop began: {kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_endpoints() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            ..Opts::default()
+        },
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text_cfg = std::fs::read_to_string(&config).unwrap();
+    text_cfg.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text_cfg).unwrap();
+    let sock = dir.path().join("admin.sock");
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let http = http.clone();
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/readyz").await.0, 200);
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/nope").await.0, 404);
+    assert!(cli(&["rotate", "svc-1"], &sock).status.success());
+
+    let (status, body) = get("/metrics").await;
+    assert_eq!(status, 200);
+    let lines: Vec<_> = body.lines().map(|l| Ok(l.to_owned())).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(
+        value(
+            "keyturn_rotations_total",
+            &[("account", "svc-1"), ("outcome", "success")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(value("keyturn_pending", &[("account", "svc-1")]), Some(0.0));
+    assert_eq!(value("keyturn_ready", &[]), Some(1.0));
+    assert!(
+        value(
+            "keyturn_azure_requests_total",
+            &[("service", "keyvault"), ("status", "200")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{body}"
+    );
+    assert!(
+        value(
+            "keyturn_azure_requests_total",
+            &[("service", "graph"), ("status", "204")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{body}"
+    );
+    assert!(
+        value(
+            "keyturn_azure_requests_total",
+            &[("service", "entra"), ("status", "200")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{body}"
+    );
+    let next = value(
+        "keyturn_next_rotation_timestamp_seconds",
+        &[("account", "svc-2")],
+    )
+    .unwrap();
+    assert!(next > time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+    assert!(value("keyturn_secret_age_seconds", &[("account", "svc-1")]).unwrap() < 60.0);
+    assert!(body.contains("keyturn_azure_request_duration_seconds_bucket"));
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+}

@@ -214,6 +214,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Counts a request in the Azure metrics.
+trait Timed {
+    async fn timed(self) -> Result<reqwest::Response, reqwest::Error>;
+}
+
+impl<F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>> Timed for F {
+    async fn timed(self) -> Result<reqwest::Response, reqwest::Error> {
+        let started = std::time::Instant::now();
+        let r = self.await;
+        let (service, status) = match &r {
+            Ok(resp) => (
+                crate::metrics::service_of(resp.url()),
+                Some(resp.status().as_u16()),
+            ),
+            Err(e) => (
+                e.url().map(crate::metrics::service_of).unwrap_or("other"),
+                None,
+            ),
+        };
+        crate::metrics::observe(service, status, started.elapsed());
+        r
+    }
+}
+
 /// Reads at most [`MAX_BODY`] bytes of an answer.
 async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
@@ -252,6 +276,7 @@ impl Directory for GraphDirectory {
             .bearer_auth(token)
             .json(&body)
             .send()
+            .timed()
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
@@ -279,6 +304,7 @@ impl Directory for GraphDirectory {
             )])
             .bearer_auth(token)
             .send()
+            .timed()
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
@@ -341,6 +367,7 @@ impl Directory for GraphDirectory {
             .post(&self.token_url)
             .form(&form)
             .send()
+            .timed()
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();

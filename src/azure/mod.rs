@@ -70,7 +70,9 @@ pub fn http_client_with(
 /// `azure_core` client options that send through `http` and use `authority_host`.
 pub fn client_options(http: &reqwest::Client, authority_host: Option<&str>) -> ClientOptions {
     let mut options = ClientOptions {
-        transport: Some(Transport::new(Arc::new(http.clone()))),
+        transport: Some(Transport::new(Arc::new(crate::metrics::Instrumented(
+            http.clone(),
+        )))),
         ..Default::default()
     };
     if let Some(host) = authority_host {
