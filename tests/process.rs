@@ -310,3 +310,60 @@ fn check_config_exits_64_and_names_every_key() {
         "run refuses a bad config before doing anything"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_rotates_every_account_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let d = dir.path().to_path_buf();
+        move || {
+            Command::new(BIN)
+                .args(["demo", "--for", "4s", "--every", "1", "--dir"])
+                .arg(&d)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for account in ["coreview-1", "coreview-2", "coreview-ca"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("rotation.completed")
+                    && l.contains(&format!("account={account} "))),
+            "{account} never completed:\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "{account:<12} Entra's password is the latest version"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("AADSTS53003"),
+        "the CA-blocked account warns:\n{stdout}"
+    );
+    // The demo's files are real and valid: its config passes check-config.
+    let check = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("keyturn.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    for initial in ["Initial-Pass-1!", "Initial-Pass-2!", "Initial-Pass-3!"] {
+        assert!(!stdout.contains(initial) && !audit.contains(initial));
+    }
+}
