@@ -298,12 +298,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, dir: &Path, tag: &str) -> Daemon {
+        Self::start_with_log(config, dir, tag, "debug")
+    }
+
+    pub fn start_with_log(config: &Path, dir: &Path, tag: &str, log: &str) -> Daemon {
         let stdout = dir.join(format!("{tag}.stdout"));
         let stderr = dir.join(format!("{tag}.stderr"));
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
-            .env("KEYTURN_LOG", "debug")
+            .env("KEYTURN_LOG", log)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
