@@ -375,7 +375,7 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
 
 /// `keyturn run`.
 pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
-    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
     let accounts = crate::app::accounts(&loaded, &http)?;
@@ -386,13 +386,11 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
         crate::app::tuning(&loaded),
     ));
     let watchdog = crate::notify::watchdog_interval();
-    let mut daemon = Daemon::new(
-        engine,
-        audit.clone(),
-        clock.clone(),
-        crate::app::settings(&loaded),
-        accounts,
-    );
+    let mut settings = crate::app::settings(&loaded);
+    if lock.unclean {
+        settings.startup_delay = loaded.config.daemon.unclean_start_delay;
+    }
+    let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts);
     if let Some(w) = watchdog {
         daemon = daemon.with_heartbeat(w / 4);
     }
@@ -494,6 +492,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
     if !admin_cfg.socket.as_os_str().is_empty() {
         let _ = std::fs::remove_file(&admin_cfg.socket);
     }
+    lock.release();
     Ok(0)
 }
 
@@ -504,11 +503,17 @@ pub async fn rotate(
     reason: Option<String>,
     ticket: Option<String>,
 ) -> anyhow::Result<i32> {
-    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
     let accounts = crate::app::accounts(&loaded, &http)?;
+    if lock.unclean {
+        let delay = loaded.config.daemon.unclean_start_delay;
+        eprintln!("keyturn: the previous keyturn stopped uncleanly; waiting {} for its in-flight requests to settle", humantime::format_duration(delay));
+        tokio::time::sleep(delay).await;
+    }
     let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
+        lock.release();
         eprintln!(
             "keyturn: no account named {account:?} in {}",
             loaded.path.display()
@@ -523,7 +528,9 @@ pub async fn rotate(
         ticket,
         rotation_id: None,
     };
-    match engine.rotate(&managed.account, &request).await {
+    let result = engine.rotate(&managed.account, &request).await;
+    lock.release();
+    match result {
         Ok(r) => {
             println!(
                 "rotated {account}: rotation {} version {}{}",

@@ -60,6 +60,10 @@ pub struct DaemonConfig {
     pub retry_max_delay: Duration,
     /// Graph PATCH attempts with one password before leaving it pending.
     pub apply_attempts: u32,
+    /// After an unclean stop (SIGKILL, crash), wait this long before recovery so that
+    /// requests the dead process left in flight land or die first.
+    #[serde(with = "humantime_serde")]
+    pub unclean_start_delay: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +78,7 @@ impl Default for DaemonConfig {
             retry_base_delay: Duration::from_secs(30),
             retry_max_delay: Duration::from_secs(3600),
             apply_attempts: 5,
+            unclean_start_delay: Duration::from_secs(30),
         }
     }
 }

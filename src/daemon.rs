@@ -43,6 +43,9 @@ pub struct Settings {
     pub drift_interval: Duration,
     /// How long shutdown waits for in-flight rotations.
     pub shutdown_grace: Duration,
+    /// Wait this long before start-up recovery (after an unclean stop, so that requests a
+    /// killed process left in flight have landed or died; see docs/protocol.md).
+    pub startup_delay: Duration,
 }
 
 /// What a rotation request produced for one account.
@@ -186,7 +189,9 @@ pub enum DaemonError {
 /// The single-instance lock: an exclusive `flock` on `<state_dir>/keyturn.lock`, held
 /// for the life of the value.
 pub struct InstanceLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+    /// The previous holder did not release the lock: it was killed or crashed.
+    pub unclean: bool,
 }
 
 impl InstanceLock {
@@ -218,10 +223,22 @@ impl InstanceLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(InstanceLock { _file: file })
+        file.sync_all().map_err(io)?;
+        Ok(InstanceLock {
+            file,
+            unclean: !previous.trim().is_empty(),
+        })
+    }
+
+    /// Marks a clean stop (the next start needs no settling delay) and releases the lock.
+    pub fn release(self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.sync_all();
     }
 }
 
@@ -413,6 +430,16 @@ impl Daemon {
         )
         .await;
 
+        if !self.settings.startup_delay.is_zero() {
+            tracing::warn!(
+                delay = ?self.settings.startup_delay,
+                "the previous keyturn stopped uncleanly; waiting for its in-flight requests to settle before recovery"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.startup_delay) => {}
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
         // Start-up: recover every account and read its due time from Key Vault.
         for idx in 0..self.slots.len() {
             self.spawn(
@@ -975,5 +1002,27 @@ async fn due_from_vault(managed: &Managed, clock: &dyn Clock) -> TaskOut {
             account: account.name.clone(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::InstanceLock;
+
+    #[test]
+    fn an_unreleased_lock_marks_the_next_start_unclean() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(!first.unclean, "a fresh state dir is clean");
+        assert!(matches!(
+            InstanceLock::acquire(dir.path()),
+            Err(super::DaemonError::Locked { .. })
+        ));
+        drop(first); // like SIGKILL: the flock goes, the pid stays
+        let second = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(second.unclean);
+        second.release();
+        let third = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(!third.unclean, "released: clean");
     }
 }

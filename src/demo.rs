@@ -141,7 +141,7 @@ pub async fn run(
     );
     println!();
 
-    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit: Arc<dyn AuditSink> = Arc::new(Tee(vec![
         Arc::new(FileSink::open(&loaded.config.daemon.audit_log)?),
         Arc::new(StdoutSink(StdoutFormat::Human)),
@@ -175,6 +175,7 @@ pub async fn run(
         }
     };
     daemon.run(rx, stop, None).await?;
+    lock.release();
 
     println!();
     println!("What the emulator says now (it compares without revealing any password):");

@@ -101,7 +101,7 @@ fn config(emu: &Emulator, dir: &Path, shape: &Shape) -> std::path::PathBuf {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, emu.ca_pem()).unwrap();
     let mut c = format!(
-        "[daemon]\nstate_dir = {:?}\naudit_log = {:?}\ndrift_check_interval = \"5s\"\nretry_base_delay = \"500ms\"\nretry_max_delay = \"3s\"\nshutdown_grace = \"5s\"\nmax_concurrent_rotations = 8\n\n[admin]\nsocket = {:?}\n\n[tls]\nextra_ca_files = [{:?}]\n\n[network]\ntimeout = \"5s\"\n[network.resolve]\n",
+        "[daemon]\nstate_dir = {:?}\naudit_log = {:?}\ndrift_check_interval = \"5s\"\nretry_base_delay = \"500ms\"\nretry_max_delay = \"3s\"\nshutdown_grace = \"5s\"\nunclean_start_delay = \"0s\"\nmax_concurrent_rotations = 8\n\n[admin]\nsocket = {:?}\n\n[tls]\nextra_ca_files = [{:?}]\n\n[network]\ntimeout = \"5s\"\n[network.resolve]\n",
         dir.join("state").display().to_string(),
         dir.join("audit.jsonl").display().to_string(),
         dir.join("admin.sock").display().to_string(),

@@ -70,6 +70,7 @@ fn settings() -> Settings {
         retry_max: Duration::from_secs(60),
         drift_interval: Duration::ZERO,
         shutdown_grace: Duration::from_secs(30),
+        startup_delay: Duration::ZERO,
     }
 }
 

@@ -19,6 +19,7 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
         dir.path(),
         &Opts {
             verify: false,
+            unclean_delay: "2s",
             ..Opts::default()
         },
     );
@@ -66,9 +67,13 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
         );
     }
 
-    // Restart: recovery completes all three before anything is scheduled.
+    // Restart: after an unclean stop keyturn first lets stale requests settle, then recovery
+    // completes all three before anything is scheduled.
+    let restarted = std::time::Instant::now();
     let d = Daemon::start(&config, dir.path(), "second");
     d.ready().await;
+    assert!(d.stderr().contains("stopped uncleanly"), "{}", d.stderr());
+    assert!(restarted.elapsed() >= Duration::from_secs(2));
     for (name, ..) in USERS {
         let report = invariant(&emu, name);
         assert!(report.latest_matches, "{name}: {report:?}");
@@ -82,6 +87,12 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
     d.signal(Signal::SIGTERM);
     assert!(d.wait().await.success(), "SIGTERM exits 0");
     assert!(count(dir.path(), "daemon.stopping", None) >= 1);
+    // After a clean stop, no delay.
+    let d = Daemon::start(&config, dir.path(), "third");
+    d.ready().await;
+    assert!(!d.stderr().contains("stopped uncleanly"));
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,6 +129,8 @@ pub struct Opts {
     pub drift: &'static str,
     /// Extra TOML appended to the `[admin]` table.
     pub admin: &'static str,
+    /// `daemon.unclean_start_delay`.
+    pub unclean_delay: &'static str,
 }
 
 impl Default for Opts {
@@ -140,6 +142,7 @@ impl Default for Opts {
             audit_stdout: "off",
             drift: "0s",
             admin: "",
+            unclean_delay: "0s",
         }
     }
 }
@@ -149,11 +152,12 @@ pub fn write_config(emu: &Emulator, dir: &Path, o: &Opts) -> PathBuf {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, emu.ca_pem()).unwrap();
     let mut t = format!(
-        "[daemon]\nstate_dir = {:?}\naudit_log = {:?}\naudit_stdout = {:?}\ndrift_check_interval = {:?}\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\nshutdown_grace = \"20s\"\n\n[tls]\nextra_ca_files = [{:?}]\n\n[network]\ntimeout = \"10s\"\n[network.resolve]\n",
+        "[daemon]\nstate_dir = {:?}\naudit_log = {:?}\naudit_stdout = {:?}\ndrift_check_interval = {:?}\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\nshutdown_grace = \"20s\"\nunclean_start_delay = {:?}\n\n[tls]\nextra_ca_files = [{:?}]\n\n[network]\ntimeout = \"10s\"\n[network.resolve]\n",
         dir.join("state").display().to_string(),
         dir.join("audit.jsonl").display().to_string(),
         o.audit_stdout,
         o.drift,
+        o.unclean_delay,
         ca.display().to_string()
     );
     for h in emu.resolve_hosts() {
