@@ -154,6 +154,11 @@ pub struct NetworkConfig {
     /// Timeout of one HTTP request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Retries of the Azure SDK's own retry policy (Key Vault and token requests).
+    pub sdk_retries: u32,
+    /// Longest time the SDK keeps retrying one call.
+    #[serde(with = "humantime_serde")]
+    pub sdk_retry_budget: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -161,6 +166,8 @@ impl Default for NetworkConfig {
         NetworkConfig {
             resolve: BTreeMap::new(),
             timeout: Duration::from_secs(30),
+            sdk_retries: 8,
+            sdk_retry_budget: Duration::from_secs(60),
         }
     }
 }

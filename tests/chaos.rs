@@ -148,6 +148,9 @@ fn rule(route: &str, kind: FaultKind, p: f64) -> FaultRule {
         then: None,
         probability: Some(p),
         count: None,
+        content_type: None,
+        body: None,
+        body_bytes: None,
         fired: 0,
     }
 }
@@ -444,8 +447,13 @@ async fn all_passwords(emu: &Emulator, cfg: &Path) -> Vec<String> {
     use futures::TryStreamExt;
     let loaded = keyturn::config::load_with_env(cfg, false).unwrap();
     let http = keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network).unwrap();
-    let cred = keyturn::azure::credential("operator", &loaded.config.identities["operator"], &http)
-        .unwrap();
+    let cred = keyturn::azure::credential(
+        "operator",
+        &loaded.config.identities["operator"],
+        &http,
+        &loaded.config.network,
+    )
+    .unwrap();
     let mut out = Vec::new();
     for v in VAULTS {
         let client = SecretClient::new(

@@ -90,6 +90,9 @@ fn fault(route: &str, kind: FaultKind) -> FaultRule {
         then: None,
         probability: None,
         count: Some(1),
+        content_type: None,
+        body: None,
+        body_bytes: None,
         fired: 0,
     }
 }

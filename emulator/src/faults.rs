@@ -37,6 +37,10 @@ pub enum FaultKind {
     /// with `then = "drop"`, close the connection without a response. Fires only on requests
     /// that succeeded.
     CommitThenFail,
+    /// Answer `status` (any, default 200) with `content_type` and `body` (repeated until it
+    /// is at least `body_bytes` long) without handling the request: malformed JSON, wrong
+    /// content types, huge bodies, missing fields, a 200 with an error body.
+    Answer,
 }
 
 impl FaultKind {
@@ -47,6 +51,7 @@ impl FaultKind {
             FaultKind::Latency => "latency",
             FaultKind::Drop => "drop",
             FaultKind::CommitThenFail => "commit_then_fail",
+            FaultKind::Answer => "answer",
         }
     }
 }
@@ -89,6 +94,15 @@ pub struct FaultRule {
     /// Number of matching requests to hit; the rule disappears afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// `answer` only: the `Content-Type` (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `answer` only: the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// `answer` only: repeat `body` until the answer is at least this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<u64>,
     /// How often the rule fired (output only).
     #[serde(default)]
     pub fired: u64,
@@ -126,6 +140,16 @@ impl FaultRule {
                 }
             }
             FaultKind::Drop => {}
+            FaultKind::Answer => {
+                if let Some(s) = self.status {
+                    if !(100..=599).contains(&s) {
+                        return Err("status: between 100 and 599".into());
+                    }
+                }
+                if self.body_bytes.is_some_and(|b| b > 64 * 1024 * 1024) {
+                    return Err("body_bytes: at most 64 MiB".into());
+                }
+            }
             FaultKind::CommitThenFail => {
                 match self.then.as_deref() {
                     None | Some("status") | Some("drop") => {}
@@ -160,6 +184,8 @@ pub struct Plan {
     pub drop: bool,
     /// Answer this status (and `Retry-After`) without handling.
     pub status: Option<(u16, Option<u64>)>,
+    /// Answer exactly this (status, content type, body) without handling.
+    pub answer: Option<(u16, Option<String>, Vec<u8>)>,
     /// After a successful handling: `Some(None)` = drop, `Some(Some(code))` = answer code.
     /// Carries the rule index so the firing is counted only when it applies.
     pub commit_then_fail: Option<(String, Option<u16>)>,
@@ -253,6 +279,24 @@ impl FaultEngine {
                     plan.latency_ms += rule.latency_ms.unwrap_or(0);
                     self.record(idx);
                 }
+                FaultKind::Answer => {
+                    if !plan.drop && plan.status.is_none() && plan.answer.is_none() {
+                        let mut body = rule.body.clone().unwrap_or_default().into_bytes();
+                        if let Some(min) = rule.body_bytes {
+                            let unit = if body.is_empty() {
+                                b"x".to_vec()
+                            } else {
+                                body.clone()
+                            };
+                            while (body.len() as u64) < min {
+                                body.extend_from_slice(&unit);
+                            }
+                        }
+                        plan.answer =
+                            Some((rule.status.unwrap_or(200), rule.content_type.clone(), body));
+                        self.record(idx);
+                    }
+                }
                 FaultKind::Drop => {
                     if !plan.drop && plan.status.is_none() {
                         plan.drop = true;
@@ -278,7 +322,7 @@ impl FaultEngine {
             }
         }
         // A request failed before handling cannot commit.
-        if plan.drop || plan.status.is_some() {
+        if plan.drop || plan.status.is_some() || plan.answer.is_some() {
             plan.commit_then_fail = None;
         }
         self.gc();

@@ -197,6 +197,16 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
         log(&req, route, 0);
         return Err(Dropped);
     }
+    if let Some((status, content_type, body)) = plan.answer {
+        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+        if let Some(ct) = content_type.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok()) {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, ct);
+        }
+        lock(&shared.faults).count_response(route, status, false);
+        log(&req, route, status);
+        return Ok(r);
+    }
     if let Some((status, retry_after)) = plan.status {
         let r = finish(
             fault_response(&req, &target, &rid, status, retry_after),

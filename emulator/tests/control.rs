@@ -20,6 +20,9 @@ fn rule(route: &str, kind: FaultKind) -> FaultRule {
         then: None,
         probability: None,
         count: None,
+        content_type: None,
+        body: None,
+        body_bytes: None,
         fired: 0,
     }
 }

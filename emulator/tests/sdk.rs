@@ -444,6 +444,9 @@ async fn sdk_retries_an_injected_503_and_honours_retry_after() {
             then: None,
             probability: None,
             count: Some(1),
+            content_type: None,
+            body: None,
+            body_bytes: None,
             fired: 0,
         })
         .expect("rule");

@@ -122,7 +122,7 @@ impl GraphDirectory {
             .map(|t| t.token.secret().to_owned())
             .map_err(|e| DirectoryError::NotSent {
                 user: user.to_owned(),
-                detail: format!("no Graph token: {e}"),
+                detail: format!("no Graph token: {}", super::error_chain(&e)),
             })
     }
 
@@ -138,7 +138,12 @@ impl GraphDirectory {
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        let parsed: Option<GraphErrorBody> = serde_json::from_slice(body).ok();
+        let parsed: Option<GraphErrorBody> = serde_json::from_slice(body)
+            .ok()
+            .filter(|b: &GraphErrorBody| !b.error.code.is_empty());
+        // A refusal is definite only when Graph itself says so, with its error body; the same
+        // status from something in between (an HTML page) leaves the outcome unknown.
+        let from_graph = parsed.is_some();
         let (code, message, request_id) = match parsed {
             Some(b) => (
                 b.error.code,
@@ -157,7 +162,7 @@ impl GraphDirectory {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         match status {
-            400 | 403 | 404 => DirectoryError::Rejected {
+            400 | 403 | 404 if from_graph => DirectoryError::Rejected {
                 user: user.to_owned(),
                 status,
                 code,
@@ -281,7 +286,10 @@ impl Directory for GraphDirectory {
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        if status == 204 || status == 200 {
+        // Only 204 is Graph's answer to a password PATCH. Any other 2xx (a proxy's page, a
+        // captive portal) proves nothing: the outcome is unknown, and the same password is
+        // sent again.
+        if status == 204 {
             return Ok(Applied {
                 request_id: headers
                     .get("request-id")

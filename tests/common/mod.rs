@@ -375,6 +375,9 @@ pub fn rule() -> FaultRule {
         then: None,
         probability: None,
         count: None,
+        content_type: None,
+        body: None,
+        body_bytes: None,
         fired: 0,
     }
 }
