@@ -366,9 +366,16 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
     }) {
         Ok(c) => c,
         Err(e) => {
+            // The config crate names the key at the end of its message: "… for key `a.b`".
+            let text = e.to_string();
+            let key = text
+                .rsplit_once("for key `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(k, _)| k.to_owned())
+                .unwrap_or_else(|| "(structure)".into());
             problems.push(Problem {
-                key: "(structure)".into(),
-                message: format!("{e}: fix this first; further checks need a readable file"),
+                key,
+                message: format!("{text}: fix this first; further checks need a readable file"),
             });
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
