@@ -344,8 +344,24 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
             detail: "no such file; pass --config or create it (see config/example.toml)".into(),
         });
     }
-    let mut builder = ::config::Config::builder()
-        .add_source(::config::File::from(path).format(::config::FileFormat::Toml));
+    let source = ::config::File::from(path).format(::config::FileFormat::Toml);
+    load_source(source, path, env)
+}
+
+/// Loads and validates configuration text (the fuzz target; `origin` names it in errors).
+pub fn load_str(text: &str, origin: &Path) -> Result<Loaded, ConfigError> {
+    load_source(
+        ::config::File::from_str(text, ::config::FileFormat::Toml),
+        origin,
+        false,
+    )
+}
+
+fn load_source<S>(source: S, path: &Path, env: bool) -> Result<Loaded, ConfigError>
+where
+    S: ::config::Source + Send + Sync + 'static,
+{
+    let mut builder = ::config::Config::builder().add_source(source);
     if env {
         builder = builder.add_source(
             ::config::Environment::with_prefix("KEYTURN")
@@ -359,8 +375,10 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
     })?;
     let mut problems = Vec::new();
     let config: Config = match serde_ignored::deserialize(raw, |p| {
+        let key = p.to_string();
         problems.push(Problem {
-            key: p.to_string(),
+            // An empty key (`"" = 1`) is a key too; name it visibly.
+            key: if key.is_empty() { "\"\"".into() } else { key },
             message: "unknown key: check its spelling against docs/configuration.md".into(),
         })
     }) {

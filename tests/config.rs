@@ -229,3 +229,16 @@ fn a_missing_file_says_how_to_fix_it() {
     let err = load_with_env(Path::new("/nonexistent/keyturn.toml"), false).unwrap_err();
     assert!(err.to_string().contains("--config"), "{err}");
 }
+
+#[test]
+fn an_empty_key_is_named() {
+    // Found by the config_load fuzz target: `'' = '…'` gave a problem with no key.
+    let e = keyturn::config::load_str("'' = 'yyyy'", Path::new("x.toml")).unwrap_err();
+    let p = e.problems();
+    assert!(p.iter().all(|p| !p.key.is_empty()), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.key == "\"\"" && p.message.contains("unknown key")),
+        "{p:?}"
+    );
+}
