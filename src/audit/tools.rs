@@ -641,7 +641,8 @@ pub fn line_text(r: &Record) -> String {
 }
 
 /// Follows the live file: prints the last `initial` records, then every new one as it
-/// is appended, across rotations, until `stop` returns true.
+/// is appended, across rotations (records that went to a rotated file between two polls
+/// are read from it), until `stop` returns true.
 pub fn tail(
     live: &Path,
     initial: usize,
@@ -655,10 +656,19 @@ pub fn tail(
         path: live.to_owned(),
         source,
     };
+    // The last sequence number printed: nothing is printed twice or skipped.
+    let emitted: std::cell::Cell<Option<u64>> = std::cell::Cell::new(None);
     let emit = |out: &mut dyn Write, text: &str| -> io::Result<()> {
         match chain::parse_line(text) {
-            Ok(_) if json => writeln!(out, "{text}"),
-            Ok(r) => writeln!(out, "{}", line_text(&r)),
+            Ok(r) if emitted.get().is_some_and(|l| r.seq <= l) => return Ok(()),
+            Ok(r) => {
+                emitted.set(Some(r.seq));
+                if json {
+                    writeln!(out, "{text}")
+                } else {
+                    writeln!(out, "{}", line_text(&r))
+                }
+            }
             Err(e) => writeln!(out, "warning: a line that is not a valid record ({e})"),
         }
         .and_then(|_| out.flush())
@@ -693,30 +703,38 @@ pub fn tail(
             let line: String = pending.drain(..=p).collect();
             emit(out, line.trim_end_matches('\n')).map_err(unreadable)?;
         }
-        if n == 0 {
-            // Rotated (a new file under the name) or truncated: start over on the new file.
-            match std::fs::metadata(live) {
-                Ok(m) if m.ino() != ino || m.len() < pos => {
-                    // Drain what the old file got before it was renamed.
-                    let mut rest = String::new();
-                    let _ = file.read_to_string(&mut rest);
-                    pending.push_str(&rest);
-                    while let Some(p) = pending.find('\n') {
-                        let line: String = pending.drain(..=p).collect();
-                        emit(out, line.trim_end_matches('\n')).map_err(unreadable)?;
-                    }
-                    if let Ok(f) = std::fs::File::open(live) {
-                        ino = f.metadata().map_err(unreadable)?.ino();
-                        file = f;
-                        pos = 0;
-                        pending.clear();
+        if n > 0 {
+            continue;
+        }
+        match std::fs::metadata(live) {
+            Ok(m) if m.ino() != ino || m.len() < pos => {
+                // Rotated: read what went to rotated files since, then the new file.
+                let rotated = rotated_files(live).map_err(unreadable)?;
+                for (i, (_, path)) in rotated.iter().enumerate() {
+                    // Skip files printed entirely already.
+                    let done = rotated.get(i + 1).is_some_and(|(next_first, _)| {
+                        emitted.get().is_some_and(|l| *next_first <= l + 1)
+                    });
+                    if done {
                         continue;
                     }
+                    if let Ok(text) = std::fs::read_to_string(path) {
+                        for l in text.lines() {
+                            emit(out, l).map_err(unreadable)?;
+                        }
+                    }
                 }
-                _ => {}
+                if let Ok(f) = std::fs::File::open(live) {
+                    ino = f.metadata().map_err(unreadable)?.ino();
+                    file = f;
+                    pos = 0;
+                    pending.clear();
+                    continue;
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            _ => {}
         }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Ok(())
 }
