@@ -848,3 +848,41 @@ async fn the_cli_tail_follows_new_records_across_a_rotation() {
     drop(child);
     assert!(seal_path(&path).exists());
 }
+
+/// Throughput with an fsync per record: `cargo test -p keyturn --release --test audit
+/// throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = Arc::new(FileSink::open(&path).unwrap());
+    let n = 2000u64;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        sink.record(&event(i)).await.unwrap();
+    }
+    let serial = n as f64 / start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let sink = sink.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..(n / 50) {
+                sink.record(&event(t * 1000 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let concurrent = n as f64 / start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    let report = verify(&path);
+    let verify_rate = report.records as f64 / start.elapsed().as_secs_f64();
+    assert!(report.intact());
+    eprintln!(
+        "one writer: {serial:.0} records/s; 50 writers: {concurrent:.0} records/s; verify: {verify_rate:.0} records/s ({} bytes/record)",
+        std::fs::metadata(&path).unwrap().len() / report.records
+    );
+}
