@@ -24,7 +24,7 @@ pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>,
     let config = &loaded.config;
     let mut credentials: HashMap<&str, Arc<dyn TokenCredential>> = HashMap::new();
     for (name, id) in &config.identities {
-        credentials.insert(name, azure::credential(name, id, http)?);
+        credentials.insert(name, azure::credential(name, id, http, &config.network)?);
     }
     let mut stores: HashMap<(String, String), Arc<dyn SecretStore>> = HashMap::new();
     let mut directories: HashMap<String, Arc<dyn Directory>> = HashMap::new();
@@ -35,13 +35,14 @@ pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>,
             Some(s) => s.clone(),
             None => {
                 let cred = credentials[a.vault_identity.as_str()].clone();
-                let s: Arc<dyn SecretStore> =
-                    Arc::new(KeyVaultStore::new(&a.vault, cred, http).map_err(|e| {
+                let s: Arc<dyn SecretStore> = Arc::new(
+                    KeyVaultStore::new(&a.vault, cred, http, &config.network).map_err(|e| {
                         SetupError::Identity {
                             identity: a.vault_identity.clone(),
                             detail: e.to_string(),
                         }
-                    })?);
+                    })?,
+                );
                 stores.insert(key, s.clone());
                 s
             }
@@ -108,6 +109,7 @@ pub fn settings(loaded: &Loaded) -> Settings {
         retry_max: d.retry_max_delay,
         drift_interval: d.drift_check_interval,
         shutdown_grace: d.shutdown_grace,
+        startup_delay: std::time::Duration::ZERO,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line: `run`, `rotate`, `check-config`, `audit`, `demo`. `main.rs` only calls [`main`].
 
+use crate::admin;
 use crate::audit::{
     AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee, Trigger,
 };
@@ -32,6 +33,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a client command reaches the daemon.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Conn {
+    /// The configuration file (its admin.socket is used; `--offline` reads everything).
+    #[arg(
+        long,
+        short,
+        env = "KEYTURN_CONFIG",
+        default_value = "/etc/keyturn/keyturn.toml"
+    )]
+    pub config: PathBuf,
+    /// The admin socket (overrides the configuration's).
+    #[arg(long, env = "KEYTURN_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit code when the daemon cannot be reached (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -46,24 +69,72 @@ pub enum Cmd {
         )]
         config: PathBuf,
     },
-    /// Rotate one account now, in the foreground (needs the daemon to be stopped).
+    /// Rotate one account (or all) now: through the daemon's admin socket, or with
+    /// `--offline` in the foreground when no daemon runs.
     Rotate {
         /// The account's name.
-        account: String,
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "KEYTURN_CONFIG",
-            default_value = "/etc/keyturn/keyturn.toml"
-        )]
-        config: PathBuf,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
         /// Ticket number (recorded in the audit log).
         #[arg(long)]
         ticket: Option<String>,
+        /// Return once started, with the rotation ids, instead of waiting for the end.
+        #[arg(long)]
+        no_wait: bool,
+        /// Rotate in this process without a daemon (takes the daemon's lock).
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show the daemon's state and every account's last and next rotation.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop scheduled rotations of an account (or all) until `resume`.
+    Pause {
+        /// The account's name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Restart scheduled rotations of an account (or all).
+    Resume {
+        /// The account's name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run recovery and the drift check now for an account (default: all).
+    Reconcile {
+        /// The account's name.
+        #[arg(conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Validate the configuration and report every problem (exit 64 on error).
     CheckConfig {
@@ -160,7 +231,13 @@ pub enum AuditCmd {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The demo prints audit events; diagnostics would drown them.
+    let default_filter = if matches!(cli.command, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,14 +257,52 @@ pub fn main() -> i32 {
             },
             Cmd::Rotate {
                 account,
-                config,
+                all,
                 reason,
                 ticket,
-            } => match load(&config) {
-                Ok(loaded) => report(rotate(loaded, &account, reason, ticket).await),
-                Err(code) => code,
-            },
+                no_wait,
+                offline,
+                conn,
+            } => {
+                if offline {
+                    let Some(account) = account else {
+                        eprintln!("keyturn: --offline rotates one account: name it");
+                        return EXIT_CONFIG;
+                    };
+                    match load(&conn.config) {
+                        Ok(loaded) => report(rotate(loaded, &account, reason, ticket).await),
+                        Err(code) => code,
+                    }
+                } else {
+                    let target = target(account, all);
+                    client(
+                        &conn,
+                        admin::proto::Request::Rotate {
+                            target,
+                            reason,
+                            ticket,
+                            wait: !no_wait,
+                        },
+                    )
+                    .await
+                }
+            }
+            Cmd::Status { conn } => client(&conn, admin::proto::Request::Status).await,
+            Cmd::Pause { account, all, conn } => {
+                client(&conn, admin::proto::Request::Pause(target(account, all))).await
+            }
+            Cmd::Resume { account, all, conn } => {
+                client(&conn, admin::proto::Request::Resume(target(account, all))).await
+            }
+            Cmd::Reload { conn } => client(&conn, admin::proto::Request::Reload).await,
             Cmd::Audit { command } => audit_command(command),
+            Cmd::Reconcile { account, all, conn } => {
+                client(
+                    &conn,
+                    admin::proto::Request::Reconcile(target(account, all)),
+                )
+                .await
+            }
             Cmd::Demo {
                 duration,
                 every,
@@ -195,6 +310,53 @@ pub fn main() -> i32 {
             } => report(crate::demo::run(duration, every, dir).await),
         }
     })
+}
+
+fn target(account: Option<String>, all: bool) -> admin::proto::Target {
+    match (account, all) {
+        (Some(a), false) => admin::proto::Target::One(a),
+        _ => admin::proto::Target::All,
+    }
+}
+
+/// The admin socket named by the configuration file, without validating the rest of it.
+fn configured_socket(path: &Path) -> Option<PathBuf> {
+    let raw = ::config::Config::builder()
+        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
+        .add_source(
+            ::config::Environment::with_prefix("KEYTURN")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+        .build()
+        .ok()?;
+    raw.get_string("admin.socket").ok().map(PathBuf::from)
+}
+
+async fn client(conn: &Conn, req: admin::proto::Request) -> i32 {
+    let socket = conn
+        .socket
+        .clone()
+        .or_else(|| configured_socket(&conn.config))
+        .unwrap_or_else(|| crate::config::AdminConfig::default().socket);
+    match admin::client::send(&socket, &req).await {
+        Ok(r) => {
+            if conn.json {
+                println!("{}", r.encode());
+            } else {
+                print!("{}", admin::client::human(&req, &r));
+            }
+            if r.ok {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            EXIT_UNAVAILABLE
+        }
+    }
 }
 
 fn report(r: anyhow::Result<i32>) -> i32 {
@@ -207,9 +369,10 @@ fn report(r: anyhow::Result<i32>) -> i32 {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KEYTURN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("KEYTURN_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -389,7 +552,7 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
 
 /// `keyturn run`.
 pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
-    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
     let accounts = crate::app::accounts(&loaded, &http)?;
@@ -399,16 +562,114 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
         clock.clone(),
         crate::app::tuning(&loaded),
     ));
-    let daemon = Daemon::new(
-        engine,
-        audit,
-        clock,
-        crate::app::settings(&loaded),
-        accounts,
-    );
+    let watchdog = crate::notify::watchdog_interval();
+    let mut settings = crate::app::settings(&loaded);
+    if lock.unclean {
+        settings.startup_delay = loaded.config.daemon.unclean_start_delay;
+    }
+    let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts);
+    if let Some(w) = watchdog {
+        daemon = daemon.with_heartbeat(w / 4);
+    }
+    let board = daemon.board();
     let (tx, rx) = mpsc::channel(64);
-    let shutdown = crate::signals::watch(tx)?;
-    daemon.run(rx, shutdown, None).await?;
+    let reloader: Arc<dyn admin::Reload> = Arc::new(crate::reload::Reloader::new(
+        loaded.path.clone(),
+        loaded.config.clone(),
+        audit.clone(),
+        clock.clone(),
+        tx.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // The admin socket is bound (mode 0660, group) before readiness is reported.
+    let admin_cfg = loaded.config.admin.clone();
+    let mut tasks = Vec::new();
+    if !admin_cfg.socket.as_os_str().is_empty() {
+        let listener = admin::bind(&admin_cfg)?;
+        let access = admin::Access::from_config(&admin_cfg)?;
+        let handler = Arc::new(admin::Handler {
+            commands: tx.clone(),
+            board: board.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            reload: Some(reloader.clone()),
+            require_reason: admin_cfg.require_reason,
+            require_ticket: admin_cfg.require_ticket,
+        });
+        let limits = admin::Limits {
+            max_connections: admin_cfg.max_connections,
+            request_timeout: admin_cfg.request_timeout,
+        };
+        tasks.push(tokio::spawn(admin::serve(
+            listener,
+            access,
+            handler,
+            limits,
+            stopped(),
+        )));
+        tracing::info!(socket = %admin_cfg.socket.display(), "admin socket listening");
+    }
+
+    if let Some(addr) = loaded.config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on metrics.listen {addr}: {e}"))?;
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            board.clone(),
+            watchdog,
+            stopped(),
+        )));
+        tracing::info!(%addr, "metrics and health listening");
+    }
+
+    let shutdown = crate::signals::watch(tx, Some(reloader))?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let n = loaded.accounts.len();
+    tokio::spawn(async move {
+        if ready_rx.await.is_ok() {
+            crate::notify::ready(&format!("managing {n} account(s)"));
+        }
+    });
+    if let Some(w) = watchdog {
+        let board = board.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(w / 2);
+            loop {
+                tick.tick().await;
+                let beat = board.lock().unwrap_or_else(|e| e.into_inner()).heartbeat;
+                // Ping only while the main loop is alive (or still starting up).
+                if beat.is_none_or(|b| b.elapsed() < w) {
+                    crate::notify::watchdog();
+                }
+            }
+        });
+    }
+    daemon
+        .run(
+            rx,
+            async {
+                shutdown.await;
+                crate::notify::stopping();
+            },
+            Some(ready_tx),
+        )
+        .await?;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if !admin_cfg.socket.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&admin_cfg.socket);
+    }
+    lock.release();
     Ok(0)
 }
 
@@ -419,11 +680,17 @@ pub async fn rotate(
     reason: Option<String>,
     ticket: Option<String>,
 ) -> anyhow::Result<i32> {
-    let _lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
     let accounts = crate::app::accounts(&loaded, &http)?;
+    if lock.unclean {
+        let delay = loaded.config.daemon.unclean_start_delay;
+        eprintln!("keyturn: the previous keyturn stopped uncleanly; waiting {} for its in-flight requests to settle", humantime::format_duration(delay));
+        tokio::time::sleep(delay).await;
+    }
     let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
+        lock.release();
         eprintln!(
             "keyturn: no account named {account:?} in {}",
             loaded.path.display()
@@ -436,8 +703,11 @@ pub async fn rotate(
         actor: crate::audit::Actor::current_user(),
         reason,
         ticket,
+        rotation_id: None,
     };
-    match engine.rotate(&managed.account, &request).await {
+    let result = engine.rotate(&managed.account, &request).await;
+    lock.release();
+    match result {
         Ok(r) => {
             println!(
                 "rotated {account}: rotation {} version {}{}",
@@ -466,6 +736,7 @@ pub fn rotate_all_command() -> Command {
     Command::Rotate {
         account: None,
         request: Request::daemon(Trigger::Signal),
+        wait: false,
         reply: None,
     }
 }

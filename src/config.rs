@@ -22,6 +22,10 @@ pub struct Config {
     pub tls: TlsConfig,
     /// HTTP settings shared by every Azure client.
     pub network: NetworkConfig,
+    /// The admin Unix socket.
+    pub admin: AdminConfig,
+    /// The optional metrics and health listener.
+    pub metrics: MetricsConfig,
     /// What every account inherits.
     pub defaults: Defaults,
     /// Named Entra credentials.
@@ -31,7 +35,7 @@ pub struct Config {
 }
 
 /// How the daemon runs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct DaemonConfig {
     /// Holds the single-instance lock file.
@@ -56,6 +60,10 @@ pub struct DaemonConfig {
     pub retry_max_delay: Duration,
     /// Graph PATCH attempts with one password before leaving it pending.
     pub apply_attempts: u32,
+    /// After an unclean stop (SIGKILL, crash), wait this long before recovery so that
+    /// requests the dead process left in flight land or die first.
+    #[serde(with = "humantime_serde")]
+    pub unclean_start_delay: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -70,8 +78,52 @@ impl Default for DaemonConfig {
             retry_base_delay: Duration::from_secs(30),
             retry_max_delay: Duration::from_secs(3600),
             apply_attempts: 5,
+            unclean_start_delay: Duration::from_secs(30),
         }
     }
+}
+
+/// The admin Unix socket (`docs/admin-protocol.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Socket path; an empty string turns the socket off.
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660); its members may use it. Empty: the daemon's group.
+    pub group: String,
+    /// Further groups whose members may use it (supplementary groups count).
+    pub allowed_groups: Vec<String>,
+    /// Refuse `rotate` without a reason.
+    pub require_reason: bool,
+    /// Refuse `rotate` without a ticket.
+    pub require_ticket: bool,
+    /// Connections served at once; more are refused with `busy`.
+    pub max_connections: usize,
+    /// How long a client may take to send a request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from("/run/keyturn/admin.sock"),
+            group: String::new(),
+            allowed_groups: Vec::new(),
+            require_reason: false,
+            require_ticket: false,
+            max_connections: 64,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The metrics and health listener.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. "127.0.0.1:9464"; absent: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Where audit copies go on stdout.
@@ -102,6 +154,11 @@ pub struct NetworkConfig {
     /// Timeout of one HTTP request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Retries of the Azure SDK's own retry policy (Key Vault and token requests).
+    pub sdk_retries: u32,
+    /// Longest time the SDK keeps retrying one call.
+    #[serde(with = "humantime_serde")]
+    pub sdk_retry_budget: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -109,6 +166,8 @@ impl Default for NetworkConfig {
         NetworkConfig {
             resolve: BTreeMap::new(),
             timeout: Duration::from_secs(30),
+            sdk_retries: 8,
+            sdk_retry_budget: Duration::from_secs(60),
         }
     }
 }
@@ -307,9 +366,16 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
     }) {
         Ok(c) => c,
         Err(e) => {
+            // The config crate names the key at the end of its message: "… for key `a.b`".
+            let text = e.to_string();
+            let key = text
+                .rsplit_once("for key `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(k, _)| k.to_owned())
+                .unwrap_or_else(|| "(structure)".into());
             problems.push(Problem {
-                key: "(structure)".into(),
-                message: format!("{e}: fix this first; further checks need a readable file"),
+                key,
+                message: format!("{text}: fix this first; further checks need a readable file"),
             });
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -362,6 +428,32 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
             "daemon.retry_base_delay".into(),
             "must be above zero and at most daemon.retry_max_delay".into(),
         );
+    }
+    let admin = &config.admin;
+    if !admin.socket.as_os_str().is_empty() && !admin.socket.is_absolute() {
+        p(
+            "admin.socket".into(),
+            "must be an absolute path, or \"\" to turn the socket off".into(),
+        );
+    }
+    if admin.max_connections == 0 {
+        p("admin.max_connections".into(), "must be at least 1".into());
+    }
+    for (k, g) in std::iter::once(("admin.group".to_owned(), &admin.group)).chain(
+        admin
+            .allowed_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("admin.allowed_groups[{i}]"), g)),
+    ) {
+        if !g.is_empty() && matches!(nix::unistd::Group::from_name(g), Ok(None)) {
+            p(k, format!("no group named {g:?} exists on this host; create it (groupadd) or fix the name"));
+        }
+    }
+    if let Some(addr) = config.metrics.listen {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the metrics listener is not on loopback; it has no authentication");
+        }
     }
     for (i, f) in config.tls.extra_ca_files.iter().enumerate() {
         if !f.is_file() {

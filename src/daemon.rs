@@ -1,15 +1,17 @@
 //! The long-running service: recovery at start-up, due times computed from Key Vault, a
 //! single timer over a heap of due times (O(log n) per event, no task per idle account),
-//! bounded concurrency, backoff with jitter for failing accounts, drift checks, manual
-//! rotations through [`Command`]s, and a graceful shutdown.
+//! bounded concurrency, backoff with jitter for failing accounts, drift checks, commands
+//! from signals and the admin socket (rotate, pause, resume, reconcile, reload), and a
+//! graceful shutdown.
 
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
 use crate::protocol::{self, Account, Engine, Request, Rotated, RotationError};
 use crate::schedule::Schedule;
 use rand::Rng;
+use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 /// An account with its schedule.
 #[derive(Clone)]
@@ -40,44 +43,137 @@ pub struct Settings {
     pub drift_interval: Duration,
     /// How long shutdown waits for in-flight rotations.
     pub shutdown_grace: Duration,
+    /// Wait this long before start-up recovery (after an unclean stop, so that requests a
+    /// killed process left in flight have landed or died; see docs/protocol.md).
+    pub startup_delay: Duration,
+}
+
+/// What a rotation request produced for one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationSummary {
+    /// The rotation's id (for `--no-wait`, the id it was started with).
+    pub rotation_id: Uuid,
+    /// The new `<secret>` version, once completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// It completed a rotation an earlier attempt left pending.
+    pub resumed: bool,
+    /// Warnings (verify blocked by policy, …).
+    pub warnings: Vec<String>,
+    /// False when the caller did not wait for the end.
+    pub completed: bool,
+}
+
+impl From<&Rotated> for RotationSummary {
+    fn from(r: &Rotated) -> Self {
+        RotationSummary {
+            rotation_id: r.rotation_id,
+            version: Some(r.version.clone()),
+            resumed: r.resumed,
+            warnings: r.warnings.clone(),
+            completed: true,
+        }
+    }
 }
 
 /// The result of one account's rotation, as sent back to a requester.
-pub type AccountResult = (String, Result<Rotated, String>);
+pub type AccountResult = (String, Result<RotationSummary, String>);
+
+/// The result of a pause/resume/reconcile for one account.
+pub type AccountAck = (String, Result<String, String>);
 
 /// A request from outside the schedule (signals, the admin socket).
 pub enum Command {
-    /// Rotate one account (`Some(name)`) or all now.
+    /// Rotate one account (`Some(name)`) or all now. With `wait = false` the reply comes
+    /// when the rotations are started.
     Rotate {
         account: Option<String>,
         request: Request,
+        wait: bool,
         reply: Option<oneshot::Sender<Vec<AccountResult>>>,
+    },
+    /// Stop (`paused = true`) or restart scheduled rotations of one account or all.
+    Pause {
+        account: Option<String>,
+        paused: bool,
+        reply: Option<oneshot::Sender<Vec<AccountAck>>>,
+    },
+    /// Run recovery and the drift check now.
+    Reconcile {
+        account: Option<String>,
+        request: Request,
+        reply: Option<oneshot::Sender<Vec<AccountAck>>>,
+    },
+    /// Replace the accounts and settings with a new, already validated configuration.
+    Reload {
+        accounts: Vec<Managed>,
+        settings: Settings,
+        reply: Option<oneshot::Sender<String>>,
     },
 }
 
-/// What the daemon knows about an account (for status answers and tests).
-#[derive(Debug, Clone, Default)]
+/// What the daemon knows about an account (status answers, metrics, tests).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AccountStatus {
     /// The account's name.
     pub name: String,
+    /// The Entra user.
+    pub user: String,
+    /// The vault.
+    pub vault: String,
+    /// The secret.
+    pub secret: String,
+    /// The cron expression.
+    pub schedule: String,
     /// When it is next due.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub next_due: Option<OffsetDateTime>,
-    /// A rotation runs now.
+    /// A rotation or reconcile runs now.
     pub busy: bool,
+    /// Scheduled rotations are paused.
+    pub paused: bool,
     /// Consecutive failures.
     pub failures: u32,
-    /// The last rotation's outcome.
+    /// The last rotation's outcome: `success`, `warning`, `failed: KIND`.
     pub last_outcome: Option<String>,
     /// When the last rotation ended.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub last_end: Option<OffsetDateTime>,
+    /// When the last successful rotation ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
     /// The current `<secret>` version, when known.
     pub version: Option<String>,
+    /// When the password in force was set (its `keyturn-rotated-at`), when known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
     /// A rotation is left pending in the staging secret.
     pub pending: bool,
+    /// Rotations by outcome since start (`success`, `warning`, `failed`).
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
-/// Shared view of every account's state.
-pub type StatusBoard = Arc<Mutex<Vec<AccountStatus>>>;
+/// The daemon as a whole.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DaemonStatus {
+    /// keyturn's version.
+    pub version: String,
+    /// When the daemon started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Start-up recovery is done and scheduling runs.
+    pub ready: bool,
+    /// Stopping.
+    pub stopping: bool,
+    /// Every account.
+    pub accounts: Vec<AccountStatus>,
+    /// Last time the main loop ran (for the systemd watchdog and health checks).
+    #[serde(skip)]
+    pub heartbeat: Option<std::time::Instant>,
+}
+
+/// Shared view of the daemon's state.
+pub type StatusBoard = Arc<Mutex<DaemonStatus>>;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +189,9 @@ pub enum DaemonError {
 /// The single-instance lock: an exclusive `flock` on `<state_dir>/keyturn.lock`, held
 /// for the life of the value.
 pub struct InstanceLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+    /// The previous holder did not release the lock: it was killed or crashed.
+    pub unclean: bool,
 }
 
 impl InstanceLock {
@@ -125,24 +223,51 @@ impl InstanceLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(InstanceLock { _file: file })
+        file.sync_all().map_err(io)?;
+        Ok(InstanceLock {
+            file,
+            unclean: !previous.trim().is_empty(),
+        })
     }
+
+    /// Marks a clean stop (the next start needs no settling delay) and releases the lock.
+    pub fn release(self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.sync_all();
+    }
+}
+
+/// What a task did.
+enum TaskOut {
+    /// A rotation completed (fresh, resumed, or for drift).
+    Rotated(Rotated),
+    /// Nothing to do; when known, the account's due time read from Key Vault, and the
+    /// current version and its rotation time.
+    Idle(
+        Option<(OffsetDateTime, Trigger)>,
+        Option<(String, OffsetDateTime)>,
+    ),
+    /// It failed; retried with backoff.
+    Failed(RotationError),
 }
 
 /// What a finished task reports.
 struct Done {
-    idx: usize,
-    result: Result<Option<Rotated>, RotationError>,
+    name: String,
+    out: TaskOut,
     reply: Option<oneshot::Sender<AccountResult>>,
+    ack: Option<oneshot::Sender<AccountAck>>,
 }
 
 #[derive(Clone, Copy)]
 enum Job {
     Rotate,
-    /// Recovery + drift check (+ a drift rotation when needed).
+    /// Recovery + drift check (+ a drift rotation) + due time from Key Vault.
     Reconcile,
 }
 
@@ -153,7 +278,26 @@ struct Slot {
     next_trigger: Trigger,
     generation: u64,
     busy: bool,
+    paused: bool,
     failures: u32,
+}
+
+impl Slot {
+    fn new(managed: Managed) -> Self {
+        Slot {
+            managed,
+            next_due: None,
+            next_trigger: Trigger::Schedule,
+            generation: 0,
+            busy: false,
+            paused: false,
+            failures: 0,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.managed.account.name
+    }
 }
 
 /// The daemon.
@@ -163,10 +307,13 @@ pub struct Daemon {
     clock: Arc<dyn Clock>,
     settings: Settings,
     slots: Vec<Slot>,
+    index: HashMap<String, usize>,
     heap: BinaryHeap<Reverse<(OffsetDateTime, usize, u64)>>,
     tasks: JoinSet<Done>,
     permits: Arc<Semaphore>,
     board: StatusBoard,
+    /// When set, the main loop marks the board this often (watchdog, health).
+    heartbeat: Option<Duration>,
 }
 
 impl Daemon {
@@ -178,42 +325,81 @@ impl Daemon {
         settings: Settings,
         accounts: Vec<Managed>,
     ) -> Self {
-        let board = Arc::new(Mutex::new(
-            accounts
-                .iter()
-                .map(|m| AccountStatus {
-                    name: m.account.name.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-        ));
+        let board = Arc::new(Mutex::new(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Some(clock.now()),
+            ..Default::default()
+        }));
         let permits = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
-        Daemon {
+        let mut d = Daemon {
             engine,
             audit,
             clock,
             settings,
-            slots: accounts
-                .into_iter()
-                .map(|managed| Slot {
-                    managed,
-                    next_due: None,
-                    next_trigger: Trigger::Schedule,
-                    generation: 0,
-                    busy: false,
-                    failures: 0,
-                })
-                .collect(),
+            slots: Vec::new(),
+            index: HashMap::new(),
             heap: BinaryHeap::new(),
             tasks: JoinSet::new(),
             permits,
             board,
-        }
+            heartbeat: None,
+        };
+        d.set_slots(accounts.into_iter().map(Slot::new).collect());
+        d
+    }
+
+    /// Makes the main loop mark the board's heartbeat every `period`.
+    pub fn with_heartbeat(mut self, period: Duration) -> Self {
+        self.heartbeat = Some(period);
+        self
     }
 
     /// The shared status board.
     pub fn board(&self) -> StatusBoard {
         self.board.clone()
+    }
+
+    fn set_slots(&mut self, slots: Vec<Slot>) {
+        self.index = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name().to_owned(), i))
+            .collect();
+        self.slots = slots;
+        self.heap.clear();
+        for idx in 0..self.slots.len() {
+            if let Some(due) = self.slots[idx].next_due {
+                let trigger = self.slots[idx].next_trigger;
+                self.set_due(idx, due, trigger);
+            }
+        }
+        let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        let old: HashMap<String, AccountStatus> =
+            b.accounts.drain(..).map(|a| (a.name.clone(), a)).collect();
+        b.accounts = self
+            .slots
+            .iter()
+            .map(|s| {
+                let a = &s.managed.account;
+                let mut st = old.get(&a.name).cloned().unwrap_or_default();
+                st.name = a.name.clone();
+                st.user = a.user.clone();
+                st.vault = a.store.vault().to_owned();
+                st.secret = a.secret.clone();
+                st.schedule = s.managed.schedule.pattern().to_owned();
+                st.next_due = s.next_due;
+                st.busy = s.busy;
+                st.paused = s.paused;
+                st
+            })
+            .collect();
+    }
+
+    fn board_mut(&self, idx: usize, f: impl FnOnce(&mut AccountStatus)) {
+        let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = b.accounts.get_mut(idx) {
+            f(s);
+        }
     }
 
     async fn audit_daemon(&self, kind: EventKind, detail: String) {
@@ -244,41 +430,65 @@ impl Daemon {
         )
         .await;
 
-        // Start-up: recover every account, then compute due times from Key Vault.
-        let startup = self.startup();
-        tokio::select! {
-            _ = startup => {}
-            _ = &mut shutdown => {
-                self.stop().await;
-                return Ok(());
+        if !self.settings.startup_delay.is_zero() {
+            tracing::warn!(
+                delay = ?self.settings.startup_delay,
+                "the previous keyturn stopped uncleanly; waiting for its in-flight requests to settle before recovery"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.startup_delay) => {}
+                _ = &mut shutdown => return Ok(()),
             }
         }
+        // Start-up: recover every account and read its due time from Key Vault.
+        for idx in 0..self.slots.len() {
+            self.spawn(
+                idx,
+                Job::Reconcile,
+                Request::daemon(Trigger::Recovery),
+                None,
+                None,
+            );
+        }
+        let mut stopped = false;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => self.joined(done),
+                _ = &mut shutdown => { stopped = true; break; }
+            }
+        }
+        if stopped {
+            self.stop().await;
+            return Ok(());
+        }
+        self.board.lock().unwrap_or_else(|e| e.into_inner()).ready = true;
         if let Some(ready) = ready {
             let _ = ready.send(());
         }
         tracing::info!(accounts = self.slots.len(), "keyturn is ready");
 
-        let mut drift = (!self.settings.drift_interval.is_zero()).then(|| {
-            let period = self.settings.drift_interval;
-            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-        });
-
+        let mut drift = self.drift_timer();
+        let mut beat = self.heartbeat.map(tokio::time::interval);
         loop {
             let wake = self.next_wake();
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(cmd) = commands.recv() => self.command(cmd),
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    match done {
-                        Ok(done) => self.finished(done),
-                        Err(e) => tracing::error!(error = %e, "a rotation task failed"),
+                _ = async { beat.as_mut().expect("guarded by the if").tick().await }, if beat.is_some() => {
+                    self.board.lock().unwrap_or_else(|e| e.into_inner()).heartbeat = Some(std::time::Instant::now());
+                }
+                Some(cmd) = commands.recv() => {
+                    let reloaded = matches!(cmd, Command::Reload { .. });
+                    self.command(cmd);
+                    if reloaded {
+                        drift = self.drift_timer();
                     }
                 }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.joined(done),
                 _ = tokio::time::sleep_until(wake) => self.fire_due(),
-                _ = async { drift.as_mut().expect("guarded").tick().await }, if drift.is_some() => {
+                _ = async { drift.as_mut().expect("guarded by the if").tick().await }, if drift.is_some() => {
                     for idx in 0..self.slots.len() {
-                        if !self.slots[idx].busy {
-                            self.spawn(idx, Job::Reconcile, Request::daemon(Trigger::Drift), None);
+                        if !self.slots[idx].busy && !self.slots[idx].paused {
+                            self.spawn(idx, Job::Reconcile, Request::daemon(Trigger::Drift), None, None);
                         }
                     }
                 }
@@ -288,65 +498,17 @@ impl Daemon {
         Ok(())
     }
 
-    async fn startup(&mut self) {
-        for idx in 0..self.slots.len() {
-            self.spawn(
-                idx,
-                Job::Reconcile,
-                Request::daemon(Trigger::Recovery),
-                None,
-            );
-        }
-        while let Some(done) = self.tasks.join_next().await {
-            if let Ok(done) = done {
-                let idx = done.idx;
-                self.slots[idx].busy = false;
-                match done.result {
-                    Ok(Some(r)) => {
-                        // Recovery completed a rotation (or a drift rotation ran).
-                        self.update_board(idx, Some(Ok(&r)));
-                        self.schedule_after_success(idx);
-                    }
-                    Ok(None) => self.schedule_from_vault(idx).await,
-                    Err(e) => {
-                        self.update_board(idx, Some(Err(&e)));
-                        self.schedule_retry(idx);
-                    }
-                }
-            }
-        }
+    fn drift_timer(&self) -> Option<tokio::time::Interval> {
+        (!self.settings.drift_interval.is_zero()).then(|| {
+            let period = self.settings.drift_interval;
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        })
     }
 
-    /// Reads the current version to find when the account is due.
-    async fn schedule_from_vault(&mut self, idx: usize) {
-        let slot = &self.slots[idx];
-        let account = &slot.managed.account;
-        match account.store.latest(&account.secret).await {
-            Ok(Some(current)) => {
-                let rotated = protocol::rotated_at(&current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-                let due = slot
-                    .managed
-                    .schedule
-                    .next_fire_after(&account.name, rotated);
-                let now = self.clock.now();
-                let trigger = if due.is_some_and(|d| d <= now) {
-                    Trigger::CatchUp
-                } else {
-                    Trigger::Schedule
-                };
-                if let Ok(mut b) = self.board.lock() {
-                    b[idx].version = Some(current.version.clone());
-                }
-                self.set_due(idx, due.unwrap_or(now), trigger);
-            }
-            Ok(None) => {
-                tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; keyturn creates it with a first rotation");
-                self.set_due(idx, self.clock.now(), Trigger::CatchUp);
-            }
-            Err(e) => {
-                tracing::warn!(account = %account.name, error = %e, "cannot read the current version; retrying later");
-                self.schedule_retry(idx);
-            }
+    fn joined(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(done) => self.finished(done),
+            Err(e) => tracing::error!(error = %e, "a rotation task failed"),
         }
     }
 
@@ -356,9 +518,7 @@ impl Daemon {
         slot.next_due = Some(due);
         slot.next_trigger = trigger;
         self.heap.push(Reverse((due, idx, slot.generation)));
-        if let Ok(mut b) = self.board.lock() {
-            b[idx].next_due = Some(due);
-        }
+        self.board_mut(idx, |b| b.next_due = Some(due));
     }
 
     fn schedule_after_success(&mut self, idx: usize) {
@@ -367,7 +527,7 @@ impl Daemon {
         let due = slot
             .managed
             .schedule
-            .next_fire_after(&slot.managed.account.name, now)
+            .next_fire_after(slot.name(), now)
             .unwrap_or(now + time::Duration::days(7));
         self.slots[idx].failures = 0;
         self.set_due(idx, due, Trigger::Schedule);
@@ -394,7 +554,7 @@ impl Daemon {
     fn next_wake(&mut self) -> tokio::time::Instant {
         // Drop stale heap entries.
         while let Some(Reverse((_, idx, gen))) = self.heap.peek() {
-            if self.slots[*idx].generation != *gen {
+            if self.slots.get(*idx).is_none_or(|s| s.generation != *gen) {
                 self.heap.pop();
             } else {
                 break;
@@ -417,11 +577,24 @@ impl Daemon {
                 break;
             }
             self.heap.pop();
-            if self.slots[idx].generation != gen || self.slots[idx].busy {
-                continue; // stale, or rescheduled when the running task finishes
+            let slot = &self.slots[idx];
+            // Stale, running (rescheduled when it ends) or paused (rescheduled on resume).
+            if slot.generation != gen || slot.busy || slot.paused {
+                continue;
             }
-            let trigger = self.slots[idx].next_trigger;
-            self.spawn(idx, Job::Rotate, Request::daemon(trigger), None);
+            let trigger = slot.next_trigger;
+            self.spawn(idx, Job::Rotate, Request::daemon(trigger), None, None);
+        }
+    }
+
+    fn targets(&self, account: &Option<String>) -> Result<Vec<usize>, String> {
+        match account {
+            Some(name) => self
+                .index
+                .get(name)
+                .map(|i| vec![*i])
+                .ok_or_else(|| format!("no account named {name:?} is configured")),
+            None => Ok((0..self.slots.len()).collect()),
         }
     }
 
@@ -430,41 +603,60 @@ impl Daemon {
             Command::Rotate {
                 account,
                 request,
+                wait,
                 reply,
             } => {
-                let targets: Vec<usize> = match &account {
-                    Some(name) => self
-                        .slots
-                        .iter()
-                        .position(|s| &s.managed.account.name == name)
-                        .into_iter()
-                        .collect(),
-                    None => (0..self.slots.len()).collect(),
-                };
-                let mut replies = Vec::new();
-                let mut immediate = Vec::new();
-                if let Some(name) = &account {
-                    if targets.is_empty() {
-                        immediate.push((
-                            name.clone(),
-                            Err(format!("no account named {name:?} is configured")),
-                        ));
+                let targets = match self.targets(&account) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e))]);
+                        }
+                        return;
                     }
-                }
+                };
+                let mut immediate = Vec::new();
+                let mut waits = Vec::new();
                 for idx in targets {
-                    let name = self.slots[idx].managed.account.name.clone();
+                    let name = self.slots[idx].name().to_owned();
                     if self.slots[idx].busy {
-                        immediate.push((name, Err("a rotation of this account is already running; try again when it ends".into())));
+                        immediate.push((name, Err("a rotation of this account is already running; try again when it ends".to_owned())));
                         continue;
                     }
-                    let (tx, rx) = oneshot::channel();
-                    self.spawn(idx, Job::Rotate, request.clone(), Some(tx));
-                    replies.push(rx);
+                    if self.slots[idx].paused {
+                        immediate.push((
+                            name,
+                            Err("the account is paused; resume it first".to_owned()),
+                        ));
+                        continue;
+                    }
+                    let id = Uuid::new_v4();
+                    let request = Request {
+                        rotation_id: Some(id),
+                        ..request.clone()
+                    };
+                    if wait {
+                        let (tx, rx) = oneshot::channel();
+                        self.spawn(idx, Job::Rotate, request, Some(tx), None);
+                        waits.push(rx);
+                    } else {
+                        self.spawn(idx, Job::Rotate, request, None, None);
+                        immediate.push((
+                            name,
+                            Ok(RotationSummary {
+                                rotation_id: id,
+                                version: None,
+                                resumed: false,
+                                warnings: Vec::new(),
+                                completed: false,
+                            }),
+                        ));
+                    }
                 }
                 if let Some(reply) = reply {
                     tokio::spawn(async move {
                         let mut all = immediate;
-                        for rx in replies {
+                        for rx in waits {
                             if let Ok(r) = rx.await {
                                 all.push(r);
                             }
@@ -473,7 +665,137 @@ impl Daemon {
                     });
                 }
             }
+            Command::Pause {
+                account,
+                paused,
+                reply,
+            } => {
+                let acks = match self.targets(&account) {
+                    Err(e) => vec![(account.unwrap_or_default(), Err(e))],
+                    Ok(targets) => targets
+                        .into_iter()
+                        .map(|idx| {
+                            self.slots[idx].paused = paused;
+                            self.board_mut(idx, |b| b.paused = paused);
+                            if !paused {
+                                if let Some(due) = self.slots[idx].next_due {
+                                    let trigger = self.slots[idx].next_trigger;
+                                    self.set_due(idx, due, trigger);
+                                }
+                            }
+                            let what = if paused { "paused" } else { "resumed" };
+                            (self.slots[idx].name().to_owned(), Ok(what.to_owned()))
+                        })
+                        .collect(),
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(acks);
+                }
+            }
+            Command::Reconcile {
+                account,
+                request,
+                reply,
+            } => {
+                let targets = match self.targets(&account) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e))]);
+                        }
+                        return;
+                    }
+                };
+                let mut immediate = Vec::new();
+                let mut waits = Vec::new();
+                for idx in targets {
+                    if self.slots[idx].busy {
+                        immediate.push((
+                            self.slots[idx].name().to_owned(),
+                            Err("busy: a rotation runs now".to_owned()),
+                        ));
+                        continue;
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    self.spawn(idx, Job::Reconcile, request.clone(), None, Some(tx));
+                    waits.push(rx);
+                }
+                if let Some(reply) = reply {
+                    tokio::spawn(async move {
+                        let mut all = immediate;
+                        for rx in waits {
+                            if let Ok(r) = rx.await {
+                                all.push(r);
+                            }
+                        }
+                        let _ = reply.send(all);
+                    });
+                }
+            }
+            Command::Reload {
+                accounts,
+                settings,
+                reply,
+            } => {
+                let summary = self.reload(accounts, settings);
+                if let Some(reply) = reply {
+                    let _ = reply.send(summary);
+                }
+            }
         }
+    }
+
+    /// Swaps in a new configuration. Accounts keep their state when their name and schedule
+    /// are unchanged; new or changed ones are reconciled (recovery, due time from Key Vault);
+    /// rotations of removed accounts finish and are then forgotten.
+    fn reload(&mut self, accounts: Vec<Managed>, settings: Settings) -> String {
+        let mut old: HashMap<String, Slot> = self
+            .slots
+            .drain(..)
+            .map(|s| (s.name().to_owned(), s))
+            .collect();
+        let (mut kept, mut added) = (0, 0);
+        let mut fresh = Vec::new();
+        let mut slots = Vec::new();
+        for m in accounts {
+            match old.remove(&m.account.name) {
+                Some(mut s) => {
+                    let same_schedule = s.managed.schedule.pattern() == m.schedule.pattern();
+                    s.managed = m;
+                    if !same_schedule {
+                        s.next_due = None;
+                        fresh.push(slots.len());
+                    }
+                    kept += 1;
+                    slots.push(s);
+                }
+                None => {
+                    added += 1;
+                    fresh.push(slots.len());
+                    slots.push(Slot::new(m));
+                }
+            }
+        }
+        let removed = old.len();
+        if self.settings.max_concurrent != settings.max_concurrent {
+            self.permits = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        }
+        self.settings = settings;
+        self.set_slots(slots);
+        for idx in fresh {
+            if !self.slots[idx].busy {
+                self.spawn(
+                    idx,
+                    Job::Reconcile,
+                    Request::daemon(Trigger::Recovery),
+                    None,
+                    None,
+                );
+            }
+        }
+        let summary = format!("{kept} account(s) kept, {added} added, {removed} removed");
+        tracing::info!("configuration reloaded: {summary}");
+        summary
     }
 
     fn spawn(
@@ -482,87 +804,114 @@ impl Daemon {
         job: Job,
         request: Request,
         reply: Option<oneshot::Sender<AccountResult>>,
+        ack: Option<oneshot::Sender<AccountAck>>,
     ) {
         let slot = &mut self.slots[idx];
         slot.busy = true;
-        if let Ok(mut b) = self.board.lock() {
-            b[idx].busy = true;
-        }
         let engine = self.engine.clone();
-        let account = slot.managed.account.clone();
+        let managed = slot.managed.clone();
+        let clock = self.clock.clone();
         let permits = self.permits.clone();
+        self.board_mut(idx, |b| b.busy = true);
         self.tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let result = match job {
-                Job::Rotate => engine.rotate(&account, &request).await.map(Some),
-                Job::Reconcile => reconcile(&engine, &account, &request).await,
+            let account = &managed.account;
+            let out = match job {
+                Job::Rotate => match engine.rotate(account, &request).await {
+                    Ok(r) => TaskOut::Rotated(r),
+                    Err(e) => TaskOut::Failed(e),
+                },
+                Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
             };
-            Done { idx, result, reply }
+            Done {
+                name: account.name.clone(),
+                out,
+                reply,
+                ack,
+            }
         });
     }
 
     fn finished(&mut self, done: Done) {
-        let idx = done.idx;
+        let Some(&idx) = self.index.get(&done.name) else {
+            tracing::info!(account = %done.name, "a task of a removed account ended");
+            return;
+        };
         self.slots[idx].busy = false;
-        let name = self.slots[idx].managed.account.name.clone();
-        match &done.result {
-            Ok(Some(r)) => {
-                tracing::info!(account = %name, rotation_id = %r.rotation_id, version = %r.version, "rotation completed");
-                self.update_board(idx, Some(Ok(r)));
-                self.schedule_after_success(idx);
-            }
-            Ok(None) => {
-                // A reconcile found nothing to do: keep the schedule.
-                let due = self.slots[idx].next_due.unwrap_or_else(|| self.clock.now());
-                let trigger = self.slots[idx].next_trigger;
-                self.set_due(idx, due, trigger);
-                if let Ok(mut b) = self.board.lock() {
-                    b[idx].busy = false;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(account = %name, error = %e, "rotation did not complete; retrying with backoff");
-                self.update_board(idx, Some(Err(e)));
-                self.schedule_retry(idx);
-            }
-        }
-        if let Some(reply) = done.reply {
-            let r = done
-                .result
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.ok_or_else(|| "nothing to do".to_owned()));
-            let _ = reply.send((name, r));
-        }
-    }
-
-    fn update_board(&self, idx: usize, result: Option<Result<&Rotated, &RotationError>>) {
+        let name = done.name.clone();
         let now = self.clock.now();
-        if let Ok(mut b) = self.board.lock() {
-            let s = &mut b[idx];
-            s.busy = false;
-            s.failures = self.slots[idx].failures;
-            match result {
-                Some(Ok(r)) => {
-                    s.last_outcome = Some(if r.warnings.is_empty() {
-                        "success".into()
+        let (result, ack_msg): (Result<RotationSummary, String>, Result<String, String>) =
+            match &done.out {
+                TaskOut::Rotated(r) => {
+                    tracing::info!(account = %name, rotation_id = %r.rotation_id, version = %r.version, "rotation completed");
+                    let outcome = if r.warnings.is_empty() {
+                        "success"
                     } else {
-                        "warning".into()
+                        "warning"
+                    };
+                    self.board_mut(idx, |b| {
+                        b.last_outcome = Some(outcome.into());
+                        b.version = Some(r.version.clone());
+                        b.pending = false;
+                        b.last_end = Some(now);
+                        b.last_success = Some(now);
+                        *b.counts.entry(outcome.into()).or_default() += 1;
                     });
-                    s.version = Some(r.version.clone());
-                    s.pending = false;
-                    s.last_end = Some(now);
+                    self.schedule_after_success(idx);
+                    (
+                        Ok(r.into()),
+                        Ok(format!("rotated (rotation {})", r.rotation_id)),
+                    )
                 }
-                Some(Err(e)) => {
-                    s.last_outcome = Some(format!("failed: {}", e.kind()));
-                    s.pending = e.is_pending();
-                    s.last_end = Some(now);
+                TaskOut::Idle(due, current) => {
+                    if let Some((version, rotated)) = current.clone() {
+                        self.board_mut(idx, |b| {
+                            b.version = Some(version);
+                            b.rotated_at = Some(rotated);
+                        });
+                    }
+                    let (due, trigger) = due.unwrap_or_else(|| {
+                        let s = &self.slots[idx];
+                        (s.next_due.unwrap_or(now), s.next_trigger)
+                    });
+                    self.set_due(idx, due, trigger);
+                    (
+                        Err("nothing to do".into()),
+                        Ok("consistent; nothing to do".into()),
+                    )
                 }
-                None => {}
-            }
+                TaskOut::Failed(e) => {
+                    tracing::warn!(account = %name, error = %e, "rotation did not complete; retrying with backoff");
+                    let pending = e.is_pending();
+                    let kind = e.kind();
+                    self.board_mut(idx, |b| {
+                        b.last_outcome = Some(format!("failed: {kind}"));
+                        b.pending = pending;
+                        b.last_end = Some(now);
+                        *b.counts.entry("failed".into()).or_default() += 1;
+                    });
+                    self.schedule_retry(idx);
+                    (Err(e.to_string()), Err(e.to_string()))
+                }
+            };
+        let failures = self.slots[idx].failures;
+        self.board_mut(idx, |b| {
+            b.busy = false;
+            b.failures = failures;
+        });
+        if let Some(reply) = done.reply {
+            let _ = reply.send((name.clone(), result));
+        }
+        if let Some(ack) = done.ack {
+            let _ = ack.send((name, ack_msg));
         }
     }
 
     async fn stop(&mut self) {
+        self.board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stopping = true;
         let in_flight = self.tasks.len();
         self.audit_daemon(
             EventKind::DaemonStopping,
@@ -577,8 +926,7 @@ impl Daemon {
         loop {
             tokio::select! {
                 next = self.tasks.join_next() => match next {
-                    Some(Ok(done)) => self.finished(done),
-                    Some(Err(_)) => {}
+                    Some(done) => self.joined(done),
                     None => break,
                 },
                 _ = &mut grace => {
@@ -591,26 +939,90 @@ impl Daemon {
     }
 }
 
-/// Recovery, then a drift check, then a drift rotation when Graph shows an outside change.
+/// Recovery, a drift check (and a drift rotation when Graph shows an outside change), then
+/// the due time from Key Vault.
 async fn reconcile(
     engine: &Engine,
-    account: &Account,
+    managed: &Managed,
     request: &Request,
-) -> Result<Option<Rotated>, RotationError> {
-    if let Some(done) = engine.recover(account, request).await? {
-        return Ok(Some(done));
+    clock: &dyn Clock,
+) -> TaskOut {
+    let account = &managed.account;
+    match engine.recover(account, request).await {
+        Ok(Some(done)) => return TaskOut::Rotated(done),
+        Ok(None) => {}
+        Err(e) => return TaskOut::Failed(e),
     }
     match engine.check_drift(account).await {
-        Ok(Some(_)) => engine
-            .rotate(account, &Request::daemon(Trigger::Drift))
-            .await
-            .map(Some),
-        Ok(None) => Ok(None),
+        Ok(Some(_)) => {
+            return match engine
+                .rotate(account, &Request::daemon(Trigger::Drift))
+                .await
+            {
+                Ok(r) => TaskOut::Rotated(r),
+                Err(e) => TaskOut::Failed(e),
+            }
+        }
+        Ok(None) => {}
         Err(RotationError::Directory { source, .. }) => {
             // Drift needs Graph's user read; its failure must not block scheduling.
             tracing::warn!(account = %account.name, error = %source, "drift check skipped");
-            Ok(None)
         }
-        Err(e) => Err(e),
+        Err(e) => return TaskOut::Failed(e),
+    }
+    due_from_vault(managed, clock).await
+}
+
+/// Reads the current version to find when the account is due.
+async fn due_from_vault(managed: &Managed, clock: &dyn Clock) -> TaskOut {
+    let account = &managed.account;
+    let now = clock.now();
+    match account.store.latest(&account.secret).await {
+        Ok(Some(current)) => {
+            let rotated = protocol::rotated_at(&current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let due = managed
+                .schedule
+                .next_fire_after(&account.name, rotated)
+                .unwrap_or(now);
+            let trigger = if due <= now {
+                Trigger::CatchUp
+            } else {
+                Trigger::Schedule
+            };
+            TaskOut::Idle(
+                Some((due, trigger)),
+                Some((current.version.clone(), rotated)),
+            )
+        }
+        Ok(None) => {
+            tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; keyturn creates it with a first rotation");
+            TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
+        }
+        Err(source) => TaskOut::Failed(RotationError::Read {
+            account: account.name.clone(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::InstanceLock;
+
+    #[test]
+    fn an_unreleased_lock_marks_the_next_start_unclean() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(!first.unclean, "a fresh state dir is clean");
+        assert!(matches!(
+            InstanceLock::acquire(dir.path()),
+            Err(super::DaemonError::Locked { .. })
+        ));
+        drop(first); // like SIGKILL: the flock goes, the pid stays
+        let second = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(second.unclean);
+        second.release();
+        let third = InstanceLock::acquire(dir.path()).unwrap();
+        assert!(!third.unclean, "released: clean");
     }
 }

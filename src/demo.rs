@@ -1,10 +1,221 @@
-//! `keyturn demo`: the daemon against the embedded emulator (filled in with the emulator).
+//! `keyturn demo`: keyturn's main job against the embedded Azure emulator, on a fresh
+//! machine with no Azure account.
+//!
+//! It starts `keyturn-emulator` in-process with `config/demo-scenario.toml` (a tenant with
+//! three management accounts, one behind a Conditional Access policy), writes a keyturn
+//! configuration for it (a real file, loaded and validated like any other), runs the daemon
+//! on a fast schedule and prints the audit events as they happen.
 
-/// Runs the demo.
+use crate::audit::{AuditSink, FileSink, StdoutFormat, StdoutSink, Tee};
+use crate::clock::SystemClock;
+use crate::config;
+use crate::daemon::{Daemon, InstanceLock};
+use crate::protocol::Engine;
+use anyhow::Context;
+use keyturn_emulator::{Emulator, EmulatorConfig, InvariantQuery, Scenario, TlsSource};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The scenario the demo seeds the emulator with.
+pub const SCENARIO: &str = include_str!("../config/demo-scenario.toml");
+
+/// The demo's accounts: (account name, user, secret, verify).
+const ACCOUNTS: [(&str, &str, &str); 3] = [
+    (
+        "coreview-1",
+        "svc-coreview-1@contoso.onmicrosoft.com",
+        "svc-coreview-1",
+    ),
+    (
+        "coreview-2",
+        "svc-coreview-2@contoso.onmicrosoft.com",
+        "svc-coreview-2",
+    ),
+    (
+        "coreview-ca",
+        "svc-coreview-ca@contoso.onmicrosoft.com",
+        "svc-coreview-ca",
+    ),
+];
+
+/// Writes the keyturn configuration that points at a running emulator.
+pub fn write_config(emu: &Emulator, dir: &Path, every_secs: u32) -> anyhow::Result<PathBuf> {
+    let ca = dir.join("emulator-ca.pem");
+    std::fs::write(&ca, emu.ca_pem()).with_context(|| format!("cannot write {}", ca.display()))?;
+    let mut text = format!(
+        r#"# Written by `keyturn demo` for the embedded emulator at {addr}.
+[daemon]
+state_dir = {state:?}
+audit_log = {audit:?}
+drift_check_interval = "30s"
+retry_base_delay = "2s"
+retry_max_delay = "20s"
+shutdown_grace = "10s"
+
+[tls]
+extra_ca_files = [{ca:?}]
+
+[network.resolve]
+"#,
+        addr = emu.addr(),
+        state = dir.display().to_string(),
+        audit = dir.join("audit.jsonl").display().to_string(),
+        ca = ca.display().to_string(),
+    );
+    for host in emu.resolve_hosts() {
+        text.push_str(&format!("{host:?} = {:?}\n", emu.addr().ip().to_string()));
+    }
+    text.push_str(&format!(
+        r#"
+[defaults]
+schedule = "*/{every_secs} * * * * *"
+window = "0s"
+verify = true
+
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "contoso"
+client_id = "11111111-1111-1111-1111-111111111111"
+client_secret = "demo-client-secret"
+allow_inline_secret = true          # a demo value for the local emulator only
+authority_host = {authority:?}
+graph_base = {graph:?}
+"#,
+        authority = emu.authority_host(),
+        graph = emu.graph_base(),
+    ));
+    for (name, user, secret) in ACCOUNTS {
+        text.push_str(&format!(
+            "\n[[accounts]]\nname = {name:?}\nuser = {user:?}\nidentity = \"rotator\"\nvault = {vault:?}\nsecret = {secret:?}\n",
+            vault = emu.vault_url("keyturn-demo"),
+        ));
+    }
+    let path = dir.join("keyturn.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs the demo for `duration` (or until Ctrl-C).
 pub async fn run(
-    _duration: Option<std::time::Duration>,
-    _every: u32,
-    _dir: Option<std::path::PathBuf>,
+    duration: Option<Duration>,
+    every: u32,
+    dir: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
-    anyhow::bail!("the demo needs the emulator, which is not wired in yet")
+    anyhow::ensure!(
+        (1..=59).contains(&every) && 60 % every == 0,
+        "--every must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)"
+    );
+    let (dir, _temp) = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
+            (d, None)
+        }
+        None => {
+            let t = tempdir()?;
+            (t.clone(), Some(TempDir(t)))
+        }
+    };
+    let scenario = Scenario::from_toml_str(SCENARIO).context("the demo scenario does not parse")?;
+    let emu = Emulator::start(EmulatorConfig {
+        scenario: Some(scenario),
+        tls: TlsSource::Generate { ca_out: None },
+        ..Default::default()
+    })
+    .await
+    .context("cannot start the embedded emulator")?;
+    let path = write_config(&emu, &dir, every)?;
+    let loaded = config::load_with_env(&path, false)?;
+
+    println!("keyturn demo: an Entra ID tenant, Key Vault and Microsoft Graph emulated at https://{} (TLS)", emu.addr());
+    println!("  config     {}", path.display());
+    println!("  audit log  {}", loaded.config.daemon.audit_log.display());
+    println!("  accounts   {} (coreview-ca is behind a Conditional Access policy: verify warns with AADSTS53003)", ACCOUNTS.len());
+    println!(
+        "  schedule   every {every} s; Ctrl-C stops{}",
+        duration
+            .map(|d| format!(" (or after {})", humantime::format_duration(d)))
+            .unwrap_or_default()
+    );
+    println!();
+
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let audit: Arc<dyn AuditSink> = Arc::new(Tee(vec![
+        Arc::new(FileSink::open(&loaded.config.daemon.audit_log)?),
+        Arc::new(StdoutSink(StdoutFormat::Human)),
+    ]));
+    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    let accounts = crate::app::accounts(&loaded, &http)?;
+    let clock = Arc::new(SystemClock);
+    let engine = Arc::new(Engine::new(
+        audit.clone(),
+        clock.clone(),
+        crate::app::tuning(&loaded),
+    ));
+    let daemon = Daemon::new(
+        engine,
+        audit,
+        clock,
+        crate::app::settings(&loaded),
+        accounts,
+    );
+    let (tx, rx) = mpsc::channel(16);
+    let signals = crate::signals::watch(tx, None)?;
+    let stop = async move {
+        match duration {
+            Some(d) => {
+                tokio::select! {
+                    _ = signals => {}
+                    _ = tokio::time::sleep(d) => {}
+                }
+            }
+            None => signals.await,
+        }
+    };
+    daemon.run(rx, stop, None).await?;
+    lock.release();
+
+    println!();
+    println!("What the emulator says now (it compares without revealing any password):");
+    let control = emu.control();
+    let mut all = true;
+    for (name, user, secret) in ACCOUNTS {
+        let report = control.invariant(&InvariantQuery {
+            tenant: "contoso".into(),
+            user: user.into(),
+            vault: "keyturn-demo".into(),
+            secret: secret.into(),
+            staging_secret: None,
+        })?;
+        all &= report.holds;
+        println!(
+            "  {name:<12} Entra's password is {}",
+            if report.latest_matches {
+                format!("the latest version of {secret} in Key Vault")
+            } else if report.holds {
+                format!("in {secret}-pending (a rotation is pending; recovery completes it)")
+            } else {
+                "NOT in Key Vault: the invariant is broken".to_owned()
+            }
+        );
+    }
+    emu.shutdown().await;
+    Ok(if all { 0 } else { 1 })
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!("keyturn-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+    Ok(p)
 }

@@ -14,6 +14,7 @@
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod azure;
@@ -24,8 +25,11 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod memory;
+pub mod metrics;
+pub mod notify;
 pub mod password;
 pub mod protocol;
+pub mod reload;
 pub mod schedule;
 pub mod signals;
 pub mod store;

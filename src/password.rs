@@ -60,7 +60,8 @@ impl std::fmt::Debug for Password {
 
 /// How passwords for an account are made.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+// Unknown keys are reported by the config loader with their full path (serde_ignored).
+#[serde(default)]
 pub struct PasswordPolicy {
     /// Number of characters, 8 to 256 (Entra ID's limits); 16 by default.
     pub length: usize,

@@ -104,6 +104,9 @@ pub struct Request {
     pub reason: Option<String>,
     /// A person's ticket number.
     pub ticket: Option<String>,
+    /// The id to give a fresh rotation (so a caller can report it before it ends); a new
+    /// one when absent. A resumed rotation keeps the id it was staged with.
+    pub rotation_id: Option<Uuid>,
 }
 
 impl Request {
@@ -114,6 +117,7 @@ impl Request {
             actor: Actor::Daemon,
             reason: None,
             ticket: None,
+            rotation_id: None,
         }
     }
 }
@@ -378,7 +382,7 @@ impl Engine {
     ) -> Result<Rotated, RotationError> {
         let ctx = Ctx {
             account,
-            rotation_id: Uuid::new_v4(),
+            rotation_id: request.rotation_id.unwrap_or_else(Uuid::new_v4),
             request,
             started: tokio::time::Instant::now(),
         };
@@ -777,6 +781,7 @@ impl Engine {
             actor: request.actor.clone(),
             reason: request.reason.clone(),
             ticket: request.ticket.clone(),
+            rotation_id: None,
         };
         let ctx = Ctx {
             account,

@@ -70,6 +70,7 @@ fn settings() -> Settings {
         retry_max: Duration::from_secs(60),
         drift_interval: Duration::ZERO,
         shutdown_grace: Duration::from_secs(30),
+        startup_delay: Duration::ZERO,
     }
 }
 
@@ -238,6 +239,7 @@ async fn manual_rotations_reply_with_each_result() {
     tx.send(Command::Rotate {
         account: None,
         request,
+        wait: true,
         reply: Some(reply_tx),
     })
     .await
@@ -250,6 +252,7 @@ async fn manual_rotations_reply_with_each_result() {
     tx.send(Command::Rotate {
         account: Some("nope".into()),
         request: Request::daemon(Trigger::Socket),
+        wait: true,
         reply: Some(reply_tx),
     })
     .await
@@ -304,6 +307,7 @@ async fn shutdown_lets_in_flight_rotations_finish() {
     tx.send(Command::Rotate {
         account: None,
         request: Request::daemon(Trigger::Signal),
+        wait: false,
         reply: None,
     })
     .await

@@ -708,7 +708,13 @@ pub fn tail(
         }
         match std::fs::metadata(live) {
             Ok(m) if m.ino() != ino || m.len() < pos => {
-                // Rotated: read what went to rotated files since, then the new file.
+                // Rotated. Open the new live file first: every file older than it is
+                // already rotated, so reading the rotated files then the new one from its
+                // start misses nothing (records already printed are skipped).
+                let Ok(f) = std::fs::File::open(live) else {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                };
                 let rotated = rotated_files(live).map_err(unreadable)?;
                 for (i, (_, path)) in rotated.iter().enumerate() {
                     // Skip files printed entirely already.
@@ -719,18 +725,17 @@ pub fn tail(
                         continue;
                     }
                     if let Ok(text) = std::fs::read_to_string(path) {
-                        for l in text.lines() {
+                        let complete = text.rfind('\n').map(|p| p + 1).unwrap_or(0);
+                        for l in text[..complete].lines() {
                             emit(out, l).map_err(unreadable)?;
                         }
                     }
                 }
-                if let Ok(f) = std::fs::File::open(live) {
-                    ino = f.metadata().map_err(unreadable)?.ino();
-                    file = f;
-                    pos = 0;
-                    pending.clear();
-                    continue;
-                }
+                ino = f.metadata().map_err(unreadable)?.ino();
+                file = f;
+                pos = 0;
+                pending.clear();
+                continue;
             }
             _ => {}
         }

@@ -122,7 +122,7 @@ impl GraphDirectory {
             .map(|t| t.token.secret().to_owned())
             .map_err(|e| DirectoryError::NotSent {
                 user: user.to_owned(),
-                detail: format!("no Graph token: {e}"),
+                detail: format!("no Graph token: {}", super::error_chain(&e)),
             })
     }
 
@@ -138,7 +138,12 @@ impl GraphDirectory {
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        let parsed: Option<GraphErrorBody> = serde_json::from_slice(body).ok();
+        let parsed: Option<GraphErrorBody> = serde_json::from_slice(body)
+            .ok()
+            .filter(|b: &GraphErrorBody| !b.error.code.is_empty());
+        // A refusal is definite only when Graph itself says so, with its error body; the same
+        // status from something in between (an HTML page) leaves the outcome unknown.
+        let from_graph = parsed.is_some();
         let (code, message, request_id) = match parsed {
             Some(b) => (
                 b.error.code,
@@ -157,7 +162,7 @@ impl GraphDirectory {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         match status {
-            400 | 403 | 404 => DirectoryError::Rejected {
+            400 | 403 | 404 if from_graph => DirectoryError::Rejected {
                 user: user.to_owned(),
                 status,
                 code,
@@ -214,6 +219,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Counts a request in the Azure metrics.
+trait Timed {
+    async fn timed(self) -> Result<reqwest::Response, reqwest::Error>;
+}
+
+impl<F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>> Timed for F {
+    async fn timed(self) -> Result<reqwest::Response, reqwest::Error> {
+        let started = std::time::Instant::now();
+        let r = self.await;
+        let (service, status) = match &r {
+            Ok(resp) => (
+                crate::metrics::service_of(resp.url()),
+                Some(resp.status().as_u16()),
+            ),
+            Err(e) => (
+                e.url().map(crate::metrics::service_of).unwrap_or("other"),
+                None,
+            ),
+        };
+        crate::metrics::observe(service, status, started.elapsed());
+        r
+    }
+}
+
 /// Reads at most [`MAX_BODY`] bytes of an answer.
 async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
@@ -252,11 +281,15 @@ impl Directory for GraphDirectory {
             .bearer_auth(token)
             .json(&body)
             .send()
+            .timed()
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        if status == 204 || status == 200 {
+        // Only 204 is Graph's answer to a password PATCH. Any other 2xx (a proxy's page, a
+        // captive portal) proves nothing: the outcome is unknown, and the same password is
+        // sent again.
+        if status == 204 {
             return Ok(Applied {
                 request_id: headers
                     .get("request-id")
@@ -279,6 +312,7 @@ impl Directory for GraphDirectory {
             )])
             .bearer_auth(token)
             .send()
+            .timed()
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
@@ -341,6 +375,7 @@ impl Directory for GraphDirectory {
             .post(&self.token_url)
             .form(&form)
             .send()
+            .timed()
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
@@ -357,12 +392,13 @@ impl Directory for GraphDirectory {
                 retry_after: None,
             })?;
         let aadsts = err.error_codes.first().copied().unwrap_or(0);
-        // Only the first line of the description: later lines carry trace ids and times.
-        let message = err
-            .error_description
-            .lines()
+        // Only the first sentences: Entra appends trace and correlation ids and a time.
+        let first = err.error_description.lines().next().unwrap_or_default();
+        let message = first
+            .split(" Trace ID:")
             .next()
             .unwrap_or_default()
+            .trim()
             .to_owned();
         match aadsts {
             50076 | 50079 | 53003 | 530035 => Ok(Verified::BlockedByPolicy { aadsts, message }),

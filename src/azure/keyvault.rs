@@ -32,9 +32,10 @@ impl KeyVaultStore {
         url: &str,
         credential: Arc<dyn TokenCredential>,
         http: &reqwest::Client,
+        net: &crate::config::NetworkConfig,
     ) -> Result<Self, StoreError> {
         let options = SecretClientOptions {
-            client_options: super::client_options(http, None),
+            client_options: super::client_options_for(http, None, net),
             ..Default::default()
         };
         let client = SecretClient::new(url, credential, Some(options)).map_err(|e| {
@@ -79,7 +80,7 @@ fn retry_after(headers: &Headers) -> Option<Duration> {
 /// Maps an SDK error to what the protocol must do. Never includes a request body.
 pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
     let vault = vault.to_owned();
-    let message = e.to_string();
+    let message = super::error_chain(&e);
     match e.kind() {
         ErrorKind::HttpResponse {
             status,
@@ -92,8 +93,10 @@ pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
             let body: Option<serde_json::Value> = raw_response
                 .as_ref()
                 .and_then(|r| serde_json::from_slice(r.body()).ok());
+            // azure_core falls back to the status number when the body has no code.
             let code = error_code
                 .clone()
+                .filter(|c| c.parse::<u16>().is_err())
                 .or_else(|| {
                     body.as_ref()
                         .and_then(|b| b["error"]["code"].as_str().map(String::from))
@@ -132,6 +135,10 @@ pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
                         request_id,
                     }
                 }
+                100..=399 => StoreError::BadAnswer {
+                    vault,
+                    detail: format!("unexpected HTTP {status} answer"),
+                },
                 408 | 500..=599 => StoreError::Unavailable {
                     vault,
                     detail: format!("HTTP {status} {code}"),

@@ -67,10 +67,29 @@ pub fn http_client_with(
     builder.build().map_err(|e| SetupError::Http(e.to_string()))
 }
 
+/// Like [`client_options`], with the SDK's retry budget from `[network]`.
+pub fn client_options_for(
+    http: &reqwest::Client,
+    authority_host: Option<&str>,
+    net: &NetworkConfig,
+) -> ClientOptions {
+    let mut options = client_options(http, authority_host);
+    options.retry =
+        azure_core::http::RetryOptions::exponential(azure_core::http::ExponentialRetryOptions {
+            max_retries: net.sdk_retries,
+            max_total_elapsed: azure_core::time::Duration::try_from(net.sdk_retry_budget)
+                .unwrap_or(azure_core::time::Duration::seconds(60)),
+            ..Default::default()
+        });
+    options
+}
+
 /// `azure_core` client options that send through `http` and use `authority_host`.
 pub fn client_options(http: &reqwest::Client, authority_host: Option<&str>) -> ClientOptions {
     let mut options = ClientOptions {
-        transport: Some(Transport::new(Arc::new(http.clone()))),
+        transport: Some(Transport::new(Arc::new(crate::metrics::Instrumented(
+            http.clone(),
+        )))),
         ..Default::default()
     };
     if let Some(host) = authority_host {
@@ -79,6 +98,21 @@ pub fn client_options(http: &reqwest::Client, authority_host: Option<&str>) -> C
         options.cloud = Some(Arc::new(CloudConfiguration::Custom(custom)));
     }
     options
+}
+
+/// An error and its causes on one line (the SDK's and reqwest's `Display` hide the cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Reads a client secret from where the identity says it is.
@@ -121,12 +155,13 @@ pub fn credential(
     name: &str,
     id: &IdentityConfig,
     http: &reqwest::Client,
+    net: &NetworkConfig,
 ) -> Result<Arc<dyn TokenCredential>, SetupError> {
     let err = |detail: String| SetupError::Identity {
         identity: name.to_owned(),
         detail,
     };
-    let options = client_options(http, id.authority_host.as_deref());
+    let options = client_options_for(http, id.authority_host.as_deref(), net);
     let tenant = id.tenant_id.clone().unwrap_or_default();
     let client_id = id.client_id.clone().unwrap_or_default();
     let cred: Arc<dyn TokenCredential> = match id.kind.as_str() {

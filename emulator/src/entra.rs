@@ -1,0 +1,470 @@
+//! Entra ID: the v2.0 token endpoint (client credentials with secret or assertion, password
+//! grant) and the App Service-shaped managed-identity endpoint.
+
+use crate::http::{field, json, with_header, Req, Resp};
+use crate::jwt::{self, Claims};
+use crate::shared::{lock, Shared};
+use crate::state::{App, State};
+use serde_json::json;
+
+/// Audience of Microsoft Graph tokens.
+pub(crate) const GRAPH_AUD: &str = "https://graph.microsoft.com";
+/// Audience of Key Vault tokens.
+pub(crate) const VAULT_AUD: &str = "https://vault.azure.net";
+
+/// `2024-01-01 12:00:00Z`, the format of Entra's error timestamps.
+fn aad_timestamp(now: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    now.format(&f).unwrap_or_default()
+}
+
+/// An Entra error answer, shaped like the real service's.
+struct AadError {
+    status: u16,
+    error: &'static str,
+    code: u32,
+    message: String,
+}
+
+fn aad(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> AadError {
+    AadError {
+        status,
+        error,
+        code,
+        message: message.into(),
+    }
+}
+
+fn aad_response(shared: &Shared, req: &Req, e: AadError) -> Resp {
+    let now = shared.clock.now();
+    let ts = aad_timestamp(now);
+    let trace = uuid::Uuid::new_v4().to_string();
+    let corr = req
+        .header("client-request-id")
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let desc = format!(
+        "AADSTS{}: {} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}",
+        e.code, e.message
+    );
+    let body = json!({
+        "error": e.error,
+        "error_description": desc,
+        "error_codes": [e.code],
+        "timestamp": ts,
+        "trace_id": trace,
+        "correlation_id": corr,
+        "error_uri": format!("https://login.microsoftonline.com/error?code={}", e.code),
+    });
+    let r = json(e.status, &body);
+    let r = with_header(r, "x-ms-request-id", &trace);
+    with_header(r, "cache-control", "no-store, no-cache")
+}
+
+fn bad_client_secret(client_id: &str) -> AadError {
+    aad(
+        401,
+        "invalid_client",
+        7000215,
+        format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
+    )
+}
+
+/// Resource (audience) of a `.default` scope, or of any scope list for the password grant.
+fn resource_of(scope: &str) -> Option<String> {
+    for s in scope.split_whitespace() {
+        if let Some(r) = s.strip_suffix("/.default") {
+            return Some(r.to_string());
+        }
+        if s.contains("://") {
+            if let Some((r, _)) = s.rsplit_once('/') {
+                if r.contains("://") && r.len() > "https://".len() {
+                    return Some(r.to_string());
+                }
+            }
+            return Some(s.to_string());
+        }
+    }
+    None
+}
+
+/// Checks a client assertion (workload identity or certificate); `Ok` when it proves `app`.
+fn check_assertion(app: &App, assertion: &str, tenant: &str, now: i64) -> Result<(), AadError> {
+    let claims = jwt::peek(assertion).ok_or_else(|| {
+        aad(
+            400,
+            "invalid_request",
+            50027,
+            "JWT token is invalid or malformed.",
+        )
+    })?;
+    let s = |k: &str| {
+        claims
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (iss, sub) = (s("iss"), s("sub"));
+    let auds: Vec<String> = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => vec![a.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let exp = claims.get("exp").and_then(|v| v.as_i64());
+    let nbf = claims.get("nbf").and_then(|v| v.as_i64());
+    if exp.is_none_or(|e| e <= now) || nbf.is_some_and(|n| n > now + 300) {
+        return Err(aad(
+            400,
+            "invalid_client",
+            700024,
+            format!(
+                "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
+                crate::http::rfc3339(now),
+                nbf.map(crate::http::rfc3339).unwrap_or_default(),
+                exp.map(crate::http::rfc3339).unwrap_or_default()
+            ),
+        ));
+    }
+    if iss.eq_ignore_ascii_case(&app.client_id) && sub.eq_ignore_ascii_case(&app.client_id) {
+        // Certificate credential: aud must be the token endpoint of this tenant.
+        let suffix = format!("/{}/oauth2/v2.0/token", tenant.to_ascii_lowercase());
+        let ok = auds.iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            a.ends_with(&suffix) || a.ends_with(&format!("/{}/v2.0", tenant.to_ascii_lowercase()))
+        });
+        if !app.certificate_assertions {
+            return Err(aad(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation.",
+            ));
+        }
+        if !ok {
+            return Err(aad(
+                400,
+                "invalid_client",
+                700021,
+                format!("Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials . Presented audience: {}", auds.join(",")),
+            ));
+        }
+        return Ok(());
+    }
+    let by_issuer: Vec<_> = app
+        .federated_credentials
+        .iter()
+        .filter(|f| f.issuer == iss)
+        .collect();
+    if by_issuer.is_empty() {
+        return Err(aad(400, "invalid_client", 700211, format!("No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation")));
+    }
+    let by_subject: Vec<_> = by_issuer.into_iter().filter(|f| f.subject == sub).collect();
+    if by_subject.is_empty() {
+        return Err(aad(400, "invalid_client", 700213, format!("No matching federated identity record found for presented assertion subject '{sub}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation")));
+    }
+    if !by_subject
+        .iter()
+        .any(|f| auds.iter().any(|a| a == &f.audience))
+    {
+        return Err(aad(400, "invalid_client", 700212, format!("No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation", auds.join(","))));
+    }
+    Ok(())
+}
+
+/// Authenticates the client of a token request. `need_credential` is false for public
+/// clients in the password grant.
+fn authenticate_client<'a>(
+    st: &'a State,
+    tenant: &str,
+    form: &[(String, String)],
+    password_grant: bool,
+    now: i64,
+) -> Result<&'a App, AadError> {
+    let client_id = field(form, "client_id").unwrap_or("");
+    if client_id.is_empty() {
+        return Err(aad(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        ));
+    }
+    let tenant_name = st.tenant(tenant).map(|t| t.id.clone()).unwrap_or_default();
+    let app = st.app(&tenant_name, client_id).ok_or_else(|| {
+        aad(400, "unauthorized_client", 700016, format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."))
+    })?;
+    if let Some(assertion) = field(form, "client_assertion") {
+        if field(form, "client_assertion_type")
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        {
+            return Err(aad(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_assertion_type'.",
+            ));
+        }
+        check_assertion(app, assertion, &tenant_name, now)?;
+        return Ok(app);
+    }
+    match field(form, "client_secret") {
+        Some(s) if app.secrets.iter().any(|x| x == s) => Ok(app),
+        Some(s) if app.expired_secrets.iter().any(|x| x == s) => Err(aad(
+            401,
+            "invalid_client",
+            7000222,
+            format!("The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", app.client_id),
+        )),
+        Some(_) => Err(bad_client_secret(&app.client_id)),
+        None if password_grant && app.public_client => Ok(app),
+        None => Err(aad(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")),
+    }
+}
+
+fn app_claims(app: &App, resource: &str, now: i64, lifetime: i64) -> Claims {
+    let tid = app.tenant.clone();
+    Claims {
+        aud: resource.to_string(),
+        iss: format!("https://sts.windows.net/{tid}/"),
+        iat: now,
+        nbf: now,
+        exp: now + lifetime,
+        tid,
+        appid: app.client_id.clone(),
+        oid: app.object_id.clone(),
+        sub: app.object_id.clone(),
+        idtyp: "app".into(),
+        roles: if jwt::norm_aud(resource) == jwt::norm_aud(GRAPH_AUD) {
+            app.graph_permissions.clone()
+        } else {
+            Vec::new()
+        },
+        wids: app.directory_roles.clone(),
+        upn: None,
+        scp: None,
+        uti: uuid::Uuid::new_v4().simple().to_string(),
+        ver: "1.0".into(),
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token`.
+pub(crate) fn token(shared: &Shared, req: &Req, tenant: &str) -> Resp {
+    match token_inner(shared, req, tenant) {
+        Ok(r) => r,
+        Err(e) => aad_response(shared, req, e),
+    }
+}
+
+fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadError> {
+    if req.method != hyper::Method::POST {
+        return Err(aad(
+            400,
+            "invalid_request",
+            900561,
+            "The endpoint only accepts POST requests. Received a GET request.",
+        ));
+    }
+    let form = req.form();
+    let now = shared.clock.unix();
+    let now_ms = shared.clock.unix_ms();
+    let mut st = lock(&shared.state);
+    if st.tenant(tenant).is_none() {
+        return Err(aad(400, "invalid_request", 90002, format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.")));
+    }
+    let lifetime = st.limits.token_lifetime_s as i64;
+    let key = st.key_bytes();
+    let grant = field(&form, "grant_type").unwrap_or("");
+    let scope = field(&form, "scope").unwrap_or("");
+    match grant {
+        "" => Err(aad(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        )),
+        "client_credentials" => {
+            let app = authenticate_client(&st, tenant, &form, false, now)?;
+            if scope.is_empty() {
+                return Err(aad(
+                    400,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'scope'.",
+                ));
+            }
+            let resource = scope
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.strip_suffix("/.default"))
+                .filter(|_| scope.split_whitespace().count() == 1)
+                .ok_or_else(|| {
+                    aad(400, "invalid_scope", 1002012, format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."))
+                })?;
+            let claims = app_claims(app, resource, now, lifetime);
+            let tok = jwt::sign(&key, &claims);
+            Ok(token_ok(&tok, lifetime, None, None))
+        }
+        "password" => {
+            let app = authenticate_client(&st, tenant, &form, true, now)?.clone();
+            let username = field(&form, "username").unwrap_or("");
+            let password = field(&form, "password").unwrap_or("");
+            let resource = resource_of(scope).unwrap_or_else(|| GRAPH_AUD.to_string());
+            let threshold = st.limits.lockout_threshold;
+            let lockout_ms = st.limits.lockout_ms as i64;
+            let tenant_id = st.tenant(tenant).map(|t| t.id.clone()).unwrap_or_default();
+            let Some(idx) = st.user_idx(&tenant_id, username) else {
+                return Err(aad(400, "invalid_grant", 50034, format!("The user account {{EUII Hidden}} does not exist in the {tenant_id} directory. To sign into this application, the account must be added to the directory.")));
+            };
+            let changed;
+            let result = {
+                let u = &mut st.users[idx];
+                if u.locked_until_ms.is_some_and(|t| t > now_ms) {
+                    changed = false;
+                    Err(aad(400, "invalid_grant", 50053, "Your account is locked because you've tried to sign in too many times with an incorrect user ID or password."))
+                } else if u.disabled {
+                    changed = false;
+                    Err(aad(400, "invalid_grant", 50057, "The user account is disabled. The account has been disabled by an administrator."))
+                } else if u.password != password {
+                    u.failed_attempts += 1;
+                    if u.failed_attempts >= threshold {
+                        u.locked_until_ms = Some(now_ms + lockout_ms);
+                        u.failed_attempts = 0;
+                    }
+                    changed = true;
+                    Err(aad(
+                        400,
+                        "invalid_grant",
+                        50126,
+                        "Error validating credentials due to invalid username or password.",
+                    ))
+                } else {
+                    changed = u.failed_attempts != 0 || u.locked_until_ms.is_some();
+                    u.failed_attempts = 0;
+                    u.locked_until_ms = None;
+                    if u.password_expired || u.force_change_password_next_sign_in {
+                        Err(aad(400, "invalid_grant", 50055, "The password is expired. The user's password is expired, and therefore their login or session was ended. They will be offered the opportunity to reset it, or may ask an admin to reset it via Reset a user's password in Microsoft Entra ID."))
+                    } else if u.security_defaults_blocked {
+                        Err(aad(400, "invalid_grant", 530035, "Access has been blocked by security defaults. This is due to the request using legacy auth or being deemed unsafe by security defaults policies. For more information, please visit https://aka.ms/securitydefaults"))
+                    } else if u.ca_blocked {
+                        Err(aad(400, "invalid_grant", 53003, "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance."))
+                    } else if u.mfa_registration_required {
+                        Err(aad(400, "interaction_required", 50079, format!("Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access '{resource}'.")))
+                    } else if u.mfa_required {
+                        Err(aad(400, "interaction_required", 50076, format!("Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'.")))
+                    } else {
+                        Ok(u.clone())
+                    }
+                }
+            };
+            if changed {
+                shared.persist(&st);
+            }
+            let user = result?;
+            let claims = Claims {
+                aud: resource.clone(),
+                iss: format!("https://sts.windows.net/{}/", user.tenant),
+                iat: now,
+                nbf: now,
+                exp: now + lifetime,
+                tid: user.tenant.clone(),
+                appid: app.client_id.clone(),
+                oid: user.id.clone(),
+                sub: user.id.clone(),
+                idtyp: "user".into(),
+                roles: Vec::new(),
+                wids: user.directory_roles.clone(),
+                upn: Some(user.upn.clone()),
+                scp: Some("openid profile User.Read".into()),
+                uti: uuid::Uuid::new_v4().simple().to_string(),
+                ver: "1.0".into(),
+            };
+            let tok = jwt::sign(&key, &claims);
+            let id_token = scope.split_whitespace().any(|s| s == "openid").then(|| {
+                let mut c = claims.clone();
+                c.aud = app.client_id.clone();
+                jwt::sign(&key, &c)
+            });
+            Ok(token_ok(&tok, lifetime, Some(scope), id_token))
+        }
+        other => Err(aad(
+            400,
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{other}'."),
+        )),
+    }
+}
+
+fn token_ok(tok: &str, lifetime: i64, scope: Option<&str>, id_token: Option<String>) -> Resp {
+    let mut body = json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": tok,
+    });
+    if let Some(s) = scope {
+        body["scope"] = json!(s);
+    }
+    if let Some(i) = id_token {
+        body["id_token"] = json!(i);
+    }
+    let r = json(200, &body);
+    let r = with_header(r, "x-ms-request-id", &uuid::Uuid::new_v4().to_string());
+    with_header(r, "cache-control", "no-store, no-cache")
+}
+
+/// `GET /msi/token?api-version=2019-08-01&resource=...[&client_id=...|&object_id=...]`
+/// with `x-identity-header` (App Service shape).
+pub(crate) fn msi(shared: &Shared, req: &Req) -> Resp {
+    let st = lock(&shared.state);
+    let corr = uuid::Uuid::new_v4().to_string();
+    let err = |status: u16, msg: &str| {
+        json(
+            status,
+            &json!({"statusCode": status, "message": msg, "correlationId": corr}),
+        )
+    };
+    if req.header("x-identity-header") != Some(st.msi_identity_header.as_str()) {
+        return err(
+            401,
+            "Unauthorized: x-identity-header is missing or does not match IDENTITY_HEADER.",
+        );
+    }
+    let Some(resource) = req.query("resource").filter(|r| !r.is_empty()) else {
+        return err(400, "Required query parameter 'resource' is missing.");
+    };
+    let mi = if let Some(cid) = req.query("client_id") {
+        st.managed_identities
+            .iter()
+            .find(|m| m.client_id.eq_ignore_ascii_case(cid))
+    } else if let Some(oid) = req.query("object_id").or(req.query("principal_id")) {
+        st.managed_identities.iter().find(|m| {
+            st.apps
+                .iter()
+                .any(|a| a.client_id == m.app && a.object_id.eq_ignore_ascii_case(oid))
+        })
+    } else {
+        st.managed_identities.iter().find(|m| m.system_assigned)
+    };
+    let Some(app) = mi.and_then(|m| st.apps.iter().find(|a| a.client_id == m.app)) else {
+        return err(400, "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId.");
+    };
+    let now = shared.clock.unix();
+    let lifetime = st.limits.token_lifetime_s as i64;
+    let claims = app_claims(app, resource, now, lifetime);
+    let tok = jwt::sign(&st.key_bytes(), &claims);
+    json(
+        200,
+        &json!({
+            "access_token": tok,
+            "expires_on": (now + lifetime).to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": mi.map(|m| m.client_id.clone()).unwrap_or_default(),
+        }),
+    )
+}

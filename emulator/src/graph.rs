@@ -1,0 +1,388 @@
+//! Microsoft Graph users: `GET` with `$select`, `PATCH` of `passwordProfile`.
+
+use crate::entra::GRAPH_AUD;
+use crate::http::{empty, json, rfc3339, with_header, Req, Resp, Throttled};
+use crate::jwt::{self, Claims, TokenError};
+use crate::shared::{lock, Shared};
+use crate::state::{State, User};
+use hyper::Method;
+use serde_json::{json, Value};
+
+/// Characters Entra accepts in passwords besides letters and digits (rotation-protocol.md).
+pub(crate) const SYMBOLS: &str = "@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ";
+
+/// Entra's password rules: 8-256 characters from the allowed set, 3 of 4 classes.
+pub(crate) fn check_password_rules(p: &str) -> Result<(), String> {
+    let n = p.chars().count();
+    if !(8..=256).contains(&n) {
+        return Err(format!("length {n}: 8 to 256 characters"));
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || SYMBOLS.contains(*c)))
+    {
+        return Err(format!(
+            "character {:?} is not allowed",
+            c.escape_default().to_string()
+        ));
+    }
+    let classes = [
+        p.chars().any(|c| c.is_ascii_uppercase()),
+        p.chars().any(|c| c.is_ascii_lowercase()),
+        p.chars().any(|c| c.is_ascii_digit()),
+        p.chars().any(|c| SYMBOLS.contains(c)),
+    ];
+    if classes.iter().filter(|x| **x).count() < 3 {
+        return Err("needs 3 of: upper case, lower case, digit, symbol".into());
+    }
+    Ok(())
+}
+
+/// Roles that let an app reset the password of a user without directory roles.
+const RESET_ORDINARY: [&str; 6] = [
+    "User Administrator",
+    "Helpdesk Administrator",
+    "Password Administrator",
+    "Authentication Administrator",
+    "Privileged Authentication Administrator",
+    "Global Administrator",
+];
+/// Roles that let an app reset the password of a user holding any directory role.
+const RESET_PRIVILEGED: [&str; 2] = [
+    "Privileged Authentication Administrator",
+    "Global Administrator",
+];
+/// Application permissions that allow reading users.
+const READ_PERMS: [&str; 5] = [
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+    "User-PasswordProfile.ReadWrite.All",
+];
+/// Application permissions that allow a password reset.
+const RESET_PERMS: [&str; 1] = ["User-PasswordProfile.ReadWrite.All"];
+
+/// Properties the emulator can return.
+const PROPERTIES: [&str; 16] = [
+    "id",
+    "userPrincipalName",
+    "displayName",
+    "accountEnabled",
+    "lastPasswordChangeDateTime",
+    "passwordProfile",
+    "passwordPolicies",
+    "mail",
+    "givenName",
+    "surname",
+    "jobTitle",
+    "businessPhones",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "createdDateTime",
+];
+const DEFAULT_PROPERTIES: [&str; 11] = [
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+];
+
+/// A Graph error with `innerError`.
+pub(crate) fn graph_error(
+    req: &Req,
+    request_id: &str,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> Resp {
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()),
+                "request-id": request_id,
+                "client-request-id": req.header("client-request-id").unwrap_or(request_id),
+            }
+        }
+    });
+    json(status, &body)
+}
+
+fn unauthorized(req: &Req, rid: &str, message: &str) -> Resp {
+    let r = graph_error(req, rid, 401, "InvalidAuthenticationToken", message);
+    with_header(
+        r,
+        "www-authenticate",
+        "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"",
+    )
+}
+
+fn denied(req: &Req, rid: &str) -> Resp {
+    graph_error(
+        req,
+        rid,
+        403,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+}
+
+fn not_found(req: &Req, rid: &str, id: &str) -> Resp {
+    graph_error(
+        req,
+        rid,
+        404,
+        "Request_ResourceNotFound",
+        &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+    )
+}
+
+fn bad_request(req: &Req, rid: &str, message: &str) -> Resp {
+    graph_error(req, rid, 400, "Request_BadRequest", message)
+}
+
+fn property(u: &User, name: &str) -> Value {
+    match name {
+        "id" => json!(u.id),
+        "userPrincipalName" => json!(u.upn),
+        "displayName" => json!(u.display_name.clone().unwrap_or_else(|| u
+            .upn
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_string())),
+        "accountEnabled" => json!(!u.disabled),
+        "lastPasswordChangeDateTime" => json!(rfc3339(u.last_password_change)),
+        "passwordProfile" => json!({
+            "password": null,
+            "forceChangePasswordNextSignIn": u.force_change_password_next_sign_in,
+            "forceChangePasswordNextSignInWithMfa": false,
+        }),
+        "passwordPolicies" => json!("None"),
+        "businessPhones" => json!([]),
+        "createdDateTime" => json!(rfc3339(u.created)),
+        _ => Value::Null,
+    }
+}
+
+fn authenticate(shared: &Shared, st: &State, req: &Req, rid: &str) -> Result<Claims, Resp> {
+    let Some(token) = req.bearer().filter(|t| !t.is_empty()) else {
+        return Err(unauthorized(req, rid, "Access token is empty."));
+    };
+    match jwt::verify(&st.key_bytes(), token, GRAPH_AUD, shared.clock.unix()) {
+        Ok(c) => Ok(c),
+        Err(TokenError::Expired) => Err(unauthorized(
+            req,
+            rid,
+            "Lifetime validation failed, the token is expired.",
+        )),
+        Err(TokenError::NotYetValid) => Err(unauthorized(
+            req,
+            rid,
+            "Lifetime validation failed, the token is not yet valid.",
+        )),
+        Err(TokenError::WrongAudience(_)) => Err(unauthorized(
+            req,
+            rid,
+            "Access token validation failure. Invalid audience.",
+        )),
+        Err(TokenError::BadSignature) => {
+            Err(unauthorized(req, rid, "Signature validation failed."))
+        }
+        Err(TokenError::Malformed) => Err(unauthorized(
+            req,
+            rid,
+            "IDX14100: JWT is not well formed, there are no dots (.).",
+        )),
+    }
+}
+
+/// The tenant id a Graph request belongs to (from its token, unchecked), for fault filters.
+pub(crate) fn peek_tenant(req: &Req) -> Option<String> {
+    let t = jwt::peek(req.bearer()?)?;
+    t.get("tid")?.as_str().map(str::to_string)
+}
+
+/// Handles `/v1.0/users/{id|upn}`; `rid` is the request id sent in headers and bodies.
+pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> Resp {
+    let mut st = lock(&shared.state);
+    let claims = match authenticate(shared, &st, req, rid) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let user_ref = percent_decode(user_ref);
+    let app_roles: Vec<String> = st
+        .apps
+        .iter()
+        .find(|a| a.client_id == claims.appid && a.tenant == claims.tid)
+        .map(|a| a.directory_roles.clone())
+        .unwrap_or_default();
+    let is_app = claims.idtyp == "app";
+    match req.method {
+        Method::GET => {
+            if is_app
+                && !claims
+                    .roles
+                    .iter()
+                    .any(|r| READ_PERMS.contains(&r.as_str()))
+            {
+                return denied(req, rid);
+            }
+            let Some(idx) = st.user_idx(&claims.tid, &user_ref) else {
+                return not_found(req, rid, &user_ref);
+            };
+            let u = &st.users[idx];
+            let mut out = serde_json::Map::new();
+            let select = req.query("$select").map(str::to_string);
+            let mut context =
+                "https://graph.microsoft.com/v1.0/$metadata#users/$entity".to_string();
+            match select.as_deref() {
+                Some(sel) if !sel.trim().is_empty() => {
+                    context =
+                        format!("https://graph.microsoft.com/v1.0/$metadata#users({sel})/$entity");
+                    for p in sel.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let Some(name) = PROPERTIES.iter().find(|x| x.eq_ignore_ascii_case(p))
+                        else {
+                            return bad_request(req, rid, &format!("Could not find a property named '{p}' on type 'microsoft.graph.user'."));
+                        };
+                        out.insert(name.to_string(), property(u, name));
+                    }
+                }
+                _ => {
+                    for name in DEFAULT_PROPERTIES {
+                        out.insert(name.to_string(), property(u, name));
+                    }
+                }
+            }
+            let mut body = serde_json::Map::new();
+            body.insert("@odata.context".into(), json!(context));
+            body.extend(out);
+            json(200, &Value::Object(body))
+        }
+        Method::PATCH => {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => return bad_request(req, rid, "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format."),
+            };
+            let Some(obj) = body.as_object() else {
+                return bad_request(req, rid, "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.");
+            };
+            if let Some(k) = obj
+                .keys()
+                .find(|k| *k != "passwordProfile" && *k != "accountEnabled")
+            {
+                return bad_request(req, rid, &format!("The emulator only supports updating passwordProfile and accountEnabled, not '{k}'."));
+            }
+            if is_app
+                && !claims.roles.iter().any(|r| {
+                    RESET_PERMS.contains(&r.as_str())
+                        || r == "User.ReadWrite.All"
+                        || r == "Directory.ReadWrite.All"
+                })
+            {
+                return denied(req, rid);
+            }
+            let Some(idx) = st.user_idx(&claims.tid, &user_ref) else {
+                return not_found(req, rid, &user_ref);
+            };
+            let target_privileged = !st.users[idx].directory_roles.is_empty();
+            let caller_roles: Vec<String> = if is_app {
+                app_roles
+            } else {
+                claims.wids.clone()
+            };
+            let needed: &[&str] = if target_privileged {
+                &RESET_PRIVILEGED
+            } else {
+                &RESET_ORDINARY
+            };
+            if !caller_roles.iter().any(|r| needed.contains(&r.as_str())) {
+                return denied(req, rid);
+            }
+            // Throttling of writes per app and tenant.
+            let key = format!("graph/{}/{}", claims.tid, claims.appid);
+            let (limit, window) = (st.limits.graph_write_limit, st.limits.graph_write_window_ms);
+            if let Err(retry) =
+                lock(&shared.throttle).hit(&key, limit, window, shared.clock.unix_ms())
+            {
+                let mut r = graph_error(
+                    req,
+                    rid,
+                    429,
+                    "TooManyRequests",
+                    "Too many requests. Please try again later.",
+                );
+                r.extensions_mut().insert(Throttled);
+                let r = with_header(r, "retry-after", &retry.to_string());
+                let r = with_header(
+                    r,
+                    "x-ms-throttle-scope",
+                    &format!(
+                        "Tenant_Application/ReadWrite/{}/{}",
+                        claims.tid, claims.appid
+                    ),
+                );
+                return with_header(r, "x-ms-throttle-information", "ResourceUnitLimitExceeded");
+            }
+            let mut new_password = None;
+            let mut force = true;
+            if let Some(pp) = obj.get("passwordProfile") {
+                let Some(pw) = pp.get("password").and_then(|p| p.as_str()) else {
+                    return bad_request(req, rid, "Invalid value specified for property 'passwordProfile' of resource 'User'.");
+                };
+                if check_password_rules(pw).is_err() {
+                    return bad_request(req, rid, "The specified password does not comply with password complexity requirements. Please provide a different password.");
+                }
+                new_password = Some(pw.to_string());
+                force = pp
+                    .get("forceChangePasswordNextSignIn")
+                    .and_then(|f| f.as_bool())
+                    .unwrap_or(true)
+                    || pp
+                        .get("forceChangePasswordNextSignInWithMfa")
+                        .and_then(|f| f.as_bool())
+                        .unwrap_or(false);
+            }
+            let enabled = obj.get("accountEnabled").and_then(|v| v.as_bool());
+            let now = shared.clock.unix();
+            let u = &mut st.users[idx];
+            if let Some(pw) = new_password {
+                u.password = pw;
+                u.last_password_change = now;
+                u.force_change_password_next_sign_in = force;
+                u.password_expired = false;
+                u.failed_attempts = 0;
+                u.locked_until_ms = None;
+            }
+            if let Some(e) = enabled {
+                u.disabled = !e;
+            }
+            shared.persist(&st);
+            empty(204)
+        }
+        _ => graph_error(
+            req,
+            rid,
+            405,
+            "Request_BadRequest",
+            "The HTTP method is not supported for this resource.",
+        ),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}

@@ -1,0 +1,399 @@
+//! The emulated directory and vaults, and their persistence.
+
+use crate::scenario::{AccessSpec, FederatedCredential, Limits, Scenario, DEFAULT_IDENTITY_HEADER};
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A tenant.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Tenant {
+    pub id: String,
+    pub domain: Option<String>,
+}
+
+/// An app registration and its service principal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct App {
+    pub tenant: String,
+    pub client_id: String,
+    pub name: Option<String>,
+    pub object_id: String,
+    pub secrets: Vec<String>,
+    pub expired_secrets: Vec<String>,
+    pub federated_credentials: Vec<FederatedCredential>,
+    pub certificate_assertions: bool,
+    pub public_client: bool,
+    pub graph_permissions: Vec<String>,
+    pub directory_roles: Vec<String>,
+}
+
+/// A managed identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ManagedIdentity {
+    pub client_id: String,
+    pub app: String,
+    pub system_assigned: bool,
+}
+
+/// A directory user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct User {
+    pub tenant: String,
+    pub id: String,
+    pub upn: String,
+    pub display_name: Option<String>,
+    pub password: String,
+    pub directory_roles: Vec<String>,
+    pub disabled: bool,
+    pub mfa_required: bool,
+    pub mfa_registration_required: bool,
+    pub ca_blocked: bool,
+    pub security_defaults_blocked: bool,
+    pub password_expired: bool,
+    pub force_change_password_next_sign_in: bool,
+    /// Unix seconds of the last password change.
+    pub last_password_change: i64,
+    /// Unix seconds of creation.
+    pub created: i64,
+    /// Consecutive failed password-grant attempts.
+    #[serde(default)]
+    pub failed_attempts: u32,
+    /// Unix milliseconds until which the account is locked.
+    #[serde(default)]
+    pub locked_until_ms: Option<i64>,
+}
+
+/// One version of a secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SecretVersion {
+    pub version: String,
+    pub value: String,
+    pub content_type: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// A secret: its versions in creation order (the last one is "latest").
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Secret {
+    pub versions: Vec<SecretVersion>,
+}
+
+/// A soft-deleted secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DeletedSecret {
+    pub secret: Secret,
+    pub deleted_date: i64,
+    pub scheduled_purge_date: i64,
+}
+
+/// A vault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Vault {
+    pub name: String,
+    pub tenant: String,
+    pub access: Vec<AccessSpec>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub deleted: BTreeMap<String, DeletedSecret>,
+}
+
+/// Everything that survives a restart when a state file is used.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct State {
+    /// HS256 key that signs issued access tokens (base64 in the file).
+    pub token_key: String,
+    pub msi_identity_header: String,
+    pub limits: Limits,
+    pub tenants: Vec<Tenant>,
+    pub apps: Vec<App>,
+    pub managed_identities: Vec<ManagedIdentity>,
+    pub users: Vec<User>,
+    pub vaults: BTreeMap<String, Vault>,
+}
+
+/// A fresh 32-hex version id.
+pub(crate) fn new_version_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A random password that satisfies Entra's rules (for users seeded without one).
+pub(crate) fn random_password() -> String {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    const SETS: [&str; 4] = [
+        "ABCDEFGHJKLMNPQRSTUVWXYZ",
+        "abcdefghijkmnopqrstuvwxyz",
+        "23456789",
+        "@#$%^&*-_!+=?",
+    ];
+    let mut rng = rand::rng();
+    let mut chars: Vec<char> = Vec::with_capacity(20);
+    for set in SETS {
+        let b = set.as_bytes();
+        for _ in 0..5 {
+            chars.push(b[rng.random_range(0..b.len())] as char);
+        }
+    }
+    chars.shuffle(&mut rng);
+    chars.into_iter().collect()
+}
+
+impl State {
+    /// An empty state with a new signing key.
+    pub(crate) fn empty() -> State {
+        use base64::Engine;
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key);
+        State {
+            token_key: base64::engine::general_purpose::STANDARD.encode(key),
+            msi_identity_header: DEFAULT_IDENTITY_HEADER.to_string(),
+            limits: Limits::default(),
+            tenants: Vec::new(),
+            apps: Vec::new(),
+            managed_identities: Vec::new(),
+            users: Vec::new(),
+            vaults: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn key_bytes(&self) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.token_key)
+            .unwrap_or_else(|_| self.token_key.as_bytes().to_vec())
+    }
+
+    /// Finds a tenant by id or domain (case-insensitive).
+    pub(crate) fn tenant(&self, t: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|x| {
+            x.id.eq_ignore_ascii_case(t)
+                || x.domain
+                    .as_deref()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(t))
+        })
+    }
+
+    pub(crate) fn app(&self, tenant: &str, client_id: &str) -> Option<&App> {
+        self.apps
+            .iter()
+            .find(|a| a.tenant == tenant && a.client_id.eq_ignore_ascii_case(client_id))
+    }
+
+    /// Index of a user by object id or UPN (case-insensitive) within a tenant (id or domain).
+    pub(crate) fn user_idx(&self, tenant: &str, user: &str) -> Option<usize> {
+        let tid = self
+            .tenant(tenant)
+            .map(|t| t.id.clone())
+            .unwrap_or_else(|| tenant.to_string());
+        self.users.iter().position(|u| {
+            u.tenant == tid && (u.id.eq_ignore_ascii_case(user) || u.upn.eq_ignore_ascii_case(user))
+        })
+    }
+
+    /// Merges a scenario into the state: entities with the same key (tenant id, app client id,
+    /// tenant + UPN, vault name) are replaced, others added. Faults are handled by the caller.
+    pub(crate) fn apply(&mut self, sc: &Scenario, now: i64) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        if let Some(h) = &sc.msi_identity_header {
+            self.msi_identity_header = h.clone();
+        }
+        if let Some(l) = &sc.limits {
+            self.limits = l.clone();
+        }
+        for t in &sc.tenants {
+            self.tenants.retain(|x| x.id != t.id);
+            self.tenants.push(Tenant {
+                id: t.id.clone(),
+                domain: t.domain.clone(),
+            });
+        }
+        let has_tenant = |s: &State, t: &str| s.tenants.iter().any(|x| x.id == t);
+        for a in &sc.apps {
+            if !has_tenant(self, &a.tenant) {
+                problems.push(format!(
+                    "apps[{}].tenant {:?} does not exist",
+                    a.client_id, a.tenant
+                ));
+                continue;
+            }
+            let object_id = a
+                .object_id
+                .clone()
+                .or_else(|| {
+                    self.app(&a.tenant, &a.client_id)
+                        .map(|x| x.object_id.clone())
+                })
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            self.apps.retain(|x| x.client_id != a.client_id);
+            self.apps.push(App {
+                tenant: a.tenant.clone(),
+                client_id: a.client_id.clone(),
+                name: a.name.clone(),
+                object_id,
+                secrets: a.secrets.clone(),
+                expired_secrets: a.expired_secrets.clone(),
+                federated_credentials: a.federated_credentials.clone(),
+                certificate_assertions: a.certificate_assertions,
+                public_client: a.public_client,
+                graph_permissions: a.graph_permissions.clone(),
+                directory_roles: a.directory_roles.clone(),
+            });
+        }
+        for m in &sc.managed_identities {
+            if !self.apps.iter().any(|a| a.client_id == m.app) {
+                problems.push(format!(
+                    "managed_identities[{}].app {:?} does not exist",
+                    m.client_id, m.app
+                ));
+                continue;
+            }
+            if m.system_assigned {
+                for x in &mut self.managed_identities {
+                    x.system_assigned = false;
+                }
+            }
+            self.managed_identities
+                .retain(|x| x.client_id != m.client_id);
+            self.managed_identities.push(ManagedIdentity {
+                client_id: m.client_id.clone(),
+                app: m.app.clone(),
+                system_assigned: m.system_assigned,
+            });
+        }
+        for u in &sc.users {
+            if !has_tenant(self, &u.tenant) {
+                problems.push(format!(
+                    "users[{}].tenant {:?} does not exist",
+                    u.upn, u.tenant
+                ));
+                continue;
+            }
+            let old = self
+                .user_idx(&u.tenant, &u.upn)
+                .map(|i| self.users.remove(i));
+            let id =
+                u.id.clone()
+                    .or_else(|| old.as_ref().map(|o| o.id.clone()))
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            self.users.push(User {
+                tenant: u.tenant.clone(),
+                id,
+                upn: u.upn.clone(),
+                display_name: u.display_name.clone(),
+                password: u.password.clone().unwrap_or_else(random_password),
+                directory_roles: u.directory_roles.clone(),
+                disabled: u.disabled,
+                mfa_required: u.mfa_required,
+                mfa_registration_required: u.mfa_registration_required,
+                ca_blocked: u.ca_blocked,
+                security_defaults_blocked: u.security_defaults_blocked,
+                password_expired: u.password_expired,
+                force_change_password_next_sign_in: u.force_change_password_next_sign_in,
+                last_password_change: now,
+                created: now,
+                failed_attempts: 0,
+                locked_until_ms: None,
+            });
+        }
+        for v in &sc.vaults {
+            if !has_tenant(self, &v.tenant) {
+                problems.push(format!(
+                    "vaults[{}].tenant {:?} does not exist",
+                    v.name, v.tenant
+                ));
+                continue;
+            }
+            let mut vault = Vault {
+                name: v.name.to_ascii_lowercase(),
+                tenant: v.tenant.clone(),
+                access: v.access.clone(),
+                secrets: BTreeMap::new(),
+                deleted: BTreeMap::new(),
+            };
+            for s in &v.secrets {
+                let value = match (&s.from_user, &s.value) {
+                    (Some(fu), _) => {
+                        let found = fu
+                            .split_once('/')
+                            .and_then(|(t, upn)| self.user_idx(t, upn))
+                            .map(|i| self.users[i].password.clone());
+                        match found {
+                            Some(p) => p,
+                            None => {
+                                problems.push(format!(
+                                    "vaults[{}].secrets[{}].from_user {:?} does not exist",
+                                    v.name, s.name, fu
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    (None, Some(val)) => val.clone(),
+                    (None, None) => continue,
+                };
+                vault.secrets.insert(
+                    s.name.clone(),
+                    Secret {
+                        versions: vec![SecretVersion {
+                            version: new_version_id(),
+                            value,
+                            content_type: s.content_type.clone(),
+                            tags: BTreeMap::new(),
+                            enabled: true,
+                            nbf: None,
+                            exp: None,
+                            created: now,
+                            updated: now,
+                        }],
+                    },
+                );
+            }
+            self.vaults.insert(vault.name.clone(), vault);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Scenario(problems.join("; ")))
+        }
+    }
+
+    /// Loads a state file.
+    pub(crate) fn load(path: &Path) -> Result<State, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the state atomically (temporary file in the same directory, then rename).
+    pub(crate) fn save(&self, path: &Path) -> Result<(), Error> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&text).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}

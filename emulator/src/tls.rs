@@ -1,0 +1,118 @@
+//! TLS: a throwaway CA and server certificate, or a given certificate and key; the rustls
+//! server configuration (aws-lc-rs provider, HTTP/1.1 over ALPN).
+
+use crate::Error;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Host names the generated server certificate covers.
+pub const SERVER_NAMES: [&str; 5] = [
+    "localhost",
+    "127.0.0.1",
+    "*.vault.azure.net",
+    "login.microsoftonline.com",
+    "graph.microsoft.com",
+];
+
+/// What the listener needs.
+pub(crate) struct TlsMaterial {
+    pub config: Arc<ServerConfig>,
+    /// PEM of the CA clients must trust.
+    pub ca_pem: String,
+}
+
+fn tls_err(what: &str) -> impl Fn(rcgen::Error) -> Error + '_ {
+    move |e| Error::Tls(format!("{what}: {e}"))
+}
+
+/// Generates a CA and a server certificate signed by it.
+pub(crate) fn generate() -> Result<TlsMaterial, Error> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA parameters"))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "keyturn-emulator throwaway CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().map_err(tls_err("CA key"))?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(tls_err("CA certificate"))?;
+
+    let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut leaf =
+        CertificateParams::new(names).map_err(tls_err("server certificate parameters"))?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "keyturn-emulator");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let leaf_key = KeyPair::generate().map_err(tls_err("server key"))?;
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .map_err(tls_err("server certificate"))?;
+
+    let chain = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
+    let key = PrivateKeyDer::try_from(leaf_key.serialize_der())
+        .map_err(|e| Error::Tls(format!("server key: {e}")))?;
+    Ok(TlsMaterial {
+        config: server_config(chain, key)?,
+        ca_pem: ca_cert.pem(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads a PEM certificate chain and key; the CA is `ca` or, without it, the certificate file.
+pub(crate) fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<TlsMaterial, Error> {
+    let cert_pem = read(cert)?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(Error::Tls(format!(
+            "{}: no PEM certificate found",
+            cert.display()
+        )));
+    }
+    let key_pem = read(key)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| Error::Tls(format!("{}: no PEM private key found", key.display())))?;
+    let ca_pem = match ca {
+        Some(p) => String::from_utf8_lossy(&read(p)?).into_owned(),
+        None => String::from_utf8_lossy(&cert_pem).into_owned(),
+    };
+    Ok(TlsMaterial {
+        config: server_config(chain, key)?,
+        ca_pem,
+    })
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::Tls(format!("certificate and key do not fit: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

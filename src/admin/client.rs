@@ -1,0 +1,157 @@
+//! The CLI side of the admin socket: send one request, print the answer for people or as JSON.
+
+use super::proto::{Request, Response, MAX_REQUEST};
+use futures::{SinkExt, StreamExt};
+use std::path::Path;
+use tokio::net::UnixStream;
+use tokio_util::codec::{Framed, LinesCodec};
+
+/// Why a command could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the admin socket {path}: {source}; is `keyturn run` running, and are you in its admin group? (`--offline` rotates without the daemon)")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the admin socket closed without an answer")]
+    Closed,
+    #[error("cannot talk to the admin socket: {0}")]
+    Io(String),
+    #[error("the daemon's answer cannot be read: {0}")]
+    BadAnswer(String),
+}
+
+/// Sends `req` and returns the daemon's response.
+pub async fn send(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    // Answers (a status of many accounts) may be far larger than requests.
+    let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST * 1024));
+    framed
+        .send(req.encode())
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    let line = framed
+        .next()
+        .await
+        .ok_or(ClientError::Closed)?
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+    serde_json::from_str(&line).map_err(|e| ClientError::BadAnswer(e.to_string()))
+}
+
+/// Renders a response for a person.
+pub fn human(req: &Request, r: &Response) -> String {
+    let mut out = String::new();
+    if let Some(e) = &r.error {
+        out.push_str(&format!("error ({}): {}\n", e.code, e.message));
+    }
+    let Some(result) = &r.result else { return out };
+    match req {
+        Request::Status => {
+            out.push_str(&format!(
+                "keyturn {}  started {}  {}\n\n",
+                result["version"].as_str().unwrap_or("?"),
+                result["started_at"].as_str().unwrap_or("?"),
+                if result["stopping"].as_bool() == Some(true) {
+                    "STOPPING"
+                } else if result["ready"].as_bool() == Some(true) {
+                    "ready"
+                } else {
+                    "starting (recovery running)"
+                }
+            ));
+            out.push_str(&format!(
+                "{:<20} {:<8} {:<18} {:<21} {:<21} {:<8} {}\n",
+                "ACCOUNT",
+                "STATE",
+                "LAST OUTCOME",
+                "LAST ROTATION",
+                "NEXT DUE",
+                "VERSION",
+                "PENDING"
+            ));
+            for a in result["accounts"].as_array().into_iter().flatten() {
+                let state = if a["busy"].as_bool() == Some(true) {
+                    "rotating"
+                } else if a["paused"].as_bool() == Some(true) {
+                    "paused"
+                } else {
+                    "idle"
+                };
+                let t = |k: &str| {
+                    a[k].as_str()
+                        .map(|s| s.chars().take(19).collect::<String>())
+                        .unwrap_or_else(|| "-".into())
+                };
+                out.push_str(&format!(
+                    "{:<20} {:<8} {:<18} {:<21} {:<21} {:<8} {}\n",
+                    a["name"].as_str().unwrap_or("?"),
+                    state,
+                    a["last_outcome"].as_str().unwrap_or("-"),
+                    t("last_end"),
+                    t("next_due"),
+                    a["version"]
+                        .as_str()
+                        .map(|v| &v[..v.len().min(8)])
+                        .unwrap_or("-"),
+                    if a["pending"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                ));
+            }
+        }
+        Request::Reload => {
+            out.push_str(&format!(
+                "reloaded: {}\n",
+                result["summary"].as_str().unwrap_or("")
+            ));
+        }
+        _ => {
+            for a in result["accounts"].as_array().into_iter().flatten() {
+                let name = a["account"].as_str().unwrap_or("?");
+                if a["ok"].as_bool() == Some(true) {
+                    if let Some(rot) = a.get("rotation") {
+                        let id = rot["rotation_id"].as_str().unwrap_or("?");
+                        if rot["completed"].as_bool() == Some(true) {
+                            out.push_str(&format!(
+                                "{name}: rotated (rotation {id}, version {}){}\n",
+                                rot["version"].as_str().unwrap_or("?"),
+                                if rot["resumed"].as_bool() == Some(true) {
+                                    ", completed a pending rotation"
+                                } else {
+                                    ""
+                                }
+                            ));
+                            for w in rot["warnings"].as_array().into_iter().flatten() {
+                                out.push_str(&format!("  warning: {}\n", w.as_str().unwrap_or("")));
+                            }
+                        } else {
+                            out.push_str(&format!(
+                                "{name}: started (rotation {id}); follow it in the audit log\n"
+                            ));
+                        }
+                    } else {
+                        out.push_str(&format!(
+                            "{name}: {}\n",
+                            a["result"].as_str().unwrap_or("ok")
+                        ));
+                    }
+                } else {
+                    out.push_str(&format!(
+                        "{name}: FAILED: {}\n",
+                        a["error"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,333 @@
+//! The admin protocol, version 1: one JSON object per line each way
+//! (`docs/admin-protocol.md`). Decoding is strict: unknown commands, unknown fields and
+//! wrong types are refused with a message that names them.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// Longest request line accepted, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Which accounts a command is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One account by name.
+    One(String),
+    /// Every account.
+    All,
+}
+
+impl Target {
+    /// `Some(name)` or `None` for all.
+    pub fn name(&self) -> Option<String> {
+        match self {
+            Target::One(n) => Some(n.clone()),
+            Target::All => None,
+        }
+    }
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Rotate {
+        target: Target,
+        reason: Option<String>,
+        ticket: Option<String>,
+        wait: bool,
+    },
+    Pause(Target),
+    Resume(Target),
+    Reload,
+    Reconcile(Target),
+}
+
+impl Request {
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Rotate { .. } => "rotate",
+            Request::Pause(_) => "pause",
+            Request::Resume(_) => "resume",
+            Request::Reload => "reload",
+            Request::Reconcile(_) => "reconcile",
+        }
+    }
+
+    /// Encodes the request as one JSON line (without the newline).
+    pub fn encode(&self) -> String {
+        let mut v = serde_json::json!({ "v": VERSION, "cmd": self.name() });
+        let put_target = |v: &mut serde_json::Value, t: &Target| match t {
+            Target::One(n) => v["account"] = n.clone().into(),
+            Target::All => v["all"] = true.into(),
+        };
+        match self {
+            Request::Status | Request::Reload => {}
+            Request::Rotate {
+                target,
+                reason,
+                ticket,
+                wait,
+            } => {
+                put_target(&mut v, target);
+                if let Some(r) = reason {
+                    v["reason"] = r.clone().into();
+                }
+                if let Some(t) = ticket {
+                    v["ticket"] = t.clone().into();
+                }
+                v["wait"] = (*wait).into();
+            }
+            Request::Pause(t) | Request::Resume(t) | Request::Reconcile(t) => put_target(&mut v, t),
+        }
+        v.to_string()
+    }
+}
+
+/// Why a request could not be decoded; `code` goes in the error response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// Machine-readable code (`bad_request`, `unsupported_version`, `unknown_command`).
+    pub code: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Decodes one request line.
+pub fn decode(line: &str) -> Result<Request, DecodeError> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| bad("bad_request", format!("not a JSON object: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("bad_request", "the request must be a JSON object"))?;
+    match obj.get("v").and_then(|v| v.as_u64()) {
+        Some(1) => {}
+        Some(other) => {
+            return Err(bad(
+                "unsupported_version",
+                format!(
+                "protocol version {other} is not supported; this daemon speaks version {VERSION}"
+            ),
+            ))
+        }
+        None => {
+            return Err(bad(
+                "bad_request",
+                "missing \"v\": send {\"v\":1,\"cmd\":...}",
+            ))
+        }
+    }
+    let cmd = obj
+        .get("cmd")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| bad("bad_request", "missing \"cmd\" (a string)"))?;
+    let allowed: &[&str] = match cmd {
+        "status" | "reload" => &["v", "cmd"],
+        "rotate" => &["v", "cmd", "account", "all", "reason", "ticket", "wait"],
+        "pause" | "resume" | "reconcile" => &["v", "cmd", "account", "all"],
+        other => {
+            return Err(bad(
+                "unknown_command",
+                format!("unknown command {other:?}; commands: status, rotate, pause, resume, reload, reconcile"),
+            ))
+        }
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(
+            "bad_request",
+            format!(
+                "unknown field {k:?} for {cmd}; fields: {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Fields {
+        account: Option<String>,
+        #[serde(default)]
+        all: bool,
+        reason: Option<String>,
+        ticket: Option<String>,
+        wait: Option<bool>,
+    }
+    let f: Fields = serde_json::from_value(v.clone())
+        .map_err(|e| bad("bad_request", format!("bad field in {cmd}: {e}")))?;
+    let target = || -> Result<Target, DecodeError> {
+        match (&f.account, f.all) {
+            (Some(a), false) if !a.is_empty() => Ok(Target::One(a.clone())),
+            (None, true) => Ok(Target::All),
+            (Some(_), true) => Err(bad(
+                "bad_request",
+                "give either \"account\" or \"all\": true, not both",
+            )),
+            _ => Err(bad(
+                "bad_request",
+                format!("{cmd} needs \"account\": NAME or \"all\": true"),
+            )),
+        }
+    };
+    for (name, value) in [("reason", &f.reason), ("ticket", &f.ticket)] {
+        if value.as_ref().is_some_and(|s| s.len() > 1024) {
+            return Err(bad(
+                "bad_request",
+                format!("{name} is longer than 1024 characters"),
+            ));
+        }
+    }
+    Ok(match cmd {
+        "status" => Request::Status,
+        "reload" => Request::Reload,
+        "rotate" => Request::Rotate {
+            target: target()?,
+            reason: f.reason.filter(|s| !s.trim().is_empty()),
+            ticket: f.ticket.filter(|s| !s.trim().is_empty()),
+            wait: f.wait.unwrap_or(true),
+        },
+        "pause" => Request::Pause(target()?),
+        "resume" => Request::Resume(target()?),
+        _ => Request::Reconcile(target()?),
+    })
+}
+
+/// One response line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// True when the command was carried out.
+    pub ok: bool,
+    /// The command's result (`ok = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// What went wrong (`ok = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// An error response's body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: serde_json::Value) -> Self {
+        Response {
+            v: VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Response {
+            v: VERSION,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: code.into(),
+                message: message.into(),
+            }),
+        }
+    }
+
+    /// The response as one JSON line (without the newline).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"v":1,"ok":false}"#.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let all = [
+            Request::Status,
+            Request::Reload,
+            Request::Rotate {
+                target: Target::One("a".into()),
+                reason: Some("leak".into()),
+                ticket: Some("INC-1".into()),
+                wait: false,
+            },
+            Request::Rotate {
+                target: Target::All,
+                reason: None,
+                ticket: None,
+                wait: true,
+            },
+            Request::Pause(Target::All),
+            Request::Resume(Target::One("b".into())),
+            Request::Reconcile(Target::All),
+        ];
+        for r in all {
+            assert_eq!(decode(&r.encode()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn bad_requests_name_the_problem() {
+        let cases = [
+            ("garbage", "bad_request", "not a JSON object"),
+            ("[1,2]", "bad_request", "JSON object"),
+            (r#"{"cmd":"status"}"#, "bad_request", "missing \"v\""),
+            (
+                r#"{"v":2,"cmd":"status"}"#,
+                "unsupported_version",
+                "version 2",
+            ),
+            (r#"{"v":1}"#, "bad_request", "missing \"cmd\""),
+            (r#"{"v":1,"cmd":"explode"}"#, "unknown_command", "explode"),
+            (
+                r#"{"v":1,"cmd":"rotate"}"#,
+                "bad_request",
+                "needs \"account\"",
+            ),
+            (
+                r#"{"v":1,"cmd":"rotate","account":"a","all":true}"#,
+                "bad_request",
+                "not both",
+            ),
+            (
+                r#"{"v":1,"cmd":"rotate","acount":"a"}"#,
+                "bad_request",
+                "unknown field \"acount\"",
+            ),
+            (
+                r#"{"v":1,"cmd":"rotate","account":7}"#,
+                "bad_request",
+                "bad field",
+            ),
+            (
+                r#"{"v":1,"cmd":"status","account":"a"}"#,
+                "bad_request",
+                "unknown field",
+            ),
+        ];
+        for (line, code, text) in cases {
+            let e = decode(line).unwrap_err();
+            assert_eq!(e.code, code, "{line}");
+            assert!(e.message.contains(text), "{line}: {}", e.message);
+        }
+    }
+}

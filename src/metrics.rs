@@ -1,0 +1,310 @@
+//! Metrics and health over HTTP (off by default; loopback when on): `/metrics` in the
+//! Prometheus text format (`prometheus-client`), `/healthz` (the process and its main loop
+//! are alive) and `/readyz` (start-up recovery is done and it is not stopping).
+//!
+//! Azure calls are counted by wrapping the one HTTP client: [`Instrumented`] is the
+//! transport handed to the official SDK, and the Graph adapter reports through [`observe`].
+
+use crate::daemon::{DaemonStatus, StatusBoard};
+use async_trait::async_trait;
+use azure_core::http::{AsyncRawResponse, HttpClient, Request};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceStatus {
+    service: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabel {
+    account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountOutcome {
+    account: String,
+    outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Process-wide Azure request metrics (one HTTP client serves every account).
+struct AzureMetrics {
+    requests: Family<ServiceStatus, Counter>,
+    throttled: Family<ServiceLabel, Counter>,
+    latency: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+}
+
+static AZURE: LazyLock<AzureMetrics> = LazyLock::new(|| AzureMetrics {
+    requests: Family::default(),
+    throttled: Family::default(),
+    latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+});
+
+/// Which Azure service a URL belongs to: `keyvault`, `graph`, `entra` or `other`.
+pub fn service_of(url: &url::Url) -> &'static str {
+    let path = url.path();
+    if path.contains("/oauth2/")
+        || path.starts_with("/msi/")
+        || url.host_str() == Some("169.254.169.254")
+    {
+        "entra"
+    } else if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+        "graph"
+    } else if path.starts_with("/secrets") || path.starts_with("/deletedsecrets") {
+        "keyvault"
+    } else {
+        "other"
+    }
+}
+
+/// Records one Azure request: its service, HTTP status (None: no answer) and duration.
+pub fn observe(service: &str, status: Option<u16>, elapsed: Duration) {
+    let status = status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "none".into());
+    if status == "429" {
+        AZURE
+            .throttled
+            .get_or_create(&ServiceLabel {
+                service: service.into(),
+            })
+            .inc();
+    }
+    AZURE
+        .requests
+        .get_or_create(&ServiceStatus {
+            service: service.into(),
+            status,
+        })
+        .inc();
+    AZURE
+        .latency
+        .get_or_create(&ServiceLabel {
+            service: service.into(),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+/// The shared `reqwest` client as the SDK's transport, counting every request.
+#[derive(Debug, Clone)]
+pub struct Instrumented(pub reqwest::Client);
+
+#[async_trait]
+impl HttpClient for Instrumented {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let started = Instant::now();
+        let result = self.0.execute_request(request).await;
+        let status = result.as_ref().ok().map(|r| u16::from(r.status()));
+        observe(service_of(request.url()), status, started.elapsed());
+        result
+    }
+}
+
+/// The Prometheus text for the daemon's state now.
+pub fn render(status: &DaemonStatus, now: time::OffsetDateTime) -> String {
+    let mut reg = Registry::with_prefix("keyturn");
+    let rotations = Family::<AccountOutcome, Counter>::default();
+    let last_success = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
+    let secret_age = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
+    let next = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
+    let pending = Family::<AccountLabel, Gauge>::default();
+    let paused = Family::<AccountLabel, Gauge>::default();
+    let failures = Family::<AccountLabel, Gauge>::default();
+    let ts = |t: time::OffsetDateTime| t.unix_timestamp_nanos() as f64 / 1e9;
+    for a in &status.accounts {
+        let l = AccountLabel {
+            account: a.name.clone(),
+        };
+        for (outcome, n) in &a.counts {
+            rotations
+                .get_or_create(&AccountOutcome {
+                    account: a.name.clone(),
+                    outcome: outcome.clone(),
+                })
+                .inc_by(*n);
+        }
+        if let Some(t) = a.last_success {
+            last_success.get_or_create(&l).set(ts(t));
+        }
+        if let Some(t) = a.rotated_at {
+            secret_age
+                .get_or_create(&l)
+                .set((now - t).as_seconds_f64().max(0.0));
+        }
+        if let Some(t) = a.next_due {
+            next.get_or_create(&l).set(ts(t));
+        }
+        pending.get_or_create(&l).set(a.pending as i64);
+        paused.get_or_create(&l).set(a.paused as i64);
+        failures.get_or_create(&l).set(a.failures as i64);
+    }
+    reg.register(
+        "rotations",
+        "Rotations since start, by account and outcome",
+        rotations,
+    );
+    reg.register(
+        "last_success_timestamp_seconds",
+        "When the account's last rotation succeeded",
+        last_success,
+    );
+    reg.register(
+        "secret_age_seconds",
+        "Age of the password in force (since keyturn-rotated-at)",
+        secret_age,
+    );
+    reg.register(
+        "next_rotation_timestamp_seconds",
+        "When the account is next due",
+        next,
+    );
+    reg.register(
+        "pending",
+        "1 while a password waits in the staging secret, tagged pending",
+        pending,
+    );
+    reg.register(
+        "paused",
+        "1 while scheduled rotations of the account are paused",
+        paused,
+    );
+    reg.register(
+        "consecutive_failures",
+        "Failed attempts since the last success",
+        failures,
+    );
+    let ready = Gauge::<i64>::default();
+    ready.set((status.ready && !status.stopping) as i64);
+    reg.register(
+        "ready",
+        "1 once start-up recovery is done, 0 while stopping",
+        ready,
+    );
+    reg.register(
+        "azure_requests",
+        "Azure HTTP requests by service and status (none: no answer)",
+        AZURE.requests.clone(),
+    );
+    reg.register(
+        "azure_throttled",
+        "Azure answers with HTTP 429, by service",
+        AZURE.throttled.clone(),
+    );
+    reg.register(
+        "azure_request_duration_seconds",
+        "Azure request latency by service",
+        AZURE.latency.clone(),
+    );
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
+
+fn answer(status: u16, content_type: &str, body: String) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn route(
+    path: &str,
+    board: &StatusBoard,
+    heartbeat_limit: Option<Duration>,
+) -> hyper::Response<Full<Bytes>> {
+    let status = board.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match path {
+        "/metrics" => answer(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(&status, time::OffsetDateTime::now_utc()),
+        ),
+        "/healthz" => {
+            let stale = match (heartbeat_limit, status.heartbeat) {
+                (Some(limit), Some(beat)) => beat.elapsed() > limit,
+                _ => false,
+            };
+            if stale {
+                answer(
+                    503,
+                    "text/plain",
+                    "the main loop has not run recently\n".into(),
+                )
+            } else {
+                answer(200, "text/plain", "ok\n".into())
+            }
+        }
+        "/readyz" => {
+            if status.ready && !status.stopping {
+                answer(200, "text/plain", "ready\n".into())
+            } else if status.stopping {
+                answer(503, "text/plain", "stopping\n".into())
+            } else {
+                answer(503, "text/plain", "starting: recovery is running\n".into())
+            }
+        }
+        _ => answer(
+            404,
+            "text/plain",
+            "not found: /metrics, /healthz, /readyz\n".into(),
+        ),
+    }
+}
+
+/// Serves metrics and health on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    board: StatusBoard,
+    heartbeat_limit: Option<Duration>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let board = board.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let r = route(req.uri().path(), &board, heartbeat_limit);
+                    async move { Ok::<_, std::convert::Infallible>(r) }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}

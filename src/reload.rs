@@ -1,0 +1,129 @@
+//! Configuration reload (SIGHUP and the admin `reload` command): load and validate the file,
+//! build the new accounts, hand them to the daemon. A configuration that fails is rejected
+//! with every problem logged and audited, and the old one stays in force.
+
+use crate::admin::Reload;
+use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome};
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::daemon::Command;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Reloads one configuration file into a running daemon.
+pub struct Reloader {
+    path: PathBuf,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
+    commands: mpsc::Sender<Command>,
+    /// The configuration in force, to tell which changes need a restart.
+    current: Mutex<Config>,
+    /// One reload at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose configuration `current` is in force now.
+    pub fn new(
+        path: PathBuf,
+        current: Config,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Reloader {
+            path,
+            audit,
+            clock,
+            commands,
+            current: Mutex::new(current),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn record(&self, kind: EventKind, outcome: Outcome, actor: Actor, detail: String) {
+        let mut ev = AuditEvent::new(kind, self.clock.now());
+        ev.actor = Some(actor);
+        ev.outcome = Some(outcome);
+        ev.detail = Some(detail);
+        if let Err(e) = self.audit.record(&ev).await {
+            tracing::error!(error = %e, "cannot audit the reload");
+        }
+    }
+
+    async fn apply(&self) -> Result<String, String> {
+        let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
+        let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
+            .map_err(|e| e.to_string())?;
+        let accounts = crate::app::accounts(&loaded, &http).map_err(|e| e.to_string())?;
+        let settings = crate::app::settings(&loaded);
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Reload {
+                accounts,
+                settings,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| "the daemon is stopping".to_owned())?;
+        let mut summary = rx.await.map_err(|_| "the daemon is stopping".to_owned())?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut restart = Vec::new();
+        let (old, new) = (&*current, &loaded.config);
+        if old.daemon.state_dir != new.daemon.state_dir
+            || old.daemon.audit_log != new.daemon.audit_log
+            || old.daemon.audit_stdout != new.daemon.audit_stdout
+        {
+            restart.push("daemon.state_dir/audit_log/audit_stdout");
+        }
+        if old.admin != new.admin {
+            restart.push("admin");
+        }
+        if old.metrics != new.metrics {
+            restart.push("metrics");
+        }
+        if !restart.is_empty() {
+            summary.push_str(&format!(
+                "; changes to {} take effect at the next restart",
+                restart.join(", ")
+            ));
+        }
+        *current = loaded.config;
+        Ok(summary)
+    }
+}
+
+#[async_trait]
+impl Reload for Reloader {
+    async fn reload(&self, actor: Actor) -> Result<String, String> {
+        let _one = self.busy.lock().await;
+        crate::notify::reloading();
+        let result = self.apply().await;
+        match &result {
+            Ok(summary) => {
+                tracing::info!(path = %self.path.display(), "configuration reloaded: {summary}");
+                self.record(
+                    EventKind::ConfigLoaded,
+                    Outcome::Success,
+                    actor,
+                    summary.clone(),
+                )
+                .await;
+            }
+            Err(problems) => {
+                tracing::error!(path = %self.path.display(), "configuration rejected; the previous one stays in force: {problems}");
+                self.record(
+                    EventKind::ConfigRejected,
+                    Outcome::Failure,
+                    actor,
+                    problems.clone(),
+                )
+                .await;
+            }
+        }
+        crate::notify::ready("running");
+        result
+    }
+}

@@ -1,0 +1,139 @@
+//! Bad and dangerous configurations, as a table, through the real `keyturn check-config`:
+//! each exits 64 and names the key (and, where there is one, the fix). SIGHUP with a bad
+//! file keeping the old configuration is tested in tests/admin.rs.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyturn");
+
+const GOOD: &str = r#"
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "c"
+client_secret = "s3cret"
+allow_inline_secret = true
+
+[[accounts]]
+name = "a"
+user = "svc-a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "svc-a"
+"#;
+
+/// (what, config text, text the report must contain)
+fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
+    let add = |extra: &str| format!("{extra}\n{GOOD}");
+    let swap = |from: &str, to: &str| {
+        assert!(GOOD.contains(from), "{from}");
+        GOOD.replace(from, to)
+    };
+    let open_file = dir.join("open-secret");
+    std::fs::write(&open_file, "s").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret_file_line = format!("client_secret_file = {:?}", open_file.display().to_string());
+    let second_account = "\n[[accounts]]\nname = \"b\"\nuser = \"svc-b@contoso.onmicrosoft.com\"\nidentity = \"rotator\"\nvault = \"https://kv.vault.azure.net/\"\nsecret = \"svc-b\"\n";
+    let v = |a: &'static str, t: String, k: &str| (a, t, k.to_owned());
+    vec![
+        v("unknown section", add("[deamon]\nstate_dir = '/x'"), "deamon"),
+        v("unknown daemon key", add("[daemon]\nstate_dri = '/x'"), "daemon.state_dri"),
+        v("unknown account key", swap("secret = \"svc-a\"", "secret = \"svc-a\"\ncolour = \"blue\""), "accounts.0.colour"),
+        v("unknown policy key", add("[defaults.policy]\nlenght = 20"), "defaults.policy.lenght"),
+        v("cron is prose", add("[defaults]\nschedule = 'every monday'"), "defaults.schedule"),
+        v("cron out of range", add("[defaults]\nschedule = '61 * * * *'"), "defaults.schedule"),
+        v("unknown time zone", add("[defaults]\ntimezone = 'Mars/Olympus'"), "defaults.timezone"),
+        v("window as long as the period", add("[defaults]\nschedule = '0 * * * *'\nwindow = '1h'"), "defaults.window"),
+        v("password too short", add("[defaults.policy]\nlength = 6"), "length 6"),
+        v("password too long", add("[defaults.policy]\nlength = 300"), "length 300"),
+        v("policy excludes every digit", add("[defaults.policy]\nexclude = '0123456789'"), "digit"),
+        v("policy excludes a character Entra never uses", add("[defaults.policy]\nexclude = 'é'"), "exclude"),
+        v(
+            "policy allows fewer than 3 classes",
+            add(&format!(
+                "[defaults.policy]\nexclude = {:?}\nrequire_digit = false\nrequire_symbol = false",
+                [keyturn::password::DIGITS, keyturn::password::SYMBOLS].concat()
+            )),
+            "3 of the 4",
+        ),
+        v("secret inline without consent", swap("allow_inline_secret = true", ""), "identities.rotator.client_secret"),
+        v("world-readable secret file", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", &secret_file_line), "chmod 600"),
+        v("missing secret file", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", "client_secret_file = \"/nonexistent/secret\""), "cannot read /nonexistent/secret"),
+        v("two secret sources", swap("allow_inline_secret = true", "allow_inline_secret = true\nclient_secret_env = \"HOME\""), "only one"),
+        v("no secret source", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", ""), "needs one of"),
+        v("secret env var unset", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", "client_secret_env = \"KEYTURN_SURELY_UNSET_FOR_TESTS\""), "KEYTURN_SURELY_UNSET_FOR_TESTS is not set"),
+        v("unknown identity kind", swap("kind = \"client_secret\"", "kind = \"password\""), "identities.rotator.kind"),
+        v("missing tenant", swap("tenant_id = \"t\"\n", ""), "identities.rotator.tenant_id"),
+        v("missing client id", swap("client_id = \"c\"\n", ""), "identities.rotator.client_id"),
+        v("certificate kind without a file", swap("kind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cret\"\nallow_inline_secret = true", "kind = \"client_certificate\"\ntenant_id = \"t\"\nclient_id = \"c\""), "certificate_file"),
+        v("http authority", swap("allow_inline_secret = true", "allow_inline_secret = true\nauthority_host = \"http://login.example\""), "identities.rotator.authority_host"),
+        v("http vault", swap("https://kv.vault.azure.net/", "http://kv.vault.azure.net/"), "accounts[0].vault"),
+        v("vault is not a URL", swap("https://kv.vault.azure.net/", "kv"), "accounts[0].vault"),
+        v("secret name with bad characters", swap("secret = \"svc-a\"", "secret = \"svc_a!\""), "accounts[0].secret"),
+        v("secret name too long", swap("secret = \"svc-a\"", &format!("secret = {:?}", "s".repeat(125))), "accounts[0].secret"),
+        v("empty user", swap("user = \"svc-a@contoso.onmicrosoft.com\"", "user = \"\""), "accounts[0].user"),
+        v("unknown identity", swap("identity = \"rotator\"", "identity = \"ghost\""), "accounts[0].identity"),
+        v("unknown vault identity", swap("identity = \"rotator\"", "identity = \"rotator\"\nvault_identity = \"ghost\""), "accounts[0].vault_identity"),
+        v("duplicate account", format!("{GOOD}{}", second_account.replace("name = \"b\"", "name = \"a\"")), "configured twice"),
+        v("two accounts, one secret", format!("{GOOD}{}", second_account.replace("secret = \"svc-b\"", "secret = \"svc-a\"")), "used by another account"),
+        v("no account", GOOD[..GOOD.find("[[accounts]]").unwrap()].to_owned(), "no account is configured"),
+        v("zero concurrency", add("[daemon]\nmax_concurrent_rotations = 0"), "daemon.max_concurrent_rotations"),
+        v("zero apply attempts", add("[daemon]\napply_attempts = 0"), "daemon.apply_attempts"),
+        v("retry base above max", add("[daemon]\nretry_base_delay = '2h'\nretry_max_delay = '1h'"), "daemon.retry_base_delay"),
+        v("duration in prose", add("[daemon]\nshutdown_grace = 'a while'"), "shutdown_grace"),
+        v("number as text", add("[daemon]\nmax_concurrent_rotations = 'eight'"), "max_concurrent_rotations"),
+        v("bad audit_stdout", add("[daemon]\naudit_stdout = 'loud'"), "audit_stdout"),
+        v("missing CA file", add("[tls]\nextra_ca_files = ['/nonexistent/ca.pem']"), "tls.extra_ca_files[0]"),
+        v("zero timeout", add("[network]\ntimeout = '0s'"), "network.timeout"),
+        v("resolve to a non-address", add("[network.resolve]\n'kv.vault.azure.net' = 'localhost'"), "resolve"),
+        v("relative admin socket", add("[admin]\nsocket = 'admin.sock'"), "admin.socket"),
+        v("admin group that does not exist", add("[admin]\ngroup = 'keyturn-no-such-group'"), "admin.group"),
+        v("not TOML at all", "this is = = not toml [".to_owned(), "keyturn.toml"),
+    ]
+}
+
+#[test]
+fn every_bad_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases(dir.path());
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (what, text, expect) in &cases {
+        let path = dir.path().join("keyturn.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env_remove("KEYTURN_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(64) {
+            failures.push(format!("{what}: exit {:?}\n{err}", out.status.code()));
+        } else if !err.contains(expect.as_str()) {
+            failures.push(format!("{what}: no {expect:?} in\n{err}"));
+        }
+    }
+    // The good base passes, so every failure above is the case's own.
+    let path = dir.path().join("keyturn.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}

@@ -1,0 +1,383 @@
+//! Shared set-up for the end-to-end tests: an emulator seeded with a test tenant, a keyturn
+//! configuration pointing at it, and ways to look at what Key Vault and Entra hold.
+#![allow(dead_code)]
+
+use azure_core::credentials::Secret;
+use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
+use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
+use futures::TryStreamExt;
+use keyturn::config::Loaded;
+use keyturn_emulator::{
+    Emulator, EmulatorConfig, InvariantQuery, InvariantReport, Scenario, TlsSource,
+};
+use keyturn_emulator::{FaultKind, FaultRule};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const TENANT: &str = "contoso";
+pub const ROTATOR: &str = "11111111-1111-1111-1111-111111111111";
+pub const WEAK: &str = "44444444-4444-4444-4444-444444444444";
+pub const READER: &str = "22222222-2222-2222-2222-222222222222";
+pub const VAULT: &str = "kv1";
+
+/// Users: (account name, upn, secret, initial password).
+pub const USERS: [(&str, &str, &str, &str); 3] = [
+    (
+        "svc-1",
+        "svc-1@contoso.onmicrosoft.com",
+        "svc-1",
+        "Initial-Pass-1!",
+    ),
+    (
+        "svc-2",
+        "svc-2@contoso.onmicrosoft.com",
+        "svc-2",
+        "Initial-Pass-2!",
+    ),
+    (
+        "svc-ca",
+        "svc-ca@contoso.onmicrosoft.com",
+        "svc-ca",
+        "Initial-Pass-3!",
+    ),
+];
+
+pub const SCENARIO: &str = r#"
+[[tenants]]
+id = "contoso"
+domain = "contoso.onmicrosoft.com"
+
+[[apps]]
+tenant = "contoso"
+name = "keyturn-rotator"
+client_id = "11111111-1111-1111-1111-111111111111"
+secrets = ["rotator-secret"]
+graph_permissions = ["User.Read.All", "User-PasswordProfile.ReadWrite.All"]
+directory_roles = ["Privileged Authentication Administrator"]
+
+# Has the Graph permission but only User Administrator: cannot reset privileged users.
+[[apps]]
+tenant = "contoso"
+name = "weak-rotator"
+client_id = "44444444-4444-4444-4444-444444444444"
+secrets = ["weak-secret"]
+graph_permissions = ["User.Read.All", "User-PasswordProfile.ReadWrite.All"]
+directory_roles = ["User Administrator"]
+
+[[apps]]
+tenant = "contoso"
+name = "reader"
+client_id = "22222222-2222-2222-2222-222222222222"
+secrets = ["reader-secret"]
+
+[[users]]
+tenant = "contoso"
+upn = "svc-1@contoso.onmicrosoft.com"
+password = "Initial-Pass-1!"
+directory_roles = ["Exchange Administrator", "User Administrator", "Global Reader"]
+
+[[users]]
+tenant = "contoso"
+upn = "svc-2@contoso.onmicrosoft.com"
+password = "Initial-Pass-2!"
+directory_roles = ["Teams Administrator", "Reports Reader"]
+
+[[users]]
+tenant = "contoso"
+upn = "svc-ca@contoso.onmicrosoft.com"
+password = "Initial-Pass-3!"
+directory_roles = ["Global Reader"]
+ca_blocked = true
+
+[[vaults]]
+name = "kv1"
+tenant = "contoso"
+access = [
+  { client_id = "11111111-1111-1111-1111-111111111111", role = "Key Vault Secrets Officer" },
+  { client_id = "44444444-4444-4444-4444-444444444444", role = "Key Vault Secrets Officer" },
+  { client_id = "22222222-2222-2222-2222-222222222222", role = "Key Vault Secrets User" },
+]
+secrets = [
+  { name = "svc-1", from_user = "contoso/svc-1@contoso.onmicrosoft.com" },
+  { name = "svc-2", from_user = "contoso/svc-2@contoso.onmicrosoft.com" },
+  { name = "svc-ca", from_user = "contoso/svc-ca@contoso.onmicrosoft.com" },
+]
+"#;
+
+pub async fn emulator() -> Emulator {
+    Emulator::start(EmulatorConfig {
+        scenario: Some(Scenario::from_toml_str(SCENARIO).unwrap()),
+        tls: TlsSource::Generate { ca_out: None },
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Options for [`write_config`].
+pub struct Opts {
+    pub schedule: &'static str,
+    pub verify: bool,
+    /// (account name, identity) pairs; default: every user with `rotator`.
+    pub accounts: Vec<(&'static str, &'static str)>,
+    pub audit_stdout: &'static str,
+    pub drift: &'static str,
+    /// Extra TOML appended to the `[admin]` table.
+    pub admin: &'static str,
+    /// `daemon.unclean_start_delay`.
+    pub unclean_delay: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            schedule: "0 3 * * MON",
+            verify: true,
+            accounts: USERS.iter().map(|u| (u.0, "rotator")).collect(),
+            audit_stdout: "off",
+            drift: "0s",
+            admin: "",
+            unclean_delay: "0s",
+        }
+    }
+}
+
+/// Writes a keyturn configuration for the emulator into `dir`.
+pub fn write_config(emu: &Emulator, dir: &Path, o: &Opts) -> PathBuf {
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem()).unwrap();
+    let mut t = format!(
+        "[daemon]\nstate_dir = {:?}\naudit_log = {:?}\naudit_stdout = {:?}\ndrift_check_interval = {:?}\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\nshutdown_grace = \"20s\"\nunclean_start_delay = {:?}\n\n[tls]\nextra_ca_files = [{:?}]\n\n[network]\ntimeout = \"10s\"\n[network.resolve]\n",
+        dir.join("state").display().to_string(),
+        dir.join("audit.jsonl").display().to_string(),
+        o.audit_stdout,
+        o.drift,
+        o.unclean_delay,
+        ca.display().to_string()
+    );
+    for h in emu.resolve_hosts() {
+        t.push_str(&format!("{h:?} = \"127.0.0.1\"\n"));
+    }
+    t.push_str(&format!(
+        "\n[admin]\nsocket = {:?}\n{}\n",
+        dir.join("admin.sock").display().to_string(),
+        o.admin
+    ));
+    t.push_str(&format!(
+        "\n[defaults]\nschedule = {:?}\nwindow = \"0s\"\nverify = {}\n",
+        o.schedule, o.verify
+    ));
+    for (name, client_id, secret) in [
+        ("rotator", ROTATOR, "rotator-secret"),
+        ("weak", WEAK, "weak-secret"),
+    ] {
+        t.push_str(&format!(
+            "\n[identities.{name}]\nkind = \"client_secret\"\ntenant_id = \"contoso\"\nclient_id = {client_id:?}\nclient_secret = {secret:?}\nallow_inline_secret = true\nauthority_host = {:?}\ngraph_base = {:?}\n",
+            emu.authority_host(),
+            emu.graph_base()
+        ));
+    }
+    for (account, identity) in &o.accounts {
+        let (_, upn, secret, _) = USERS.iter().find(|u| u.0 == *account).unwrap();
+        t.push_str(&format!(
+            "\n[[accounts]]\nname = {account:?}\nuser = {upn:?}\nidentity = {identity:?}\nvault = {:?}\nsecret = {secret:?}\n",
+            emu.vault_url(VAULT)
+        ));
+    }
+    let path = dir.join("keyturn.toml");
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+pub fn load(path: &Path) -> Loaded {
+    keyturn::config::load_with_env(path, false).unwrap()
+}
+
+pub fn invariant(emu: &Emulator, account: &str) -> InvariantReport {
+    let (_, upn, secret, _) = USERS.iter().find(|u| u.0 == account).unwrap();
+    emu.control()
+        .invariant(&InvariantQuery {
+            tenant: TENANT.into(),
+            user: (*upn).into(),
+            vault: VAULT.into(),
+            secret: (*secret).into(),
+            staging_secret: None,
+        })
+        .unwrap()
+}
+
+/// A Key Vault client signed in as the read-only app (as a consumer would be).
+pub fn reader(emu: &Emulator, loaded: &Loaded) -> SecretClient {
+    let http = keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network).unwrap();
+    let cred = ClientSecretCredential::new(
+        TENANT,
+        READER.into(),
+        Secret::new("reader-secret".to_string()),
+        Some(ClientSecretCredentialOptions {
+            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
+        }),
+    )
+    .unwrap();
+    SecretClient::new(
+        &emu.vault_url(VAULT),
+        cred,
+        Some(SecretClientOptions {
+            client_options: keyturn::azure::client_options(&http, None),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+}
+
+/// Every value of every version of `names` and their staging secrets.
+pub async fn all_values(client: &SecretClient, names: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for base in names {
+        for name in [base.to_string(), format!("{base}-pending")] {
+            let Ok(pager) = client.list_secret_properties_versions(&name, None) else {
+                continue;
+            };
+            let items: Vec<_> = match pager.try_collect().await {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            for props in items {
+                let version = props.resource_id().unwrap().version.unwrap();
+                let secret = client
+                    .get_secret(
+                        &name,
+                        Some(SecretClientGetSecretOptions {
+                            secret_version: Some(version),
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .unwrap()
+                    .into_model()
+                    .unwrap();
+                out.push(secret.value.unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Polls `f` every 50 ms until it is true or `timeout` passes.
+pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// The audit log's records as JSON values.
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn shared<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyturn");
+
+pub struct Daemon {
+    pub child: Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, dir: &Path, tag: &str) -> Daemon {
+        Self::start_with_log(config, dir, tag, "debug")
+    }
+
+    pub fn start_with_log(config: &Path, dir: &Path, tag: &str, log: &str) -> Daemon {
+        let stdout = dir.join(format!("{tag}.stdout"));
+        let stderr = dir.join(format!("{tag}.stderr"));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("KEYTURN_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn signal(&self, s: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), s).unwrap();
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn ready(&self) {
+        assert!(
+            wait_for(Duration::from_secs(30), || self
+                .stderr()
+                .contains("keyturn is ready"))
+            .await,
+            "the daemon never became ready:\n{}",
+            self.stderr()
+        );
+    }
+
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("the daemon did not exit:\n{}", self.stderr());
+    }
+}
+
+pub fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
+    audit_records(dir)
+        .iter()
+        .filter(|r| r["event"] == event && account.is_none_or(|a| r["account"] == a))
+        .count()
+}
+
+pub fn rule() -> FaultRule {
+    FaultRule {
+        id: None,
+        route: String::new(),
+        vault: None,
+        tenant: None,
+        kind: FaultKind::Status,
+        status: None,
+        retry_after: None,
+        latency_ms: None,
+        then: None,
+        probability: None,
+        count: None,
+        content_type: None,
+        body: None,
+        body_bytes: None,
+        fired: 0,
+    }
+}
