@@ -1,7 +1,9 @@
-//! The command line: `run`, `rotate`, `check-config`, `demo`. `main.rs` only calls [`main`].
+//! The command line: `run`, `rotate`, `check-config`, `audit`, `demo`. `main.rs` only calls [`main`].
 
 use crate::admin;
-use crate::audit::{AuditSink, FileSink, StdoutFormat, StdoutSink, Tee, Trigger};
+use crate::audit::{
+    AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee, Trigger,
+};
 use crate::clock::SystemClock;
 use crate::config::{self, AuditStdout, Loaded, EXIT_CONFIG};
 use crate::daemon::{Command, Daemon, InstanceLock};
@@ -145,6 +147,11 @@ pub enum Cmd {
         )]
         config: PathBuf,
     },
+    /// Read, check and follow the audit log (see docs/audit.md).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Run keyturn against the embedded Azure emulator: no Azure account needed.
     Demo {
         /// Stop after this long (e.g. "45s"); runs until Ctrl-C when absent.
@@ -156,6 +163,68 @@ pub enum Cmd {
         /// Where the demo keeps its files (audit log, CA, lock); a temporary folder by default.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+/// Where the audit tools read: `--file`, or the configuration's `daemon.audit_log`.
+#[derive(clap::Args, Debug)]
+pub struct AuditSource {
+    /// The audit log (its rotated files beside it are read too); overrides --config.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// The configuration file whose `daemon.audit_log` is read.
+    #[arg(
+        long,
+        short,
+        env = "KEYTURN_CONFIG",
+        default_value = "/etc/keyturn/keyturn.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// `keyturn audit …`.
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Show records as a table (or JSON lines), oldest first, across rotated files.
+    Show {
+        #[command(flatten)]
+        source: AuditSource,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only records since: a duration back from now (7d, 12h), a date or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these event types (repeat or comma-separate; `rotation` means rotation.*).
+        #[arg(long, value_delimiter = ',')]
+        event: Vec<String>,
+        /// Only this outcome: success, warning, failure (or failed), pending.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; exit 0 intact, 1 broken (the first broken record is named), 2 unreadable.
+    Verify {
+        /// The files to check (any order); the log and its rotated files by default.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        source: AuditSource,
+        /// The files hold a piece of the chain: no genesis needed at the start, more may follow.
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Follow the live log (Ctrl-C to stop).
+    Tail {
+        #[command(flatten)]
+        source: AuditSource,
+        /// Records shown before following.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+        /// JSON lines instead of readable lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -226,6 +295,7 @@ pub fn main() -> i32 {
                 client(&conn, admin::proto::Request::Resume(target(account, all))).await
             }
             Cmd::Reload { conn } => client(&conn, admin::proto::Request::Reload).await,
+            Cmd::Audit { command } => audit_command(command),
             Cmd::Reconcile { account, all, conn } => {
                 client(
                     &conn,
@@ -353,6 +423,102 @@ fn check_config(path: &Path) -> i32 {
     }
 }
 
+fn audit_path(source: &AuditSource) -> Result<PathBuf, i32> {
+    match &source.file {
+        Some(f) => Ok(f.clone()),
+        None => load(&source.config).map(|l| l.config.daemon.audit_log),
+    }
+}
+
+/// `keyturn audit show|verify|tail`; returns the exit code.
+pub fn audit_command(command: AuditCmd) -> i32 {
+    use crate::audit::tools;
+    let unreadable = |e: tools::Unreadable| {
+        eprintln!("keyturn: {e}");
+        tools::EXIT_UNREADABLE
+    };
+    match command {
+        AuditCmd::Show {
+            source,
+            account,
+            since,
+            event,
+            outcome,
+            json,
+        } => {
+            let path = match audit_path(&source) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let since = match since
+                .map(|s| tools::parse_since(&s, time::OffsetDateTime::now_utc()))
+                .transpose()
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("keyturn: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            let files = match tools::log_files(&path) {
+                Ok(f) => f,
+                Err(source) => return unreadable(tools::Unreadable { path, source }),
+            };
+            let records = match tools::read_records(&files, &mut std::io::stderr()) {
+                Ok(r) => r,
+                Err(e) => return unreadable(e),
+            };
+            let filter = tools::Filter {
+                account,
+                since,
+                events: event,
+                outcome,
+            };
+            match tools::show(&records, &filter, json, &mut std::io::stdout().lock()) {
+                Ok(_) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("keyturn: {e}");
+                    1
+                }
+            }
+        }
+        AuditCmd::Verify {
+            files,
+            source,
+            partial,
+        } => {
+            let files = if files.is_empty() {
+                let path = match audit_path(&source) {
+                    Ok(p) => p,
+                    Err(code) => return code,
+                };
+                match tools::log_files(&path) {
+                    Ok(f) => f,
+                    Err(source) => return unreadable(tools::Unreadable { path, source }),
+                }
+            } else {
+                files
+            };
+            tools::verify_command(&files, partial, &mut std::io::stdout().lock())
+        }
+        AuditCmd::Tail {
+            source,
+            lines,
+            json,
+        } => {
+            let path = match audit_path(&source) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match tools::tail(&path, lines, json, &mut std::io::stdout(), &|| false) {
+                Ok(()) => 0,
+                Err(e) => unreadable(e),
+            }
+        }
+    }
+}
+
 /// The audit sinks the configuration asks for: the file first (record of truth).
 pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
     let path = &loaded.config.daemon.audit_log;
@@ -365,10 +531,21 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
         })?;
     }
     let mut sinks: Vec<Arc<dyn AuditSink>> = vec![Arc::new(FileSink::open(path)?)];
-    match loaded.config.daemon.audit_stdout {
-        AuditStdout::Off => {}
-        AuditStdout::Json => sinks.push(Arc::new(StdoutSink(StdoutFormat::Json))),
-        AuditStdout::Human => sinks.push(Arc::new(StdoutSink(StdoutFormat::Human))),
+    // Copies go through a queue so a slow stdout or journal never holds up a rotation.
+    let stdout: Option<Arc<dyn AuditSink>> = match loaded.config.daemon.audit_stdout {
+        AuditStdout::Off => None,
+        AuditStdout::Json => Some(Arc::new(StdoutSink(StdoutFormat::Json))),
+        AuditStdout::Human => Some(Arc::new(StdoutSink(StdoutFormat::Human))),
+    };
+    if let Some(s) = stdout {
+        sinks.push(Arc::new(Detached::spawn("stdout", s, 4096)?));
+    }
+    // Under systemd, a structured copy in the journal.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match JournaldSink::connect() {
+            Ok(j) => sinks.push(Arc::new(Detached::spawn("journald", Arc::new(j), 4096)?)),
+            Err(e) => tracing::warn!(error = %e, "no audit copy in the journal"),
+        }
     }
     Ok(Arc::new(Tee(sinks)))
 }

@@ -8,7 +8,8 @@
 //! - [`directory`]: the [`directory::Directory`] trait (Entra ID through Graph).
 //! - [`protocol`]: the rotation protocol over those traits: stage, apply, verify, commit,
 //!   finish, recovery and drift (`docs/protocol.md`).
-//! - [`audit`]: audit events and their sinks.
+//! - [`audit`]: audit events, the chained file sink (the record of truth), copies to
+//!   stdout and journald, and `keyturn audit show | verify | tail` (`docs/audit.md`).
 //! - [`clock`]: time as an input.
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]

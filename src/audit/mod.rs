@@ -3,11 +3,27 @@
 //! Every protocol step is recorded *before* the step it announces proceeds: if the
 //! record cannot be written the step does not happen (fail closed). Records never hold
 //! a password or anything derived from one.
+//!
+//! - [`chain`]: the record's bytes, canonical form and hash chain.
+//! - [`file`]: the file sink (the record of truth): append-only, fsync, rotation, seal,
+//!   fail closed on a full or read-only disk.
+//! - [`journald`]: a structured copy to the systemd journal.
+//! - [`tools`]: `keyturn audit show | verify | tail`.
+//!
+//! The format is documented in `docs/audit.md`.
+
+pub mod chain;
+pub mod file;
+pub mod journald;
+pub mod tools;
+
+pub use file::{AuditHealth, FaultSwitch, FileOptions, FileSink};
+pub use journald::JournaldSink;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -124,6 +140,19 @@ pub enum EventKind {
     AdminCommandAccepted,
     #[serde(rename = "admin.command_refused")]
     AdminCommandRefused,
+    /// The first record of a chain.
+    #[serde(rename = "audit.genesis")]
+    AuditGenesis,
+    /// The last record of a file that reached its size limit; the chain continues in
+    /// the next file.
+    #[serde(rename = "audit.rotated")]
+    AuditRotated,
+    /// Writing works again after a failure, or an incomplete record was removed.
+    #[serde(rename = "audit.recovered")]
+    AuditRecovered,
+    /// At start-up the log ended before the record its seal names: records were lost.
+    #[serde(rename = "audit.seal_mismatch")]
+    AuditSealMismatch,
 }
 
 impl EventKind {
@@ -148,6 +177,10 @@ impl EventKind {
             EventKind::AccountAdopted => "account.adopted",
             EventKind::AdminCommandAccepted => "admin.command_accepted",
             EventKind::AdminCommandRefused => "admin.command_refused",
+            EventKind::AuditGenesis => "audit.genesis",
+            EventKind::AuditRotated => "audit.rotated",
+            EventKind::AuditRecovered => "audit.recovered",
+            EventKind::AuditSealMismatch => "audit.seal_mismatch",
         }
     }
 }
@@ -334,6 +367,12 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the audit log {path} ends with a record keyturn cannot continue (line {line}: {detail}); run `keyturn audit verify --file {path}`, then move the file aside to start a new chain")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        detail: String,
+    },
 }
 
 /// Somewhere audit records go.
@@ -341,49 +380,17 @@ pub enum AuditError {
 pub trait AuditSink: Send + Sync {
     /// Records the event durably; an error means the action it announces must not proceed.
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
-}
 
-/// Appends JSON lines to a file, mode 0640, and fsyncs each record before returning.
-pub struct FileSink {
-    path: PathBuf,
-    file: Mutex<std::fs::File>,
-}
-
-impl FileSink {
-    /// Opens (creating if needed) the file for appending.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(FileSink {
-            path: path.to_owned(),
-            file: Mutex::new(file),
-        })
+    /// False while records cannot be written (full or read-only disk): keyturn then
+    /// starts no rotation. Copies and in-memory sinks are always writable.
+    fn is_writable(&self) -> bool {
+        true
     }
-}
 
-#[async_trait]
-impl AuditSink for FileSink {
-    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(event).map_err(|e| AuditError::Write {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
-        line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_all(&line)
-            .and_then(|_| f.sync_data())
-            .map_err(|source| AuditError::Write {
-                path: self.path.clone(),
-                source,
-            })
+    /// The state of the record of truth, for status answers and health checks; `None`
+    /// for sinks without one.
+    fn health(&self) -> Option<AuditHealth> {
+        None
     }
 }
 
@@ -457,6 +464,71 @@ impl AuditSink for Tee {
             } else if let Err(e) = r {
                 tracing::warn!(error = %e, "an audit copy failed");
             }
+        }
+        Ok(())
+    }
+
+    fn is_writable(&self) -> bool {
+        self.0.first().is_none_or(|s| s.is_writable())
+    }
+
+    fn health(&self) -> Option<AuditHealth> {
+        self.0.first().and_then(|s| s.health())
+    }
+}
+
+/// A copy that never holds up the caller: records are queued (up to `capacity`) to a
+/// thread that writes them to the inner sink; when the queue is full the copy is
+/// dropped, counted and reported with a warning. Use it for stdout and journald.
+pub struct Detached {
+    tx: std::sync::mpsc::SyncSender<AuditEvent>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+    name: &'static str,
+}
+
+impl Detached {
+    /// Starts the writer thread for `inner`.
+    pub fn spawn(
+        name: &'static str,
+        inner: Arc<dyn AuditSink>,
+        capacity: usize,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<AuditEvent>(capacity);
+        std::thread::Builder::new()
+            .name(format!("audit-{name}"))
+            .spawn(move || {
+                while let Ok(ev) = rx.recv() {
+                    if let Err(e) = futures::executor::block_on(inner.record(&ev)) {
+                        tracing::warn!(copy = name, error = %e, "an audit copy failed");
+                    }
+                }
+            })?;
+        Ok(Detached {
+            tx,
+            dropped: Arc::default(),
+            name,
+        })
+    }
+
+    /// How many copies were dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl AuditSink for Detached {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if self.tx.try_send(event.clone()).is_err() {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::warn!(
+                copy = self.name,
+                dropped = n,
+                "an audit copy is behind; dropped a copy (the audit file has the record)"
+            );
         }
         Ok(())
     }

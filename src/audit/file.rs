@@ -1,0 +1,692 @@
+//! The file sink, the record of truth: one chained JSON record per line, appended and
+//! `fsync`ed before [`AuditSink::record`] returns.
+//!
+//! - Appends are serialized by one lock, so concurrent rotations produce one valid chain.
+//! - On open, the chain continues from the last record of the file (or of the newest
+//!   rotated file); an incomplete last line left by a crash is removed and noted.
+//! - When the file reaches [`FileOptions::max_bytes`] it ends with an `audit.rotated`
+//!   record, is renamed `<name>.<first seq, 12 digits>`, and a new file continues the chain.
+//! - A seal file `<name>.seal` names the last record written (sequence number and hash);
+//!   `keyturn audit verify` uses it to detect records cut off the end.
+//! - A failed write (full or read-only disk) fails the call (the engine does not proceed),
+//!   leaves no partial line in the chain (it is truncated away now, or before the next
+//!   write), marks the sink unhealthy, and the first write that works again is preceded by
+//!   an `audit.recovered` record saying how many records were refused and since when.
+
+use super::chain::{self, GENESIS_PREV};
+use super::{Actor, AuditError, AuditEvent, AuditSink, EventKind, Outcome};
+use async_trait::async_trait;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+/// Default size at which the file is rotated.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Size of the seal file's single, fixed-length line.
+const SEAL_LEN: usize = 200;
+
+/// How the file sink behaves.
+#[derive(Clone)]
+pub struct FileOptions {
+    /// Rotate the file once it holds this many bytes.
+    pub max_bytes: u64,
+    /// Keep `<name>.seal` up to date (detects records removed from the end).
+    pub seal: bool,
+    /// Simulated disk faults, for tests; `None` in production.
+    pub faults: Option<Arc<FaultSwitch>>,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+            seal: true,
+            faults: None,
+        }
+    }
+}
+
+/// A simulated disk fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Writes work.
+    None,
+    /// Writes stop half-way with `ENOSPC`; truncating works (a full disk).
+    Full,
+    /// Writes stop half-way with `ENOSPC` and truncating fails too, so the partial line
+    /// stays until the next write repairs it.
+    FullStuck,
+    /// Nothing can be written (`EROFS`).
+    ReadOnly,
+}
+
+/// Switches simulated faults on and off under a running [`FileSink`] (tests).
+#[derive(Debug, Default)]
+pub struct FaultSwitch(AtomicU8);
+
+impl FaultSwitch {
+    /// A switch with no fault.
+    pub fn new() -> Arc<Self> {
+        Arc::new(FaultSwitch::default())
+    }
+
+    /// Sets the fault every following write sees.
+    pub fn set(&self, fault: Fault) {
+        let v = match fault {
+            Fault::None => 0,
+            Fault::Full => 1,
+            Fault::FullStuck => 2,
+            Fault::ReadOnly => 3,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> Fault {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Fault::Full,
+            2 => Fault::FullStuck,
+            3 => Fault::ReadOnly,
+            _ => Fault::None,
+        }
+    }
+}
+
+/// The state of the audit file, for status answers and health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHealth {
+    /// The live file.
+    pub path: PathBuf,
+    /// False while records cannot be written: no rotation starts.
+    pub writable: bool,
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+    /// The hash of the last record written (the chain's head).
+    pub head: String,
+    /// When writing started failing.
+    pub failing_since: Option<OffsetDateTime>,
+    /// Records refused since then (their actions did not proceed).
+    pub refused: u64,
+    /// The last write error.
+    pub last_error: Option<String>,
+}
+
+/// Appends chained JSON records to a file, mode 0640, `fsync`ing each before returning.
+pub struct FileSink {
+    path: PathBuf,
+    state: Arc<Mutex<State>>,
+    health: Arc<Mutex<AuditHealth>>,
+}
+
+struct Failing {
+    since: OffsetDateTime,
+    refused: u64,
+    error: String,
+}
+
+struct State {
+    path: PathBuf,
+    /// The live file; `None` after a rotation could not create the new one.
+    file: Option<File>,
+    /// Bytes of complete records in the live file.
+    len: u64,
+    next_seq: u64,
+    /// Hash of the last record.
+    prev: String,
+    /// Sequence number of the live file's first record (names it when rotated).
+    first_seq: u64,
+    /// The live file's last record ended it (`audit.rotated`): rename before writing.
+    rotation_due: bool,
+    /// A failed write may have left bytes after `len`.
+    dirty: bool,
+    opts: FileOptions,
+    seal: Option<File>,
+    failing: Option<Failing>,
+    health: Arc<Mutex<AuditHealth>>,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o640)
+        .open(path)
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// `<path>.seal`.
+pub fn seal_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".seal");
+    PathBuf::from(s)
+}
+
+/// The name a live file gets when rotated: `<path>.<first seq, 12 digits>`.
+pub fn rotated_path(path: &Path, first_seq: u64) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{first_seq:012}"));
+    PathBuf::from(s)
+}
+
+/// The rotated files of `path` with their first sequence numbers, oldest first.
+pub fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = format!("{name}.");
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(digits) = n.strip_prefix(&prefix) {
+            if digits.len() >= 12 && digits.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(seq) = digits.parse::<u64>() {
+                    out.push((seq, dir.join(n)));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The last complete line of `file` and the length up to and including its newline
+/// (anything after it is an incomplete record).
+fn last_line(file: &File, len: u64) -> io::Result<(u64, Option<String>)> {
+    let mut pos = len;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = pos.min(64 * 1024);
+        if chunk == 0 {
+            // No newline at all: nothing complete.
+            return Ok((0, None));
+        }
+        pos -= chunk;
+        let mut part = vec![0u8; chunk as usize];
+        file.read_exact_at(&mut part, pos)?;
+        part.extend_from_slice(&buf);
+        buf = part;
+        if let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') {
+            let start = match buf[..last_nl].iter().rposition(|b| *b == b'\n') {
+                Some(p) => Some(p + 1),
+                None if pos == 0 => Some(0),
+                None => None,
+            };
+            if let Some(start) = start {
+                let line = String::from_utf8_lossy(&buf[start..last_nl]).into_owned();
+                return Ok((pos + last_nl as u64 + 1, Some(line)));
+            }
+        }
+    }
+}
+
+fn first_line(file: &File) -> io::Result<Option<String>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = file.read_at(&mut buf, 0)?;
+    Ok(buf[..n]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|p| String::from_utf8_lossy(&buf[..p]).into_owned()))
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// What the seal file says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Seal {
+    /// The last record written.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// Reads `<path>.seal`; `Ok(None)` when there is none.
+pub fn read_seal(path: &Path) -> io::Result<Option<Seal>> {
+    match std::fs::read_to_string(seal_path(path)) {
+        Ok(s) => serde_json::from_str(s.trim())
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn daemon_note(
+    kind: EventKind,
+    time: OffsetDateTime,
+    outcome: Outcome,
+    detail: String,
+) -> AuditEvent {
+    let mut ev = AuditEvent::new(kind, time);
+    ev.actor = Some(Actor::Daemon);
+    ev.outcome = Some(outcome);
+    ev.detail = Some(detail);
+    ev
+}
+
+impl FileSink {
+    /// Opens (creating if needed) the file for appending, continuing its chain.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, FileOptions::default())
+    }
+
+    /// Like [`FileSink::open`] with options.
+    pub fn open_with(path: &Path, opts: FileOptions) -> Result<Self, AuditError> {
+        let open_err = |source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let now = OffsetDateTime::now_utc();
+        let file = open_append(path).map_err(open_err)?;
+        let len = file.metadata().map_err(open_err)?.len();
+        let (good, last) = last_line(&file, len).map_err(open_err)?;
+        let mut notes = Vec::new();
+        if good < len {
+            // A write interrupted by a crash or a full disk: never acknowledged, so the
+            // action it announced did not proceed. Remove it so the chain continues.
+            file.set_len(good)
+                .and_then(|_| file.sync_data())
+                .map_err(open_err)?;
+            tracing::warn!(path = %path.display(), bytes = len - good, "removed an incomplete audit record at the end of the log");
+            notes.push(daemon_note(
+                EventKind::AuditRecovered,
+                now,
+                Outcome::Warning,
+                format!(
+                    "removed {} byte(s) of an incomplete record at the end of {} (a write interrupted by a crash or a full disk; the action it announced did not proceed)",
+                    len - good,
+                    path.display()
+                ),
+            ));
+        }
+        let corrupt = |src: &Path, detail: String| AuditError::Corrupt {
+            path: src.to_owned(),
+            line: count_lines(src),
+            detail,
+        };
+        // The record the chain continues from: the live file's last, or the newest
+        // rotated file's last when the live file is empty.
+        let (tail, first_seq) = match last {
+            Some(line) => {
+                let r = chain::parse_line(&line).map_err(|e| corrupt(path, e.to_string()))?;
+                let first = first_line(&file)
+                    .ok()
+                    .flatten()
+                    .and_then(|l| chain::parse_line(&l).ok())
+                    .map(|f| f.seq)
+                    .unwrap_or(r.seq);
+                (Some(r), first)
+            }
+            None => match rotated_files(path).map_err(open_err)?.pop() {
+                Some((_, older)) => {
+                    let f = File::open(&older).map_err(open_err)?;
+                    let l = f.metadata().map_err(open_err)?.len();
+                    let (_, line) = last_line(&f, l).map_err(open_err)?;
+                    let line = line.ok_or_else(|| corrupt(&older, "no complete record".into()))?;
+                    let r = chain::parse_line(&line).map_err(|e| corrupt(&older, e.to_string()))?;
+                    let next = r.seq + 1;
+                    (Some(r), next)
+                }
+                None => (None, 0),
+            },
+        };
+        if let (Some(t), Ok(Some(seal))) = (&tail, read_seal(path)) {
+            if seal.seq > t.seq || (seal.seq == t.seq && seal.hash != t.hash) {
+                tracing::error!(path = %path.display(), sealed = seal.seq, last = t.seq, "the audit log ends before the record its seal names: records were removed");
+                notes.push(daemon_note(
+                    EventKind::AuditSealMismatch,
+                    now,
+                    Outcome::Failure,
+                    format!(
+                        "the seal names record {} ({}) but the log ends at record {} ({}): records were removed or rewritten while keyturn was not running",
+                        seal.seq, seal.hash, t.seq, t.hash
+                    ),
+                ));
+            }
+        }
+        let rotation_due = good > 0
+            && tail
+                .as_ref()
+                .is_some_and(|t| t.event() == EventKind::AuditRotated.as_str());
+        let (next_seq, prev) = match &tail {
+            Some(t) => (t.seq + 1, t.hash.clone()),
+            None => {
+                notes.insert(
+                    0,
+                    daemon_note(
+                        EventKind::AuditGenesis,
+                        now,
+                        Outcome::Success,
+                        format!("a new audit chain starts in {}", path.display()),
+                    ),
+                );
+                (0, GENESIS_PREV.to_owned())
+            }
+        };
+        let seal = if opts.seal {
+            Some(
+                OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(false)
+                    .mode(0o640)
+                    .open(seal_path(path))
+                    .map_err(open_err)?,
+            )
+        } else {
+            None
+        };
+        let health = Arc::new(Mutex::new(AuditHealth {
+            path: path.to_owned(),
+            writable: true,
+            next_seq,
+            head: prev.clone(),
+            failing_since: None,
+            refused: 0,
+            last_error: None,
+        }));
+        let mut state = State {
+            path: path.to_owned(),
+            file: Some(file),
+            len: good,
+            next_seq,
+            prev,
+            first_seq,
+            rotation_due,
+            dirty: false,
+            opts,
+            seal,
+            failing: None,
+            health: health.clone(),
+        };
+        if state.rotation_due {
+            state.finish_rotation()?;
+        }
+        for note in notes {
+            state.write(&note)?;
+        }
+        state.publish();
+        Ok(FileSink {
+            path: path.to_owned(),
+            state: Arc::new(Mutex::new(state)),
+            health,
+        })
+    }
+
+    /// The live file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn append_blocking(state: &Mutex<State>, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.record(event)
+    }
+}
+
+impl State {
+    fn err(&self, source: io::Error) -> AuditError {
+        AuditError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        self.opts
+            .faults
+            .as_ref()
+            .map(|f| f.get())
+            .unwrap_or(Fault::None)
+    }
+
+    /// Records `event` (preceded by a recovery note after failures), rotating first
+    /// when the file is full.
+    fn record(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
+        let result = self.record_inner(event);
+        match &result {
+            Ok(()) => {}
+            Err(e) => {
+                let failing = self.failing.get_or_insert_with(|| {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log: keyturn starts no rotation until it can");
+                    Failing {
+                        since: event.time,
+                        refused: 0,
+                        error: String::new(),
+                    }
+                });
+                failing.refused += 1;
+                failing.error = e.to_string();
+            }
+        }
+        self.publish();
+        result
+    }
+
+    fn record_inner(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.repair()?;
+        if self.rotation_due || self.file.is_none() {
+            self.finish_rotation()?;
+        }
+        if let Some(f) = self.failing.take() {
+            let note = daemon_note(
+                EventKind::AuditRecovered,
+                event.time,
+                Outcome::Warning,
+                format!(
+                    "the audit log could not be written from {} to {} ({}); {} record(s) were refused and the actions they announced did not proceed",
+                    super::format_time(f.since),
+                    super::format_time(event.time),
+                    f.error,
+                    f.refused
+                ),
+            );
+            if let Err(e) = self.write(&note) {
+                self.failing = Some(f);
+                return Err(e);
+            }
+            tracing::info!(path = %self.path.display(), refused = f.refused, "the audit log is writable again");
+        }
+        if self.len >= self.opts.max_bytes {
+            let note = daemon_note(
+                EventKind::AuditRotated,
+                event.time,
+                Outcome::Success,
+                format!(
+                    "this file reached {} bytes (limit {}); the chain continues in a new {} from record {}",
+                    self.len,
+                    self.opts.max_bytes,
+                    self.path.display(),
+                    self.next_seq + 1
+                ),
+            );
+            self.write(&note)?;
+            self.rotation_due = true;
+            self.finish_rotation()?;
+        }
+        self.write(event)
+    }
+
+    /// Truncates away what a failed write left after the last complete record.
+    fn repair(&mut self) -> Result<(), AuditError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if matches!(self.fault(), Fault::FullStuck | Fault::ReadOnly) {
+            return Err(self.err(io::Error::from_raw_os_error(30)));
+        }
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.set_len(self.len)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| self.err(e))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Renames the full live file and starts a new one.
+    fn finish_rotation(&mut self) -> Result<(), AuditError> {
+        if self.rotation_due {
+            let target = rotated_path(&self.path, self.first_seq);
+            if target.exists() {
+                return Err(self.err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("cannot rotate: {} exists already", target.display()),
+                )));
+            }
+            if self.fault() != Fault::None {
+                return Err(self.err(io::Error::from_raw_os_error(30)));
+            }
+            std::fs::rename(&self.path, &target).map_err(|e| self.err(e))?;
+            self.file = None;
+            self.rotation_due = false;
+            self.len = 0;
+            self.first_seq = self.next_seq;
+            tracing::info!(path = %self.path.display(), rotated = %target.display(), "rotated the audit log");
+        }
+        if self.file.is_none() {
+            let f = open_append(&self.path).map_err(|e| self.err(e))?;
+            sync_dir(&self.path);
+            self.file = Some(f);
+        }
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let fault = self.fault();
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the audit file is not open"));
+        };
+        match fault {
+            Fault::None => file.write_all(bytes).and_then(|_| file.sync_data()),
+            Fault::Full | Fault::FullStuck => {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                Err(io::Error::from_raw_os_error(28))
+            }
+            Fault::ReadOnly => Err(io::Error::from_raw_os_error(30)),
+        }
+    }
+
+    /// Appends one record and fsyncs it; on failure removes any partial line.
+    fn write(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
+        let enc =
+            chain::encode(self.next_seq, &self.prev, event).map_err(|e| self.err(e.into()))?;
+        match self.write_bytes(&enc.line) {
+            Ok(()) => {
+                self.len += enc.line.len() as u64;
+                self.next_seq += 1;
+                self.prev = enc.hash;
+                self.write_seal(event.time);
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty = true;
+                if let Err(r) = self.repair() {
+                    tracing::warn!(error = %r, "cannot remove a partial audit record yet; the next write does");
+                }
+                Err(self.err(e))
+            }
+        }
+    }
+
+    /// Overwrites the seal in place (no fsync: after a crash it may lag, never lead).
+    fn write_seal(&mut self, time: OffsetDateTime) {
+        let Some(seal) = &self.seal else { return };
+        let mut text = format!(
+            "{{\"seq\":{},\"hash\":\"{}\",\"time\":\"{}\"}}",
+            self.next_seq - 1,
+            self.prev,
+            super::format_time(time)
+        );
+        while text.len() < SEAL_LEN - 1 {
+            text.push(' ');
+        }
+        text.push('\n');
+        if let Err(e) = seal.write_all_at(text.as_bytes(), 0) {
+            tracing::warn!(error = %e, "cannot update the audit seal");
+        }
+    }
+
+    fn publish(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        *h = AuditHealth {
+            path: self.path.clone(),
+            writable: self.failing.is_none(),
+            next_seq: self.next_seq,
+            head: self.prev.clone(),
+            failing_since: self.failing.as_ref().map(|f| f.since),
+            refused: self.failing.as_ref().map(|f| f.refused).unwrap_or(0),
+            last_error: self.failing.as_ref().map(|f| f.error.clone()),
+        };
+    }
+}
+
+#[async_trait]
+impl AuditSink for FileSink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let state = self.state.clone();
+                let event = event.clone();
+                // The write runs to completion even if the caller is cancelled, so the
+                // chain never holds a record its writer did not account for.
+                handle
+                    .spawn_blocking(move || FileSink::append_blocking(&state, &event))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(AuditError::Write {
+                            path: self.path.clone(),
+                            source: io::Error::other(e.to_string()),
+                        })
+                    })
+            }
+            Err(_) => FileSink::append_blocking(&self.state, event),
+        }
+    }
+
+    fn is_writable(&self) -> bool {
+        self.health.lock().map(|h| h.writable).unwrap_or(false)
+    }
+
+    fn health(&self) -> Option<AuditHealth> {
+        Some(
+            self.health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
