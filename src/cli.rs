@@ -624,6 +624,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
         tasks.push(tokio::spawn(crate::metrics::serve(
             listener,
             board.clone(),
+            audit.clone(),
             watchdog,
             stopped(),
         )));

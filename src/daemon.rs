@@ -170,6 +170,10 @@ pub struct DaemonStatus {
     /// Last time the main loop ran (for the systemd watchdog and health checks).
     #[serde(skip)]
     pub heartbeat: Option<std::time::Instant>,
+    /// The audit log's state when the status was taken (filled by the admin socket and
+    /// the metrics listener from the audit sink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::AuditHealth>,
 }
 
 /// Shared view of the daemon's state.

@@ -5,6 +5,7 @@
 //! Azure calls are counted by wrapping the one HTTP client: [`Instrumented`] is the
 //! transport handed to the official SDK, and the Graph adapter reports through [`observe`].
 
+use crate::audit::AuditSink;
 use crate::daemon::{DaemonStatus, StatusBoard};
 use async_trait::async_trait;
 use azure_core::http::{AsyncRawResponse, HttpClient, Request};
@@ -18,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -194,6 +196,22 @@ pub fn render(status: &DaemonStatus, now: time::OffsetDateTime) -> String {
         "Failed attempts since the last success",
         failures,
     );
+    if let Some(a) = &status.audit {
+        let writable = Gauge::<i64>::default();
+        writable.set(a.writable as i64);
+        reg.register(
+            "audit_writable",
+            "1 while audit records can be written; 0: rotations are refused (fail closed)",
+            writable,
+        );
+        let refused = Counter::<u64>::default();
+        refused.inc_by(a.refused);
+        reg.register(
+            "audit_refused_records",
+            "Audit records refused since writing began failing",
+            refused,
+        );
+    }
     let ready = Gauge::<i64>::default();
     ready.set((status.ready && !status.stopping) as i64);
     reg.register(
@@ -236,9 +254,11 @@ fn answer(status: u16, content_type: &str, body: String) -> hyper::Response<Full
 fn route(
     path: &str,
     board: &StatusBoard,
+    audit: &dyn AuditSink,
     heartbeat_limit: Option<Duration>,
 ) -> hyper::Response<Full<Bytes>> {
-    let status = board.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut status = board.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    status.audit = audit.health();
     match path {
         "/metrics" => answer(
             200,
@@ -255,6 +275,13 @@ fn route(
                     503,
                     "text/plain",
                     "the main loop has not run recently\n".into(),
+                )
+            } else if !audit.is_writable() {
+                let why = status.audit.and_then(|a| a.last_error).unwrap_or_default();
+                answer(
+                    503,
+                    "text/plain",
+                    format!("the audit log cannot be written ({why}): rotations are refused until it can\n"),
                 )
             } else {
                 answer(200, "text/plain", "ok\n".into())
@@ -281,6 +308,7 @@ fn route(
 pub async fn serve(
     listener: TcpListener,
     board: StatusBoard,
+    audit: Arc<dyn AuditSink>,
     heartbeat_limit: Option<Duration>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -294,10 +322,11 @@ pub async fn serve(
             },
         };
         let board = board.clone();
+        let audit = audit.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let r = route(req.uri().path(), &board, heartbeat_limit);
+                    let r = route(req.uri().path(), &board, audit.as_ref(), heartbeat_limit);
                     async move { Ok::<_, std::convert::Infallible>(r) }
                 });
             let conn = hyper::server::conn::http1::Builder::new()

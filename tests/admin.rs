@@ -86,6 +86,8 @@ async fn on_call_commands_through_the_socket() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["result"]["accounts"].as_array().unwrap().len(), 3);
     assert!(v["result"]["accounts"][0]["next_due"].is_string());
+    assert_eq!(v["result"]["audit"]["writable"], true, "{v}");
+    assert!(v["result"]["audit"]["next_seq"].as_u64().unwrap() > 0);
 
     let out = cli(
         &[
@@ -629,6 +631,7 @@ async fn metrics_and_health_endpoints() {
     );
     assert_eq!(value("keyturn_pending", &[("account", "svc-1")]), Some(0.0));
     assert_eq!(value("keyturn_ready", &[]), Some(1.0));
+    assert_eq!(value("keyturn_audit_writable", &[]), Some(1.0), "{body}");
     assert!(
         value(
             "keyturn_azure_requests_total",

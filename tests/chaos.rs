@@ -381,6 +381,12 @@ async fn chaos_never_breaks_the_invariant() {
             output.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
         }
     }
+    let verify = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--file"])
+        .arg(dir.path().join("audit.jsonl"))
+        .output()
+        .unwrap();
+    let chain = String::from_utf8_lossy(&verify.stdout).trim().to_owned();
     let passwords = all_passwords(&emu, &cfg).await;
     let leaks = passwords
         .iter()
@@ -389,7 +395,7 @@ async fn chaos_never_breaks_the_invariant() {
 
     let violations = violations.lock().unwrap().clone();
     let summary = format!(
-        "chaos: {} accounts, {} tenants, 2 vaults, {rounds} rounds in {:.0?}\n  kills: {sigkills} SIGKILL, {sigterms} SIGTERM; forced: {usr1} SIGUSR1, {socket_rotations} socket rotate-all\n  rotations: {} started, {} completed, {} abandoned, {} left pending, {} resumed\n  faults fired: {:?}\n  invariant checks: {}, violations: {}\n  converged with faults off in {:.1?}: {converged}\n  staged rotations without an end: {}\n  output searched: {} bytes for {} passwords: {leaks} hits",
+        "chaos: {} accounts, {} tenants, 2 vaults, {rounds} rounds in {:.0?}\n  kills: {sigkills} SIGKILL, {sigterms} SIGTERM; forced: {usr1} SIGUSR1, {socket_rotations} socket rotate-all\n  rotations: {} started, {} completed, {} abandoned, {} left pending, {} resumed\n  faults fired: {:?}\n  invariant checks: {}, violations: {}\n  converged with faults off in {:.1?}: {converged}\n  staged rotations without an end: {}\n  output searched: {} bytes for {} passwords: {leaks} hits\n  audit chain: {chain}",
         shape.accounts,
         shape.tenants,
         started.elapsed(),
@@ -430,6 +436,11 @@ async fn chaos_never_breaks_the_invariant() {
             .join("\n")
     );
     assert_eq!(leaks, 0, "{summary}");
+    assert!(
+        verify.status.success(),
+        "the audit chain must verify after all the kills\n{summary}\n{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     assert!(
         count(dir.path(), "rotation.completed", None) >= shape.accounts,
         "{summary}"

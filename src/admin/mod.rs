@@ -400,11 +400,12 @@ async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Response {
     let gone = || Response::error("stopping", "the daemon is stopping");
     match req {
         Request::Status => {
-            let status = handler
+            let mut status = handler
                 .board
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
+            status.audit = handler.audit.health();
             Response::ok(serde_json::to_value(status).unwrap_or_default())
         }
         Request::Rotate {

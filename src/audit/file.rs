@@ -96,7 +96,7 @@ impl FaultSwitch {
 }
 
 /// The state of the audit file, for status answers and health checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditHealth {
     /// The live file.
     pub path: PathBuf,
@@ -107,6 +107,7 @@ pub struct AuditHealth {
     /// The hash of the last record written (the chain's head).
     pub head: String,
     /// When writing started failing.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub failing_since: Option<OffsetDateTime>,
     /// Records refused since then (their actions did not proceed).
     pub refused: u64,
