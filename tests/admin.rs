@@ -670,3 +670,57 @@ async fn metrics_and_health_endpoints() {
     d.signal(Signal::SIGTERM);
     assert!(d.wait().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_connections_do_not_stop_rotations() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            schedule: "*/2 * * * * *",
+            admin: "request_timeout = \"2s\"",
+            ..Opts::default()
+        },
+    );
+    let sock = dir.path().join("admin.sock");
+    let d = Daemon::start_with_log(&config, dir.path(), "run", "info");
+    d.ready().await;
+    let before = count(dir.path(), "rotation.completed", None);
+    // 3,000 connections at once, most silent, some sending garbage.
+    let mut held = Vec::new();
+    for i in 0..3000 {
+        match UnixStream::connect(&sock) {
+            Ok(mut s) => {
+                if i % 10 == 0 {
+                    let _ = s.write_all(b"\x00\x01garbage\n");
+                }
+                held.push(s);
+            }
+            Err(e) => panic!("connection {i} refused: {e}"),
+        }
+    }
+    // Rotations go on meanwhile (every 2 s).
+    assert!(
+        wait_for(Duration::from_secs(15), || count(
+            dir.path(),
+            "rotation.completed",
+            None
+        ) >= before + 3)
+        .await,
+        "rotations stalled under the connection flood"
+    );
+    drop(held);
+    // Once the flood is gone, clients are served again.
+    assert!(
+        wait_for(Duration::from_secs(10), || cli(&["status"], &sock)
+            .status
+            .success())
+        .await,
+        "the socket answers again"
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+}
