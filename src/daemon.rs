@@ -657,17 +657,7 @@ impl Daemon {
                         ));
                     }
                 }
-                if let Some(reply) = reply {
-                    tokio::spawn(async move {
-                        let mut all = immediate;
-                        for rx in waits {
-                            if let Ok(r) = rx.await {
-                                all.push(r);
-                            }
-                        }
-                        let _ = reply.send(all);
-                    });
-                }
+                reply_when_done(reply, immediate, waits);
             }
             Command::Pause {
                 account,
@@ -724,17 +714,7 @@ impl Daemon {
                     self.spawn(idx, Job::Reconcile, request.clone(), None, Some(tx));
                     waits.push(rx);
                 }
-                if let Some(reply) = reply {
-                    tokio::spawn(async move {
-                        let mut all = immediate;
-                        for rx in waits {
-                            if let Ok(r) = rx.await {
-                                all.push(r);
-                            }
-                        }
-                        let _ = reply.send(all);
-                    });
-                }
+                reply_when_done(reply, immediate, waits);
             }
             Command::Reload {
                 accounts,
@@ -940,6 +920,26 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// Sends `reply` the immediate answers followed by each awaited one, once all have come,
+/// without holding up the daemon's loop.
+fn reply_when_done<T: Send + 'static>(
+    reply: Option<oneshot::Sender<Vec<T>>>,
+    immediate: Vec<T>,
+    waits: Vec<oneshot::Receiver<T>>,
+) {
+    if let Some(reply) = reply {
+        tokio::spawn(async move {
+            let mut all = immediate;
+            for rx in waits {
+                if let Ok(r) = rx.await {
+                    all.push(r);
+                }
+            }
+            let _ = reply.send(all);
+        });
     }
 }
 

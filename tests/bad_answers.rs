@@ -96,21 +96,13 @@ async fn engine(
 
 fn answer(case: &Case) -> FaultRule {
     FaultRule {
-        id: None,
         route: case.route.into(),
-        vault: None,
-        tenant: None,
         kind: FaultKind::Answer,
         status: Some(case.status),
-        retry_after: None,
-        latency_ms: None,
-        then: None,
-        probability: None,
-        count: None,
         content_type: case.content_type.map(String::from),
         body: Some(case.body.into()),
         body_bytes: case.body_bytes,
-        fired: 0,
+        ..Default::default()
     }
 }
 
@@ -229,21 +221,10 @@ async fn a_token_endpoint_that_never_answers_is_timed_out() {
     let (engine, accounts) = engine(&emu, dir.path(), "1s").await;
     emu.control()
         .add_fault(FaultRule {
-            id: None,
             route: "token".into(),
-            vault: None,
-            tenant: None,
             kind: FaultKind::Latency,
-            status: None,
-            retry_after: None,
             latency_ms: Some(600_000),
-            then: None,
-            probability: None,
-            count: None,
-            content_type: None,
-            body: None,
-            body_bytes: None,
-            fired: 0,
+            ..Default::default()
         })
         .unwrap();
     let started = Instant::now();

@@ -137,21 +137,10 @@ fn config(emu: &Emulator, dir: &Path, shape: &Shape) -> std::path::PathBuf {
 
 fn rule(route: &str, kind: FaultKind, p: f64) -> FaultRule {
     FaultRule {
-        id: None,
         route: route.into(),
-        vault: None,
-        tenant: None,
         kind,
-        status: None,
-        retry_after: None,
-        latency_ms: None,
-        then: None,
         probability: Some(p),
-        count: None,
-        content_type: None,
-        body: None,
-        body_bytes: None,
-        fired: 0,
+        ..Default::default()
     }
 }
 

@@ -79,21 +79,10 @@ impl Rig {
 
 fn fault(route: &str, kind: FaultKind) -> FaultRule {
     FaultRule {
-        id: None,
         route: route.into(),
-        vault: None,
-        tenant: None,
         kind,
-        status: None,
-        retry_after: None,
-        latency_ms: None,
-        then: None,
-        probability: None,
         count: Some(1),
-        content_type: None,
-        body: None,
-        body_bytes: None,
-        fired: 0,
+        ..Default::default()
     }
 }
 

@@ -172,7 +172,16 @@ async fn no_password_appears_in_anything_keyturn_prints_or_records() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         d.signal(Signal::SIGUSR1);
     }
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Enough rotations, under faults, however loaded the machine is.
+    assert!(
+        wait_for(Duration::from_secs(60), || count(
+            dir.path(),
+            "rotation.completed",
+            None
+        ) >= 6)
+        .await,
+        "fewer than 6 rotations completed in a minute"
+    );
     emu.control().clear_faults();
     d.signal(Signal::SIGTERM);
     let (stdout, stderr) = (d.stdout.clone(), d.stderr.clone());

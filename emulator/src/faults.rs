@@ -23,9 +23,10 @@ pub const ROUTES: [&str; 13] = [
 ];
 
 /// What a fault does.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
+    #[default]
     /// Answer `status` (500, 503, 429, ...) without handling the request; `retry_after`
     /// seconds go in a `Retry-After` header.
     Status,
@@ -57,7 +58,7 @@ impl FaultKind {
 }
 
 /// One fault rule. Either `probability` or `count` (or neither: fires on every match).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
     /// Identifier (assigned when absent); used to delete the rule and in the counters.

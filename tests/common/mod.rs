@@ -8,10 +8,10 @@ use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
 use futures::TryStreamExt;
 use keyturn::config::Loaded;
+use keyturn_emulator::FaultRule;
 use keyturn_emulator::{
     Emulator, EmulatorConfig, InvariantQuery, InvariantReport, Scenario, TlsSource,
 };
-use keyturn_emulator::{FaultKind, FaultRule};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -363,21 +363,5 @@ pub fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
 }
 
 pub fn rule() -> FaultRule {
-    FaultRule {
-        id: None,
-        route: String::new(),
-        vault: None,
-        tenant: None,
-        kind: FaultKind::Status,
-        status: None,
-        retry_after: None,
-        latency_ms: None,
-        then: None,
-        probability: None,
-        count: None,
-        content_type: None,
-        body: None,
-        body_bytes: None,
-        fired: 0,
-    }
+    FaultRule::default()
 }
