@@ -10,6 +10,7 @@
 //!   finish, recovery and drift (`docs/protocol.md`).
 //! - [`audit`]: audit events and their sinks.
 //! - [`clock`]: time as an input.
+//! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators.
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod directory;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
