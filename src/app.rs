@@ -1,6 +1,7 @@
 //! Wiring: turns a validated configuration into accounts backed by the real Azure
 //! adapters, sharing one HTTP client, one credential per identity (token caches), one
-//! store per vault and identity, and one directory per identity.
+//! store per vault and identity, and one directory per identity; stores and directories
+//! are paced by one [`Limiter`] (buckets per vault and per Graph app and tenant).
 
 use crate::azure::graph::{GraphDirectory, GraphSettings, GRAPH_SCOPE};
 use crate::azure::keyvault::KeyVaultStore;
@@ -8,6 +9,7 @@ use crate::azure::{self, SetupError};
 use crate::config::Loaded;
 use crate::daemon::{Managed, Settings};
 use crate::directory::Directory;
+use crate::limits::Limiter;
 use crate::protocol::{Account, Tuning};
 use crate::store::SecretStore;
 use azure_core::credentials::TokenCredential;
@@ -22,6 +24,7 @@ pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 /// Builds every managed account from the configuration.
 pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>, SetupError> {
     let config = &loaded.config;
+    let limiter = Limiter::new(config.limits.clone());
     let mut credentials: HashMap<&str, Arc<dyn TokenCredential>> = HashMap::new();
     for (name, id) in &config.identities {
         credentials.insert(name, azure::credential(name, id, http, &config.network)?);
@@ -35,14 +38,14 @@ pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>,
             Some(s) => s.clone(),
             None => {
                 let cred = credentials[a.vault_identity.as_str()].clone();
-                let s: Arc<dyn SecretStore> = Arc::new(
+                let s: Arc<dyn SecretStore> = limiter.store(Arc::new(
                     KeyVaultStore::new(&a.vault, cred, http, &config.network).map_err(|e| {
                         SetupError::Identity {
                             identity: a.vault_identity.clone(),
                             detail: e.to_string(),
                         }
                     })?,
-                );
+                ));
                 stores.insert(key, s.clone());
                 s
             }
@@ -61,7 +64,19 @@ pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>,
                     .clone()
                     .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok())
                     .unwrap_or_else(|| DEFAULT_AUTHORITY.into());
-                let d: Arc<dyn Directory> = Arc::new(GraphDirectory::new(
+                let tenant_id = id
+                    .tenant_id
+                    .clone()
+                    .unwrap_or_else(|| "organizations".into());
+                let client_id = id.client_id.clone().unwrap_or_default();
+                // Graph counts writes per app and tenant.
+                let app = if client_id.is_empty() {
+                    a.identity.as_str()
+                } else {
+                    client_id.as_str()
+                };
+                let budget_key = format!("{app}@{tenant_id}");
+                let graph = GraphDirectory::new(
                     http.clone(),
                     credentials[a.identity.as_str()].clone(),
                     GraphSettings {
@@ -71,14 +86,12 @@ pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>,
                             .unwrap_or_else(|| DEFAULT_GRAPH.into()),
                         scope: GRAPH_SCOPE.into(),
                         authority_host: authority,
-                        tenant_id: id
-                            .tenant_id
-                            .clone()
-                            .unwrap_or_else(|| "organizations".into()),
-                        client_id: id.client_id.clone().unwrap_or_default(),
+                        tenant_id,
+                        client_id,
                         client_secret,
                     },
-                ));
+                );
+                let d = limiter.directory(&budget_key, Arc::new(graph));
                 directories.insert(a.identity.clone(), d.clone());
                 d
             }
@@ -105,6 +118,7 @@ pub fn settings(loaded: &Loaded) -> Settings {
     let d = &loaded.config.daemon;
     Settings {
         max_concurrent: d.max_concurrent_rotations,
+        max_per_tenant: d.max_concurrent_per_tenant,
         retry_base: d.retry_base_delay,
         retry_max: d.retry_max_delay,
         drift_interval: d.drift_check_interval,

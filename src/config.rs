@@ -26,6 +26,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The optional metrics and health listener.
     pub metrics: MetricsConfig,
+    /// Client-side rate limits per vault and per Graph app and tenant.
+    pub limits: crate::limits::LimitsConfig,
     /// What every account inherits.
     pub defaults: Defaults,
     /// Named Entra credentials.
@@ -49,6 +51,8 @@ pub struct DaemonConfig {
     pub drift_check_interval: Duration,
     /// At most this many rotations at once.
     pub max_concurrent_rotations: usize,
+    /// At most this many rotations at once in one tenant.
+    pub max_concurrent_per_tenant: usize,
     /// How long SIGTERM waits for in-flight rotations.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -74,6 +78,7 @@ impl Default for DaemonConfig {
             audit_stdout: AuditStdout::Off,
             drift_check_interval: Duration::from_secs(3600),
             max_concurrent_rotations: 8,
+            max_concurrent_per_tenant: 4,
             shutdown_grace: Duration::from_secs(60),
             retry_base_delay: Duration::from_secs(30),
             retry_max_delay: Duration::from_secs(3600),
@@ -434,6 +439,15 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
             "daemon.max_concurrent_rotations".into(),
             "must be at least 1".into(),
         );
+    }
+    if d.max_concurrent_per_tenant == 0 {
+        p(
+            "daemon.max_concurrent_per_tenant".into(),
+            "must be at least 1".into(),
+        );
+    }
+    for (key, message) in config.limits.problems() {
+        p(key, message);
     }
     if d.apply_attempts == 0 || d.apply_attempts > 20 {
         p(

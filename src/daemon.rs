@@ -1,6 +1,7 @@
 //! The long-running service: recovery at start-up, due times computed from Key Vault, a
 //! single timer over a heap of due times (O(log n) per event, no task per idle account),
-//! bounded concurrency, backoff with jitter for failing accounts, drift checks, commands
+//! bounded concurrency, global and per tenant (jobs wait in per-tenant queues served
+//! round-robin, O(1) per event; a task exists only while its job runs), backoff with jitter for failing accounts, drift checks, commands
 //! from signals and the admin socket (rotate, pause, resume, reconcile, reload), and a
 //! graceful shutdown.
 
@@ -8,16 +9,17 @@ use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
 use crate::protocol::{self, Account, Engine, Request, Rotated, RotationError};
 use crate::schedule::Schedule;
+use crate::store::SecretRecord;
 use rand::Rng;
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -35,6 +37,8 @@ pub struct Managed {
 pub struct Settings {
     /// At most this many rotations at once.
     pub max_concurrent: usize,
+    /// At most this many rotations at once in one tenant.
+    pub max_per_tenant: usize,
     /// First retry delay for a failing account.
     pub retry_base: Duration,
     /// Longest retry delay.
@@ -263,9 +267,30 @@ enum TaskOut {
 /// What a finished task reports.
 struct Done {
     name: String,
+    /// The tenant whose allowance the task used.
+    tenant: Arc<str>,
     out: TaskOut,
     reply: Option<oneshot::Sender<AccountResult>>,
     ack: Option<oneshot::Sender<AccountAck>>,
+}
+
+/// A job waiting for a concurrency slot: a small record, no task.
+struct Queued {
+    /// The account, by name (indices change on reload).
+    name: String,
+    job: Job,
+    request: Request,
+    reply: Option<oneshot::Sender<AccountResult>>,
+    ack: Option<oneshot::Sender<AccountAck>>,
+}
+
+/// One tenant's waiting jobs and running count.
+#[derive(Default)]
+struct TenantQueue {
+    waiting: VecDeque<Queued>,
+    running: usize,
+    /// In [`Daemon::ready`] (it has waiting jobs and room to run one).
+    listed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -314,7 +339,10 @@ pub struct Daemon {
     index: HashMap<String, usize>,
     heap: BinaryHeap<Reverse<(OffsetDateTime, usize, u64)>>,
     tasks: JoinSet<Done>,
-    permits: Arc<Semaphore>,
+    /// Waiting jobs per tenant.
+    tenants: HashMap<Arc<str>, TenantQueue>,
+    /// Tenants with waiting jobs and room, served round-robin.
+    ready: VecDeque<Arc<str>>,
     board: StatusBoard,
     /// When set, the main loop marks the board this often (watchdog, health).
     heartbeat: Option<Duration>,
@@ -334,7 +362,6 @@ impl Daemon {
             started_at: Some(clock.now()),
             ..Default::default()
         }));
-        let permits = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
         let mut d = Daemon {
             engine,
             audit,
@@ -344,7 +371,8 @@ impl Daemon {
             index: HashMap::new(),
             heap: BinaryHeap::new(),
             tasks: JoinSet::new(),
-            permits,
+            tenants: HashMap::new(),
+            ready: VecDeque::new(),
             board,
             heartbeat: None,
         };
@@ -511,9 +539,14 @@ impl Daemon {
 
     fn joined(&mut self, done: Result<Done, tokio::task::JoinError>) {
         match done {
-            Ok(done) => self.finished(done),
+            Ok(done) => {
+                let tenant = done.tenant.clone();
+                self.finished(done);
+                self.release(&tenant);
+            }
             Err(e) => tracing::error!(error = %e, "a rotation task failed"),
         }
+        self.dispatch();
     }
 
     fn set_due(&mut self, idx: usize, due: OffsetDateTime, trigger: Trigger) {
@@ -761,9 +794,6 @@ impl Daemon {
             }
         }
         let removed = old.len();
-        if self.settings.max_concurrent != settings.max_concurrent {
-            self.permits = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
-        }
         self.settings = settings;
         self.set_slots(slots);
         for idx in fresh {
@@ -782,6 +812,8 @@ impl Daemon {
         summary
     }
 
+    /// Queues a job for the account; it starts when the global and its tenant's allowances
+    /// have room.
     fn spawn(
         &mut self,
         idx: usize,
@@ -792,13 +824,78 @@ impl Daemon {
     ) {
         let slot = &mut self.slots[idx];
         slot.busy = true;
-        let engine = self.engine.clone();
-        let managed = slot.managed.clone();
-        let clock = self.clock.clone();
-        let permits = self.permits.clone();
+        let tenant = tenant_of(&slot.managed);
+        let queued = Queued {
+            name: slot.managed.account.name.clone(),
+            job,
+            request,
+            reply,
+            ack,
+        };
         self.board_mut(idx, |b| b.busy = true);
+        let per_tenant = self.settings.max_per_tenant.max(1);
+        let q = self.tenants.entry(tenant.clone()).or_default();
+        q.waiting.push_back(queued);
+        if !q.listed && q.running < per_tenant {
+            q.listed = true;
+            self.ready.push_back(tenant);
+        }
+        self.dispatch();
+    }
+
+    /// Starts waiting jobs while there is room: tenants take turns.
+    fn dispatch(&mut self) {
+        let per_tenant = self.settings.max_per_tenant.max(1);
+        while self.tasks.len() < self.settings.max_concurrent.max(1) {
+            let Some(tenant) = self.ready.pop_front() else {
+                return;
+            };
+            let Some(q) = self.tenants.get_mut(&tenant) else {
+                continue;
+            };
+            let Some(queued) = q.waiting.pop_front() else {
+                q.listed = false;
+                continue;
+            };
+            q.running += 1;
+            if !q.waiting.is_empty() && q.running < per_tenant {
+                self.ready.push_back(tenant.clone());
+            } else {
+                q.listed = false;
+            }
+            self.start(tenant, queued);
+        }
+    }
+
+    /// Runs one job as a task.
+    fn start(&mut self, tenant: Arc<str>, queued: Queued) {
+        let Queued {
+            name,
+            job,
+            request,
+            reply,
+            ack,
+        } = queued;
+        let Some(&idx) = self.index.get(&name) else {
+            // Removed by a reload while it waited.
+            if let Some(reply) = reply {
+                let _ = reply.send((name.clone(), Err("the account was removed".into())));
+            }
+            self.tasks.spawn(async move {
+                Done {
+                    name,
+                    tenant,
+                    out: TaskOut::Idle(None, None),
+                    reply: None,
+                    ack,
+                }
+            });
+            return;
+        };
+        let engine = self.engine.clone();
+        let managed = self.slots[idx].managed.clone();
+        let clock = self.clock.clone();
         self.tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
             let account = &managed.account;
             let out = match job {
                 Job::Rotate => match engine.rotate(account, &request).await {
@@ -808,12 +905,27 @@ impl Daemon {
                 Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
             };
             Done {
-                name: account.name.clone(),
+                name,
+                tenant,
                 out,
                 reply,
                 ack,
             }
         });
+    }
+
+    /// A task ended: its tenant has room again.
+    fn release(&mut self, tenant: &Arc<str>) {
+        let per_tenant = self.settings.max_per_tenant.max(1);
+        if let Some(q) = self.tenants.get_mut(tenant) {
+            q.running = q.running.saturating_sub(1);
+            if q.waiting.is_empty() && q.running == 0 {
+                self.tenants.remove(tenant);
+            } else if !q.listed && !q.waiting.is_empty() && q.running < per_tenant {
+                q.listed = true;
+                self.ready.push_back(tenant.clone());
+            }
+        }
     }
 
     fn finished(&mut self, done: Done) {
@@ -943,8 +1055,13 @@ fn reply_when_done<T: Send + 'static>(
     }
 }
 
+/// The key of the account's tenant allowance.
+fn tenant_of(managed: &Managed) -> Arc<str> {
+    Arc::from(managed.account.directory.tenant().unwrap_or(""))
+}
+
 /// Recovery, a drift check (and a drift rotation when Graph shows an outside change), then
-/// the due time from Key Vault.
+/// the due time from Key Vault, from one read of `<secret>`.
 async fn reconcile(
     engine: &Engine,
     managed: &Managed,
@@ -957,32 +1074,42 @@ async fn reconcile(
         Ok(None) => {}
         Err(e) => return TaskOut::Failed(e),
     }
-    match engine.check_drift(account).await {
-        Ok(Some(_)) => {
-            return match engine
-                .rotate(account, &Request::daemon(Trigger::Drift))
-                .await
-            {
-                Ok(r) => TaskOut::Rotated(r),
-                Err(e) => TaskOut::Failed(e),
+    let current = match account.store.latest(&account.secret).await {
+        Ok(c) => c,
+        Err(source) => {
+            return TaskOut::Failed(RotationError::Read {
+                account: account.name.clone(),
+                source,
+            })
+        }
+    };
+    if let Some(current) = &current {
+        match engine.check_drift_of(account, current).await {
+            Ok(Some(_)) => {
+                return match engine
+                    .rotate(account, &Request::daemon(Trigger::Drift))
+                    .await
+                {
+                    Ok(r) => TaskOut::Rotated(r),
+                    Err(e) => TaskOut::Failed(e),
+                }
             }
+            Ok(None) => {}
+            Err(RotationError::Directory { source, .. }) => {
+                // Drift needs Graph's user read; its failure must not block scheduling.
+                tracing::warn!(account = %account.name, error = %source, "drift check skipped");
+            }
+            Err(e) => return TaskOut::Failed(e),
         }
-        Ok(None) => {}
-        Err(RotationError::Directory { source, .. }) => {
-            // Drift needs Graph's user read; its failure must not block scheduling.
-            tracing::warn!(account = %account.name, error = %source, "drift check skipped");
-        }
-        Err(e) => return TaskOut::Failed(e),
     }
-    due_from_vault(managed, clock).await
+    due_from(managed, current, clock.now())
 }
 
-/// Reads the current version to find when the account is due.
-async fn due_from_vault(managed: &Managed, clock: &dyn Clock) -> TaskOut {
+/// When the account is due, from the current version of `<secret>` (`None`: it does not exist).
+fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTime) -> TaskOut {
     let account = &managed.account;
-    let now = clock.now();
-    match account.store.latest(&account.secret).await {
-        Ok(Some(current)) => {
+    match current {
+        Some(current) => {
             let rotated = protocol::rotated_at(&current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
             let due = managed
                 .schedule
@@ -993,19 +1120,12 @@ async fn due_from_vault(managed: &Managed, clock: &dyn Clock) -> TaskOut {
             } else {
                 Trigger::Schedule
             };
-            TaskOut::Idle(
-                Some((due, trigger)),
-                Some((current.version.clone(), rotated)),
-            )
+            TaskOut::Idle(Some((due, trigger)), Some((current.version, rotated)))
         }
-        Ok(None) => {
+        None => {
             tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; keyturn creates it with a first rotation");
             TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
         }
-        Err(source) => TaskOut::Failed(RotationError::Read {
-            account: account.name.clone(),
-            source,
-        }),
     }
 }
 

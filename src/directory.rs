@@ -130,4 +130,9 @@ pub trait Directory: Send + Sync {
     async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError>;
     /// Signs in as the user with the password (OAuth2 password grant).
     async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError>;
+    /// The tenant this directory works in, for per-tenant concurrency (`None`: not known;
+    /// such accounts share one allowance).
+    fn tenant(&self) -> Option<&str> {
+        None
+    }
 }

@@ -11,6 +11,7 @@
 //! - [`audit`]: audit events, the chained file sink (the record of truth), copies to
 //!   stdout and journald, and `keyturn audit show | verify | tail` (`docs/audit.md`).
 //! - [`clock`]: time as an input.
+//! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators.
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod directory;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod notify;

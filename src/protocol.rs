@@ -52,9 +52,12 @@ impl Account {
     }
 }
 
+/// What the staging secret's name adds to `<secret>`.
+pub const STAGING_SUFFIX: &str = "-pending";
+
 /// The staging secret's name for `secret`.
 pub fn staging_name(secret: &str) -> String {
-    format!("{secret}-pending")
+    format!("{secret}{STAGING_SUFFIX}")
 }
 
 /// Retry and tolerance settings.
@@ -307,9 +310,19 @@ impl Engine {
                 account: account.name.clone(),
                 source,
             })?;
-        let Some(current) = current else {
-            return Ok(None);
-        };
+        match current {
+            Some(current) => self.check_drift_of(account, &current).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Engine::check_drift`] against a `<secret>` version the caller has just read (the
+    /// daemon reads it once for the drift check and the due time).
+    pub async fn check_drift_of(
+        &self,
+        account: &Account,
+        current: &SecretRecord,
+    ) -> Result<Option<Drift>, RotationError> {
         let user = account
             .directory
             .user(&account.user)
@@ -318,7 +331,7 @@ impl Engine {
                 account: account.name.clone(),
                 source,
             })?;
-        let Some(rotated_at) = rotated_at(&current) else {
+        let Some(rotated_at) = rotated_at(current) else {
             return Ok(None);
         };
         match user.last_password_change {

@@ -66,6 +66,7 @@ fn fixture(n: usize, schedule: &str, rotated_ago: time::Duration) -> Fixture {
 fn settings() -> Settings {
     Settings {
         max_concurrent: 4,
+        max_per_tenant: 4,
         retry_base: Duration::from_secs(10),
         retry_max: Duration::from_secs(60),
         drift_interval: Duration::ZERO,

@@ -29,6 +29,8 @@ pub struct GraphDirectory {
     client_id: String,
     /// The client secret for ROPC with a confidential client, if the identity has one.
     client_secret: Option<Secret>,
+    /// The tenant, for per-tenant concurrency.
+    tenant_id: String,
 }
 
 /// Settings for [`GraphDirectory::new`].
@@ -107,6 +109,7 @@ impl GraphDirectory {
             ),
             client_id: s.client_id,
             client_secret: s.client_secret,
+            tenant_id: s.tenant_id,
         }
     }
 
@@ -415,5 +418,9 @@ impl Directory for GraphDirectory {
                 message,
             }),
         }
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        Some(&self.tenant_id)
     }
 }

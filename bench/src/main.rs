@@ -1,0 +1,584 @@
+//! `keyturn-bench`: seeds `keyturn-emulator` (in this process) with a fleet, runs
+//! `keyturn run` as a real child process against it, and measures start-up, idle memory and
+//! CPU, command latency, and a rotation of every account (see `docs/benchmarks.md`).
+//!
+//! ```sh
+//! cargo build --release && cargo run --release -p keyturn-bench -- --accounts 10000 --tenants 1000 --vaults 10 --limits on
+//! ```
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use keyturn_bench::{EmulatorLimits, Fleet, KeyturnOpts};
+use keyturn_emulator::{Emulator, EmulatorConfig, InvariantQuery, Scenario};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "keyturn scale benchmark")]
+struct Args {
+    /// Accounts (N).
+    #[arg(long, default_value_t = 10_000)]
+    accounts: usize,
+    /// Tenants (T), one app each.
+    #[arg(long, default_value_t = 1_000)]
+    tenants: usize,
+    /// Vaults (V).
+    #[arg(long, default_value_t = 10)]
+    vaults: usize,
+    /// `on`: the emulator enforces Azure's limits and keyturn paces itself; `off`: neither.
+    #[arg(long, default_value = "on")]
+    limits: String,
+    /// The keyturn binary.
+    #[arg(long, default_value = "target/release/keyturn")]
+    keyturn: PathBuf,
+    /// `daemon.max_concurrent_rotations`.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// `daemon.max_concurrent_per_tenant`.
+    #[arg(long, default_value_t = 4)]
+    per_tenant: usize,
+    /// Seconds of idle CPU measurement.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// `rotate` commands timed for latency.
+    #[arg(long, default_value_t = 50)]
+    latency_samples: usize,
+    /// Also measure the emulator alone with the same request mix (workers).
+    #[arg(long, default_value_t = 0)]
+    load_workers: usize,
+    /// Append the result as a JSON line to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+/// What the emulator's access log says about the watched path (first request's time).
+struct Watch {
+    on: AtomicBool,
+    prefix: Mutex<String>,
+    hit: Mutex<Option<Instant>>,
+}
+
+static WATCH: Watch = Watch {
+    on: AtomicBool::new(false),
+    prefix: Mutex::new(String::new()),
+    hit: Mutex::new(None),
+};
+
+struct WatchLayer;
+
+struct PathVisitor(Option<String>);
+
+impl tracing::field::Visit for PathVisitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "path" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WatchLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if !WATCH.on.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut v = PathVisitor(None);
+        event.record(&mut v);
+        if let Some(path) = v.0 {
+            let prefix = WATCH.prefix.lock().unwrap_or_else(|e| e.into_inner());
+            if path.starts_with(prefix.as_str()) {
+                let mut hit = WATCH.hit.lock().unwrap_or_else(|e| e.into_inner());
+                hit.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+fn proc_status(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after the name: state is 0, utime is 11, stime is 12.
+    let hz = nix_clk_tck();
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn nix_clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Counts `rotation.completed` records in the audit log, reading only what is new.
+struct AuditTail {
+    path: PathBuf,
+    offset: u64,
+    completed: usize,
+    rest: String,
+}
+
+impl AuditTail {
+    fn poll(&mut self) -> usize {
+        if let Ok(mut f) = std::fs::File::open(&self.path) {
+            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let mut buf = String::new();
+                if let Ok(n) = f.read_to_string(&mut buf) {
+                    self.offset += n as u64;
+                    self.rest.push_str(&buf);
+                    while let Some(i) = self.rest.find('\n') {
+                        if self.rest[..i].contains("\"event\":\"rotation.completed\"") {
+                            self.completed += 1;
+                        }
+                        self.rest.drain(..=i);
+                    }
+                }
+            }
+        }
+        self.completed
+    }
+}
+
+fn send(socket: &Path, req: &serde_json::Value) -> Result<serde_json::Value> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect {}", socket.display()))?;
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct KeyturnProc {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Drop for KeyturnProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::filter::filter_fn(|m| m.target() == "keyturn_emulator::access");
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(WatchLayer.with_filter(filter)),
+    )?;
+    let limits_on = match args.limits.as_str() {
+        "on" => true,
+        "off" => false,
+        other => bail!("--limits must be on or off, not {other:?}"),
+    };
+    let fleet = Fleet {
+        accounts: args.accounts,
+        tenants: args.tenants.min(args.accounts).max(1),
+        vaults: args.vaults.max(1),
+    };
+    let keyturn = std::fs::canonicalize(&args.keyturn).with_context(|| {
+        format!(
+            "{}: build it with cargo build --release",
+            args.keyturn.display()
+        )
+    })?;
+    let dir = std::env::temp_dir().join(format!("keyturn-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    // Seed.
+    let t = Instant::now();
+    let limits = if limits_on {
+        EmulatorLimits::azure()
+    } else {
+        EmulatorLimits::off()
+    };
+    let scenario = Scenario::from_toml_str(&fleet.scenario(limits))?;
+    let emu = Emulator::start(EmulatorConfig {
+        scenario: Some(scenario),
+        ..Default::default()
+    })
+    .await?;
+    let seed_time = t.elapsed();
+    let ctl = emu.control();
+    let config = dir.join("keyturn.toml");
+    let opts = KeyturnOpts {
+        limits: limits_on,
+        max_concurrent: args.concurrency,
+        per_tenant: args.per_tenant,
+        ..Default::default()
+    };
+    std::fs::write(&config, fleet.config(&emu, &dir, &opts))?;
+    eprintln!(
+        "seeded {} accounts, {} tenants, {} vaults in {:.1}s; config {}",
+        fleet.accounts,
+        fleet.tenants,
+        fleet.vaults,
+        seed_time.as_secs_f64(),
+        config.display()
+    );
+
+    // Start-up to ready.
+    let stderr = dir.join("keyturn.stderr");
+    let before = ctl.counters();
+    let t = Instant::now();
+    let child = Command::new(&keyturn)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("KEYTURN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn()?;
+    let kt = KeyturnProc { child, stderr };
+    let pid = kt.child.id();
+    loop {
+        if std::fs::read_to_string(&kt.stderr)
+            .unwrap_or_default()
+            .contains("keyturn is ready")
+        {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(900) {
+            bail!("keyturn never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let startup = t.elapsed();
+    let at_ready = ctl.counters();
+    let diff = |route: &str, a: &keyturn_emulator::Counters, b: &keyturn_emulator::Counters| {
+        b.requests.get(route).copied().unwrap_or(0) - a.requests.get(route).copied().unwrap_or(0)
+    };
+    let startup_requests = format!(
+        "kv.get {}, graph.get {}, token {}",
+        diff("kv.get", &before, &at_ready),
+        diff("graph.get", &before, &at_ready),
+        diff("token", &before, &at_ready)
+    );
+    eprintln!(
+        "ready in {:.2}s ({startup_requests})",
+        startup.as_secs_f64()
+    );
+
+    // Idle memory and CPU.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss_kib = proc_status(pid, "VmRSS:");
+    let cpu0 = cpu_secs(pid);
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let idle_cpu = cpu_secs(pid) - cpu0;
+    eprintln!(
+        "idle: VmRSS {} KiB, CPU {:.3}s in {}s",
+        idle_rss_kib, idle_cpu, args.idle_secs
+    );
+
+    // Latency from a socket `rotate` to the first Key Vault request for that account.
+    let socket = dir.join("admin.sock");
+    let mut audit = AuditTail {
+        path: dir.join("audit.jsonl"),
+        offset: 0,
+        completed: 0,
+        rest: String::new(),
+    };
+    let mut latencies = Vec::new();
+    for k in 0..args.latency_samples.min(fleet.accounts) {
+        let i = k * fleet.accounts / args.latency_samples.min(fleet.accounts).max(1);
+        let (name, _, secret) = fleet.account(i);
+        *WATCH.prefix.lock().unwrap_or_else(|e| e.into_inner()) = format!("/secrets/{secret}-");
+        *WATCH.hit.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        WATCH.on.store(true, Ordering::SeqCst);
+        let done = audit.poll();
+        let sent = Instant::now();
+        let socket2 = socket.clone();
+        let req = serde_json::json!({"v":1,"cmd":"rotate","account":name,"reason":"bench latency","wait":false});
+        tokio::task::spawn_blocking(move || send(&socket2, &req)).await??;
+        let end = Instant::now() + Duration::from_secs(30);
+        while audit.poll() == done && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        WATCH.on.store(false, Ordering::SeqCst);
+        if let Some(hit) = *WATCH.hit.lock().unwrap_or_else(|e| e.into_inner()) {
+            latencies.push(hit - sent);
+        }
+    }
+    latencies.sort();
+    let (lat_p50, lat_p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    eprintln!(
+        "rotate→first Key Vault request: median {:.1} ms, p99 {:.1} ms ({} samples)",
+        lat_p50.as_secs_f64() * 1e3,
+        lat_p99.as_secs_f64() * 1e3,
+        latencies.len()
+    );
+
+    // Rotate all.
+    let throttled0: u64 = ctl.counters().throttled.values().sum();
+    let baseline = audit.poll();
+    let t = Instant::now();
+    let socket2 = socket.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        send(
+            &socket2,
+            &serde_json::json!({"v":1,"cmd":"rotate","all":true,"reason":"bench","wait":false}),
+        )
+    })
+    .await??;
+    if answer["ok"] != true {
+        eprintln!("rotate all: {answer}");
+    }
+    let mut peak_rss = 0;
+    let mut last_progress = Instant::now();
+    let mut last = baseline;
+    while audit.poll() < baseline + fleet.accounts {
+        peak_rss = peak_rss.max(proc_status(pid, "VmRSS:"));
+        if audit.completed != last {
+            last = audit.completed;
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() > Duration::from_secs(120) {
+            eprintln!(
+                "no progress for 120 s; {} of {} completed",
+                last - baseline,
+                fleet.accounts
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = t.elapsed();
+    let completed = audit.completed - baseline;
+    let hwm_kib = proc_status(pid, "VmHWM:");
+    peak_rss = peak_rss.max(proc_status(pid, "VmRSS:"));
+    let throttled = ctl.counters().throttled.values().sum::<u64>() - throttled0;
+
+    // The least time Azure's limits allow: two sets per rotation per vault, one Graph write
+    // per rotation per tenant, two other operations per rotation per vault.
+    let mut per_vault = vec![0usize; fleet.vaults];
+    let mut per_tenant = vec![0usize; fleet.tenants];
+    for i in 0..fleet.accounts {
+        per_vault[fleet.vault_of(i)] += 1;
+        per_tenant[fleet.tenant_of(i)] += 1;
+    }
+    let max_v = *per_vault.iter().max().unwrap_or(&0) as f64;
+    let max_t = *per_tenant.iter().max().unwrap_or(&0) as f64;
+    let min_wall = (2.0 * max_v / 300.0 * 10.0)
+        .max(max_t / 3000.0 * 150.0)
+        .max(2.0 * max_v / 4000.0 * 10.0);
+
+    // Invariants.
+    let mut violations = 0;
+    for i in 0..fleet.accounts {
+        let (_, upn, secret) = fleet.account(i);
+        let r = ctl.invariant(&InvariantQuery {
+            tenant: Fleet::tenant_id(fleet.tenant_of(i)),
+            user: upn,
+            vault: Fleet::vault_name(fleet.vault_of(i)),
+            secret,
+            staging_secret: None,
+        })?;
+        if !r.holds {
+            violations += 1;
+        }
+    }
+    let rate = completed as f64 / wall.as_secs_f64();
+    eprintln!(
+        "rotate-all: {completed}/{} in {:.1}s ({:.1}/s); minimum by the limits {:.1}s (ratio {:.3}); 429s {throttled}; invariant violations {violations}; peak VmRSS {} KiB, VmHWM {} KiB",
+        fleet.accounts,
+        wall.as_secs_f64(),
+        rate,
+        min_wall,
+        wall.as_secs_f64() / min_wall,
+        peak_rss,
+        hwm_kib
+    );
+    drop(kt);
+
+    // The emulator alone, same request mix.
+    let capacity = if args.load_workers > 0 {
+        let c = load::run(&emu, &fleet, args.load_workers).await?;
+        eprintln!(
+            "emulator alone: {c:.1} rotations/s ({} workers)",
+            args.load_workers
+        );
+        Some(c)
+    } else {
+        None
+    };
+
+    let result = serde_json::json!({
+        "accounts": fleet.accounts, "tenants": fleet.tenants, "vaults": fleet.vaults,
+        "limits": limits_on, "concurrency": args.concurrency, "per_tenant": args.per_tenant,
+        "seed_s": seed_time.as_secs_f64(),
+        "startup_s": startup.as_secs_f64(), "startup_requests": startup_requests,
+        "idle_rss_kib": idle_rss_kib, "idle_cpu_s": idle_cpu, "idle_secs": args.idle_secs,
+        "latency_p50_ms": lat_p50.as_secs_f64() * 1e3, "latency_p99_ms": lat_p99.as_secs_f64() * 1e3,
+        "latency_samples": latencies.len(),
+        "rotate_all_s": wall.as_secs_f64(), "completed": completed, "rotations_per_s": rate,
+        "min_wall_s": min_wall, "ratio": wall.as_secs_f64() / min_wall,
+        "throttled": throttled, "violations": violations,
+        "peak_rss_kib": peak_rss, "hwm_kib": hwm_kib,
+        "emulator_capacity_per_s": capacity,
+    });
+    println!("{result}");
+    if let Some(p) = &args.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
+        writeln!(f, "{result}")?;
+    }
+    emu.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The emulator alone: the request mix of one rotation per account (get `<secret>-pending`,
+/// set it, Graph PATCH, set `<secret>`, tag the staging version), sent by `workers`
+/// concurrent clients over kept-alive TLS connections, with tokens fetched once.
+mod load {
+    use super::*;
+    use futures::StreamExt;
+
+    async fn token(
+        http: &reqwest::Client,
+        emu: &Emulator,
+        tenant: &str,
+        client: &str,
+        secret: &str,
+        scope: &str,
+    ) -> Result<String> {
+        let v: serde_json::Value = http
+            .post(format!(
+                "{}/{tenant}/oauth2/v2.0/token",
+                emu.authority_host()
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client),
+                ("client_secret", secret),
+                ("scope", scope),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["access_token"]
+            .as_str()
+            .map(String::from)
+            .context("no access token")
+    }
+
+    pub async fn run(emu: &Emulator, fleet: &Fleet, workers: usize) -> Result<f64> {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_merge([reqwest::Certificate::from_pem(emu.ca_pem().as_bytes())?]);
+        for h in emu.resolve_hosts() {
+            b = b.resolve(&h, emu.addr());
+        }
+        let http = b.build()?;
+        let kv = token(
+            &http,
+            emu,
+            keyturn_bench::OPERATOR_TENANT,
+            keyturn_bench::OPERATOR_CLIENT,
+            "operator-secret",
+            "https://vault.azure.net/.default",
+        )
+        .await?;
+        let mut graph = Vec::new();
+        for j in 0..fleet.tenants {
+            graph.push(
+                token(
+                    &http,
+                    emu,
+                    &Fleet::tenant_id(j),
+                    &Fleet::client_id(j),
+                    &format!("secret-{j}"),
+                    "https://graph.microsoft.com/.default",
+                )
+                .await?,
+            );
+        }
+        let graph = Arc::new(graph);
+        let t = Instant::now();
+        let results: Vec<Result<()>> = futures::stream::iter(0..fleet.accounts)
+            .map(|i| {
+                let (http, kv, graph) = (http.clone(), kv.clone(), graph.clone());
+                let fleet = *fleet;
+                let vault = emu.vault_url(&Fleet::vault_name(fleet.vault_of(i)));
+                let graph_base = emu.graph_base();
+                async move {
+                    let (_, upn, secret) = fleet.account(i);
+                    let password = format!("Load-{i}-Pass!x");
+                    let pending = format!("{secret}-pending");
+                    let q = "api-version=2025-07-01";
+                    http.get(format!("{vault}secrets/{pending}/?{q}")).bearer_auth(&kv).send().await?;
+                    let staged: serde_json::Value = http
+                        .put(format!("{vault}secrets/{pending}?{q}"))
+                        .bearer_auth(&kv)
+                        .json(&serde_json::json!({"value": password, "contentType": "password", "tags": {"keyturn-state": "pending"}}))
+                        .send().await?.error_for_status()?.json().await?;
+                    let version = staged["id"].as_str().and_then(|s| s.rsplit('/').next()).unwrap_or("").to_owned();
+                    http.patch(format!("{graph_base}/v1.0/users/{upn}"))
+                        .bearer_auth(&graph[fleet.tenant_of(i)])
+                        .json(&serde_json::json!({"passwordProfile": {"password": password, "forceChangePasswordNextSignIn": false, "forceChangePasswordNextSignInWithMfa": false}}))
+                        .send().await?.error_for_status()?;
+                    http.put(format!("{vault}secrets/{secret}?{q}"))
+                        .bearer_auth(&kv)
+                        .json(&serde_json::json!({"value": password, "contentType": "password", "tags": {"keyturn-rotated-at": "2026-01-01T00:00:00Z"}}))
+                        .send().await?.error_for_status()?;
+                    http.patch(format!("{vault}secrets/{pending}/{version}?{q}"))
+                        .bearer_auth(&kv)
+                        .json(&serde_json::json!({"tags": {"keyturn-state": "committed"}}))
+                        .send().await?.error_for_status()?;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(workers)
+            .collect()
+            .await;
+        let took = t.elapsed();
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            bail!("load request failed: {e}");
+        }
+        Ok(fleet.accounts as f64 / took.as_secs_f64())
+    }
+}

@@ -1,0 +1,357 @@
+//! Client-side rate limits, so that a rotation of every account is spread to fit Azure's
+//! budgets instead of meeting 429s (`shared/design/azure-wire.md`):
+//!
+//! - Key Vault, per vault (shared by every identity and account that uses the vault URL):
+//!   secret sets, and all other secret operations, each per 10 s;
+//! - Graph, per app and tenant: writes (password resets) per 150 s.
+//!
+//! They are decorators over [`SecretStore`] and [`Directory`], so the protocol stays pure:
+//! a request waits for its budget, then goes out. The budgets are GCRA token buckets from the
+//! `governor` crate (well kept, lock-free, exact arithmetic on a monotonic clock; a hand-rolled
+//! bucket would have to get the same edge cases right). Azure counts in fixed windows, so a
+//! bucket is shaped to never exceed the budget in *any* window: its burst plus what its rate
+//! earns in one window equals the budget (see [`Budget`]).
+//!
+//! Waiters queue first-in first-out on a per-bucket async mutex, so only one of them polls
+//! the bucket at a time (no thundering herd when many rotations wait on one vault), and
+//! commits (sets of `<secret>`) pass ahead of stages (sets of `<secret>-pending`): a staged
+//! password is in Entra soon after, and committing it first keeps the window short during
+//! which consumers must fall back to the staging secret.
+//!
+//! A 429 that still happens (another client used the vault) is honoured by the SDK's retry
+//! policy and the protocol (`Retry-After`) and counted by the metrics (`azure_throttled`).
+
+use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
+use crate::password::Password;
+use crate::store::{NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written};
+use async_trait::async_trait;
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Key Vault's window for secret operations.
+pub const VAULT_WINDOW: Duration = Duration::from_secs(10);
+/// Graph's window for writes per app and tenant.
+pub const GRAPH_WINDOW: Duration = Duration::from_secs(150);
+
+/// The `[limits]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Pace requests at all (off: only Azure's 429s and `Retry-After` slow keyturn down).
+    pub enabled: bool,
+    /// Secret sets per vault per 10 s (Azure: 300).
+    pub vault_writes_per_10s: u32,
+    /// Other secret operations (get, update, list) per vault per 10 s (Azure: 4,000).
+    pub vault_other_per_10s: u32,
+    /// Graph writes per app and tenant per 150 s (Azure: 3,000).
+    pub graph_writes_per_150s: u32,
+    /// Fraction of each budget keyturn leaves unused, for other clients of the same vault or
+    /// app (consumers reading secrets, the portal) and for network jitter between keyturn's
+    /// pacing and Azure's windows. From 0 to 0.9.
+    pub headroom: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            enabled: true,
+            vault_writes_per_10s: 300,
+            vault_other_per_10s: 4_000,
+            graph_writes_per_150s: 3_000,
+            headroom: 0.02,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Every problem, as `(key, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in [
+            ("limits.vault_writes_per_10s", self.vault_writes_per_10s),
+            ("limits.vault_other_per_10s", self.vault_other_per_10s),
+            ("limits.graph_writes_per_150s", self.graph_writes_per_150s),
+        ] {
+            if v == 0 {
+                out.push((
+                    k.to_owned(),
+                    "must be at least 1 (set limits.enabled = false to turn pacing off)".to_owned(),
+                ));
+            }
+        }
+        if !(0.0..=0.9).contains(&self.headroom) || self.headroom.is_nan() {
+            out.push((
+                "limits.headroom".to_owned(),
+                "must be a fraction from 0 to 0.9, e.g. 0.1 to leave 10 % of each budget to other clients".to_owned(),
+            ));
+        }
+        out
+    }
+
+    /// The budget of one vault's sets.
+    pub fn vault_writes(&self) -> Budget {
+        Budget::new(self.vault_writes_per_10s, VAULT_WINDOW, self.headroom)
+    }
+
+    /// The budget of one vault's other operations.
+    pub fn vault_other(&self) -> Budget {
+        Budget::new(self.vault_other_per_10s, VAULT_WINDOW, self.headroom)
+    }
+
+    /// The budget of one app's writes in one tenant.
+    pub fn graph_writes(&self) -> Budget {
+        Budget::new(self.graph_writes_per_150s, GRAPH_WINDOW, self.headroom)
+    }
+}
+
+/// A budget as a token bucket: at most `burst + window / period` requests in any window,
+/// which is the limit less the headroom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests that may go at once after a quiet spell (1 % of the budget, at least 1).
+    pub burst: u32,
+    /// One more request is allowed every `period` (the sustained rate).
+    pub period: Duration,
+}
+
+impl Budget {
+    /// The budget for `limit` requests per `window`, keeping `headroom` unused.
+    pub fn new(limit: u32, window: Duration, headroom: f64) -> Budget {
+        let usable = ((limit as f64) * (1.0 - headroom.clamp(0.0, 0.9))).floor() as u32;
+        let usable = usable.max(1);
+        let burst = (usable / 100).max(1);
+        let earned = (usable - burst).max(1);
+        // Rounded up, so that rounding never lets one request too many into a window.
+        let period = window.as_nanos().div_ceil(earned as u128);
+        Budget {
+            burst,
+            period: Duration::from_nanos(u64::try_from(period).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Requests per second, sustained.
+    pub fn rate(&self) -> f64 {
+        1.0 / self.period.as_secs_f64()
+    }
+}
+
+/// `governor`'s clock on tokio's time, so that paced waits are tokio timers (one per waiting
+/// bucket, none while idle) and tests can run them in virtual time (`tokio::time::pause`).
+#[derive(Debug, Clone, Copy)]
+struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// One budget and the queue of requests waiting for it.
+pub struct Bucket {
+    limiter: Gcra,
+    clock: TokioClock,
+    /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
+    turn: tokio::sync::Mutex<()>,
+    /// Low-priority waiters (stages) queue here first, so commits overtake them.
+    low: tokio::sync::Mutex<()>,
+}
+
+impl Bucket {
+    /// A bucket for `budget`.
+    pub fn new(budget: Budget) -> Bucket {
+        let burst = NonZeroU32::new(budget.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(budget.period.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let clock = TokioClock {
+            start: tokio::time::Instant::now(),
+        };
+        Bucket {
+            limiter: RateLimiter::direct_with_clock(quota, clock),
+            clock,
+            turn: tokio::sync::Mutex::new(()),
+            low: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Waits for one request's worth of budget.
+    pub async fn acquire(&self, low_priority: bool) {
+        let _low = if low_priority {
+            Some(self.low.lock().await)
+        } else {
+            None
+        };
+        let _turn = self.turn.lock().await;
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+    }
+}
+
+/// The buckets of one vault.
+#[derive(Clone)]
+struct VaultBuckets {
+    writes: Arc<Bucket>,
+    other: Arc<Bucket>,
+}
+
+/// Every bucket of one configuration: one pair per vault, one per Graph app and tenant.
+pub struct Limiter {
+    config: LimitsConfig,
+    vaults: Mutex<HashMap<String, VaultBuckets>>,
+    graph: Mutex<HashMap<String, Arc<Bucket>>>,
+}
+
+impl Limiter {
+    /// Buckets for `config`, made as stores and directories ask for them.
+    pub fn new(config: LimitsConfig) -> Self {
+        Limiter {
+            config,
+            vaults: Mutex::new(HashMap::new()),
+            graph: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `inner` paced by its vault's budgets (or `inner` itself when pacing is off).
+    pub fn store(&self, inner: Arc<dyn SecretStore>) -> Arc<dyn SecretStore> {
+        if !self.config.enabled {
+            return inner;
+        }
+        let key = inner.vault().trim_end_matches('/').to_ascii_lowercase();
+        let buckets = self
+            .vaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert_with(|| VaultBuckets {
+                writes: Arc::new(Bucket::new(self.config.vault_writes())),
+                other: Arc::new(Bucket::new(self.config.vault_other())),
+            })
+            .clone();
+        Arc::new(LimitedStore { inner, buckets })
+    }
+
+    /// `inner` paced by the write budget of `app_and_tenant` (or `inner` when pacing is off).
+    pub fn directory(&self, app_and_tenant: &str, inner: Arc<dyn Directory>) -> Arc<dyn Directory> {
+        if !self.config.enabled {
+            return inner;
+        }
+        let writes = self
+            .graph
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app_and_tenant.to_ascii_lowercase())
+            .or_insert_with(|| Arc::new(Bucket::new(self.config.graph_writes())))
+            .clone();
+        Arc::new(LimitedDirectory { inner, writes })
+    }
+}
+
+/// A [`SecretStore`] that waits for its vault's budget before each request.
+pub struct LimitedStore {
+    inner: Arc<dyn SecretStore>,
+    buckets: VaultBuckets,
+}
+
+#[async_trait]
+impl SecretStore for LimitedStore {
+    async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.buckets.other.acquire(false).await;
+        self.inner.latest(name).await
+    }
+
+    async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
+        let stage = name.ends_with(crate::protocol::STAGING_SUFFIX);
+        self.buckets.writes.acquire(stage).await;
+        self.inner.set(name, new).await
+    }
+
+    async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
+        self.buckets.other.acquire(false).await;
+        self.inner.update_tags(name, version, tags).await
+    }
+
+    fn vault(&self) -> &str {
+        self.inner.vault()
+    }
+}
+
+/// A [`Directory`] that waits for its app and tenant's write budget before each reset.
+pub struct LimitedDirectory {
+    inner: Arc<dyn Directory>,
+    writes: Arc<Bucket>,
+}
+
+#[async_trait]
+impl Directory for LimitedDirectory {
+    async fn reset_password(
+        &self,
+        user: &str,
+        password: &Password,
+    ) -> Result<Applied, DirectoryError> {
+        self.writes.acquire(false).await;
+        self.inner.reset_password(user, password).await
+    }
+
+    async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError> {
+        self.inner.user(user).await
+    }
+
+    async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError> {
+        self.inner.verify(user, password).await
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.inner.tenant()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_never_exceeds_the_limit_in_a_window() {
+        for (limit, window) in [
+            (300, VAULT_WINDOW),
+            (4_000, VAULT_WINDOW),
+            (3_000, GRAPH_WINDOW),
+        ] {
+            for headroom in [0.0, 0.02, 0.1] {
+                let b = Budget::new(limit, window, headroom);
+                let in_window = b.burst as f64 + window.as_secs_f64() / b.period.as_secs_f64();
+                assert!(
+                    in_window <= limit as f64 * (1.0 - headroom) + 1e-6,
+                    "{limit} {headroom}: {in_window}"
+                );
+                assert!(in_window >= limit as f64 * (1.0 - headroom) - 2.0);
+            }
+        }
+        assert_eq!(Budget::new(300, VAULT_WINDOW, 0.0).burst, 3);
+    }
+
+    #[test]
+    fn bad_values_are_problems() {
+        let c = LimitsConfig {
+            vault_writes_per_10s: 0,
+            headroom: 1.5,
+            ..Default::default()
+        };
+        let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
+        assert_eq!(keys, ["limits.vault_writes_per_10s", "limits.headroom"]);
+        assert!(LimitsConfig::default().problems().is_empty());
+    }
+}
