@@ -1,73 +1,133 @@
 #!/usr/bin/env bash
-# Creates what keyturn needs in Azure, with the az CLI (logged in as a Global Administrator
-# or Privileged Role Administrator, and an Owner/User Access Administrator of the vault):
-#   - an app registration + service principal "keyturn-rotator";
-#   - Microsoft Graph application permissions User-PasswordProfile.ReadWrite.All and
-#     User.Read.All, with admin consent;
-#   - the directory role Privileged Authentication Administrator for the service principal
-#     (needed to reset accounts that hold admin roles);
-#   - an RBAC-mode Key Vault and the role "Key Vault Secrets Officer" on it;
-#   - optionally a federated credential for AKS workload identity.
-# Ids of permissions and roles are looked up by name, not hard-coded. Re-running is safe:
-# each step checks what exists first. Not run on the project's machines (no Azure there).
+# Creates what keyturn needs in Azure, with the az CLI. Run it logged in (az login) as a
+# Privileged Role Administrator (or Global Administrator) of the tenant who is also Owner or
+# User Access Administrator of the resource group:
+#   1. an app registration + service principal "keyturn-rotator" (KEYTURN_APP_NAME);
+#   2. Microsoft Graph application permissions User-PasswordProfile.ReadWrite.All (reset
+#      passwords) and User.Read.All (lastPasswordChangeDateTime, drift checks), granted
+#      (admin consent = app role assignments on the service principal);
+#   3. the directory role Privileged Authentication Administrator for the service principal
+#      (a management service account holds admin roles; only this role may reset the
+#      password of any privileged user);
+#   4. an RBAC-mode Key Vault (created if missing) and "Key Vault Secrets Officer" on it;
+#   5. with AKS_OIDC_ISSUER: a federated credential trusting the keyturn/keyturn service
+#      account (deploy/kubernetes/keyturn.yaml), for kind = "workload_identity".
+# Every step looks first and only creates what is missing: re-running it is safe.
+# The ids below are Microsoft's fixed ids; the script also checks them against the names
+# Azure reports and stops on a mismatch. Not run on the project's machines (no Azure).
 #
 # Usage: deploy/azure/setup.sh RESOURCE_GROUP VAULT_NAME [AKS_OIDC_ISSUER]
+#   (AKS_OIDC_ISSUER: az aks show -g RG -n CLUSTER --query oidcIssuerProfile.issuerUrl -o tsv)
 set -euo pipefail
-rg=${1:?resource group}; vault=${2:?vault name}; issuer=${3:-}
-app_name=keyturn-rotator
-graph=00000003-0000-0000-c000-000000000000   # Microsoft Graph's well-known app id
+rg=${1:?usage: setup.sh RESOURCE_GROUP VAULT_NAME [AKS_OIDC_ISSUER]}
+vault=${2:?usage: setup.sh RESOURCE_GROUP VAULT_NAME [AKS_OIDC_ISSUER]}
+issuer=${3:-}
+app_name=${KEYTURN_APP_NAME:-keyturn-rotator}
 
+graph_app=00000003-0000-0000-c000-000000000000                # Microsoft Graph (appId)
+perm_password=cc117bb9-00cf-4eb8-b580-ea2a878fe8f7            # User-PasswordProfile.ReadWrite.All (Role)
+perm_read=df021288-bdef-4463-88db-98f22de89214                # User.Read.All (Role)
+role_paa=7be44c8a-adaf-4e2a-84d6-ab2649e08a13                 # Privileged Authentication Administrator (template id)
+role_kv_officer=b86a8fe4-44ce-4948-aee5-eccb2c155cd7          # Key Vault Secrets Officer (Azure RBAC)
+graph=https://graph.microsoft.com/v1.0
+
+say() { printf '%s\n' "$*" >&2; }
+# Retries a command while a freshly created principal replicates through Entra.
+retry() { for _ in 1 2 3 4 5 6; do "$@" && return 0; say "  (not yet; retrying in 10 s)"; sleep 10; done; "$@"; }
+
+# 1. App registration and service principal.
 app_id=$(az ad app list --display-name "$app_name" --query '[0].appId' -o tsv)
 if [ -z "$app_id" ]; then
-  app_id=$(az ad app create --display-name "$app_name" --query appId -o tsv)
+  app_id=$(az ad app create --display-name "$app_name" --sign-in-audience AzureADMyOrg --query appId -o tsv)
+  say "created app registration $app_name"
 fi
 sp_id=$(az ad sp list --filter "appId eq '$app_id'" --query '[0].id' -o tsv)
 if [ -z "$sp_id" ]; then
-  sp_id=$(az ad sp create --id "$app_id" --query id -o tsv)
+  sp_id=$(retry az ad sp create --id "$app_id" --query id -o tsv)
+  say "created its service principal"
 fi
-echo "app $app_name: client id $app_id, service principal $sp_id"
+graph_sp=$(az ad sp show --id "$graph_app" --query id -o tsv)
+say "app $app_name: client id $app_id, service principal $sp_id"
 
-# Graph application permissions (app roles), then admin consent.
-for perm in User-PasswordProfile.ReadWrite.All User.Read.All; do
-  role_id=$(az ad sp show --id "$graph" --query "appRoles[?value=='$perm'].id" -o tsv)
-  az ad app permission add --id "$app_id" --api "$graph" --api-permissions "$role_id=Role" 2>/dev/null || true
+# 2. Graph application permissions: declared on the app (what the portal shows), then
+#    granted as app role assignments (what admin consent does).
+for pair in "$perm_password:User-PasswordProfile.ReadWrite.All" "$perm_read:User.Read.All"; do
+  id=${pair%%:*}; name=${pair#*:}
+  actual=$(az ad sp show --id "$graph_app" --query "appRoles[?value=='$name'].id | [0]" -o tsv)
+  if [ "$actual" != "$id" ]; then
+    say "Graph reports $name as app role '$actual', not $id: stop and check"; exit 1
+  fi
+  declared=$(az ad app show --id "$app_id" \
+    --query "requiredResourceAccess[?resourceAppId=='$graph_app'].resourceAccess[] | [?id=='$id'] | length(@)" -o tsv)
+  if [ "${declared:-0}" = "0" ]; then
+    az ad app permission add --id "$app_id" --api "$graph_app" --api-permissions "$id=Role" 2>/dev/null
+  fi
+  granted=$(az rest --method GET --url "$graph/servicePrincipals/$sp_id/appRoleAssignments" \
+    --query "value[?appRoleId=='$id' && resourceId=='$graph_sp'] | length(@)" -o tsv)
+  if [ "$granted" = "0" ]; then
+    retry az rest --method POST --url "$graph/servicePrincipals/$sp_id/appRoleAssignments" \
+      --headers Content-Type=application/json \
+      --body "{\"principalId\":\"$sp_id\",\"resourceId\":\"$graph_sp\",\"appRoleId\":\"$id\"}" >/dev/null
+    say "granted $name"
+  fi
 done
-az ad app permission admin-consent --id "$app_id"
 
-# Directory role: Privileged Authentication Administrator.
-role_def=$(az rest --method GET \
-  --url "https://graph.microsoft.com/v1.0/roleManagement/directory/roleDefinitions?\$filter=displayName eq 'Privileged Authentication Administrator'" \
-  --query 'value[0].id' -o tsv)
+# 3. Directory role, tenant-wide. Built-in roles' definition id is their template id.
+actual=$(az rest --method GET --url "$graph/roleManagement/directory/roleDefinitions/$role_paa" --query displayName -o tsv)
+if [ "$actual" != "Privileged Authentication Administrator" ]; then
+  say "directory role $role_paa is '$actual': stop and check"; exit 1
+fi
 assigned=$(az rest --method GET \
-  --url "https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments?\$filter=principalId eq '$sp_id' and roleDefinitionId eq '$role_def'" \
+  --url "$graph/roleManagement/directory/roleAssignments?\$filter=principalId eq '$sp_id' and roleDefinitionId eq '$role_paa'" \
   --query 'length(value)' -o tsv)
 if [ "$assigned" = "0" ]; then
-  az rest --method POST --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments \
-    --body "{\"principalId\":\"$sp_id\",\"roleDefinitionId\":\"$role_def\",\"directoryScopeId\":\"/\"}"
+  retry az rest --method POST --url "$graph/roleManagement/directory/roleAssignments" \
+    --headers Content-Type=application/json \
+    --body "{\"principalId\":\"$sp_id\",\"roleDefinitionId\":\"$role_paa\",\"directoryScopeId\":\"/\"}" >/dev/null
+  say "assigned Privileged Authentication Administrator"
 fi
 
-# The vault (RBAC authorization) and the app's role on it.
+# 4. The vault, in RBAC mode, and the app's data-plane role on it (this vault only).
 if ! az keyvault show --name "$vault" --resource-group "$rg" >/dev/null 2>&1; then
-  az keyvault create --name "$vault" --resource-group "$rg" --enable-rbac-authorization true
+  az keyvault create --name "$vault" --resource-group "$rg" --enable-rbac-authorization true \
+    --enable-purge-protection true >/dev/null
+  say "created Key Vault $vault (RBAC, purge protection)"
+fi
+if [ "$(az keyvault show --name "$vault" --resource-group "$rg" --query properties.enableRbacAuthorization -o tsv)" != "true" ]; then
+  say "Key Vault $vault uses access policies, not RBAC: switch it (az keyvault update --enable-rbac-authorization true) after checking who uses it"; exit 1
 fi
 vault_id=$(az keyvault show --name "$vault" --resource-group "$rg" --query id -o tsv)
-az role assignment create --assignee-object-id "$sp_id" --assignee-principal-type ServicePrincipal \
-  --role "Key Vault Secrets Officer" --scope "$vault_id" >/dev/null
+actual=$(az role definition list --name "$role_kv_officer" --query '[0].roleName' -o tsv)
+if [ "$actual" != "Key Vault Secrets Officer" ]; then
+  say "Azure role $role_kv_officer is '$actual': stop and check"; exit 1
+fi
+if [ -z "$(az role assignment list --assignee "$sp_id" --role "$role_kv_officer" --scope "$vault_id" --query '[0].id' -o tsv)" ]; then
+  retry az role assignment create --assignee-object-id "$sp_id" --assignee-principal-type ServicePrincipal \
+    --role "$role_kv_officer" --scope "$vault_id" >/dev/null
+  say "assigned Key Vault Secrets Officer on $vault"
+fi
 
-# AKS workload identity: trust the keyturn service account's tokens.
+# 5. AKS workload identity: trust the keyturn service account's tokens.
 if [ -n "$issuer" ]; then
   if [ -z "$(az ad app federated-credential list --id "$app_id" --query "[?name=='keyturn-aks'].name" -o tsv)" ]; then
-    az ad app federated-credential create --id "$app_id" --parameters "{\"name\":\"keyturn-aks\",\"issuer\":\"$issuer\",\"subject\":\"system:serviceaccount:keyturn:keyturn\",\"audiences\":[\"api://AzureADTokenExchange\"]}"
+    az ad app federated-credential create --id "$app_id" --parameters \
+      "{\"name\":\"keyturn-aks\",\"issuer\":\"$issuer\",\"subject\":\"system:serviceaccount:keyturn:keyturn\",\"audiences\":[\"api://AzureADTokenExchange\"]}" >/dev/null
+    say "created federated credential keyturn-aks for system:serviceaccount:keyturn:keyturn"
   fi
 fi
 
 tenant=$(az account show --query tenantId -o tsv)
 cat <<DONE
 Done. In keyturn.toml:
+
   [identities.rotator]
   tenant_id = "$tenant"
   client_id = "$app_id"
-  kind = "client_secret"   # then: az ad app credential reset --id $app_id (store it for LoadCredential=)
-                           # or kind = "workload_identity" on AKS, or "managed_identity"
+  kind = "workload_identity"                # AKS (and the ServiceAccount annotation), or:
+  # kind = "client_secret" + client_secret_credential = "keyturn-client-secret"; create one with
+  #   az ad app credential reset --id $app_id --display-name keyturn --years 1 --query password -o tsv
+  # and store it as /etc/keyturn/client-secret (0600 root) for LoadCredential= (docs/deploy.md).
+
+  [[accounts]]
   vault = "https://$vault.vault.azure.net/"
 DONE
