@@ -514,7 +514,7 @@ impl Engine {
                             None
                         }
                     };
-                    tracing::warn!(account = %ctx.account.name, rotation_id = %ctx.rotation_id, attempt, error = %err, "password reset attempt failed");
+                    tracing::warn!(account = %ctx.account.name, rotation_id = %ctx.rotation_id, attempt, error = %err, "reset attempt failed; retrying with the same value");
                     let definite = matches!(err, DirectoryError::Rejected { .. });
                     last_err = Some(err);
                     if definite && all_refused {

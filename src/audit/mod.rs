@@ -134,8 +134,6 @@ pub enum EventKind {
     RotationLeftPending,
     #[serde(rename = "drift.detected")]
     DriftDetected,
-    #[serde(rename = "account.adopted")]
-    AccountAdopted,
     #[serde(rename = "admin.command_accepted")]
     AdminCommandAccepted,
     #[serde(rename = "admin.command_refused")]
@@ -174,7 +172,6 @@ impl EventKind {
             EventKind::RotationResumed => "rotation.resumed",
             EventKind::RotationLeftPending => "rotation.left_pending",
             EventKind::DriftDetected => "drift.detected",
-            EventKind::AccountAdopted => "account.adopted",
             EventKind::AdminCommandAccepted => "admin.command_accepted",
             EventKind::AdminCommandRefused => "admin.command_refused",
             EventKind::AuditGenesis => "audit.genesis",
