@@ -53,6 +53,9 @@ struct Args {
     /// Append the result as a JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Measure only the emulator alone (with `--load-workers`, default 64 here), no keyturn.
+    #[arg(long)]
+    emulator_only: bool,
 }
 
 /// What the emulator's access log says about the watched path (first request's time).
@@ -242,6 +245,24 @@ async fn main() -> Result<()> {
     .await?;
     let seed_time = t.elapsed();
     let ctl = emu.control();
+    if args.emulator_only {
+        let workers = if args.load_workers == 0 {
+            64
+        } else {
+            args.load_workers
+        };
+        let c = load::run(&emu, &fleet, workers).await?;
+        eprintln!("emulator alone: {c:.1} rotations/s ({workers} workers)");
+        println!(
+            "{}",
+            serde_json::json!({"accounts": fleet.accounts, "tenants": fleet.tenants,
+                "vaults": fleet.vaults, "limits": limits_on, "seed_s": seed_time.as_secs_f64(),
+                "emulator_capacity_per_s": c})
+        );
+        emu.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     let config = dir.join("keyturn.toml");
     let opts = KeyturnOpts {
         limits: limits_on,

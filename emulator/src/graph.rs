@@ -222,9 +222,7 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
     };
     let user_ref = percent_decode(user_ref);
     let app_roles: Vec<String> = st
-        .apps
-        .iter()
-        .find(|a| a.client_id == claims.appid && a.tenant == claims.tid)
+        .app(&claims.tid, &claims.appid)
         .map(|a| a.directory_roles.clone())
         .unwrap_or_default();
     let is_app = claims.idtyp == "app";

@@ -3,7 +3,7 @@
 use crate::scenario::{AccessSpec, FederatedCredential, Limits, Scenario, DEFAULT_IDENTITY_HEADER};
 use crate::Error;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// A tenant.
@@ -115,6 +115,45 @@ pub(crate) struct State {
     pub managed_identities: Vec<ManagedIdentity>,
     pub users: Vec<User>,
     pub vaults: BTreeMap<String, Vault>,
+    /// Lookup tables over `tenants`, `apps` and `users`, rebuilt on load and kept current by
+    /// `apply` (the only place those lists change), so a request costs O(1) lookups rather than
+    /// a scan of every user under the state lock.
+    #[serde(skip)]
+    index: Index,
+}
+
+/// Keys are ASCII-lowercased where Entra compares case-insensitively.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    /// tenant id or domain → position in `tenants`
+    tenants: HashMap<String, usize>,
+    /// client id → position in `apps` (client ids are unique across tenants)
+    apps: HashMap<String, usize>,
+    /// (tenant id as stored, object id or UPN) → position in `users`
+    users: HashMap<(String, String), usize>,
+}
+
+impl Index {
+    fn add_tenant(&mut self, i: usize, t: &Tenant) {
+        self.tenants.insert(t.id.to_ascii_lowercase(), i);
+        if let Some(d) = &t.domain {
+            self.tenants.insert(d.to_ascii_lowercase(), i);
+        }
+    }
+
+    fn add_user(&mut self, i: usize, u: &User) {
+        self.users
+            .insert((u.tenant.clone(), u.id.to_ascii_lowercase()), i);
+        self.users
+            .insert((u.tenant.clone(), u.upn.to_ascii_lowercase()), i);
+    }
+
+    fn remove_user(&mut self, u: &User) {
+        self.users
+            .remove(&(u.tenant.clone(), u.id.to_ascii_lowercase()));
+        self.users
+            .remove(&(u.tenant.clone(), u.upn.to_ascii_lowercase()));
+    }
 }
 
 /// A fresh 32-hex version id.
@@ -159,7 +198,23 @@ impl State {
             managed_identities: Vec::new(),
             users: Vec::new(),
             vaults: BTreeMap::new(),
+            index: Index::default(),
         }
+    }
+
+    /// Rebuilds the lookup tables from the lists (after loading a state file).
+    fn reindex(&mut self) {
+        let mut index = Index::default();
+        for (i, t) in self.tenants.iter().enumerate() {
+            index.add_tenant(i, t);
+        }
+        for (i, a) in self.apps.iter().enumerate() {
+            index.apps.insert(a.client_id.to_ascii_lowercase(), i);
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            index.add_user(i, u);
+        }
+        self.index = index;
     }
 
     pub(crate) fn key_bytes(&self) -> Vec<u8> {
@@ -171,18 +226,19 @@ impl State {
 
     /// Finds a tenant by id or domain (case-insensitive).
     pub(crate) fn tenant(&self, t: &str) -> Option<&Tenant> {
-        self.tenants.iter().find(|x| {
-            x.id.eq_ignore_ascii_case(t)
-                || x.domain
-                    .as_deref()
-                    .is_some_and(|d| d.eq_ignore_ascii_case(t))
-        })
+        self.index
+            .tenants
+            .get(&t.to_ascii_lowercase())
+            .map(|&i| &self.tenants[i])
     }
 
+    /// The app with this client id (case-insensitive), if it is registered in `tenant`.
     pub(crate) fn app(&self, tenant: &str, client_id: &str) -> Option<&App> {
-        self.apps
-            .iter()
-            .find(|a| a.tenant == tenant && a.client_id.eq_ignore_ascii_case(client_id))
+        self.index
+            .apps
+            .get(&client_id.to_ascii_lowercase())
+            .map(|&i| &self.apps[i])
+            .filter(|a| a.tenant == tenant)
     }
 
     /// Index of a user by object id or UPN (case-insensitive) within a tenant (id or domain).
@@ -191,9 +247,10 @@ impl State {
             .tenant(tenant)
             .map(|t| t.id.clone())
             .unwrap_or_else(|| tenant.to_string());
-        self.users.iter().position(|u| {
-            u.tenant == tid && (u.id.eq_ignore_ascii_case(user) || u.upn.eq_ignore_ascii_case(user))
-        })
+        self.index
+            .users
+            .get(&(tid, user.to_ascii_lowercase()))
+            .copied()
     }
 
     /// Merges a scenario into the state: entities with the same key (tenant id, app client id,
@@ -207,13 +264,20 @@ impl State {
             self.limits = l.clone();
         }
         for t in &sc.tenants {
-            self.tenants.retain(|x| x.id != t.id);
-            self.tenants.push(Tenant {
+            let tenant = Tenant {
                 id: t.id.clone(),
                 domain: t.domain.clone(),
-            });
+            };
+            match self.tenants.iter().position(|x| x.id == t.id) {
+                Some(i) => self.tenants[i] = tenant,
+                None => self.tenants.push(tenant),
+            }
         }
-        let has_tenant = |s: &State, t: &str| s.tenants.iter().any(|x| x.id == t);
+        if !sc.tenants.is_empty() {
+            // A replaced tenant may have dropped its domain; rebuild rather than patch.
+            self.reindex();
+        }
+        let has_tenant = |s: &State, t: &str| s.tenant(t).is_some_and(|x| x.id == t);
         for a in &sc.apps {
             if !has_tenant(self, &a.tenant) {
                 problems.push(format!(
@@ -230,8 +294,7 @@ impl State {
                         .map(|x| x.object_id.clone())
                 })
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            self.apps.retain(|x| x.client_id != a.client_id);
-            self.apps.push(App {
+            let app = App {
                 tenant: a.tenant.clone(),
                 client_id: a.client_id.clone(),
                 name: a.name.clone(),
@@ -243,7 +306,16 @@ impl State {
                 public_client: a.public_client,
                 graph_permissions: a.graph_permissions.clone(),
                 directory_roles: a.directory_roles.clone(),
-            });
+            };
+            match self.apps.iter().position(|x| x.client_id == a.client_id) {
+                Some(i) => self.apps[i] = app,
+                None => {
+                    self.index
+                        .apps
+                        .insert(a.client_id.to_ascii_lowercase(), self.apps.len());
+                    self.apps.push(app);
+                }
+            }
         }
         for m in &sc.managed_identities {
             if !self.apps.iter().any(|a| a.client_id == m.app) {
@@ -274,14 +346,12 @@ impl State {
                 ));
                 continue;
             }
-            let old = self
-                .user_idx(&u.tenant, &u.upn)
-                .map(|i| self.users.remove(i));
+            let old = self.user_idx(&u.tenant, &u.upn);
             let id =
                 u.id.clone()
-                    .or_else(|| old.as_ref().map(|o| o.id.clone()))
+                    .or_else(|| old.map(|i| self.users[i].id.clone()))
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            self.users.push(User {
+            let user = User {
                 tenant: u.tenant.clone(),
                 id,
                 upn: u.upn.clone(),
@@ -299,7 +369,20 @@ impl State {
                 created: now,
                 failed_attempts: 0,
                 locked_until_ms: None,
-            });
+            };
+            // Replaced in place, so every other user's position (and index entry) stays valid.
+            let i = match old {
+                Some(i) => {
+                    let previous = std::mem::replace(&mut self.users[i], user);
+                    self.index.remove_user(&previous);
+                    i
+                }
+                None => {
+                    self.users.push(user);
+                    self.users.len() - 1
+                }
+            };
+            self.index.add_user(i, &self.users[i]);
         }
         for v in &sc.vaults {
             if !has_tenant(self, &v.tenant) {
@@ -369,10 +452,12 @@ impl State {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::State {
+        let mut st: State = serde_json::from_str(&text).map_err(|e| Error::State {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        st.reindex();
+        Ok(st)
     }
 
     /// Writes the state atomically (temporary file in the same directory, then rename).
@@ -395,5 +480,82 @@ impl State {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(users: &[(&str, &str)]) -> Scenario {
+        let mut t = String::from(
+            "[[tenants]]\nid = \"t1\"\ndomain = \"Contoso.example\"\n\n[[tenants]]\nid = \"t2\"\n\n[[apps]]\ntenant = \"t1\"\nclient_id = \"App-1\"\n",
+        );
+        for (upn, password) in users {
+            let tenant = if upn.ends_with("@t2") { "t2" } else { "t1" };
+            t.push_str(&format!(
+                "\n[[users]]\ntenant = \"{tenant}\"\nupn = \"{upn}\"\npassword = \"{password}\"\n"
+            ));
+        }
+        Scenario::from_toml_str(&t).expect("valid scenario")
+    }
+
+    #[test]
+    fn lookups_follow_reseeding_and_reloading() {
+        let mut st = State::empty();
+        st.apply(
+            &scenario(&[
+                ("a@contoso.example", "Alpha-1-Pass!"),
+                ("b@contoso.example", "Bravo-1-Pass!"),
+                ("a@t2", "Charlie-1-Pass!"),
+            ]),
+            0,
+        )
+        .unwrap();
+        let b = st.user_idx("t1", "B@Contoso.Example").unwrap();
+        let b_id = st.users[b].id.clone();
+        // By domain, by object id in any case, and the same UPN in another tenant is another user.
+        assert_eq!(
+            st.user_idx("CONTOSO.example", &b_id.to_uppercase()),
+            Some(b)
+        );
+        assert_eq!(
+            st.users[st.user_idx("t2", "a@t2").unwrap()].password,
+            "Charlie-1-Pass!"
+        );
+        assert_eq!(st.user_idx("t2", "b@contoso.example"), None);
+        assert_eq!(
+            st.app("t1", "app-1").map(|a| a.client_id.as_str()),
+            Some("App-1")
+        );
+        assert!(st.app("t2", "app-1").is_none());
+
+        // Re-seeding a user (UPN in another case) replaces it in place and keeps its id.
+        let a_id = st.users[st.user_idx("t1", "a@contoso.example").unwrap()]
+            .id
+            .clone();
+        st.apply(&scenario(&[("A@CONTOSO.EXAMPLE", "Alpha-2-Pass!")]), 1)
+            .unwrap();
+        assert_eq!(st.users.len(), 3);
+        let a = st.user_idx("t1", "a@contoso.example").unwrap();
+        assert_eq!(
+            (st.users[a].password.as_str(), &st.users[a].id),
+            ("Alpha-2-Pass!", &a_id)
+        );
+        assert_eq!(st.user_idx("t1", &b_id), Some(b));
+
+        // A state file carries no index: loading rebuilds it.
+        let dir = std::env::temp_dir().join(format!("emu-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        st.save(&path).unwrap();
+        let loaded = State::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.user_idx("contoso.example", &a_id), Some(a));
+        assert_eq!(
+            loaded.tenant("contoso.EXAMPLE").map(|t| t.id.as_str()),
+            Some("t1")
+        );
+        assert!(loaded.app("t1", "APP-1").is_some());
     }
 }
