@@ -634,6 +634,9 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
     let shutdown = crate::signals::watch(tx, Some(reloader))?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let n = loaded.accounts.len();
+    // The daemon holds what it needs; the parsed file (every account twice: as written and
+    // resolved) is not kept for the life of the process.
+    drop(loaded);
     tokio::spawn(async move {
         if ready_rx.await.is_ok() {
             crate::notify::ready(&format!("managing {n} account(s)"));

@@ -5,7 +5,7 @@
 use crate::password::PasswordPolicy;
 use crate::schedule::Schedule;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -574,6 +574,8 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
 
     let mut seen_names = HashSet::new();
     let mut seen_secrets = HashSet::new();
+    // Accounts with the same schedule share one parsed cron expression.
+    let mut schedules: HashMap<(String, String, std::time::Duration), Schedule> = HashMap::new();
     let mut resolved = Vec::new();
     if config.accounts.is_empty() {
         p(
@@ -670,7 +672,13 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
             .clone()
             .unwrap_or_else(|| config.defaults.timezone.clone());
         let window = a.window.unwrap_or(config.defaults.window);
-        let schedule = match Schedule::new(&pattern, &tz, window) {
+        let parsed = match schedules.get(&(pattern.clone(), tz.clone(), window)) {
+            Some(s) => Ok(s.clone()),
+            None => Schedule::new(&pattern, &tz, window).inspect(|s| {
+                schedules.insert((pattern.clone(), tz.clone(), window), s.clone());
+            }),
+        };
+        let schedule = match parsed {
             Ok(s) => Some(s),
             Err(e) => {
                 let k = match e {

@@ -498,6 +498,7 @@ impl Daemon {
             let _ = ready.send(());
         }
         tracing::info!(accounts = self.slots.len(), "keyturn is ready");
+        crate::idle::release();
 
         let mut drift = self.drift_timer();
         let mut beat = self.heartbeat.map(tokio::time::interval);
@@ -547,6 +548,14 @@ impl Daemon {
             Err(e) => tracing::error!(error = %e, "a rotation task failed"),
         }
         self.dispatch();
+        if self.tasks.is_empty() && self.board_ready() {
+            // The burst is over (nothing runs, so nothing is queued either).
+            crate::idle::release();
+        }
+    }
+
+    fn board_ready(&self) -> bool {
+        self.board.lock().unwrap_or_else(|e| e.into_inner()).ready
     }
 
     fn set_due(&mut self, idx: usize, due: OffsetDateTime, trigger: Trigger) {

@@ -12,6 +12,7 @@
 //!   stdout and journald, and `keyturn audit show | verify | tail` (`docs/audit.md`).
 //! - [`clock`]: time as an input.
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators.
+//! - [`idle`]: the hook that gives memory back to the kernel when the daemon goes idle.
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod directory;
+pub mod idle;
 pub mod limits;
 pub mod memory;
 pub mod metrics;

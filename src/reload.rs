@@ -38,7 +38,7 @@ impl Reloader {
             audit,
             clock,
             commands,
-            current: Mutex::new(current),
+            current: Mutex::new(Self::kept(current)),
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -51,6 +51,13 @@ impl Reloader {
         if let Err(e) = self.audit.record(&ev).await {
             tracing::error!(error = %e, "cannot audit the reload");
         }
+    }
+
+    /// What is kept of a configuration in force: the sections compared at the next reload,
+    /// without the accounts (the daemon holds those; ten thousand of them are megabytes).
+    fn kept(mut config: Config) -> Config {
+        config.accounts = Vec::new();
+        config
     }
 
     async fn apply(&self) -> Result<String, String> {
@@ -90,7 +97,7 @@ impl Reloader {
                 restart.join(", ")
             ));
         }
-        *current = loaded.config;
+        *current = Self::kept(loaded.config);
         Ok(summary)
     }
 }
