@@ -554,6 +554,66 @@ async fn a_full_disk_fails_closed_and_recovers_without_losing_a_record() {
     assert!(verify(&path).intact());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_sync_takes_back_every_record_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let faults = FaultSwitch::new();
+    let sink = Arc::new(
+        FileSink::open_with(
+            &path,
+            FileOptions {
+                faults: Some(faults.clone()),
+                ..FileOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    sink.record(&event(0)).await.unwrap();
+    let seal_before = std::fs::read_to_string(seal_path(&path)).unwrap();
+
+    // The device fails the sync: writes reached the page cache, so every record written
+    // since the last good sync is taken back and every caller told it failed.
+    faults.set(Fault::SyncFails);
+    let mut calls = Vec::new();
+    for n in 1..=20 {
+        let sink = sink.clone();
+        calls.push(tokio::spawn(async move { sink.record(&event(n)).await }));
+    }
+    for c in calls {
+        let err = c.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("Input/output error"), "{err}");
+    }
+    let h = sink.health().unwrap();
+    assert_eq!((h.writable, h.refused), (false, 20));
+    assert_eq!(
+        std::fs::read_to_string(seal_path(&path)).unwrap(),
+        seal_before,
+        "the seal never names a record that was not synced"
+    );
+
+    faults.set(Fault::None);
+    sink.record(&event(21)).await.unwrap();
+    let recs = records(&path);
+    let kinds: Vec<&str> = recs.iter().map(|r| r.event()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "audit.genesis",
+            "rotation.started",
+            "audit.recovered",
+            "rotation.started"
+        ]
+    );
+    assert!(recs[2]
+        .str("detail")
+        .unwrap()
+        .contains("20 record(s) were refused"));
+    assert_eq!(recs[3].str("detail"), Some("event 21"));
+    let report = verify(&path);
+    assert!(report.intact(), "{:?}", report.problem);
+}
+
 /// A real full disk: a 64 KiB tmpfs (needs root; skipped with a note otherwise).
 #[tokio::test]
 async fn a_real_full_tmpfs_fails_closed_and_recovers() {
@@ -850,7 +910,7 @@ async fn the_cli_tail_follows_new_records_across_a_rotation() {
     assert!(seal_path(&path).exists());
 }
 
-/// Throughput with an fsync per record: `cargo test -p keyturn --release --test audit
+/// Throughput, one writer (a sync per record) and 50 (group commit): `cargo test -p keyturn --release --test audit
 /// throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]

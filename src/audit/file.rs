@@ -2,6 +2,11 @@
 //! `fsync`ed before [`AuditSink::record`] returns.
 //!
 //! - Appends are serialized by one lock, so concurrent rotations produce one valid chain.
+//! - Group commit: records that arrive while a write is in progress are written together
+//!   and made durable by one `fdatasync`, then each caller is answered. A caller still
+//!   returns only once its record is on disk, but a thousand concurrent rotations no longer
+//!   queue for a thousand syncs (one sync costs 0.2 ms on a local SSD, 1–5 ms on network
+//!   disks, and a rotation writes about six records).
 //! - On open, the chain continues from the last record of the file (or of the newest
 //!   rotated file); an incomplete last line left by a crash is removed and noted.
 //! - When the file reaches [`FileOptions::max_bytes`] it ends with an `audit.rotated`
@@ -62,6 +67,9 @@ pub enum Fault {
     FullStuck,
     /// Nothing can be written (`EROFS`).
     ReadOnly,
+    /// Writes land in the page cache but `fdatasync` fails with `EIO` (a failing device):
+    /// nothing written since the last good sync may be on disk.
+    SyncFails,
 }
 
 /// Switches simulated faults on and off under a running [`FileSink`] (tests).
@@ -81,6 +89,7 @@ impl FaultSwitch {
             Fault::Full => 1,
             Fault::FullStuck => 2,
             Fault::ReadOnly => 3,
+            Fault::SyncFails => 4,
         };
         self.0.store(v, Ordering::SeqCst);
     }
@@ -90,6 +99,7 @@ impl FaultSwitch {
             1 => Fault::Full,
             2 => Fault::FullStuck,
             3 => Fault::ReadOnly,
+            4 => Fault::SyncFails,
             _ => Fault::None,
         }
     }
@@ -115,11 +125,34 @@ pub struct AuditHealth {
     pub last_error: Option<String>,
 }
 
-/// Appends chained JSON records to a file, mode 0640, `fsync`ing each before returning.
+/// Appends chained JSON records to a file, mode 0640; a record is `fsync`ed before its
+/// `record` call returns (together with the records written alongside it).
 pub struct FileSink {
     path: PathBuf,
     state: Arc<Mutex<State>>,
     health: Arc<Mutex<AuditHealth>>,
+    queue: Arc<Mutex<Queue>>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), AuditError>>;
+
+/// Records waiting for the writer, and whether a writer is running.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(AuditEvent, Reply)>,
+    writing: bool,
+}
+
+/// Clears `writing` if the writer dies (a panic), so the next record starts a new one;
+/// the callers of the batch it held see their reply channel closed, an error.
+struct WriterGuard<'a>(&'a Mutex<Queue>);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).writing = false;
+        }
+    }
 }
 
 struct Failing {
@@ -143,6 +176,15 @@ struct State {
     rotation_due: bool,
     /// A failed write may have left bytes after `len`.
     dirty: bool,
+    /// Records were written since the last `fdatasync`.
+    unsynced: bool,
+    /// Successful syncs so far: a record written when this was `n` is durable once it is
+    /// greater than `n`.
+    syncs: u64,
+    /// `len`, `next_seq` and `prev` at the last sync: what a failed sync falls back to.
+    synced: (u64, u64, String),
+    /// Time of the last record written and not yet sealed.
+    unsealed: Option<OffsetDateTime>,
     opts: FileOptions,
     seal: Option<File>,
     failing: Option<Failing>,
@@ -423,10 +465,14 @@ impl FileSink {
             file: Some(file),
             len: good,
             next_seq,
-            prev,
+            prev: prev.clone(),
             first_seq,
             rotation_due,
             dirty: false,
+            unsynced: false,
+            syncs: 0,
+            synced: (good, next_seq, prev),
+            unsealed: None,
             opts,
             seal,
             failing: None,
@@ -438,11 +484,13 @@ impl FileSink {
         for note in notes {
             state.write(&note)?;
         }
+        state.flush()?;
         state.publish();
         Ok(FileSink {
             path: path.to_owned(),
             state: Arc::new(Mutex::new(state)),
             health,
+            queue: Arc::default(),
         })
     }
 
@@ -453,7 +501,33 @@ impl FileSink {
 
     fn append_blocking(state: &Mutex<State>, event: &AuditEvent) -> Result<(), AuditError> {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        s.record(event)
+        s.record_batch(std::slice::from_ref(event))
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// The writer: takes everything queued, writes it with one sync, answers, and repeats
+    /// until the queue is empty.
+    fn write_queued(state: &Mutex<State>, queue: &Mutex<Queue>) {
+        let _guard = WriterGuard(queue);
+        loop {
+            let batch = {
+                let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.waiting.is_empty() {
+                    q.writing = false;
+                    return;
+                }
+                std::mem::take(&mut q.waiting)
+            };
+            let (events, replies): (Vec<AuditEvent>, Vec<Reply>) = batch.into_iter().unzip();
+            let results = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_batch(&events);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -473,27 +547,90 @@ impl State {
             .unwrap_or(Fault::None)
     }
 
-    /// Records `event` (preceded by a recovery note after failures), rotating first
-    /// when the file is full.
-    fn record(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
-        let result = self.record_inner(event);
-        match &result {
-            Ok(()) => {}
-            Err(e) => {
-                let failing = self.failing.get_or_insert_with(|| {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log: keyturn starts no rotation until it can");
-                    Failing {
-                        since: event.time,
-                        refused: 0,
-                        error: String::new(),
-                    }
-                });
-                failing.refused += 1;
-                failing.error = e.to_string();
+    /// Records `events` in order (each preceded by a recovery note after failures, rotating
+    /// first when the file is full), then syncs once. A record whose sync failed is taken
+    /// back out of the chain and its result is an error, like a record that could not be
+    /// written: its caller does not proceed.
+    fn record_batch(&mut self, events: &[AuditEvent]) -> Vec<Result<(), AuditError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let result = self.record_inner(event);
+            if let Err(e) = &result {
+                self.refused(event.time, e);
+            }
+            results.push((result, self.syncs));
+        }
+        if let Err(e) = self.flush() {
+            let syncs = self.syncs;
+            for ((result, written_at), event) in results.iter_mut().zip(events) {
+                if result.is_ok() && *written_at == syncs {
+                    *result = Err(copy_error(&e));
+                    self.refused(event.time, &e);
+                }
             }
         }
         self.publish();
-        result
+        results.into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// Counts a refused record and marks the sink failing.
+    fn refused(&mut self, time: OffsetDateTime, e: &AuditError) {
+        let failing = self.failing.get_or_insert_with(|| {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log: keyturn starts no rotation until it can");
+            Failing {
+                since: time,
+                refused: 0,
+                error: String::new(),
+            }
+        });
+        failing.refused += 1;
+        failing.error = e.to_string();
+    }
+
+    /// Makes every record written so far durable (one `fdatasync`), then moves the seal to
+    /// the last of them. If the sync fails, nothing written since the previous sync is known
+    /// to be on disk: the chain falls back to that point and the file is cut there.
+    fn flush(&mut self) -> Result<(), AuditError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let result = match &self.file {
+            Some(file) => self.sync(file),
+            None => Err(io::Error::other("the audit file is not open")),
+        };
+        match result {
+            Ok(()) => {
+                self.mark_synced();
+                Ok(())
+            }
+            Err(e) => {
+                (self.len, self.next_seq, self.prev) = self.synced.clone();
+                self.unsynced = false;
+                self.unsealed = None;
+                self.dirty = true;
+                if let Err(r) = self.repair() {
+                    tracing::warn!(error = %r, "cannot remove unsynced audit records yet; the next write does");
+                }
+                Err(self.err(e))
+            }
+        }
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        match self.fault() {
+            Fault::SyncFails => Err(io::Error::from_raw_os_error(5)),
+            _ => file.sync_data(),
+        }
+    }
+
+    /// Everything up to `len` is on disk.
+    fn mark_synced(&mut self) {
+        self.unsynced = false;
+        self.syncs += 1;
+        self.synced = (self.len, self.next_seq, self.prev.clone());
+        if let Some(time) = self.unsealed.take() {
+            self.write_seal(time);
+        }
     }
 
     fn record_inner(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
@@ -552,15 +689,18 @@ impl State {
             return Ok(());
         };
         file.set_len(self.len)
-            .and_then(|_| file.sync_data())
+            .and_then(|_| self.sync(file))
             .map_err(|e| self.err(e))?;
         self.dirty = false;
+        self.mark_synced();
         Ok(())
     }
 
     /// Renames the full live file and starts a new one.
     fn finish_rotation(&mut self) -> Result<(), AuditError> {
         if self.rotation_due {
+            // The records of the full file are durable before it is renamed.
+            self.flush()?;
             let target = rotated_path(&self.path, self.first_seq);
             if target.exists() {
                 return Err(self.err(io::Error::new(
@@ -575,6 +715,7 @@ impl State {
             self.file = None;
             self.rotation_due = false;
             self.len = 0;
+            self.synced.0 = 0;
             self.first_seq = self.next_seq;
             tracing::info!(path = %self.path.display(), rotated = %target.display(), "rotated the audit log");
         }
@@ -592,7 +733,8 @@ impl State {
             return Err(io::Error::other("the audit file is not open"));
         };
         match fault {
-            Fault::None => file.write_all(bytes).and_then(|_| file.sync_data()),
+            // Synced by `flush`, once per batch.
+            Fault::None | Fault::SyncFails => file.write_all(bytes),
             Fault::Full | Fault::FullStuck => {
                 file.write_all(&bytes[..bytes.len() / 2])?;
                 Err(io::Error::from_raw_os_error(28))
@@ -601,7 +743,8 @@ impl State {
         }
     }
 
-    /// Appends one record and fsyncs it; on failure removes any partial line.
+    /// Appends one record (made durable by the next `flush`); on failure removes any partial
+    /// line.
     fn write(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
         let enc =
             chain::encode(self.next_seq, &self.prev, event).map_err(|e| self.err(e.into()))?;
@@ -610,7 +753,8 @@ impl State {
                 self.len += enc.line.len() as u64;
                 self.next_seq += 1;
                 self.prev = enc.hash;
-                self.write_seal(event.time);
+                self.unsynced = true;
+                self.unsealed = Some(event.time);
                 Ok(())
             }
             Err(e) => {
@@ -660,19 +804,24 @@ impl AuditSink for FileSink {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                let state = self.state.clone();
-                let event = event.clone();
-                // The write runs to completion even if the caller is cancelled, so the
-                // chain never holds a record its writer did not account for.
-                handle
-                    .spawn_blocking(move || FileSink::append_blocking(&state, &event))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(AuditError::Write {
-                            path: self.path.clone(),
-                            source: io::Error::other(e.to_string()),
-                        })
+                // Queued for the writer, which runs to completion even if this caller is
+                // cancelled, so the chain never holds a record nobody accounted for.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let start = {
+                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.waiting.push((event.clone(), tx));
+                    !std::mem::replace(&mut q.writing, true)
+                };
+                if start {
+                    let (state, queue) = (self.state.clone(), self.queue.clone());
+                    handle.spawn_blocking(move || FileSink::write_queued(&state, &queue));
+                }
+                rx.await.unwrap_or_else(|_| {
+                    Err(AuditError::Write {
+                        path: self.path.clone(),
+                        source: io::Error::other("the audit writer stopped before writing"),
                     })
+                })
             }
             Err(_) => FileSink::append_blocking(&self.state, event),
         }
@@ -689,5 +838,25 @@ impl AuditSink for FileSink {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         )
+    }
+}
+
+/// The same error for another record of a failed batch (`io::Error` is not `Clone`).
+fn copy_error(e: &AuditError) -> AuditError {
+    let copy = |source: &io::Error| io::Error::new(source.kind(), source.to_string());
+    match e {
+        AuditError::Write { path, source } => AuditError::Write {
+            path: path.clone(),
+            source: copy(source),
+        },
+        AuditError::Open { path, source } => AuditError::Open {
+            path: path.clone(),
+            source: copy(source),
+        },
+        AuditError::Corrupt { path, line, detail } => AuditError::Corrupt {
+            path: path.clone(),
+            line: *line,
+            detail: detail.clone(),
+        },
     }
 }
