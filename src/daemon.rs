@@ -339,6 +339,8 @@ pub struct Daemon {
     index: HashMap<String, usize>,
     heap: BinaryHeap<Reverse<(OffsetDateTime, usize, u64)>>,
     tasks: JoinSet<Done>,
+    /// Account and tenant of each running task, to clean up after one that panicked.
+    running: HashMap<tokio::task::Id, (String, Arc<str>)>,
     /// Waiting jobs per tenant.
     tenants: HashMap<Arc<str>, TenantQueue>,
     /// Tenants with waiting jobs and room, served round-robin.
@@ -371,6 +373,7 @@ impl Daemon {
             index: HashMap::new(),
             heap: BinaryHeap::new(),
             tasks: JoinSet::new(),
+            running: HashMap::new(),
             tenants: HashMap::new(),
             ready: VecDeque::new(),
             board,
@@ -485,7 +488,7 @@ impl Daemon {
         let mut stopped = false;
         while !self.tasks.is_empty() {
             tokio::select! {
-                Some(done) = self.tasks.join_next() => self.joined(done),
+                Some(done) = self.tasks.join_next_with_id() => self.joined(done),
                 _ = &mut shutdown => { stopped = true; break; }
             }
         }
@@ -516,7 +519,7 @@ impl Daemon {
                         drift = self.drift_timer();
                     }
                 }
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.joined(done),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(done),
                 _ = tokio::time::sleep_until(wake) => self.fire_due(),
                 _ = async { drift.as_mut().expect("guarded by the if").tick().await }, if drift.is_some() => {
                     for idx in 0..self.slots.len() {
@@ -538,14 +541,22 @@ impl Daemon {
         })
     }
 
-    fn joined(&mut self, done: Result<Done, tokio::task::JoinError>) {
+    fn joined(&mut self, done: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
         match done {
-            Ok(done) => {
+            Ok((id, done)) => {
+                self.running.remove(&id);
                 let tenant = done.tenant.clone();
                 self.finished(done);
                 self.release(&tenant);
             }
-            Err(e) => tracing::error!(error = %e, "a rotation task failed"),
+            Err(e) => {
+                if let Some((name, tenant)) = self.running.remove(&e.id()) {
+                    self.crashed(&name, &e);
+                    self.release(&tenant);
+                } else {
+                    tracing::error!(error = %e, "a task of a removed account failed");
+                }
+            }
         }
         self.dispatch();
         if self.tasks.is_empty() && self.board_ready() {
@@ -890,7 +901,9 @@ impl Daemon {
             if let Some(reply) = reply {
                 let _ = reply.send((name.clone(), Err("the account was removed".into())));
             }
-            self.tasks.spawn(async move {
+            let task_name = name.clone();
+            let task_tenant = tenant.clone();
+            let handle = self.tasks.spawn(async move {
                 Done {
                     name,
                     tenant,
@@ -899,12 +912,14 @@ impl Daemon {
                     ack,
                 }
             });
+            self.running.insert(handle.id(), (task_name, task_tenant));
             return;
         };
         let engine = self.engine.clone();
         let managed = self.slots[idx].managed.clone();
         let clock = self.clock.clone();
-        self.tasks.spawn(async move {
+        let task = (name.clone(), tenant.clone());
+        let handle = self.tasks.spawn(async move {
             let account = &managed.account;
             let out = match job {
                 Job::Rotate => match engine.rotate(account, &request).await {
@@ -921,6 +936,7 @@ impl Daemon {
                 ack,
             }
         });
+        self.running.insert(handle.id(), task);
     }
 
     /// A task ended: its tenant has room again.
@@ -935,6 +951,33 @@ impl Daemon {
                 self.ready.push_back(tenant.clone());
             }
         }
+    }
+
+    /// A task panicked (a bug) or was cut off: the account is free again and retried with
+    /// backoff, like a failed rotation; whatever the task left half-done in Key Vault is
+    /// what recovery handles (a staged password is completed or abandoned on the retry).
+    /// Its waiters see their reply channel closed.
+    fn crashed(&mut self, name: &str, e: &tokio::task::JoinError) {
+        let Some(&idx) = self.index.get(name) else {
+            return;
+        };
+        if e.is_cancelled() {
+            return;
+        }
+        tracing::error!(account = %name, error = %e, "a rotation task panicked (a bug in keyturn; please report it); retrying with backoff");
+        self.slots[idx].busy = false;
+        let now = self.clock.now();
+        self.board_mut(idx, |b| {
+            b.last_outcome = Some("failed: internal error".into());
+            b.last_end = Some(now);
+            *b.counts.entry("failed".into()).or_default() += 1;
+        });
+        self.schedule_retry(idx);
+        let failures = self.slots[idx].failures;
+        self.board_mut(idx, |b| {
+            b.busy = false;
+            b.failures = failures;
+        });
     }
 
     fn finished(&mut self, done: Done) {
@@ -1030,7 +1073,7 @@ impl Daemon {
         tokio::pin!(grace);
         loop {
             tokio::select! {
-                next = self.tasks.join_next() => match next {
+                next = self.tasks.join_next_with_id() => match next {
                     Some(done) => self.joined(done),
                     None => break,
                 },

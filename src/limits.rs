@@ -161,6 +161,8 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Dura
 
 /// One budget and the queue of requests waiting for it.
 pub struct Bucket {
+    /// The budget's name in metrics: `keyvault_write`, `keyvault_other`, `graph_write`.
+    name: &'static str,
     limiter: Gcra,
     clock: TokioClock,
     /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
@@ -170,8 +172,8 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket for `budget`.
-    pub fn new(budget: Budget) -> Bucket {
+    /// A bucket for `budget`, called `name` in metrics.
+    pub fn new(name: &'static str, budget: Budget) -> Bucket {
         let burst = NonZeroU32::new(budget.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(budget.period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -180,6 +182,7 @@ impl Bucket {
             start: tokio::time::Instant::now(),
         };
         Bucket {
+            name,
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
             turn: tokio::sync::Mutex::new(()),
@@ -195,8 +198,13 @@ impl Bucket {
             None
         };
         let _turn = self.turn.lock().await;
+        let mut waited = None;
         while let Err(not_until) = self.limiter.check() {
+            waited.get_or_insert_with(tokio::time::Instant::now);
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+        if let Some(since) = waited {
+            crate::metrics::observe_pacing(self.name, since.elapsed());
         }
     }
 }
@@ -237,8 +245,8 @@ impl Limiter {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key)
             .or_insert_with(|| VaultBuckets {
-                writes: Arc::new(Bucket::new(self.config.vault_writes())),
-                other: Arc::new(Bucket::new(self.config.vault_other())),
+                writes: Arc::new(Bucket::new("keyvault_write", self.config.vault_writes())),
+                other: Arc::new(Bucket::new("keyvault_other", self.config.vault_other())),
             })
             .clone();
         Arc::new(LimitedStore { inner, buckets })
@@ -254,7 +262,7 @@ impl Limiter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(app_and_tenant.to_ascii_lowercase())
-            .or_insert_with(|| Arc::new(Bucket::new(self.config.graph_writes())))
+            .or_insert_with(|| Arc::new(Bucket::new("graph_write", self.config.graph_writes())))
             .clone();
         Arc::new(LimitedDirectory { inner, writes })
     }
@@ -341,6 +349,28 @@ mod tests {
             }
         }
         assert_eq!(Budget::new(300, VAULT_WINDOW, 0.0).burst, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_beyond_the_burst_wait_and_are_counted() {
+        let paced = |status: &crate::daemon::DaemonStatus| -> f64 {
+            crate::metrics::render(status, time::OffsetDateTime::UNIX_EPOCH)
+                .lines()
+                .find(|l| l.starts_with("keyturn_paced_requests_total{budget=\"test_budget\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let status = crate::daemon::DaemonStatus::default();
+        // 100 per 10 s: a burst of 1, then one every 101 ms.
+        let bucket = Bucket::new("test_budget", Budget::new(100, VAULT_WINDOW, 0.0));
+        let start = tokio::time::Instant::now();
+        for _ in 0..11 {
+            bucket.acquire(false).await;
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1000), "{took:?}");
+        assert!(took < Duration::from_millis(1100), "{took:?}");
+        assert_eq!(paced(&status), 10.0, "the first went at once, ten waited");
     }
 
     #[test]

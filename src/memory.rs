@@ -24,6 +24,8 @@ pub enum StoreFault {
     Fail(StoreError),
     /// The operation takes effect, then the caller sees the error (a lost response).
     CommitThenFail(StoreError),
+    /// The call panics: a bug, which the daemon must survive.
+    Panic,
 }
 
 #[derive(Default)]
@@ -115,7 +117,11 @@ impl MemoryVault {
             .faults
             .iter()
             .position(|(o, n, _)| *o == op && n.as_deref().is_none_or(|n| n == name))?;
-        st.faults.remove(idx).map(|(_, _, f)| f)
+        let fault = st.faults.remove(idx).map(|(_, _, f)| f);
+        if matches!(fault, Some(StoreFault::Panic)) {
+            panic!("scripted panic in the secret store ({op:?} {name})");
+        }
+        fault
     }
 }
 
@@ -126,7 +132,7 @@ impl SecretStore for MemoryVault {
         *st.calls.entry("latest").or_default() += 1;
         match Self::take_fault(&mut st, StoreOp::Latest, name) {
             Some(StoreFault::Fail(e) | StoreFault::CommitThenFail(e)) => return Err(e),
-            None => {}
+            Some(StoreFault::Panic) | None => {}
         }
         Ok(st.secrets.get(name).and_then(|v| v.last().cloned()))
     }
@@ -140,7 +146,7 @@ impl SecretStore for MemoryVault {
                 self.write(&mut st, name, new.value, new.tags, new.expires);
                 Err(e)
             }
-            None => {
+            Some(StoreFault::Panic) | None => {
                 let version = self.write(&mut st, name, new.value, new.tags, new.expires);
                 Ok(Written {
                     version,

@@ -50,18 +50,41 @@ fn latency_histogram() -> Histogram {
     Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: String,
+}
+
 /// Process-wide Azure request metrics (one HTTP client serves every account).
 struct AzureMetrics {
     requests: Family<ServiceStatus, Counter>,
     throttled: Family<ServiceLabel, Counter>,
     latency: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+    /// Requests that waited for a client-side budget, and how long in all.
+    paced: Family<BudgetLabel, Counter>,
+    paced_seconds: Family<BudgetLabel, Counter<f64, AtomicU64>>,
 }
 
 static AZURE: LazyLock<AzureMetrics> = LazyLock::new(|| AzureMetrics {
     requests: Family::default(),
     throttled: Family::default(),
     latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+    paced: Family::default(),
+    paced_seconds: Family::default(),
 });
+
+/// Records that a request waited `waited` for the client-side budget `budget`
+/// (`keyvault_write`, `keyvault_other`, `graph_write`; see `crate::limits`).
+pub fn observe_pacing(budget: &str, waited: Duration) {
+    let label = BudgetLabel {
+        budget: budget.into(),
+    };
+    AZURE.paced.get_or_create(&label).inc();
+    AZURE
+        .paced_seconds
+        .get_or_create(&label)
+        .inc_by(waited.as_secs_f64());
+}
 
 /// Which Azure service a URL belongs to: `keyvault`, `graph`, `entra` or `other`.
 pub fn service_of(url: &url::Url) -> &'static str {
@@ -233,6 +256,16 @@ pub fn render(status: &DaemonStatus, now: time::OffsetDateTime) -> String {
         "azure_request_duration_seconds",
         "Azure request latency by service",
         AZURE.latency.clone(),
+    );
+    reg.register(
+        "paced_requests",
+        "Azure requests that waited for keyturn's own rate limit ([limits]), by budget",
+        AZURE.paced.clone(),
+    );
+    reg.register(
+        "paced_wait_seconds",
+        "Time Azure requests spent waiting for keyturn's own rate limit, by budget",
+        AZURE.paced_seconds.clone(),
     );
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {

@@ -5,7 +5,7 @@ use keyturn::audit::{EventKind, MemorySink, Trigger};
 use keyturn::clock::{Clock, TokioClock};
 use keyturn::daemon::{Command, Daemon, Managed, Settings};
 use keyturn::directory::DirectoryError;
-use keyturn::memory::{DirFault, DirOp, MemoryDirectory, MemoryVault};
+use keyturn::memory::{DirFault, DirOp, MemoryDirectory, MemoryVault, StoreFault, StoreOp};
 use keyturn::password::{Password, PasswordPolicy};
 use keyturn::protocol::{Account, Engine, Request, Tuning};
 use keyturn::schedule::Schedule;
@@ -187,6 +187,30 @@ async fn a_failing_account_backs_off_and_never_stops_the_others() {
         );
         assert!(f.holds(i));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_rotation_frees_its_slot_and_is_retried() {
+    let f = fixture(2, "0 * * * * *", time::Duration::minutes(5));
+    // A bug: staging acct-0's password panics once. With one slot per tenant (both accounts
+    // are in the same tenant), a slot that stayed taken would stop every rotation.
+    f.vault
+        .inject(StoreOp::Set, Some("svc-0-pending"), StoreFault::Panic);
+    let s = Settings {
+        max_concurrent: 1,
+        max_per_tenant: 1,
+        ..settings()
+    };
+    run_for(f.daemon(s), Duration::from_secs(300)).await;
+    assert!(
+        f.completed("acct-0", None) >= 3,
+        "acct-0 is retried after the panic and keeps its schedule"
+    );
+    assert!(
+        f.completed("acct-1", None) >= 4,
+        "acct-1 never waits for the panicked task"
+    );
+    assert!(f.holds(0) && f.holds(1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -251,14 +251,24 @@ async fn main() -> Result<()> {
         } else {
             args.load_workers
         };
+        let cpu0 = cpu_secs(std::process::id());
         let c = load::run(&emu, &fleet, workers).await?;
-        eprintln!("emulator alone: {c:.1} rotations/s ({workers} workers)");
-        println!(
-            "{}",
-            serde_json::json!({"accounts": fleet.accounts, "tenants": fleet.tenants,
-                "vaults": fleet.vaults, "limits": limits_on, "seed_s": seed_time.as_secs_f64(),
-                "emulator_capacity_per_s": c})
+        let cpu = cpu_secs(std::process::id()) - cpu0;
+        eprintln!(
+            "emulator alone: {c:.1} rotations/s ({workers} workers); emulator and load generator {:.2} ms CPU/rotation",
+            cpu / fleet.accounts as f64 * 1e3
         );
+        let result = serde_json::json!({"accounts": fleet.accounts, "tenants": fleet.tenants,
+            "vaults": fleet.vaults, "limits": limits_on, "seed_s": seed_time.as_secs_f64(),
+            "emulator_only": true, "workers": workers, "emulator_capacity_per_s": c});
+        println!("{result}");
+        if let Some(p) = &args.json_out {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?;
+            writeln!(f, "{result}")?;
+        }
         emu.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
@@ -374,6 +384,8 @@ async fn main() -> Result<()> {
     // Rotate all.
     let throttled0: u64 = ctl.counters().throttled.values().sum();
     let baseline = audit.poll();
+    let (kt_cpu0, emu_cpu0) = (cpu_secs(pid), cpu_secs(std::process::id()));
+    let requests0 = ctl.counters();
     let t = Instant::now();
     let socket2 = socket.clone();
     let answer = tokio::task::spawn_blocking(move || {
@@ -407,6 +419,20 @@ async fn main() -> Result<()> {
     }
     let wall = t.elapsed();
     let completed = audit.completed - baseline;
+    let (kt_cpu, emu_cpu) = (
+        cpu_secs(pid) - kt_cpu0,
+        cpu_secs(std::process::id()) - emu_cpu0,
+    );
+    let requests1 = ctl.counters();
+    let sent: u64 =
+        requests1.requests.values().sum::<u64>() - requests0.requests.values().sum::<u64>();
+    let per = |x: f64| x / completed.max(1) as f64;
+    eprintln!(
+        "rotate-all CPU: keyturn {kt_cpu:.1} s ({:.2} ms/rotation), emulator and bench {emu_cpu:.1} s ({:.2} ms/rotation); {:.1} requests/rotation",
+        per(kt_cpu) * 1e3,
+        per(emu_cpu) * 1e3,
+        per(sent as f64)
+    );
     let hwm_kib = proc_status(pid, "VmHWM:");
     peak_rss = peak_rss.max(proc_status(pid, "VmRSS:"));
     let throttled = ctl.counters().throttled.values().sum::<u64>() - throttled0;
@@ -477,6 +503,8 @@ async fn main() -> Result<()> {
         "min_wall_s": min_wall, "ratio": wall.as_secs_f64() / min_wall,
         "throttled": throttled, "violations": violations,
         "peak_rss_kib": peak_rss, "hwm_kib": hwm_kib,
+        "rotate_all_cpu_keyturn_s": kt_cpu, "rotate_all_cpu_emulator_s": emu_cpu,
+        "requests_per_rotation": per(sent as f64),
         "emulator_capacity_per_s": capacity,
     });
     println!("{result}");
