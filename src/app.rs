@@ -1,7 +1,8 @@
 //! Wiring: turns a validated configuration into accounts backed by the real Azure
 //! adapters, sharing one HTTP client, one credential per identity (token caches), one
 //! store per vault and identity, and one directory per identity; stores and directories
-//! are paced by one [`Limiter`] (buckets per vault and per Graph app and tenant).
+//! are paced by one [`Limiter`] (buckets per vault and per Graph app and tenant), which a
+//! reload keeps while `[limits]` is unchanged.
 
 use crate::azure::graph::{GraphDirectory, GraphSettings, GRAPH_SCOPE};
 use crate::azure::keyvault::KeyVaultStore;
@@ -21,10 +22,19 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Default Graph base URL.
 pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 
-/// Builds every managed account from the configuration.
+/// Builds every managed account from the configuration, with new rate-limit buckets.
 pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>, SetupError> {
+    accounts_with(loaded, http, &Limiter::new(loaded.config.limits.clone()))
+}
+
+/// Builds every managed account, paced by `limiter`'s buckets (shared with the accounts
+/// built before from the same limiter, so a reload does not hand out a fresh budget).
+pub fn accounts_with(
+    loaded: &Loaded,
+    http: &reqwest::Client,
+    limiter: &Limiter,
+) -> Result<Vec<Managed>, SetupError> {
     let config = &loaded.config;
-    let limiter = Limiter::new(config.limits.clone());
     let mut credentials: HashMap<&str, Arc<dyn TokenCredential>> = HashMap::new();
     for (name, id) in &config.identities {
         credentials.insert(name, azure::credential(name, id, http, &config.network)?);

@@ -555,7 +555,8 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
-    let accounts = crate::app::accounts(&loaded, &http)?;
+    let limiter = Arc::new(crate::limits::Limiter::new(loaded.config.limits.clone()));
+    let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
     let clock = Arc::new(SystemClock);
     let engine = Arc::new(Engine::new(
         audit.clone(),
@@ -576,6 +577,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
     let reloader: Arc<dyn admin::Reload> = Arc::new(crate::reload::Reloader::new(
         loaded.path.clone(),
         loaded.config.clone(),
+        limiter,
         audit.clone(),
         clock.clone(),
         tx.clone(),

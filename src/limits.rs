@@ -233,6 +233,11 @@ impl Limiter {
         }
     }
 
+    /// The `[limits]` these buckets were made for.
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
     /// `inner` paced by its vault's budgets (or `inner` itself when pacing is off).
     pub fn store(&self, inner: Arc<dyn SecretStore>) -> Arc<dyn SecretStore> {
         if !self.config.enabled {

@@ -7,6 +7,7 @@ use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome};
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::daemon::Command;
+use crate::limits::{Limiter, LimitsConfig};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,13 +23,27 @@ pub struct Reloader {
     current: Mutex<Config>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
+    /// The rate-limit buckets in force: kept across reloads while `[limits]` is unchanged, so
+    /// that what the running accounts spent still counts (new buckets would start full).
+    limiter: Mutex<Arc<Limiter>>,
+}
+
+/// The buckets for a new configuration: the current ones if `[limits]` did not change.
+fn limiter_for(current: &Arc<Limiter>, limits: &LimitsConfig) -> Arc<Limiter> {
+    if current.config() == limits {
+        current.clone()
+    } else {
+        Arc::new(Limiter::new(limits.clone()))
+    }
 }
 
 impl Reloader {
-    /// A reloader for `path`, whose configuration `current` is in force now.
+    /// A reloader for `path`, whose configuration `current` is in force now, paced by
+    /// `limiter`.
     pub fn new(
         path: PathBuf,
         current: Config,
+        limiter: Arc<Limiter>,
         audit: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
         commands: mpsc::Sender<Command>,
@@ -40,6 +55,7 @@ impl Reloader {
             commands,
             current: Mutex::new(Self::kept(current)),
             busy: tokio::sync::Mutex::new(()),
+            limiter: Mutex::new(limiter),
         }
     }
 
@@ -64,7 +80,12 @@ impl Reloader {
         let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
         let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
             .map_err(|e| e.to_string())?;
-        let accounts = crate::app::accounts(&loaded, &http).map_err(|e| e.to_string())?;
+        let limiter = limiter_for(
+            &self.limiter.lock().unwrap_or_else(|e| e.into_inner()),
+            &loaded.config.limits,
+        );
+        let accounts =
+            crate::app::accounts_with(&loaded, &http, &limiter).map_err(|e| e.to_string())?;
         let settings = crate::app::settings(&loaded);
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -98,6 +119,7 @@ impl Reloader {
             ));
         }
         *current = Self::kept(loaded.config);
+        *self.limiter.lock().unwrap_or_else(|e| e.into_inner()) = limiter;
         Ok(summary)
     }
 }
@@ -132,5 +154,27 @@ impl Reload for Reloader {
         }
         crate::notify::ready("running");
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_buckets_unless_the_limits_change() {
+        let current = Arc::new(Limiter::new(LimitsConfig::default()));
+        let same = limiter_for(&current, &LimitsConfig::default());
+        assert!(
+            Arc::ptr_eq(&current, &same),
+            "unchanged [limits]: the same buckets"
+        );
+        let changed = LimitsConfig {
+            headroom: 0.2,
+            ..LimitsConfig::default()
+        };
+        let new = limiter_for(&current, &changed);
+        assert!(!Arc::ptr_eq(&current, &new));
+        assert_eq!(new.config(), &changed);
     }
 }
