@@ -104,6 +104,19 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WatchLayer {
     }
 }
 
+/// Prints the result as one JSON line, and appends it to `json_out` if given.
+fn report(result: &serde_json::Value, json_out: Option<&Path>) -> Result<()> {
+    println!("{result}");
+    if let Some(p) = json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
+        writeln!(f, "{result}")?;
+    }
+    Ok(())
+}
+
 fn proc_status(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -261,14 +274,7 @@ async fn main() -> Result<()> {
         let result = serde_json::json!({"accounts": fleet.accounts, "tenants": fleet.tenants,
             "vaults": fleet.vaults, "limits": limits_on, "seed_s": seed_time.as_secs_f64(),
             "emulator_only": true, "workers": workers, "emulator_capacity_per_s": c});
-        println!("{result}");
-        if let Some(p) = &args.json_out {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?;
-            writeln!(f, "{result}")?;
-        }
+        report(&result, args.json_out.as_deref())?;
         emu.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
@@ -507,14 +513,7 @@ async fn main() -> Result<()> {
         "requests_per_rotation": per(sent as f64),
         "emulator_capacity_per_s": capacity,
     });
-    println!("{result}");
-    if let Some(p) = &args.json_out {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)?;
-        writeln!(f, "{result}")?;
-    }
+    report(&result, args.json_out.as_deref())?;
     emu.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
