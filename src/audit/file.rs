@@ -5,8 +5,8 @@
 //! - Group commit: records that arrive while a write is in progress are written together
 //!   and made durable by one `fdatasync`, then each caller is answered. A caller still
 //!   returns only once its record is on disk, but a thousand concurrent rotations no longer
-//!   queue for a thousand syncs (one sync costs 0.2 ms on a local SSD, 1–5 ms on network
-//!   disks, and a rotation writes about six records).
+//!   queue for a thousand syncs (one sync took 0.17 ms on the development machine and takes
+//!   1–5 ms on network disks; a rotation writes about six records).
 //! - On open, the chain continues from the last record of the file (or of the newest
 //!   rotated file); an incomplete last line left by a crash is removed and noted.
 //! - When the file reaches [`FileOptions::max_bytes`] it ends with an `audit.rotated`
