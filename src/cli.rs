@@ -551,12 +551,15 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
 }
 
 /// `keyturn run`.
-pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
+pub async fn run(mut loaded: Loaded) -> anyhow::Result<i32> {
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
     let limiter = Arc::new(crate::limits::Limiter::new(loaded.config.limits.clone()));
     let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+    // The accounts as written are built; only the resolved ones are still read below, and the
+    // reloader is handed the configuration without them rather than a copy of thousands.
+    loaded.config.accounts = Vec::new();
     let clock = Arc::new(SystemClock);
     let engine = Arc::new(Engine::new(
         audit.clone(),

@@ -238,6 +238,12 @@ impl Limiter {
         &self.config
     }
 
+    /// How many vaults have buckets here (tests).
+    #[cfg(test)]
+    pub(crate) fn vault_buckets(&self) -> usize {
+        self.vaults.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// `inner` paced by its vault's budgets (or `inner` itself when pacing is off).
     pub fn store(&self, inner: Arc<dyn SecretStore>) -> Arc<dyn SecretStore> {
         if !self.config.enabled {

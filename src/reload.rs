@@ -160,21 +160,67 @@ impl Reload for Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::MemorySink;
+    use crate::clock::ManualClock;
 
-    #[test]
-    fn a_reload_keeps_the_buckets_unless_the_limits_change() {
-        let current = Arc::new(Limiter::new(LimitsConfig::default()));
-        let same = limiter_for(&current, &LimitsConfig::default());
-        assert!(
-            Arc::ptr_eq(&current, &same),
-            "unchanged [limits]: the same buckets"
+    const CONFIG: &str = r#"
+[limits]
+headroom = 0.02
+
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "c"
+client_secret = "s3cret"
+allow_inline_secret = true
+
+[[accounts]]
+name = "a"
+user = "svc-a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "svc-a"
+"#;
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_buckets_unless_the_limits_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let in_force = Arc::new(Limiter::new(loaded.config.limits.clone()));
+        let (tx, mut rx) = mpsc::channel(1);
+        // The daemon's side: accept whatever accounts a reload brings.
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                if let Command::Reload {
+                    reply: Some(reply), ..
+                } = cmd
+                {
+                    let _ = reply.send("accepted".to_owned());
+                }
+            }
+        });
+        let reloader = Reloader::new(
+            path.clone(),
+            loaded.config.clone(),
+            in_force.clone(),
+            Arc::new(MemorySink::default()),
+            Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
+            tx,
         );
-        let changed = LimitsConfig {
-            headroom: 0.2,
-            ..LimitsConfig::default()
-        };
-        let new = limiter_for(&current, &changed);
-        assert!(!Arc::ptr_eq(&current, &new));
-        assert_eq!(new.config(), &changed);
+        assert_eq!(in_force.vault_buckets(), 0);
+
+        // Same [limits]: the reloaded account is paced by the buckets in force.
+        reloader.apply().await.unwrap();
+        assert_eq!(in_force.vault_buckets(), 1);
+        assert!(Arc::ptr_eq(&reloader.limiter.lock().unwrap(), &in_force));
+
+        // Other [limits]: new buckets with the new budgets.
+        std::fs::write(&path, CONFIG.replace("headroom = 0.02", "headroom = 0.2")).unwrap();
+        reloader.apply().await.unwrap();
+        let now = reloader.limiter.lock().unwrap().clone();
+        assert!(!Arc::ptr_eq(&now, &in_force));
+        assert_eq!((now.config().headroom, now.vault_buckets()), (0.2, 1));
     }
 }

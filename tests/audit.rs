@@ -476,21 +476,25 @@ async fn rotation_across_files_keeps_the_chain() {
 
 // ---------------------------------------------------------------- full disk
 
+/// A file sink at `path` whose disk faults the test switches.
+fn sink_with_faults(path: &Path) -> (Arc<FileSink>, Arc<FaultSwitch>) {
+    let faults = FaultSwitch::new();
+    let sink = FileSink::open_with(
+        path,
+        FileOptions {
+            faults: Some(faults.clone()),
+            ..FileOptions::default()
+        },
+    )
+    .unwrap();
+    (Arc::new(sink), faults)
+}
+
 #[tokio::test]
 async fn a_full_disk_fails_closed_and_recovers_without_losing_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let faults = FaultSwitch::new();
-    let sink = Arc::new(
-        FileSink::open_with(
-            &path,
-            FileOptions {
-                faults: Some(faults.clone()),
-                ..FileOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (sink, faults) = sink_with_faults(&path);
     sink.record(&event(0)).await.unwrap();
 
     // Full: the write stops half-way; the call fails and the partial line is removed.
@@ -555,20 +559,10 @@ async fn a_full_disk_fails_closed_and_recovers_without_losing_a_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_sync_takes_back_every_record_of_its_batch() {
+async fn a_failed_sync_takes_back_the_records_it_did_not_make_durable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let faults = FaultSwitch::new();
-    let sink = Arc::new(
-        FileSink::open_with(
-            &path,
-            FileOptions {
-                faults: Some(faults.clone()),
-                ..FileOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (sink, faults) = sink_with_faults(&path);
     sink.record(&event(0)).await.unwrap();
     let seal_before = std::fs::read_to_string(seal_path(&path)).unwrap();
 
