@@ -346,11 +346,7 @@ async fn client(conn: &Conn, req: admin::proto::Request) -> i32 {
             } else {
                 print!("{}", admin::client::human(&req, &r));
             }
-            if r.ok {
-                0
-            } else {
-                1
-            }
+            admin::client::exit_code(&r)
         }
         Err(e) => {
             eprintln!("keyturn: {e}");
@@ -631,6 +627,7 @@ pub async fn run(mut loaded: Loaded) -> anyhow::Result<i32> {
             board.clone(),
             audit.clone(),
             watchdog,
+            loaded.config.metrics.max_connections,
             stopped(),
         )));
         tracing::info!(%addr, "metrics and health listening");

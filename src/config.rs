@@ -124,11 +124,22 @@ impl Default for AdminConfig {
 }
 
 /// The metrics and health listener.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct MetricsConfig {
     /// Address to listen on, e.g. "127.0.0.1:9464"; absent: off.
     pub listen: Option<std::net::SocketAddr>,
+    /// Connections held at once; a new one beyond that closes the oldest.
+    pub max_connections: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            max_connections: 32,
+        }
+    }
 }
 
 /// Where audit copies go on stdout.
@@ -481,6 +492,12 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
         if !g.is_empty() && matches!(nix::unistd::Group::from_name(g), Ok(None)) {
             p(k, format!("no group named {g:?} exists on this host; create it (groupadd) or fix the name"));
         }
+    }
+    if !(1..=1000).contains(&config.metrics.max_connections) {
+        p(
+            "metrics.max_connections".into(),
+            "must be from 1 to 1000 (each connection holds an open file)".into(),
+        );
     }
     if let Some(addr) = config.metrics.listen {
         if !addr.ip().is_loopback() {

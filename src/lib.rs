@@ -13,9 +13,12 @@
 //! - [`clock`]: time as an input.
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators.
 //! - [`idle`]: the hook that gives memory back to the kernel when the daemon goes idle.
+//! - [`accept`]: what the accept loops of the admin socket and the metrics listener do on
+//!   an error (log, pause, retry).
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod app;
 pub mod audit;

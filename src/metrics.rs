@@ -267,6 +267,11 @@ pub fn render(status: &DaemonStatus, now: time::OffsetDateTime) -> String {
         "Time Azure requests spent waiting for keyturn's own rate limit, by budget",
         AZURE.paced_seconds.clone(),
     );
+    reg.register(
+        "metrics_connections_closed_early",
+        "Connections to this listener closed to make room for newer ones (metrics.max_connections)",
+        EVICTED.clone(),
+    );
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         out.clear();
@@ -290,16 +295,23 @@ fn route(
     audit: &dyn AuditSink,
     heartbeat_limit: Option<Duration>,
 ) -> hyper::Response<Full<Bytes>> {
-    let mut status = board.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    status.audit = audit.health();
-    match path {
-        "/metrics" => answer(
+    if path == "/metrics" {
+        let mut status = board.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        status.audit = audit.health();
+        return answer(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(&status, time::OffsetDateTime::now_utc()),
-        ),
+        );
+    }
+    // Probes read the three fields they need under the lock; they never copy the accounts.
+    let (heartbeat, ready, stopping) = {
+        let s = board.lock().unwrap_or_else(|e| e.into_inner());
+        (s.heartbeat, s.ready, s.stopping)
+    };
+    match path {
         "/healthz" => {
-            let stale = match (heartbeat_limit, status.heartbeat) {
+            let stale = match (heartbeat_limit, heartbeat) {
                 (Some(limit), Some(beat)) => beat.elapsed() > limit,
                 _ => false,
             };
@@ -310,7 +322,10 @@ fn route(
                     "the main loop has not run recently\n".into(),
                 )
             } else if !audit.is_writable() {
-                let why = status.audit.and_then(|a| a.last_error).unwrap_or_default();
+                let why = audit
+                    .health()
+                    .and_then(|a| a.last_error)
+                    .unwrap_or_default();
                 answer(
                     503,
                     "text/plain",
@@ -321,9 +336,9 @@ fn route(
             }
         }
         "/readyz" => {
-            if status.ready && !status.stopping {
+            if ready && !stopping {
                 answer(200, "text/plain", "ready\n".into())
-            } else if status.stopping {
+            } else if stopping {
                 answer(503, "text/plain", "stopping\n".into())
             } else {
                 answer(503, "text/plain", "starting: recovery is running\n".into())
@@ -337,25 +352,86 @@ fn route(
     }
 }
 
+/// How long a client has to send a request's headers (also the longest a kept-alive
+/// connection may sit idle between requests).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest life of one connection.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Connections closed to make room for newer ones (see [`serve`]).
+static EVICTED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// The connections being served, oldest first, each with the means to close it.
+#[derive(Default)]
+struct Held {
+    next_id: u64,
+    conns: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+}
+
 /// Serves metrics and health on `listener` until `shutdown` completes.
+///
+/// At most `max_connections` connections are held: a new one beyond that closes the
+/// oldest, so idle or slow clients cannot lock out the scraper or a health probe, nor take
+/// the process's file descriptors (the admin socket needs some). Each connection has
+/// [`HEADER_TIMEOUT`] to send its request headers and lives at most 30 s. A failed accept
+/// (out of file descriptors) is logged and retried after a pause ([`crate::accept`]).
 pub async fn serve(
     listener: TcpListener,
     board: StatusBoard,
     audit: Arc<dyn AuditSink>,
     heartbeat_limit: Option<Duration>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let max_connections = max_connections.max(1);
+    let held = Arc::new(std::sync::Mutex::new(Held::default()));
+    let mut backoff = crate::accept::Backoff::new("metrics");
+    let mut evicted_unreported = 0u64;
+    let mut last_eviction_warning: Option<Instant> = None;
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => return,
             a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(_) => continue,
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
+                Err(e) => {
+                    backoff.failed(&e).await;
+                    continue;
+                }
             },
         };
+        let (id, closed) = {
+            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+            while h.conns.len() >= max_connections {
+                if let Some((_, close)) = h.conns.pop_front() {
+                    let _ = close.send(());
+                    EVICTED.inc();
+                    evicted_unreported += 1;
+                }
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let id = h.next_id;
+            h.next_id += 1;
+            h.conns.push_back((id, tx));
+            (id, rx)
+        };
+        if evicted_unreported > 0
+            && last_eviction_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                closed = evicted_unreported,
+                max_connections,
+                "metrics listener: more connections than metrics.max_connections; closed the oldest"
+            );
+            evicted_unreported = 0;
+            last_eviction_warning = Some(Instant::now());
+        }
         let board = board.clone();
         let audit = audit.clone();
+        let held = held.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -364,9 +440,62 @@ pub async fn serve(
                 });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {}
+                _ = closed => {}
+            }
+            held.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .conns
+                .retain(|(i, _)| *i != id);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::MemorySink;
+    use crate::daemon::AccountStatus;
+
+    /// A board with `n` accounts, each with the strings a real one has.
+    fn board(n: usize) -> StatusBoard {
+        let accounts = (0..n)
+            .map(|i| AccountStatus {
+                name: format!("account-{i}"),
+                user: format!("svc-{i}@contoso.onmicrosoft.com"),
+                ..Default::default()
+            })
+            .collect();
+        Arc::new(std::sync::Mutex::new(DaemonStatus {
+            ready: true,
+            accounts,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn probes_do_not_copy_every_account() {
+        let audit = MemorySink::default();
+        let (small, large) = (board(1), board(200_000));
+        let time = |b: &StatusBoard, path: &str| {
+            let started = Instant::now();
+            for _ in 0..5 {
+                let r = route(path, b, &audit, Some(Duration::from_secs(60)));
+                assert_eq!(r.status(), 200, "{path}");
+            }
+            started.elapsed() / 5
+        };
+        // Copying 200,000 accounts takes tens of milliseconds; reading three fields does
+        // not depend on the number of accounts at all.
+        for path in ["/healthz", "/readyz"] {
+            let (s, l) = (time(&small, path), time(&large, path));
+            assert!(
+                l < s + Duration::from_millis(5),
+                "{path}: {l:?} with 200,000 accounts, {s:?} with one"
+            );
+        }
     }
 }

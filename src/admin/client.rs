@@ -33,22 +33,42 @@ pub async fn send(socket: &Path, req: &Request) -> Result<Response, ClientError>
         })?;
     // Answers (a status of many accounts) may be far larger than requests.
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST * 1024));
-    framed
-        .send(req.encode())
-        .await
-        .map_err(|e| ClientError::Io(e.to_string()))?;
-    let line = framed
-        .next()
-        .await
-        .ok_or(ClientError::Closed)?
-        .map_err(|e| ClientError::Io(e.to_string()))?;
+    // A daemon with every slot taken answers `busy` and closes at once, possibly before
+    // the request is written: the answer is still there to read, so read before giving up.
+    let sent = framed.send(req.encode()).await;
+    let line = match (framed.next().await, sent) {
+        (Some(Ok(line)), _) => line,
+        (_, Err(e)) => return Err(ClientError::Io(e.to_string())),
+        (None, Ok(())) => return Err(ClientError::Closed),
+        (Some(Err(e)), Ok(())) => return Err(ClientError::Io(e.to_string())),
+    };
     serde_json::from_str(&line).map_err(|e| ClientError::BadAnswer(e.to_string()))
+}
+
+/// Exit code of a CLI command when the daemon is busy (`EX_TEMPFAIL`: try again).
+pub const EXIT_BUSY: i32 = 75;
+
+/// The exit code for the daemon's answer: 0 done, [`EXIT_BUSY`] when every admin slot is
+/// taken, 1 for any other refusal or failure (`docs/admin-protocol.md`).
+pub fn exit_code(r: &Response) -> i32 {
+    match &r.error {
+        _ if r.ok => 0,
+        Some(e) if e.code == "busy" => EXIT_BUSY,
+        _ => 1,
+    }
 }
 
 /// Renders a response for a person.
 pub fn human(req: &Request, r: &Response) -> String {
     let mut out = String::new();
     if let Some(e) = &r.error {
+        if e.code == "busy" {
+            out.push_str(&format!(
+                "the daemon is busy: every admin connection slot is taken ({}); nothing was done, try again in a few seconds\n",
+                e.message
+            ));
+            return out;
+        }
         out.push_str(&format!("error ({}): {}\n", e.code, e.message));
     }
     let Some(result) = &r.result else { return out };
