@@ -477,6 +477,15 @@ mod tests {
     }
 
     #[test]
+    fn early_closes_are_exported() {
+        let text = render(&DaemonStatus::default(), time::OffsetDateTime::now_utc());
+        assert!(
+            text.contains("keyturn_metrics_connections_closed_early_total"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn probes_do_not_copy_every_account() {
         let audit = MemorySink::default();
         let (small, large) = (board(1), board(200_000));

@@ -90,6 +90,8 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
         v("resolve to a non-address", add("[network.resolve]\n'kv.vault.azure.net' = 'localhost'"), "resolve"),
         v("relative admin socket", add("[admin]\nsocket = 'admin.sock'"), "admin.socket"),
         v("admin group that does not exist", add("[admin]\ngroup = 'keyturn-no-such-group'"), "admin.group"),
+        v("no metrics connections", add("[metrics]\nmax_connections = 0"), "metrics.max_connections: must be from 1 to 1000"),
+        v("more metrics connections than files", add("[metrics]\nmax_connections = 100000"), "metrics.max_connections: must be from 1 to 1000"),
         v("not TOML at all", "this is = = not toml [".to_owned(), "keyturn.toml"),
     ]
 }

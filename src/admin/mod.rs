@@ -323,6 +323,19 @@ pub fn bind(cfg: &AdminConfig) -> Result<UnixListener, AdminError> {
             path: path.clone(),
             detail: std::io::Error::from(e).to_string(),
         })?;
+        // Connecting also needs search permission on the socket's directory.
+        if let Some(dir) = path.parent() {
+            let searchable_by_all = std::fs::metadata(dir)
+                .map(|m| m.permissions().mode() & 0o001 != 0)
+                .unwrap_or(true);
+            let has_acl = rustix::fs::getxattr_query(dir, "system.posix_acl_access").is_ok();
+            if !searchable_by_all && !has_acl {
+                tracing::warn!(
+                    directory = %dir.display(),
+                    "members of admin.allowed_groups cannot reach the admin socket: its directory is not searchable by them; give it mode 0751 (o+x) or an ACL entry per group"
+                );
+            }
+        }
     }
     Ok(listener)
 }
