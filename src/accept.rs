@@ -79,6 +79,26 @@ impl Backoff {
     }
 }
 
+/// Descriptors kept for everything but the listeners' connections (the audit log, the
+/// HTTP client's connections to Azure, the runtime).
+const RESERVED_FILES: u64 = 128;
+
+/// Warns when the process's open-file limit leaves less than [`RESERVED_FILES`] beside
+/// `connections` (the listeners' caps together): accepts would then fail with `EMFILE`.
+pub fn check_file_limit(connections: usize) {
+    use nix::sys::resource::{getrlimit, Resource};
+    if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let needed = connections as u64 + RESERVED_FILES;
+        if soft < needed {
+            tracing::warn!(
+                limit = soft,
+                needed,
+                "the open-file limit is low for admin.max_connections + metrics.max_connections; raise it (LimitNOFILE=) or lower them"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -633,6 +633,13 @@ pub async fn run(mut loaded: Loaded) -> anyhow::Result<i32> {
         tracing::info!(%addr, "metrics and health listening");
     }
 
+    let admin_files = match admin_cfg.socket.as_os_str().is_empty() {
+        true => 0,
+        false => admin_cfg.max_connections,
+    };
+    let metrics = &loaded.config.metrics;
+    let metrics_files = metrics.listen.map_or(0, |_| metrics.max_connections);
+    crate::accept::check_file_limit(admin_files + metrics_files);
     let shutdown = crate::signals::watch(tx, Some(reloader))?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let n = loaded.accounts.len();

@@ -170,8 +170,14 @@ fn timed_get(port: u16, path: &str, limit: Duration) -> (Option<String>, Duratio
 }
 
 /// Opens `n` idle TCP connections to the metrics port (connect completes in the kernel's
-/// backlog whether or not the daemon accepts).
+/// backlog whether or not the daemon accepts). Raises this process's open-file limit first.
 fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = (2 * n as u64 + 256).min(hard);
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap();
+    }
     (0..n)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
         .collect()

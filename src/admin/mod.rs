@@ -215,7 +215,7 @@ impl Refusals {
                     self.ended.push((key, *counted));
                 }
                 *start = now;
-                *counted = 0;
+                *counted = u64::from(key != uid);
                 key == uid
             }
             None => {
@@ -807,7 +807,12 @@ mod tests {
         }
         assert!(!r.note(999_999, t0));
         assert!(!r.note(999_998, t0));
-        assert_eq!(r.summaries(t0, true), vec![(SEVERAL_USERS, 2)]);
+        assert!(!r.note(999_997, t0 + Duration::from_secs(61)));
+        // Two in the first minute, one in the next: every refusal is counted.
+        assert_eq!(
+            r.summaries(t0 + Duration::from_secs(62), true),
+            vec![(SEVERAL_USERS, 1), (SEVERAL_USERS, 2)]
+        );
     }
 
     #[test]
