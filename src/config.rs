@@ -210,6 +210,30 @@ impl Default for Defaults {
     }
 }
 
+/// A client secret written inline in the configuration (demos and tests only): wiped from
+/// memory when the configuration is dropped, and never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct InlineSecret(zeroize::Zeroizing<String>);
+
+impl InlineSecret {
+    /// The secret, to build a credential with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineSecret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| InlineSecret(zeroize::Zeroizing::new(s)))
+    }
+}
+
 /// A named Entra credential.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default)]
@@ -227,7 +251,7 @@ pub struct IdentityConfig {
     /// `client_secret`: an environment variable that holds the secret.
     pub client_secret_env: Option<String>,
     /// `client_secret`: the secret itself; refused unless `allow_inline_secret = true`.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<InlineSecret>,
     /// Allows `client_secret` inline (demos and tests only).
     pub allow_inline_secret: bool,
     /// `client_certificate`: PEM file with the certificate and its private key.
