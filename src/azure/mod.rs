@@ -206,10 +206,7 @@ pub fn read_client_secret(
             ))
         })?)
     } else if let Some(c) = &id.client_secret_credential {
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-            err(format!("client_secret_credential {c:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=); it is not set"))
-        })?;
-        let path = PathBuf::from(dir).join(c);
+        let path = credential_path("client_secret_credential", c).map_err(err)?;
         Zeroizing::new(
             std::fs::read_to_string(&path)
                 .map_err(|e| err(format!("cannot read credential {}: {e}", path.display())))?,
@@ -227,6 +224,16 @@ pub fn read_client_secret(
         return Err(err("the client secret is empty".into()));
     }
     Ok(Zeroizing::new(value.to_owned()))
+}
+
+/// Where systemd put the credential `name` (`LoadCredential=name:…`).
+fn credential_path(key: &str, name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        format!(
+            "{key} {name:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=); it is not set"
+        )
+    })?;
+    Ok(PathBuf::from(dir).join(name))
 }
 
 /// Builds the `azure_identity` credential for an identity. Build one per identity and
@@ -257,13 +264,16 @@ pub fn credential(
         )
         .map_err(|e| err(e.to_string()))?,
         "client_certificate" => {
-            let path = id.certificate_file.clone().unwrap_or_default();
-            let bytes = std::fs::read(&path).map_err(|e| {
-                err(format!(
-                    "cannot read certificate_file {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let (what, path) = match (&id.certificate_credential, &id.certificate_file) {
+                (Some(c), _) => (
+                    "credential",
+                    credential_path("certificate_credential", c).map_err(err)?,
+                ),
+                (None, f) => ("certificate_file", f.clone().unwrap_or_default()),
+            };
+            // Moved into the SDK's `SecretBytes`, which keeps it for the credential's life.
+            let bytes = std::fs::read(&path)
+                .map_err(|e| err(format!("cannot read {what} {}: {e}", path.display())))?;
             azure_identity::ClientCertificateCredential::new(
                 tenant,
                 client_id,
