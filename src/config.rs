@@ -255,7 +255,7 @@ pub struct IdentityConfig {
     pub client_secret: Option<InlineSecret>,
     /// Allows `client_secret` inline (demos and tests only).
     pub allow_inline_secret: bool,
-    /// `client_certificate`: PEM file with the certificate and its private key (mode 0600 or
+    /// `client_certificate`: PKCS#12 file with the certificate and its RSA key (mode 0600 or
     /// 0400, owned by the service user or root).
     pub certificate_file: Option<PathBuf>,
     /// `client_certificate`: a systemd credential name, read from `$CREDENTIALS_DIRECTORY`.

@@ -237,7 +237,7 @@ fn sysusers_and_tmpfiles_agree_with_the_unit() {
         format!("d /etc/keyturn 0750 root {group} -"),
         format!("z /etc/keyturn/keyturn.toml 0640 root {group} -"),
         "z /etc/keyturn/client-secret 0600 root root -".to_owned(),
-        "z /etc/keyturn/client-certificate.pem 0600 root root -".to_owned(),
+        "z /etc/keyturn/client-certificate.p12 0600 root root -".to_owned(),
         // What on-call shares: setgid folders, so the socket and audit files get the group.
         format!("d /run/keyturn 2750 {user} {admin} -"),
         format!("d /var/log/keyturn 2750 {user} {admin} -"),
