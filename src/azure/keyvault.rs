@@ -57,6 +57,26 @@ impl KeyVaultStore {
     fn map_err(&self, e: azure_core::Error) -> StoreError {
         map_error(&self.vault, e, None)
     }
+
+    /// The secret bundle of an answer (what `into_model` does), then the answer's body is
+    /// wiped: it holds the secret's value. The SDK's and the HTTP stack's own transient
+    /// buffers (reqwest's chunks, TLS records) are out of reach.
+    fn bundle(&self, response: azure_core::http::Response<Secret>) -> Result<Secret, StoreError> {
+        let body: azure_core::Bytes = response.into_body().into();
+        let secret = serde_json::from_slice::<Secret>(&body).map_err(|e| StoreError::BadAnswer {
+            vault: self.vault.clone(),
+            detail: super::bounded(
+                &format!("the secret bundle cannot be read: {e}"),
+                None,
+                super::MAX_DETAIL_CHARS,
+            ),
+        });
+        // Unique unless the SDK kept a reference; then it frees it unwiped.
+        if let Ok(mut owned) = body.try_into_mut() {
+            owned.as_mut().zeroize();
+        }
+        secret
+    }
 }
 
 fn request_id(headers: &Headers) -> Option<String> {
@@ -243,7 +263,7 @@ impl SecretStore for KeyVaultStore {
     async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         match self.client.get_secret(name, None).await {
             Ok(response) => {
-                let secret = response.into_model().map_err(|e| self.map_err(e))?;
+                let secret = self.bundle(response)?;
                 record(&self.vault, secret).map(Some)
             }
             Err(e) => match self.map_err(e) {
@@ -287,9 +307,7 @@ impl SecretStore for KeyVaultStore {
             })?;
         let request_id = request_id(response.headers());
         // Key Vault answers with the secret bundle, value included: wipe that copy too.
-        let mut secret = response
-            .into_model()
-            .map_err(|e| map_error(&self.vault, e, Some(password)))?;
+        let mut secret = self.bundle(response)?;
         if let Some(v) = secret.value.as_mut() {
             v.zeroize();
         }
