@@ -221,6 +221,30 @@ impl Default for Defaults {
     }
 }
 
+/// A client secret written inline in the configuration (demos and tests only): wiped from
+/// memory when the configuration is dropped, and never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct InlineSecret(zeroize::Zeroizing<String>);
+
+impl InlineSecret {
+    /// The secret, to build a credential with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineSecret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| InlineSecret(zeroize::Zeroizing::new(s)))
+    }
+}
+
 /// A named Entra credential.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default)]
@@ -231,18 +255,22 @@ pub struct IdentityConfig {
     pub tenant_id: Option<String>,
     /// The app's client id (for managed identity: a user-assigned identity's client id).
     pub client_id: Option<String>,
-    /// `client_secret`: a file that holds the secret (mode 0600 or 0640).
+    /// `client_secret`: a file that holds the secret (mode 0600 or 0400, owned by the service
+    /// user or root).
     pub client_secret_file: Option<PathBuf>,
     /// `client_secret`: a systemd credential name, read from `$CREDENTIALS_DIRECTORY`.
     pub client_secret_credential: Option<String>,
     /// `client_secret`: an environment variable that holds the secret.
     pub client_secret_env: Option<String>,
     /// `client_secret`: the secret itself; refused unless `allow_inline_secret = true`.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<InlineSecret>,
     /// Allows `client_secret` inline (demos and tests only).
     pub allow_inline_secret: bool,
-    /// `client_certificate`: PEM file with the certificate and its private key.
+    /// `client_certificate`: PKCS#12 file with the certificate and its RSA key (mode 0600 or
+    /// 0400, owned by the service user or root).
     pub certificate_file: Option<PathBuf>,
+    /// `client_certificate`: a systemd credential name, read from `$CREDENTIALS_DIRECTORY`.
+    pub certificate_credential: Option<String>,
     /// `workload_identity`: the federated token file (default `$AZURE_FEDERATED_TOKEN_FILE`).
     pub token_file: Option<PathBuf>,
     /// Entra's authority host (sovereign clouds, the emulator).
@@ -361,7 +389,33 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
         });
     }
     let source = ::config::File::from(path).format(::config::FileFormat::Toml);
-    load_source(source, path, env)
+    let loaded = load_source(source, path, env)?;
+    warn_inline_secrets(&loaded.config, path);
+    Ok(loaded)
+}
+
+/// An inline client secret (`allow_inline_secret = true`, meant for demos and tests) in a
+/// file its group or other users can read is readable by them too (the packaged
+/// `/etc/keyturn/keyturn.toml` is 0640 for the on-call group): warned, not refused, so that
+/// demos and tests keep working with emulator secrets.
+fn warn_inline_secrets(config: &Config, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mode) = std::fs::metadata(path).map(|m| m.mode() & 0o777) else {
+        return;
+    };
+    if mode & 0o077 == 0 {
+        return;
+    }
+    for (name, id) in &config.identities {
+        if id.client_secret.is_some() {
+            tracing::warn!(
+                identity = %name,
+                file = %path.display(),
+                mode = %format!("{mode:04o}"),
+                "identities.{name}.client_secret is inline in a configuration file that its group or other users can read: they can read the credential too; for a real credential use client_secret_credential (systemd LoadCredential=) or a client_secret_file at mode 0600"
+            );
+        }
+    }
 }
 
 /// Loads and validates configuration text (the fuzz target; `origin` names it in errors).
@@ -571,12 +625,17 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
             }
         }
         if id.kind == "client_certificate" {
-            match &id.certificate_file {
-                None => p(
+            match (&id.certificate_file, &id.certificate_credential) {
+                (None, None) => p(
                     key("certificate_file"),
-                    "is required for kind \"client_certificate\"".into(),
+                    "kind \"client_certificate\" needs certificate_file or certificate_credential (systemd LoadCredential=)".into(),
                 ),
-                Some(f) => check_secret_file(f, &key("certificate_file"), &mut p),
+                (Some(_), Some(_)) => p(
+                    key("certificate_file"),
+                    "give only one of certificate_file, certificate_credential".into(),
+                ),
+                (Some(f), None) => check_secret_file(f, &key("certificate_file"), &mut p),
+                (None, Some(_)) => {}
             }
         }
         for (k, v) in [
@@ -765,18 +824,57 @@ fn check_https(v: &str, key: &str, p: &mut impl FnMut(String, String)) {
     }
 }
 
+/// A client secret or certificate file must be a regular file that only its owner can read
+/// or write, owned by the user keyturn runs as or by root: anyone else who can read it (the
+/// on-call group, say) holds a credential that resets privileged users' passwords.
+/// systemd credentials (`LoadCredential=`) are not checked here: systemd makes them
+/// readable by the service's user only.
 fn check_secret_file(f: &Path, key: &str, p: &mut impl FnMut(String, String)) {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(f) {
-        Err(e) => p(key.into(), format!("cannot read {}: {e}", f.display())),
-        Ok(m) if m.permissions().mode() & 0o004 != 0 => p(
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::metadata(f) {
+        Err(e) => return p(key.into(), format!("cannot read {}: {e}", f.display())),
+        Ok(m) => m,
+    };
+    if !m.is_file() {
+        return p(key.into(), format!("{} is not a regular file", f.display()));
+    }
+    let mode = m.mode() & 0o7777;
+    let euid = nix::unistd::geteuid().as_raw();
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(
+                || format!("uid {uid}"),
+                |u| format!("{} (uid {uid})", u.name),
+            )
+    };
+    let fix = "or, under systemd, deliver it with LoadCredential= instead (client_secret_credential, certificate_credential; docs/deploy.md)";
+    if m.uid() != euid && m.uid() != 0 {
+        p(
             key.into(),
             format!(
-                "{} is readable by every user (mode {:o}): chmod 600 it",
+                "{} is owned by {}, neither the user keyturn runs as ({}) nor root, who alone may own a credential: chown root (or the service user) and chmod 600 it, {fix}",
                 f.display(),
-                m.permissions().mode() & 0o777
+                name(m.uid()),
+                name(euid)
             ),
-        ),
-        Ok(_) => {}
+        );
+    }
+    if mode & 0o077 != 0 {
+        let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        };
+        p(
+            key.into(),
+            format!(
+                "{} has mode {mode:04o} (owner {}, group gid {}): {who} can reach the credential; chmod 600 it (0400 or 0600 are accepted), {fix}",
+                f.display(),
+                name(m.uid()),
+                m.gid()
+            ),
+        );
     }
 }

@@ -94,6 +94,11 @@ graph_base = {graph:?}
     }
     let path = dir.join("keyturn.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    // It holds the (emulator's) client secret inline: only its owner reads it, as keyturn
+    // warns about an inline secret in a file others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
     Ok(path)
 }
 

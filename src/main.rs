@@ -10,6 +10,12 @@ fn main() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    // Passwords and the app's credential are in this process's memory: no core dump of it
+    // (whatever the host's core_pattern or ulimit), and no ptrace or /proc/<pid>/mem by other
+    // processes of the same user (root keeps CAP_SYS_PTRACE). Set before any secret is read.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("keyturn: warning: cannot make the process non-dumpable (PR_SET_DUMPABLE): {e}; a core dump could hold passwords");
+    }
     keyturn::idle::set_release(release_memory);
     std::process::exit(keyturn::cli::main());
 }

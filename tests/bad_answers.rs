@@ -244,3 +244,126 @@ async fn a_token_endpoint_that_never_answers_is_timed_out() {
         .unwrap();
     assert!(invariant(&emu, "svc-1").latest_matches);
 }
+
+/// A proxy's 400 page that echoes the refused Key Vault write (with the password being
+/// committed), small and 4 MB: the daemon's audit log, its journal (stderr) and the admin
+/// reply keep a short record of it, and no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoing_error_page_leaves_no_password_and_a_short_record() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            accounts: vec![("svc-1", "rotator")],
+            ..Opts::default()
+        },
+    );
+    // No `"` or `\` in passwords: the echo and the logs would JSON-escape them, and the
+    // search below looks for the passwords as they are.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "verify = false\n",
+        "verify = false\n[defaults.policy]\nexclude = '\"\\'\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let sock = dir.path().join("admin.sock");
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    let rotate = |sock: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(["rotate", "svc-1", "--reason", "leak test", "--socket"])
+                .arg(&sock)
+                .output()
+                .unwrap()
+        })
+    };
+    let mut replies = String::new();
+    for body_bytes in [None, Some(4 * 1024 * 1024)] {
+        // Hold the Graph reset until the fault on the commit is in place (the stage, the
+        // first write, must go through).
+        let patches = || {
+            emu.control()
+                .counters()
+                .requests
+                .get("graph.patch")
+                .copied()
+                .unwrap_or(0)
+        };
+        let before = patches();
+        emu.control()
+            .add_fault(keyturn_emulator::FaultRule {
+                route: "graph.patch".into(),
+                kind: FaultKind::Latency,
+                latency_ms: Some(2000),
+                count: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        let first = rotate(sock.clone());
+        assert!(wait_for(Duration::from_secs(20), || patches() > before).await);
+        emu.control()
+            .add_fault(FaultRule {
+                route: "kv.set".into(),
+                kind: FaultKind::Answer,
+                status: Some(400),
+                content_type: Some("text/html".into()),
+                body: Some(
+                    "<html><body><h1>400 Bad Request</h1><p>Request blocked:</p><pre>{request}</pre></body></html>"
+                        .into(),
+                ),
+                body_bytes,
+                echo_request: Some(true),
+                ..Default::default()
+            })
+            .unwrap();
+        let out = first.await.unwrap();
+        let reply = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "the commit was refused: {reply}");
+        assert!(reply.len() < 4000, "a reply of {} bytes", reply.len());
+        replies.push_str(&reply);
+        // The service behaves again: the pending password is committed.
+        emu.control().clear_faults();
+        let out = rotate(sock.clone()).await.unwrap();
+        replies.push_str(&String::from_utf8_lossy(&out.stdout));
+        replies.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(invariant(&emu, "svc-1").holds);
+    }
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let stderr = d.stderr();
+    d.wait().await;
+
+    let loaded = load(&config);
+    let passwords = all_values(&reader(&emu, &loaded), &["svc-1"]).await;
+    assert!(passwords.len() >= 3, "{passwords:?}");
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    for (what, text) in [
+        ("audit log", &audit),
+        ("stderr", &stderr),
+        ("admin replies", &replies),
+    ] {
+        for p in &passwords {
+            assert!(!text.contains(p.as_str()), "a password is in the {what}");
+        }
+        assert!(
+            !text.contains("Request blocked"),
+            "the page is in the {what}"
+        );
+    }
+    assert!(
+        replies.contains("bytes of text/html, not recorded"),
+        "the admin reply names the refusal: {replies}"
+    );
+    let longest = audit.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "an audit record of {longest} bytes");
+    assert!(
+        audit.contains("bytes of text/html, not recorded"),
+        "the audit log records the refusal"
+    );
+}

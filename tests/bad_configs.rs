@@ -139,3 +139,37 @@ fn every_bad_config_exits_64_naming_the_key() {
         failures.join("\n\n")
     );
 }
+
+/// An inline client secret (`allow_inline_secret`, demos and tests) in a configuration file
+/// its group or other users can read is accepted with a warning naming the risk and the fix;
+/// at 0600 there is no warning.
+#[test]
+fn an_inline_secret_in_a_readable_config_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env_remove("KEYTURN_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for mode in [0o640, 0o644] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = check();
+        assert!(
+            err.contains("identities.rotator.client_secret is inline")
+                && err.contains("client_secret_credential"),
+            "{mode:o}: {err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = check();
+    assert!(!err.contains("is inline"), "{err}");
+}

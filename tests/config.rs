@@ -224,6 +224,89 @@ fn a_world_readable_secret_file_is_refused() {
     assert!(problems(&text).is_empty());
 }
 
+/// A client secret or certificate file that anyone but its owner can read or write, or that
+/// belongs to another user, is refused (the on-call group could read the app's credential);
+/// 0600 and 0400 owned by the user keyturn runs as (or root) are accepted.
+#[test]
+fn secret_and_certificate_files_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credential");
+    std::fs::write(&file, "s").unwrap();
+    let secret = GOOD
+        .replace(
+            "client_secret = \"s3cret\"",
+            &format!("client_secret_file = {:?}", file.to_str().unwrap()),
+        )
+        .replace("allow_inline_secret = true", "");
+    let certificate = GOOD
+        .replace("kind = \"client_secret\"", "kind = \"client_certificate\"")
+        .replace(
+            "client_secret = \"s3cret\"",
+            &format!("certificate_file = {:?}", file.to_str().unwrap()),
+        )
+        .replace("allow_inline_secret = true", "");
+    for (key, text) in [
+        ("client_secret_file", &secret),
+        ("certificate_file", &certificate),
+    ] {
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(
+                problems(text).is_empty(),
+                "{key} {mode:04o}: {:?}",
+                problems(text)
+            );
+        }
+        for mode in [0o640, 0o660, 0o662, 0o644, 0o604, 0o620, 0o606] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let p = problems(text);
+            let want = format!("has mode {mode:04o}");
+            assert!(
+                p.iter().any(|p| p.contains(key)
+                    && p.contains(&want)
+                    && p.contains("chmod 600")
+                    && p.contains("LoadCredential")),
+                "{key} {mode:04o}: {p:?}"
+            );
+        }
+        // Owned by another user (needs root to chown).
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            let p = problems(text);
+            assert!(
+                p.iter()
+                    .any(|p| p.contains(key) && p.contains("is owned by") && p.contains("65534")),
+                "{key} owned by 65534: {p:?}"
+            );
+            std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+        }
+    }
+    // Both a file and a systemd credential: one only.
+    let both = certificate.replace(
+        "certificate_file",
+        "certificate_credential = \"keyturn-certificate\"\ncertificate_file",
+    );
+    assert!(
+        problems(&both).iter().any(|p| p.contains("only one")),
+        "{:?}",
+        problems(&both)
+    );
+    let credential_only = GOOD
+        .replace("kind = \"client_secret\"", "kind = \"client_certificate\"")
+        .replace(
+            "client_secret = \"s3cret\"",
+            "certificate_credential = \"keyturn-certificate\"",
+        )
+        .replace("allow_inline_secret = true", "");
+    assert!(
+        problems(&credential_only).is_empty(),
+        "{:?}",
+        problems(&credential_only)
+    );
+}
+
 #[test]
 fn a_missing_file_says_how_to_fix_it() {
     let err = load_with_env(Path::new("/nonexistent/keyturn.toml"), false).unwrap_err();

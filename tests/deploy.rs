@@ -118,13 +118,18 @@ fn the_unit_keeps_what_the_daemon_needs() {
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Restart", "on-failure"),
         ("RestartPreventExitStatus", "64"),
-        ("RuntimeDirectory", "keyturn"),
-        ("RuntimeDirectoryMode", "0750"),
         ("StateDirectory", "keyturn"),
-        ("LogsDirectory", "keyturn"),
         ("ConfigurationDirectory", "keyturn"),
         ("User", "keyturn"),
-        ("Group", "keyturn-admin"),
+        // The service's own group: on-call (keyturn-admin) must not read what the service
+        // reads through its group (the configuration, a credential).
+        ("Group", "keyturn"),
+        ("SupplementaryGroups", "keyturn-admin"),
+        ("ReadWritePaths", "/run/keyturn /var/log/keyturn"),
+        // No core dump of a process that holds passwords and the app's credential, not even
+        // when the watchdog fires (its default, SIGABRT, dumps core).
+        ("LimitCORE", "0"),
+        ("WatchdogSignal", "SIGKILL"),
         (
             "LoadCredential",
             "keyturn-client-secret:/etc/keyturn/client-secret",
@@ -141,6 +146,16 @@ fn the_unit_keeps_what_the_daemon_needs() {
         !unit_value(&unit, "WatchdogSec").is_empty(),
         "WatchdogSec= is set"
     );
+    let nofile: u64 = unit_value(&unit, "LimitNOFILE").parse().unwrap();
+    assert!(
+        (1024..=65536).contains(&nofile),
+        "LimitNOFILE={nofile}: a definite, moderate limit"
+    );
+    // systemd gives these to User:Group (keyturn:keyturn) at each start: on-call could no
+    // longer reach the socket or the audit log. tmpfiles makes them instead.
+    for key in ["RuntimeDirectory", "LogsDirectory"] {
+        assert!(unit_values(&unit, key).is_empty(), "{key}= is set");
+    }
     assert!(unit_values(&unit, "DynamicUser").is_empty());
     // PrivateUsers= would unmap every caller's uid (SO_PEERCRED sees the overflow uid).
     assert!(unit_values(&unit, "PrivateUsers").is_empty());
@@ -196,26 +211,46 @@ fn sysusers_and_tmpfiles_agree_with_the_unit() {
     let tmpfiles = read("systemd/keyturn.tmpfiles");
     let user = unit_value(&unit, "User");
     let group = unit_value(&unit, "Group");
+    let admin = unit_value(&unit, "SupplementaryGroups");
+    assert_ne!(group, admin, "the service's group is not the on-call group");
     let lines: Vec<Vec<&str>> = sysusers
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| l.split_whitespace().collect())
         .collect();
+    for g in [&group, &admin] {
+        assert!(
+            lines
+                .iter()
+                .any(|f| (f[0] == "g" && f[1] == *g) || (f[0] == "u" && f[1] == *g && f[2] == "-")),
+            "sysusers creates group {g}"
+        );
+    }
     assert!(
-        lines.iter().any(|f| f[0] == "g" && f[1] == group),
-        "sysusers creates group {group}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|f| f[0] == "u" && f[1] == user && f[2].ends_with(&format!(":{group}"))),
+        lines.iter().any(|f| f[0] == "u"
+            && f[1] == user
+            && (f[2].ends_with(&format!(":{group}")) || (f[2] == "-" && group == user))),
         "sysusers creates user {user} with primary group {group}"
     );
+    // The service reads the configuration through its own group; on-call cannot.
+    for line in [
+        format!("d /etc/keyturn 0750 root {group} -"),
+        format!("z /etc/keyturn/keyturn.toml 0640 root {group} -"),
+        "z /etc/keyturn/client-secret 0600 root root -".to_owned(),
+        "z /etc/keyturn/client-certificate.p12 0600 root root -".to_owned(),
+        // What on-call shares: setgid folders, so the socket and audit files get the group.
+        format!("d /run/keyturn 2750 {user} {admin} -"),
+        format!("d /var/log/keyturn 2750 {user} {admin} -"),
+    ] {
+        assert!(
+            tmpfiles.lines().any(|l| l == line),
+            "tmpfiles lacks {line:?}"
+        );
+    }
     assert!(
-        tmpfiles.contains(&format!("d /etc/keyturn 0750 root {group}")),
-        "the service can read /etc/keyturn"
+        !tmpfiles.contains(&format!("/etc/keyturn 0750 root {admin}")),
+        "on-call must not read /etc/keyturn"
     );
-    assert!(tmpfiles.contains("/etc/keyturn/client-secret 0600 root root"));
 
     // Apply them to an empty root when the tools are here: they must be accepted as written.
     if !tool("systemd-sysusers") || !tool("systemd-tmpfiles") {
@@ -242,11 +277,17 @@ fn sysusers_and_tmpfiles_agree_with_the_unit() {
     );
     let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
     let groups = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
-    let gid = groups
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{group}:x:")))
-        .and_then(|r| r.split(':').next())
-        .unwrap_or_else(|| panic!("{group} not in /etc/group:\n{groups}"));
+    let gid_of = |g: &str| {
+        groups
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{g}:x:")))
+            .and_then(|r| r.split(':').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{g} not in /etc/group:\n{groups}"))
+    };
+    let gid = gid_of(&group);
+    let admin_gid = gid_of(&admin);
+    assert_ne!(gid, admin_gid);
     let entry = passwd
         .lines()
         .find(|l| l.starts_with(&format!("{user}:")))
@@ -279,6 +320,13 @@ fn sysusers_and_tmpfiles_agree_with_the_unit() {
         !root.path().join("etc/keyturn/client-secret").exists(),
         "no empty client secret is created"
     );
+    for dir in ["run/keyturn", "var/log/keyturn"] {
+        let m = std::fs::metadata(root.path().join(dir)).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o2750, "{dir}");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(m.gid().to_string(), admin_gid, "{dir} belongs to {admin}");
+        }
+    }
 }
 
 fn k8s() -> Vec<Yaml> {
@@ -425,6 +473,23 @@ fn the_configmap_config_passes_check_config() {
         .filter_map(|p| p["port"].as_i64())
         .collect();
     assert_eq!(admitted, vec![i64::from(listen.port())]);
+    // The metrics port admits the scraper only, not every pod: one `from` element with both
+    // a namespace and a pod selector (pods of that kind in that namespace).
+    let from = np["spec"]["ingress"][0]["from"]
+        .as_vec()
+        .expect("the metrics port has a `from` list");
+    assert_eq!(from.len(), 1, "{from:?}");
+    for selector in ["namespaceSelector", "podSelector"] {
+        let labels = from[0][selector]["matchLabels"]
+            .as_hash()
+            .unwrap_or_else(|| panic!("{selector} has matchLabels: {from:?}"));
+        assert!(!labels.is_empty(), "{selector}");
+    }
+    assert_eq!(
+        np["spec"]["ingress"].as_vec().map(Vec::len),
+        Some(1),
+        "no other way in"
+    );
 }
 
 #[test]

@@ -387,3 +387,42 @@ async fn the_demo_rotates_every_account_and_says_so() {
         assert!(!stdout.contains(initial) && !audit.contains(initial));
     }
 }
+
+/// keyturn makes itself non-dumpable (no core dump with passwords in it, no ptrace by
+/// processes of the same user). The kernel shows a non-dumpable process's /proc/<pid>/status
+/// as root's; run as another user (which needs root here), keyturn's must be root's while it
+/// waits on an admin socket that never answers.
+#[test]
+fn the_process_is_not_dumpable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to run keyturn as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once it has connected, keyturn is past main()'s start.
+    let (_conn, _) = listener.accept().unwrap();
+    let owner = std::fs::metadata(format!("/proc/{}/status", child.id()))
+        .unwrap()
+        .uid();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        owner, 0,
+        "keyturn running as uid 65534 is dumpable: /proc/<pid>/status belongs to uid {owner}"
+    );
+}

@@ -104,6 +104,10 @@ pub struct FaultRule {
     /// `answer` only: repeat `body` until the answer is at least this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_bytes: Option<u64>,
+    /// `answer` only: replace every `{request}` in the body with the request's body (as
+    /// text), as a proxy or WAF error page that echoes what it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_request: Option<bool>,
     /// How often the rule fired (output only).
     #[serde(default)]
     pub fired: u64,
@@ -129,6 +133,9 @@ impl FaultRule {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("probability {p}: between 0 and 1"));
             }
+        }
+        if self.echo_request.is_some() && self.kind != FaultKind::Answer {
+            return Err("echo_request: only for kind \"answer\"".into());
         }
         match self.kind {
             FaultKind::Status => match self.status {
@@ -187,6 +194,8 @@ pub struct Plan {
     pub status: Option<(u16, Option<u64>)>,
     /// Answer exactly this (status, content type, body) without handling.
     pub answer: Option<(u16, Option<String>, Vec<u8>)>,
+    /// Replace `{request}` in the `answer` body with the request's body.
+    pub echo_request: bool,
     /// After a successful handling: `Some(None)` = drop, `Some(Some(code))` = answer code.
     /// Carries the rule index so the firing is counted only when it applies.
     pub commit_then_fail: Option<(String, Option<u16>)>,
@@ -295,6 +304,7 @@ impl FaultEngine {
                         }
                         plan.answer =
                             Some((rule.status.unwrap_or(200), rule.content_type.clone(), body));
+                        plan.echo_request = rule.echo_request.unwrap_or(false);
                         self.record(idx);
                     }
                 }

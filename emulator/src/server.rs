@@ -197,7 +197,12 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
         log(&req, route, 0);
         return Err(Dropped);
     }
-    if let Some((status, content_type, body)) = plan.answer {
+    if let Some((status, content_type, mut body)) = plan.answer {
+        if plan.echo_request {
+            body = String::from_utf8_lossy(&body)
+                .replace("{request}", &String::from_utf8_lossy(&req.body))
+                .into_bytes();
+        }
         let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
         *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
         if let Some(ct) = content_type.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok()) {

@@ -23,6 +23,7 @@ fn rule(route: &str, kind: FaultKind) -> FaultRule {
         content_type: None,
         body: None,
         body_bytes: None,
+        echo_request: None,
         fired: 0,
     }
 }
@@ -115,6 +116,60 @@ async fn status_fault_fires_count_times_with_retry_after() {
     assert_eq!(c.faults_by_rule.get(&id), Some(&2));
     assert_eq!(c.faults_by_kind.get("status"), Some(&2));
     assert_eq!(c.requests.get("kv.get"), Some(&3));
+    emu.shutdown().await;
+}
+
+/// A proxy's HTML error page that echoes the refused request, repeated to a huge size.
+#[tokio::test]
+async fn answer_fault_can_echo_the_request_in_a_huge_html_page() {
+    let emu = start().await;
+    let h = http(&emu);
+    let t = app_token(&h, &emu, ROTATOR, ROTATOR_SECRET, VAULT_SCOPE).await;
+    let bad = FaultRule {
+        echo_request: Some(true),
+        ..rule("kv.get", FaultKind::Status)
+    };
+    assert!(
+        emu.control().add_fault(bad).is_err(),
+        "echo is for answer only"
+    );
+    emu.control()
+        .add_fault(FaultRule {
+            status: Some(400),
+            content_type: Some("text/html".into()),
+            body: Some("<html><h1>400 Bad Request</h1><pre>{request}</pre></html>".into()),
+            body_bytes: Some(4 * 1024 * 1024),
+            echo_request: Some(true),
+            count: Some(1),
+            ..rule("kv.set", FaultKind::Answer)
+        })
+        .expect("rule");
+    let r = h
+        .put(format!(
+            "{}secrets/echoed?api-version=2025-07-01",
+            emu.vault_url(VAULT)
+        ))
+        .bearer_auth(&t)
+        .json(&json!({"value": "Echo-Me-123!"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/html")
+    );
+    let text = r.text().await.expect("body");
+    assert!(text.len() >= 4 * 1024 * 1024, "{} bytes", text.len());
+    assert!(text.starts_with(
+        "<html><h1>400 Bad Request</h1><pre>{\"value\":\"Echo-Me-123!\"}</pre></html>"
+    ));
+    assert!(!text.contains("{request}"));
+    // Not handled: the secret was not written.
+    let (s, _, _) = kv_get(&h, &emu, &t, "echoed").await.expect("answer");
+    assert_eq!(s, 404);
     emu.shutdown().await;
 }
 

@@ -447,6 +447,7 @@ async fn sdk_retries_an_injected_503_and_honours_retry_after() {
             content_type: None,
             body: None,
             body_bytes: None,
+            echo_request: None,
             fired: 0,
         })
         .expect("rule");

@@ -3,12 +3,13 @@
 use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
 use crate::password::Password;
 use async_trait::async_trait;
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::TokenCredential;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 /// Largest answer body keyturn reads from Graph or Entra (a bigger one is an error).
 const MAX_BODY: usize = 256 * 1024;
@@ -28,7 +29,7 @@ pub struct GraphDirectory {
     /// The client id used for ROPC.
     client_id: String,
     /// The client secret for ROPC with a confidential client, if the identity has one.
-    client_secret: Option<Secret>,
+    client_secret: Option<Zeroizing<String>>,
     /// The tenant, for per-tenant concurrency.
     tenant_id: String,
 }
@@ -46,7 +47,22 @@ pub struct GraphSettings {
     /// The app's client id.
     pub client_id: String,
     /// The app's secret, for ROPC with a confidential client.
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<Zeroizing<String>>,
+}
+
+/// The body of a password reset (`PATCH /users/{id}`).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordPatch<'a> {
+    password_profile: PasswordProfile<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordProfile<'a> {
+    password: &'a str,
+    force_change_password_next_sign_in: bool,
+    force_change_password_next_sign_in_with_mfa: bool,
 }
 
 #[derive(Deserialize)]
@@ -140,7 +156,7 @@ impl GraphDirectory {
         let header_id = headers
             .get("request-id")
             .and_then(|v| v.to_str().ok())
-            .map(String::from);
+            .map(|v| super::bounded(v, None, super::MAX_CODE_CHARS));
         let parsed: Option<GraphErrorBody> = serde_json::from_slice(body)
             .ok()
             .filter(|b: &GraphErrorBody| !b.error.code.is_empty());
@@ -148,10 +164,15 @@ impl GraphDirectory {
         // status from something in between (an HTML page) leaves the outcome unknown.
         let from_graph = parsed.is_some();
         let (code, message, request_id) = match parsed {
+            // Graph's own error answer: its code and message, bounded.
             Some(b) => (
-                b.error.code,
-                b.error.message,
-                b.error.inner.and_then(|i| i.request_id).or(header_id),
+                super::bounded(&b.error.code, None, super::MAX_CODE_CHARS),
+                super::bounded(&b.error.message, None, super::MAX_MESSAGE_CHARS),
+                b.error
+                    .inner
+                    .and_then(|i| i.request_id)
+                    .map(|id| super::bounded(&id, None, super::MAX_CODE_CHARS))
+                    .or(header_id),
             ),
             None => (
                 format!("HTTP{status}"),
@@ -271,18 +292,30 @@ impl Directory for GraphDirectory {
         password: &Password,
     ) -> Result<Applied, DirectoryError> {
         let token = self.token(user).await?;
-        let body = serde_json::json!({
-            "passwordProfile": {
-                "password": password.expose(),
-                "forceChangePasswordNextSignIn": false,
-                "forceChangePasswordNextSignInWithMfa": false,
-            }
-        });
+        // Built in memory that is wiped once reqwest has sent it (not in a `serde_json::Value`,
+        // whose strings would be freed unwiped).
+        let body = super::zeroizing_bytes(|w| {
+            serde_json::to_writer(
+                w,
+                &PasswordPatch {
+                    password_profile: PasswordProfile {
+                        password: password.expose(),
+                        force_change_password_next_sign_in: false,
+                        force_change_password_next_sign_in_with_mfa: false,
+                    },
+                },
+            )
+        })
+        .map_err(|e| DirectoryError::NotSent {
+            user: user.to_owned(),
+            detail: format!("cannot build the request: {e}"),
+        })?;
         let resp = self
             .http
             .patch(self.user_url(user))
             .bearer_auth(token)
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .timed()
             .await
@@ -371,12 +404,35 @@ impl Directory for GraphDirectory {
             ("password", password.expose()),
         ];
         if let Some(s) = &self.client_secret {
-            form.push(("client_secret", s.secret()));
+            form.push(("client_secret", s.as_str()));
         }
+        // The form carries the password (and the client secret): built in memory that is
+        // wiped once reqwest has sent it.
+        let body = super::zeroizing_bytes(|w| {
+            for (i, (k, v)) in form.iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b"&")?;
+                }
+                w.write_all(k.as_bytes())?;
+                w.write_all(b"=")?;
+                for part in url::form_urlencoded::byte_serialize(v.as_bytes()) {
+                    w.write_all(part.as_bytes())?;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(|e| DirectoryError::NotSent {
+            user: user.to_owned(),
+            detail: format!("cannot build the request: {e}"),
+        })?;
         let resp = self
             .http
             .post(&self.token_url)
-            .form(&form)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
             .send()
             .timed()
             .await
@@ -397,12 +453,11 @@ impl Directory for GraphDirectory {
         let aadsts = err.error_codes.first().copied().unwrap_or(0);
         // Only the first sentences: Entra appends trace and correlation ids and a time.
         let first = err.error_description.lines().next().unwrap_or_default();
-        let message = first
-            .split(" Trace ID:")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
+        let message = super::bounded(
+            first.split(" Trace ID:").next().unwrap_or_default(),
+            Some(password.expose()),
+            super::MAX_MESSAGE_CHARS,
+        );
         match aadsts {
             50076 | 50079 | 53003 | 530035 => Ok(Verified::BlockedByPolicy { aadsts, message }),
             0 => Err(DirectoryError::Unknown {

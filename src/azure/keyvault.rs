@@ -17,6 +17,7 @@ use azure_security_keyvault_secrets::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroize;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
 
@@ -54,7 +55,27 @@ impl KeyVaultStore {
     }
 
     fn map_err(&self, e: azure_core::Error) -> StoreError {
-        map_error(&self.vault, e)
+        map_error(&self.vault, e, None)
+    }
+
+    /// The secret bundle of an answer (what `into_model` does), then the answer's body is
+    /// wiped: it holds the secret's value. The SDK's and the HTTP stack's own transient
+    /// buffers (reqwest's chunks, TLS records) are out of reach.
+    fn bundle(&self, response: azure_core::http::Response<Secret>) -> Result<Secret, StoreError> {
+        let body: azure_core::Bytes = response.into_body().into();
+        let secret = serde_json::from_slice::<Secret>(&body).map_err(|e| StoreError::BadAnswer {
+            vault: self.vault.clone(),
+            detail: super::bounded(
+                &format!("the secret bundle cannot be read: {e}"),
+                None,
+                super::MAX_DETAIL_CHARS,
+            ),
+        });
+        // Unique unless the SDK kept a reference; then it frees it unwiped.
+        if let Ok(mut owned) = body.try_into_mut() {
+            owned.as_mut().zeroize();
+        }
+        secret
     }
 }
 
@@ -77,10 +98,14 @@ fn retry_after(headers: &Headers) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Maps an SDK error to what the protocol must do. Never includes a request body.
-pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
+/// Maps an SDK error to what the protocol must do. Never includes a request body, and of
+/// an answer's body only a Key Vault JSON error's code and message, bounded: an HTML page
+/// from a proxy or WAF may echo the request (with the password being written), and may be
+/// megabytes long. `secret` is the password the request carried, redacted wherever it
+/// appears.
+pub(crate) fn map_error(vault: &str, e: azure_core::Error, secret: Option<&str>) -> StoreError {
+    use super::{bounded, MAX_CODE_CHARS, MAX_DETAIL_CHARS, MAX_MESSAGE_CHARS};
     let vault = vault.to_owned();
-    let message = super::error_chain(&e);
     match e.kind() {
         ErrorKind::HttpResponse {
             status,
@@ -89,10 +114,15 @@ pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
         } => {
             let status = u16::from(*status);
             let headers = raw_response.as_ref().map(|r| r.headers().clone());
-            let request_id = headers.as_ref().and_then(request_id);
-            let body: Option<serde_json::Value> = raw_response
+            let request_id = headers
                 .as_ref()
-                .and_then(|r| serde_json::from_slice(r.body()).ok());
+                .and_then(request_id)
+                .map(|id| bounded(&id, secret, MAX_CODE_CHARS));
+            let raw_body: &[u8] = raw_response.as_ref().map_or(&[], |r| r.body().as_ref());
+            // Only a JSON object with an `error` object is Key Vault's own error answer.
+            let body: Option<serde_json::Value> = serde_json::from_slice(raw_body)
+                .ok()
+                .filter(|b: &serde_json::Value| b["error"].is_object());
             // azure_core falls back to the status number when the body has no code.
             let code = error_code
                 .clone()
@@ -101,14 +131,33 @@ pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
                     body.as_ref()
                         .and_then(|b| b["error"]["code"].as_str().map(String::from))
                 })
+                .map(|c| bounded(&c, secret, MAX_CODE_CHARS))
                 .unwrap_or_else(|| format!("HTTP{status}"));
-            let inner = body
-                .as_ref()
-                .and_then(|b| b["error"]["innererror"]["code"].as_str().map(String::from));
-            let service_message = body
-                .as_ref()
-                .and_then(|b| b["error"]["message"].as_str().map(String::from))
-                .unwrap_or(message);
+            let inner = body.as_ref().and_then(|b| {
+                b["error"]["innererror"]["code"]
+                    .as_str()
+                    .map(|c| bounded(c, secret, MAX_CODE_CHARS))
+            });
+            let service_message = match &body {
+                Some(b) => b["error"]["message"]
+                    .as_str()
+                    .map(|m| bounded(m, secret, MAX_MESSAGE_CHARS))
+                    .unwrap_or_else(|| "no message".into()),
+                // Not Key Vault's answer: its body is never recorded, only its size and type.
+                None => {
+                    let content_type = headers
+                        .as_ref()
+                        .and_then(|h| {
+                            h.get_optional_str(&HeaderName::from_static("content-type"))
+                                .map(|t| bounded(t, secret, MAX_CODE_CHARS))
+                        })
+                        .unwrap_or_else(|| "no content type".into());
+                    format!(
+                        "the answer is not a Key Vault error: {} bytes of {content_type}, not recorded",
+                        raw_body.len()
+                    )
+                }
+            };
             match status {
                 429 => StoreError::Throttled {
                     vault,
@@ -153,26 +202,35 @@ pub(crate) fn map_error(vault: &str, e: azure_core::Error) -> StoreError {
                 },
             }
         }
-        ErrorKind::Credential => StoreError::Auth {
-            vault,
-            detail: message,
-        },
-        ErrorKind::DataConversion => StoreError::BadAnswer {
-            vault,
-            detail: message,
-        },
-        ErrorKind::Connection | ErrorKind::Io | ErrorKind::Other => StoreError::Unavailable {
-            vault,
-            detail: message,
-            request_id: None,
-        },
-        #[allow(unreachable_patterns)]
-        _ => StoreError::Unavailable {
-            vault,
-            detail: message,
-            request_id: None,
-        },
+        kind => {
+            // The SDK's own messages; an identity error may hold a token endpoint's answer.
+            let message = bounded(&super::error_chain(&e), secret, MAX_DETAIL_CHARS);
+            match kind {
+                ErrorKind::Credential => StoreError::Auth {
+                    vault,
+                    detail: message,
+                },
+                ErrorKind::DataConversion => StoreError::BadAnswer {
+                    vault,
+                    detail: message,
+                },
+                _ => StoreError::Unavailable {
+                    vault,
+                    detail: message,
+                    request_id: None,
+                },
+            }
+        }
     }
+}
+
+/// `value` as a JSON request body held in memory that is wiped when the last reference to it
+/// is dropped. The buffer is reserved at its worst-case size first, so that serializing
+/// never reallocates (which would leave an unwiped copy behind in freed memory).
+fn zeroizing_json<T: serde::Serialize>(
+    value: &T,
+) -> Result<azure_core::http::RequestContent<T>, serde_json::Error> {
+    super::zeroizing_bytes(|buf| serde_json::to_writer(buf, value)).map(Into::into)
 }
 
 fn record(vault: &str, secret: Secret) -> Result<SecretRecord, StoreError> {
@@ -205,7 +263,7 @@ impl SecretStore for KeyVaultStore {
     async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         match self.client.get_secret(name, None).await {
             Ok(response) => {
-                let secret = response.into_model().map_err(|e| self.map_err(e))?;
+                let secret = self.bundle(response)?;
                 record(&self.vault, secret).map(Some)
             }
             Err(e) => match self.map_err(e) {
@@ -216,8 +274,9 @@ impl SecretStore for KeyVaultStore {
     }
 
     async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
-        let parameters = SetSecretParameters {
-            value: Some(new.value.expose().to_owned()),
+        let password = new.value.expose();
+        let mut parameters = SetSecretParameters {
+            value: Some(password.to_owned()),
             content_type: Some(CONTENT_TYPE.to_owned()),
             tags: Some(new.tags.into_iter().collect()),
             secret_attributes: Some(SecretAttributes {
@@ -226,20 +285,32 @@ impl SecretStore for KeyVaultStore {
                 ..Default::default()
             }),
         };
-        let body = parameters.try_into().map_err(|e| self.map_err(e))?;
+        let body = zeroizing_json(&parameters).map_err(|e| StoreError::BadAnswer {
+            vault: self.vault.clone(),
+            detail: format!("cannot build the request: {e}"),
+        });
+        // The model's copy of the password is wiped now; the body is wiped when the SDK
+        // drops its last reference to it.
+        if let Some(v) = parameters.value.as_mut() {
+            v.zeroize();
+        }
         let response = self
             .client
-            .set_secret(name, body, None)
+            .set_secret(name, body?, None)
             .await
             .map_err(|e| {
-                let mut err = self.map_err(e);
+                let mut err = map_error(&self.vault, e, Some(password));
                 if let StoreError::Deleted { name: n, .. } = &mut err {
                     *n = name.to_owned();
                 }
                 err
             })?;
         let request_id = request_id(response.headers());
-        let secret = response.into_model().map_err(|e| self.map_err(e))?;
+        // Key Vault answers with the secret bundle, value included: wipe that copy too.
+        let mut secret = self.bundle(response)?;
+        if let Some(v) = secret.value.as_mut() {
+            v.zeroize();
+        }
         let version = secret
             .resource_id()
             .ok()
@@ -273,5 +344,88 @@ impl SecretStore for KeyVaultStore {
 
     fn vault(&self) -> &str {
         &self.vault
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::http::{RawResponse, StatusCode};
+
+    /// The error the SDK makes of a non-JSON answer: its message is the whole body.
+    fn sdk_error(status: u16, content_type: &str, body: &str) -> azure_core::Error {
+        let mut headers = Headers::new();
+        headers.insert("content-type", content_type.to_owned());
+        headers.insert("x-ms-request-id", "rid-1".to_owned());
+        let status = StatusCode::from(status);
+        let raw = RawResponse::from_bytes(status, headers, body.as_bytes().to_vec());
+        azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status,
+                error_code: Some(u16::from(status).to_string()),
+                raw_response: Some(Box::new(raw)),
+            },
+            format!("{status}: {body}"),
+        )
+    }
+
+    #[test]
+    fn an_html_page_echoing_the_password_is_not_recorded() {
+        let password = "Pw-1234567890-secret!";
+        let page = format!(
+            "<html><body><h1>400 Bad Request</h1><pre>{{\"value\":\"{password}\"}}</pre></body></html>"
+        );
+        let err = map_error(
+            "https://kv1.vault.azure.net/",
+            sdk_error(400, "text/html", &page),
+            Some(password),
+        );
+        let text = err.to_string();
+        assert!(!text.contains(password), "{text}");
+        assert!(!text.contains("<html>"), "{text}");
+        assert!(text.contains("HTTP 400"), "{text}");
+        assert!(text.contains("rid-1"), "{text}");
+        assert!(text.contains("bytes of text/html, not recorded"), "{text}");
+    }
+
+    #[test]
+    fn a_huge_body_gives_a_short_error() {
+        let body = "x".repeat(4 * 1024 * 1024);
+        for status in [400, 401, 404, 409, 500, 503] {
+            let err = map_error(
+                "https://kv1.vault.azure.net/",
+                sdk_error(status, "text/plain", &body),
+                None,
+            );
+            let text = err.to_string();
+            assert!(text.len() < 600, "HTTP {status}: {} bytes", text.len());
+        }
+    }
+
+    #[test]
+    fn a_json_message_is_bounded_and_redacted() {
+        let password = "Pw-abcdefghij-123!";
+        let message = format!("the value {password} is bad; {}", "é".repeat(5000));
+        let body = serde_json::json!({"error": {"code": "BadParameter", "message": message}});
+        let mut headers = Headers::new();
+        headers.insert("x-ms-request-id", "rid-2".to_owned());
+        let raw = RawResponse::from_bytes(
+            StatusCode::BadRequest,
+            headers,
+            serde_json::to_vec(&body).unwrap(),
+        );
+        let e = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: StatusCode::BadRequest,
+                error_code: Some("BadParameter".into()),
+                raw_response: Some(Box::new(raw)),
+            },
+            message.clone(),
+        );
+        let text = map_error("https://kv1.vault.azure.net/", e, Some(password)).to_string();
+        assert!(!text.contains(password), "{text}");
+        assert!(text.contains("BadParameter"), "{text}");
+        assert!(text.contains("the value <redacted> is bad"), "{text}");
+        assert!(text.chars().count() < 600, "{} chars", text.chars().count());
     }
 }

@@ -11,6 +11,7 @@ use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, Transport};
 use std::path::PathBuf;
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// Why the Azure clients could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -115,38 +116,124 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Reads a client secret from where the identity says it is.
-pub fn read_client_secret(name: &str, id: &IdentityConfig) -> Result<Secret, SetupError> {
+/// Longest text keyturn keeps from a service's error answer, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 256;
+
+/// Longest error code or request id keyturn keeps from an answer, in characters.
+pub const MAX_CODE_CHARS: usize = 64;
+
+/// Longest error chain (the SDK's message and its causes) keyturn keeps, in characters.
+pub const MAX_DETAIL_CHARS: usize = 512;
+
+/// A service's error text made fit for the audit log, the journal and admin replies: every
+/// occurrence of `secret` (the password the request carried) replaced by `<redacted>`,
+/// control characters and runs of white space folded into one space, and cut after `max`
+/// characters (on a character boundary) with `…` appended.
+pub fn bounded(text: &str, secret: Option<&str>, max: usize) -> String {
+    let scrubbed;
+    let text = match secret {
+        Some(s) if !s.is_empty() && text.contains(s) => {
+            scrubbed = text.replace(s, "<redacted>");
+            scrubbed.as_str()
+        }
+        _ => text,
+    };
+    let mut out = String::new();
+    let mut kept = 0;
+    let mut gap = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            gap = kept > 0;
+            continue;
+        }
+        if kept + usize::from(gap) >= max {
+            out.push('…');
+            break;
+        }
+        if gap {
+            out.push(' ');
+            kept += 1;
+            gap = false;
+        }
+        out.push(c);
+        kept += 1;
+    }
+    out
+}
+
+/// A request body that carries a password or a client secret: `write` is run twice, once to
+/// measure and once into a buffer of exactly that size (so it never reallocates and leaves
+/// an unwiped copy in freed memory). The buffer is wiped when the last reference to the
+/// returned bytes is dropped (by the HTTP client, after sending; by a retry policy, after
+/// its last try).
+pub(crate) fn zeroizing_bytes<E>(
+    write: impl Fn(&mut dyn std::io::Write) -> Result<(), E>,
+) -> Result<hyper::body::Bytes, E> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    write(&mut count)?;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(count.0));
+    write(&mut *buf)?;
+    Ok(hyper::body::Bytes::from_owner(buf))
+}
+
+/// Reads a client secret from where the identity says it is, into memory that is wiped when
+/// it is dropped (the file's text too).
+pub fn read_client_secret(
+    name: &str,
+    id: &IdentityConfig,
+) -> Result<Zeroizing<String>, SetupError> {
     let err = |detail: String| SetupError::Identity {
         identity: name.to_owned(),
         detail,
     };
     let value = if let Some(v) = &id.client_secret {
-        v.clone()
+        Zeroizing::new(v.expose().to_owned())
     } else if let Some(f) = &id.client_secret_file {
-        std::fs::read_to_string(f).map_err(|e| {
+        Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
             err(format!(
                 "cannot read client_secret_file {}: {e}",
                 f.display()
             ))
-        })?
+        })?)
     } else if let Some(c) = &id.client_secret_credential {
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-            err(format!("client_secret_credential {c:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=); it is not set"))
-        })?;
-        let path = PathBuf::from(dir).join(c);
-        std::fs::read_to_string(&path)
-            .map_err(|e| err(format!("cannot read credential {}: {e}", path.display())))?
+        let path = credential_path("client_secret_credential", c).map_err(err)?;
+        Zeroizing::new(
+            std::fs::read_to_string(&path)
+                .map_err(|e| err(format!("cannot read credential {}: {e}", path.display())))?,
+        )
     } else if let Some(var) = &id.client_secret_env {
-        std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?
+        Zeroizing::new(
+            std::env::var(var)
+                .map_err(|_| err(format!("environment variable {var} is not set")))?,
+        )
     } else {
         return Err(err("no client secret source is configured".into()));
     };
-    let value = value.trim().to_owned();
+    let value = value.trim();
     if value.is_empty() {
         return Err(err("the client secret is empty".into()));
     }
-    Ok(Secret::new(value))
+    Ok(Zeroizing::new(value.to_owned()))
+}
+
+/// Where systemd put the credential `name` (`LoadCredential=name:…`).
+fn credential_path(key: &str, name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        format!(
+            "{key} {name:?} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=); it is not set"
+        )
+    })?;
+    Ok(PathBuf::from(dir).join(name))
 }
 
 /// Builds the `azure_identity` credential for an identity. Build one per identity and
@@ -168,20 +255,25 @@ pub fn credential(
         "client_secret" => azure_identity::ClientSecretCredential::new(
             &tenant,
             client_id,
-            read_client_secret(name, id)?,
+            // The SDK keeps its own copy (a plain `Cow<str>` it never wipes); ours is wiped
+            // when this call returns.
+            Secret::new(read_client_secret(name, id)?.as_str().to_owned()),
             Some(azure_identity::ClientSecretCredentialOptions {
                 client_options: options,
             }),
         )
         .map_err(|e| err(e.to_string()))?,
         "client_certificate" => {
-            let path = id.certificate_file.clone().unwrap_or_default();
-            let bytes = std::fs::read(&path).map_err(|e| {
-                err(format!(
-                    "cannot read certificate_file {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let (what, path) = match (&id.certificate_credential, &id.certificate_file) {
+                (Some(c), _) => (
+                    "credential",
+                    credential_path("certificate_credential", c).map_err(err)?,
+                ),
+                (None, f) => ("certificate_file", f.clone().unwrap_or_default()),
+            };
+            // Moved into the SDK's `SecretBytes`, which keeps it for the credential's life.
+            let bytes = std::fs::read(&path)
+                .map_err(|e| err(format!("cannot read {what} {}: {e}", path.display())))?;
             azure_identity::ClientCertificateCredential::new(
                 tenant,
                 client_id,
@@ -224,4 +316,31 @@ pub fn credential(
         other => return Err(err(format!("unknown kind {other:?}"))),
     };
     Ok(cred)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary_and_folds_white_space() {
+        assert_eq!(bounded("a\n\t b\u{1b}[31mc", None, 100), "a b [31mc");
+        assert_eq!(bounded("  lead", None, 100), "lead");
+        let long = "é".repeat(1000);
+        let cut = bounded(&long, None, 256);
+        assert_eq!(cut.chars().count(), 257);
+        assert!(cut.ends_with('…'));
+        assert_eq!(
+            bounded("say pw123 twice: pw123", Some("pw123"), 100),
+            "say <redacted> twice: <redacted>"
+        );
+        assert_eq!(bounded("abc", Some(""), 100), "abc");
+    }
+
+    #[test]
+    fn zeroizing_bytes_holds_exactly_what_was_written() {
+        let b =
+            zeroizing_bytes(|w| serde_json::to_writer(w, &serde_json::json!({"a": "b"}))).unwrap();
+        assert_eq!(&b[..], br#"{"a":"b"}"#);
+    }
 }
