@@ -249,7 +249,7 @@ impl Limiter {
         if !self.config.enabled {
             return inner;
         }
-        let key = inner.vault().trim_end_matches('/').to_ascii_lowercase();
+        let key = crate::config::normalize_vault(inner.vault());
         let buckets = self
             .vaults
             .lock()

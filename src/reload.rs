@@ -77,44 +77,42 @@ impl Reloader {
     }
 
     async fn apply(&self) -> Result<String, String> {
-        let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
-        let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
-            .map_err(|e| e.to_string())?;
-        let limiter = limiter_for(
-            &self.limiter.lock().unwrap_or_else(|e| e.into_inner()),
-            &loaded.config.limits,
-        );
-        let accounts =
-            crate::app::accounts_with(&loaded, &http, &limiter).map_err(|e| e.to_string())?;
+        // Reading the file, the CA and secret files and group names blocks: off the runtime.
+        let path = self.path.clone();
+        let in_force = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (loaded, accounts, limiter) = tokio::task::spawn_blocking(move || {
+            let loaded = config::load(&path).map_err(|e| e.to_string())?;
+            let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
+                .map_err(|e| e.to_string())?;
+            let limiter = limiter_for(&in_force, &loaded.config.limits);
+            let accounts =
+                crate::app::accounts_with(&loaded, &http, &limiter).map_err(|e| e.to_string())?;
+            Ok::<_, String>((loaded, accounts, limiter))
+        })
+        .await
+        .map_err(|e| format!("reading the configuration failed ({e}); this is a bug in keyturn, please report it"))??;
         let settings = crate::app::settings(&loaded);
+        let tuning = crate::app::tuning(&loaded);
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Reload {
                 accounts,
                 settings,
+                tuning,
                 reply: Some(tx),
             })
             .await
             .map_err(|_| "the daemon is stopping".to_owned())?;
         let mut summary = rx.await.map_err(|_| "the daemon is stopping".to_owned())?;
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut restart = Vec::new();
-        let (old, new) = (&*current, &loaded.config);
-        if old.daemon.state_dir != new.daemon.state_dir
-            || old.daemon.audit_log != new.daemon.audit_log
-            || old.daemon.audit_stdout != new.daemon.audit_stdout
-        {
-            restart.push("daemon.state_dir/audit_log/audit_stdout");
-        }
-        if old.admin != new.admin {
-            restart.push("admin");
-        }
-        if old.metrics != new.metrics {
-            restart.push("metrics");
-        }
+        let restart = needs_restart(&current, &loaded.config);
         if !restart.is_empty() {
             summary.push_str(&format!(
-                "; changes to {} take effect at the next restart",
+                "; changes to {} need a restart: they take effect when keyturn next starts",
                 restart.join(", ")
             ));
         }
@@ -122,6 +120,59 @@ impl Reloader {
         *self.limiter.lock().unwrap_or_else(|e| e.into_inner()) = limiter;
         Ok(summary)
     }
+}
+
+/// The keys that differ between `old` and `new` and that a reload cannot apply (they are
+/// used only at start-up); every other setting takes effect at the reload. Each field is
+/// named here, so that a new setting forces a decision.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let Config {
+        daemon,
+        admin,
+        metrics,
+        // Rebuilt at each reload: new HTTP client, credentials, stores and accounts.
+        tls: _,
+        network: _,
+        identities: _,
+        defaults: _,
+        accounts: _,
+        // The reloader keeps or replaces the buckets.
+        limits: _,
+    } = new;
+    let crate::config::DaemonConfig {
+        state_dir,
+        audit_log,
+        audit_stdout,
+        unclean_start_delay,
+        // The daemon's settings and the engine's tuning, replaced by the reload.
+        drift_check_interval: _,
+        max_concurrent_rotations: _,
+        max_concurrent_per_tenant: _,
+        shutdown_grace: _,
+        retry_base_delay: _,
+        retry_max_delay: _,
+        apply_attempts: _,
+    } = daemon;
+    let mut out = Vec::new();
+    for (changed, key) in [
+        (old.daemon.state_dir != *state_dir, "daemon.state_dir"),
+        (old.daemon.audit_log != *audit_log, "daemon.audit_log"),
+        (
+            old.daemon.audit_stdout != *audit_stdout,
+            "daemon.audit_stdout",
+        ),
+        (
+            old.daemon.unclean_start_delay != *unclean_start_delay,
+            "daemon.unclean_start_delay",
+        ),
+        (old.admin != *admin, "[admin]"),
+        (old.metrics != *metrics, "[metrics]"),
+    ] {
+        if changed {
+            out.push(key);
+        }
+    }
+    out
 }
 
 #[async_trait]
