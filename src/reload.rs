@@ -274,4 +274,66 @@ secret = "svc-a"
         assert!(!Arc::ptr_eq(&now, &in_force));
         assert_eq!((now.config().headroom, now.vault_buckets()), (0.2, 1));
     }
+
+    #[tokio::test]
+    async fn a_reload_with_a_huge_duration_is_rejected_and_audited() {
+        // `expiry_grace` near u64::MAX seconds once panicked validation: the reload answered
+        // nothing and no `config.rejected` was written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let audit = MemorySink::default();
+        let reloader = Reloader::new(
+            path.clone(),
+            loaded.config.clone(),
+            Arc::new(Limiter::new(loaded.config.limits.clone())),
+            Arc::new(audit.clone()),
+            Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
+            tx,
+        );
+        std::fs::write(
+            &path,
+            format!("[defaults]\nexpiry_grace = \"18446744073709551615s\"\n{CONFIG}"),
+        )
+        .unwrap();
+        let answer = reloader.reload(Actor::Daemon).await.unwrap_err();
+        assert!(answer.contains("defaults.expiry_grace"), "{answer}");
+        let rejected = audit
+            .events()
+            .into_iter()
+            .find(|e| e.event == EventKind::ConfigRejected)
+            .expect("a config.rejected record");
+        assert!(rejected
+            .detail
+            .is_some_and(|d| d.contains("defaults.expiry_grace")));
+    }
+
+    #[test]
+    fn every_setting_that_a_reload_cannot_apply_is_named() {
+        let old = Config::default();
+        let mut new = Config::default();
+        assert!(needs_restart(&old, &new).is_empty());
+        new.daemon.apply_attempts = 1;
+        new.daemon.retry_max_delay = std::time::Duration::from_secs(60);
+        new.network.timeout = std::time::Duration::from_secs(5);
+        assert!(
+            needs_restart(&old, &new).is_empty(),
+            "applied by the reload"
+        );
+        new.daemon.unclean_start_delay = std::time::Duration::ZERO;
+        new.daemon.audit_stdout = crate::config::AuditStdout::Json;
+        new.admin.require_reason = true;
+        new.metrics.listen = Some("127.0.0.1:9464".parse().unwrap());
+        assert_eq!(
+            needs_restart(&old, &new),
+            [
+                "daemon.audit_stdout",
+                "daemon.unclean_start_delay",
+                "[admin]",
+                "[metrics]"
+            ]
+        );
+    }
 }
