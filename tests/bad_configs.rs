@@ -229,12 +229,25 @@ fn keyturn_run_refuses_a_configuration_check_config_refuses() {
         with_b("https://kv.vault.azure.net/", "svc-a-pending")
     );
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&path)
         .env_remove("KEYTURN_CONFIG")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A daemon that accepted the file would run on: stop it rather than hang the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keyturn run accepted the configuration and kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
