@@ -252,7 +252,8 @@ pub struct AccountConfig {
     pub identity: String,
     /// The vault's URL, `https://NAME.vault.azure.net/`.
     pub vault: String,
-    /// The secret's name (1-127 of `0-9 a-z A-Z -`); the staging secret is `<secret>-pending`.
+    /// The secret's name (1-119 of `0-9 a-z A-Z -`); the staging secret is `<secret>-pending`.
+    /// Neither may be another account's secret or staging secret in the same vault.
     pub secret: String,
     /// The identity used for Key Vault (defaults to `identity`).
     pub vault_identity: Option<String>,
