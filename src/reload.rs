@@ -308,6 +308,21 @@ secret = "svc-a"
         assert!(rejected
             .detail
             .is_some_and(|d| d.contains("defaults.expiry_grace")));
+
+        // So is an account whose secret is another's staging secret.
+        let b = CONFIG
+            .split_once("[[accounts]]")
+            .map(|(_, a)| {
+                a.replace("name = \"a\"", "name = \"b\"")
+                    .replace("\"svc-a\"", "\"SVC-A-pending\"")
+            })
+            .unwrap();
+        std::fs::write(&path, format!("{CONFIG}\n[[accounts]]{b}")).unwrap();
+        let answer = reloader.reload(Actor::Daemon).await.unwrap_err();
+        assert!(
+            answer.contains("accounts[1].secret") && answer.contains("accounts[0].secret"),
+            "{answer}"
+        );
     }
 
     #[test]
