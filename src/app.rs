@@ -43,7 +43,10 @@ pub fn accounts_with(
     let mut directories: HashMap<String, Arc<dyn Directory>> = HashMap::new();
     let mut out = Vec::new();
     for a in &loaded.accounts {
-        let key = (a.vault.clone(), a.vault_identity.clone());
+        let key = (
+            crate::config::normalize_vault(&a.vault),
+            a.vault_identity.clone(),
+        );
         let store = match stores.get(&key) {
             Some(s) => s.clone(),
             None => {

@@ -291,7 +291,8 @@ pub struct AccountConfig {
     pub identity: String,
     /// The vault's URL, `https://NAME.vault.azure.net/`.
     pub vault: String,
-    /// The secret's name (1-127 of `0-9 a-z A-Z -`); the staging secret is `<secret>-pending`.
+    /// The secret's name (1-119 of `0-9 a-z A-Z -`); the staging secret is `<secret>-pending`.
+    /// Neither may be another account's secret or staging secret in the same vault.
     pub secret: String,
     /// The identity used for Key Vault (defaults to `identity`).
     pub vault_identity: Option<String>,
@@ -486,6 +487,71 @@ where
     }
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+/// humantime's year (365.25 days), so that the maximum prints as "1year".
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The longest value each duration key accepts (docs/configuration.md lists them): long
+/// enough for any sensible use, short enough that no time computed from it can overflow.
+pub const DURATION_MAXIMUMS: &[(&str, Duration)] = &[
+    (
+        "daemon.drift_check_interval",
+        Duration::from_secs(30 * 86400),
+    ),
+    ("daemon.shutdown_grace", HOUR),
+    ("daemon.retry_base_delay", DAY),
+    ("daemon.retry_max_delay", Duration::from_secs(7 * 86400)),
+    ("daemon.unclean_start_delay", HOUR),
+    ("admin.request_timeout", Duration::from_secs(10 * 60)),
+    ("network.timeout", Duration::from_secs(10 * 60)),
+    ("network.sdk_retry_budget", HOUR),
+    ("defaults.window", Duration::from_secs(30 * 86400)),
+    ("accounts[].window", Duration::from_secs(30 * 86400)),
+    ("defaults.expiry_grace", YEAR),
+];
+
+/// The maximum of `key` in [`DURATION_MAXIMUMS`].
+fn max_of(key: &str) -> Duration {
+    DURATION_MAXIMUMS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, max)| *max)
+        // Every key asked for is in the table (a unit test checks); a minute is the safe side.
+        .unwrap_or(MINUTE)
+}
+
+/// Every duration in the configuration, with its key and maximum.
+fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
+    let d = &config.daemon;
+    let mut out: Vec<(String, Duration, Duration)> = [
+        ("daemon.drift_check_interval", d.drift_check_interval),
+        ("daemon.shutdown_grace", d.shutdown_grace),
+        ("daemon.retry_base_delay", d.retry_base_delay),
+        ("daemon.retry_max_delay", d.retry_max_delay),
+        ("daemon.unclean_start_delay", d.unclean_start_delay),
+        ("admin.request_timeout", config.admin.request_timeout),
+        ("network.timeout", config.network.timeout),
+        ("network.sdk_retry_budget", config.network.sdk_retry_budget),
+        ("defaults.window", config.defaults.window),
+        ("defaults.expiry_grace", config.defaults.expiry_grace),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v, max_of(k)))
+    .collect();
+    for (i, a) in config.accounts.iter().enumerate() {
+        if let Some(w) = a.window {
+            out.push((
+                format!("accounts[{i}].window"),
+                w,
+                max_of("accounts[].window"),
+            ));
+        }
+    }
+    out
+}
+
 const KINDS: &[&str] = &[
     "client_secret",
     "client_certificate",
@@ -519,6 +585,18 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
             "daemon.apply_attempts".into(),
             "must be from 1 to 20".into(),
         );
+    }
+    for (key, value, max) in duration_bounds(config) {
+        if value > max {
+            p(
+                key.to_owned(),
+                format!(
+                    "{} is longer than the maximum; use at most {} (docs/configuration.md lists every duration's maximum)",
+                    humantime::format_duration(value),
+                    humantime::format_duration(max),
+                ),
+            );
+        }
     }
     if d.retry_base_delay.is_zero() || d.retry_base_delay > d.retry_max_delay {
         p(
@@ -649,7 +727,10 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
     }
 
     let mut seen_names = HashSet::new();
-    let mut seen_secrets = HashSet::new();
+    // Every Key Vault name an account writes (`<secret>` and `<secret>-pending`), by
+    // normalised vault and lowercased name (Key Vault's names are case-insensitive): which
+    // account, and whether it is that account's staging secret.
+    let mut secret_names: HashMap<(String, String), (usize, bool)> = HashMap::new();
     // Accounts with the same schedule share one parsed cron expression.
     let mut schedules: HashMap<(String, String, std::time::Duration), Schedule> = HashMap::new();
     let mut resolved = Vec::new();
@@ -688,10 +769,35 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
         if !check_secret_name(&a.secret) {
             bad(key("secret"), format!("{:?} is not a Key Vault secret name: 1-119 characters of 0-9 a-z A-Z and '-' (119 leaves room for the '-pending' suffix)", a.secret), &mut ok);
         }
-        let vault_key = a.vault.trim_end_matches('/').to_ascii_lowercase();
-        if !seen_secrets.insert((vault_key, a.secret.to_ascii_lowercase())) && !a.secret.is_empty()
-        {
-            bad(key("secret"), format!("secret {:?} in {} is used by another account; each account needs its own secret", a.secret, a.vault), &mut ok);
+        if !a.secret.is_empty() && !a.vault.is_empty() {
+            let vault = normalize_vault(&a.vault);
+            // Both of this account's names first, then the clashes with earlier accounts.
+            let names = [
+                (a.secret.clone(), false),
+                (crate::protocol::staging_name(&a.secret), true),
+            ];
+            for (name, staging) in names {
+                let entry = (vault.clone(), name.to_ascii_lowercase());
+                match secret_names.get(&entry) {
+                    Some(&(j, other_staging)) if j != i => {
+                        let other = &config.accounts[j];
+                        bad(
+                            key("secret"),
+                            secret_clash(
+                                (i, &a.name, &a.secret, staging),
+                                (j, &other.name, &other.secret, other_staging),
+                                &vault,
+                            ),
+                            &mut ok,
+                        );
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        secret_names.insert(entry, (i, staging));
+                    }
+                }
+            }
         }
         if a.vault.is_empty() {
             bad(
@@ -704,6 +810,15 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
                 key("vault"),
                 format!(
                     "{:?} must be an https:// URL, e.g. \"https://myvault.vault.azure.net/\"",
+                    a.vault
+                ),
+                &mut ok,
+            );
+        } else if !check_vault_base(&a.vault) {
+            bad(
+                key("vault"),
+                format!(
+                    "{:?} must be the vault's URL alone, with no path, query or user, e.g. \"https://myvault.vault.azure.net/\"",
                     a.vault
                 ),
                 &mut ok,
@@ -795,8 +910,12 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
                 secret: a.secret.clone(),
                 verify: a.verify.unwrap_or(config.defaults.verify),
                 policy,
-                expiry: time::Duration::try_from(period + config.defaults.expiry_grace)
-                    .unwrap_or(time::Duration::days(9)),
+                // Both terms are bounded (the grace by validation, the period by the cron
+                // expression); saturating, so that nothing here can panic regardless.
+                expiry: time::Duration::try_from(
+                    period.saturating_add(config.defaults.expiry_grace),
+                )
+                .unwrap_or(time::Duration::days(9)),
                 schedule,
             });
         }
@@ -805,12 +924,69 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
     resolved
 }
 
+/// A vault URL in the one form used wherever vaults are compared or keyed (duplicate
+/// secrets, stores, rate-limit buckets): lowercase scheme and host, no default port, no
+/// trailing slash or dot, e.g. `https://kv.vault.azure.net`. A string that is not a URL is
+/// only lowercased and stripped of trailing slashes (validation refuses it anyway).
+pub fn normalize_vault(url: &str) -> String {
+    let trimmed = url.trim();
+    match url::Url::parse(trimmed) {
+        Ok(u) if u.host_str().is_some() => {
+            let host = u.host_str().unwrap_or_default().trim_end_matches('.');
+            let mut out = format!("{}://{host}", u.scheme());
+            if let Some(port) = u.port() {
+                out.push_str(&format!(":{port}"));
+            }
+            out.push_str(u.path().trim_end_matches('/'));
+            out
+        }
+        _ => trimmed.trim_end_matches('/').to_ascii_lowercase(),
+    }
+}
+
+/// The problem of two accounts whose Key Vault names are the same secret: each side is
+/// (index, account name, `secret`, whether the clashing name is its staging secret).
+fn secret_clash(
+    mine: (usize, &str, &str, bool),
+    theirs: (usize, &str, &str, bool),
+    vault: &str,
+) -> String {
+    let side = |(i, name, secret, staging): (usize, &str, &str, bool)| {
+        if staging {
+            format!(
+                "account {name:?} writes its staging secret {:?} (accounts[{i}].secret = {secret:?} + {STAGING:?})",
+                crate::protocol::staging_name(secret)
+            )
+        } else {
+            format!("account {name:?} keeps its password in {secret:?} (accounts[{i}].secret)")
+        }
+    };
+    format!(
+        "{} and {} in {vault}: Key Vault compares secret names case-insensitively, so these are one secret and each account's rotation would overwrite the other's password; rename one so that neither account's secret is the other's, or the other's + {STAGING:?}",
+        side(mine),
+        side(theirs),
+    )
+}
+
+const STAGING: &str = crate::protocol::STAGING_SUFFIX;
+
 fn check_secret_name(s: &str) -> bool {
     (1..=119).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn check_https_ok(v: &str) -> bool {
     url::Url::parse(v).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some())
+}
+
+/// A vault URL names the vault only: Key Vault's paths (`/secrets/…`) are the client's.
+fn check_vault_base(v: &str) -> bool {
+    url::Url::parse(v.trim()).is_ok_and(|u| {
+        matches!(u.path(), "" | "/")
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
 }
 
 fn check_https(v: &str, key: &str, p: &mut impl FnMut(String, String)) {

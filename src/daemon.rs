@@ -7,7 +7,7 @@
 
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
-use crate::protocol::{self, Account, Engine, Request, Rotated, RotationError};
+use crate::protocol::{self, Account, Engine, Request, Rotated, RotationError, Tuning};
 use crate::schedule::Schedule;
 use crate::store::SecretRecord;
 use rand::Rng;
@@ -22,6 +22,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use uuid::Uuid;
+
+/// The longest the main loop sleeps without looking at the heap of due times.
+const MAX_WAKE: Duration = Duration::from_secs(86400);
 
 /// An account with its schedule.
 #[derive(Clone)]
@@ -108,10 +111,12 @@ pub enum Command {
         request: Request,
         reply: Option<oneshot::Sender<Vec<AccountAck>>>,
     },
-    /// Replace the accounts and settings with a new, already validated configuration.
+    /// Replace the accounts, settings and the engine's tuning with a new, already validated
+    /// configuration.
     Reload {
         accounts: Vec<Managed>,
         settings: Settings,
+        tuning: Tuning,
         reply: Option<oneshot::Sender<String>>,
     },
 }
@@ -309,6 +314,9 @@ struct Slot {
     busy: bool,
     paused: bool,
     failures: u32,
+    /// A reload changed where or when the account is due while a job of it ran: reconcile
+    /// it (due time from the new secret and schedule) once that job ends.
+    reconcile_when_idle: bool,
 }
 
 impl Slot {
@@ -321,6 +329,7 @@ impl Slot {
             busy: false,
             paused: false,
             failures: 0,
+            reconcile_when_idle: false,
         }
     }
 
@@ -537,7 +546,10 @@ impl Daemon {
     fn drift_timer(&self) -> Option<tokio::time::Interval> {
         (!self.settings.drift_interval.is_zero()).then(|| {
             let period = self.settings.drift_interval;
-            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+            let start = tokio::time::Instant::now()
+                .checked_add(period)
+                .unwrap_or_else(tokio::time::Instant::now);
+            tokio::time::interval_at(start, period)
         })
     }
 
@@ -585,7 +597,7 @@ impl Daemon {
             .managed
             .schedule
             .next_fire_after(slot.name(), now)
-            .unwrap_or(now + time::Duration::days(7));
+            .unwrap_or(now.saturating_add(time::Duration::days(7)));
         self.slots[idx].failures = 0;
         self.set_due(idx, due, Trigger::Schedule);
     }
@@ -593,17 +605,25 @@ impl Daemon {
     fn schedule_retry(&mut self, idx: usize) {
         let failures = {
             let slot = &mut self.slots[idx];
-            slot.failures += 1;
+            slot.failures = slot.failures.saturating_add(1);
             slot.failures
         };
-        let base = self.settings.retry_base.as_millis() as u64;
-        let max = self.settings.retry_max.as_millis() as u64;
+        // Saturating throughout: the delays are bounded by validation, but no setting may
+        // make the daemon's arithmetic panic.
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let base = millis(self.settings.retry_base);
+        let max = millis(self.settings.retry_max);
         let exp = base
-            .saturating_mul(1u64 << (failures - 1).min(20))
+            .saturating_mul(1u64 << failures.saturating_sub(1).min(20))
             .min(max)
             .max(1);
         let ms = rand::rng().random_range(exp / 2..=exp);
-        let due = self.clock.now() + time::Duration::milliseconds(ms as i64);
+        let due = self
+            .clock
+            .now()
+            .saturating_add(time::Duration::milliseconds(
+                i64::try_from(ms).unwrap_or(i64::MAX),
+            ));
         let trigger = self.slots[idx].next_trigger;
         self.set_due(idx, due, trigger);
     }
@@ -620,10 +640,12 @@ impl Daemon {
         let now = tokio::time::Instant::now();
         match self.heap.peek() {
             Some(Reverse((due, _, _))) => {
-                let wait = *due - self.clock.now();
-                now + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+                // At most a day ahead: a due time further out is looked at again then (and
+                // an `Instant` that far ahead could overflow).
+                let wait = Duration::try_from(*due - self.clock.now()).unwrap_or(Duration::ZERO);
+                now + wait.min(MAX_WAKE)
             }
-            None => now + Duration::from_secs(86400),
+            None => now + MAX_WAKE,
         }
     }
 
@@ -772,8 +794,10 @@ impl Daemon {
             Command::Reload {
                 accounts,
                 settings,
+                tuning,
                 reply,
             } => {
+                self.engine.set_tuning(tuning);
                 let summary = self.reload(accounts, settings);
                 if let Some(reply) = reply {
                     let _ = reply.send(summary);
@@ -782,25 +806,33 @@ impl Daemon {
         }
     }
 
-    /// Swaps in a new configuration. Accounts keep their state when their name and schedule
-    /// are unchanged; new or changed ones are reconciled (recovery, due time from Key Vault);
-    /// rotations of removed accounts finish and are then forgotten.
+    /// Swaps in a new configuration. Accounts keep their state (failures, pause) by name; new
+    /// ones, and those whose due time may have moved (another schedule, time zone or window,
+    /// vault or secret), are reconciled: recovery, then the due time from Key Vault. One that
+    /// is busy is reconciled when its job ends. Rotations of removed accounts finish and are
+    /// then forgotten.
     fn reload(&mut self, accounts: Vec<Managed>, settings: Settings) -> String {
         let mut old: HashMap<String, Slot> = self
             .slots
             .drain(..)
             .map(|s| (s.name().to_owned(), s))
             .collect();
-        let (mut kept, mut added) = (0, 0);
+        let (mut kept, mut added, mut changed) = (0, 0, 0);
         let mut fresh = Vec::new();
         let mut slots = Vec::new();
         for m in accounts {
             match old.remove(&m.account.name) {
                 Some(mut s) => {
-                    let same_schedule = s.managed.schedule.pattern() == m.schedule.pattern();
+                    let (old, new) = (&s.managed, &m);
+                    let moved = old.schedule != new.schedule
+                        || old.account.secret != new.account.secret
+                        || crate::config::normalize_vault(old.account.store.vault())
+                            != crate::config::normalize_vault(new.account.store.vault());
                     s.managed = m;
-                    if !same_schedule {
+                    if moved {
+                        // The old due time belongs to the old secret or schedule.
                         s.next_due = None;
+                        changed += 1;
                         fresh.push(slots.len());
                     }
                     kept += 1;
@@ -817,7 +849,9 @@ impl Daemon {
         self.settings = settings;
         self.set_slots(slots);
         for idx in fresh {
-            if !self.slots[idx].busy {
+            if self.slots[idx].busy {
+                self.slots[idx].reconcile_when_idle = true;
+            } else {
                 self.spawn(
                     idx,
                     Job::Reconcile,
@@ -827,7 +861,12 @@ impl Daemon {
                 );
             }
         }
-        let summary = format!("{kept} account(s) kept, {added} added, {removed} removed");
+        let mut summary = format!("{kept} account(s) kept, {added} added, {removed} removed");
+        if changed > 0 {
+            summary.push_str(&format!(
+                "; {changed} kept account(s) with another schedule, time zone, window, vault or secret are reconciled and rescheduled"
+            ));
+        }
         tracing::info!("configuration reloaded: {summary}");
         summary
     }
@@ -978,6 +1017,20 @@ impl Daemon {
             b.busy = false;
             b.failures = failures;
         });
+        self.reconcile_if_moved(idx);
+    }
+
+    /// Reconciles an account a reload changed while it was busy (see [`Daemon::reload`]).
+    fn reconcile_if_moved(&mut self, idx: usize) {
+        if std::mem::take(&mut self.slots[idx].reconcile_when_idle) && !self.slots[idx].busy {
+            self.spawn(
+                idx,
+                Job::Reconcile,
+                Request::daemon(Trigger::Recovery),
+                None,
+                None,
+            );
+        }
     }
 
     fn finished(&mut self, done: Done) {
@@ -1053,6 +1106,7 @@ impl Daemon {
         if let Some(ack) = done.ack {
             let _ = ack.send((name, ack_msg));
         }
+        self.reconcile_if_moved(idx);
     }
 
     async fn stop(&mut self) {

@@ -249,7 +249,7 @@ impl Limiter {
         if !self.config.enabled {
             return inner;
         }
-        let key = inner.vault().trim_end_matches('/').to_ascii_lowercase();
+        let key = crate::config::normalize_vault(inner.vault());
         let buckets = self
             .vaults
             .lock()
@@ -394,5 +394,33 @@ mod tests {
         let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
         assert_eq!(keys, ["limits.vault_writes_per_10s", "limits.headroom"]);
         assert!(LimitsConfig::default().problems().is_empty());
+    }
+
+    #[test]
+    fn one_vault_spelt_two_ways_shares_its_buckets() {
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::ManualClock::new(
+            time::OffsetDateTime::UNIX_EPOCH,
+        ));
+        let limiter = Limiter::new(LimitsConfig::default());
+        for url in [
+            "https://kv.vault.azure.net/",
+            "https://KV.vault.azure.net:443",
+            "https://kv.vault.azure.net./",
+        ] {
+            limiter.store(Arc::new(crate::memory::MemoryVault::new(
+                url,
+                clock.clone(),
+            )));
+        }
+        assert_eq!(limiter.vault_buckets(), 1);
+        limiter.store(Arc::new(crate::memory::MemoryVault::new(
+            "https://kv.vault.azure.net:8443/",
+            clock,
+        )));
+        assert_eq!(
+            limiter.vault_buckets(),
+            2,
+            "another port is another endpoint"
+        );
     }
 }

@@ -231,7 +231,9 @@ enum ApplyResult {
 pub struct Engine {
     audit: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,
-    tuning: Tuning,
+    /// Read at the start of each step that uses it; a reload replaces it
+    /// ([`Engine::set_tuning`]), and rotations under way keep the values they started with.
+    tuning: Mutex<Tuning>,
     /// One lock per account name: one rotation per account at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -250,14 +252,22 @@ impl Engine {
         Engine {
             audit,
             clock,
-            tuning,
+            tuning: Mutex::new(tuning),
             locks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The engine's tuning.
-    pub fn tuning(&self) -> &Tuning {
-        &self.tuning
+    /// The engine's tuning in force.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the tuning (a configuration reload); steps that start later use it.
+    pub fn set_tuning(&self, tuning: Tuning) {
+        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = tuning;
     }
 
     fn lock_for(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -335,7 +345,12 @@ impl Engine {
             return Ok(None);
         };
         match user.last_password_change {
-            Some(changed_at) if changed_at > rotated_at + self.tuning.drift_tolerance => {
+            // Checked: `rotated_at` comes from a tag anyone with write access can set.
+            Some(changed_at)
+                if rotated_at
+                    .checked_add(self.tuning().drift_tolerance)
+                    .is_some_and(|limit| changed_at > limit) =>
+            {
                 let mut ev = AuditEvent::new(EventKind::DriftDetected, self.clock.now());
                 ev.account = Some(account.name.clone());
                 ev.user = Some(account.user.clone());
@@ -491,10 +506,11 @@ impl Engine {
         ctx: &Ctx<'_>,
         password: &Password,
     ) -> Result<ApplyResult, RotationError> {
-        let mut delay = self.tuning.base_delay;
+        let tuning = self.tuning();
+        let mut delay = tuning.base_delay;
         let mut all_refused = true;
         let mut last_err = None;
-        for attempt in 1..=self.tuning.apply_attempts.max(1) {
+        for attempt in 1..=tuning.apply_attempts.max(1) {
             match ctx
                 .account
                 .directory
@@ -521,12 +537,12 @@ impl Engine {
                         // A definite refusal will repeat: 400/403/404 do not heal by retrying.
                         break;
                     }
-                    if attempt < self.tuning.apply_attempts {
+                    if attempt < tuning.apply_attempts {
                         let wait = retry_after
                             .unwrap_or_else(|| jitter(delay))
                             .max(Duration::from_millis(1));
                         tokio::time::sleep(wait.min(Duration::from_secs(600))).await;
-                        delay = (delay * 2).min(self.tuning.max_delay);
+                        delay = delay.saturating_mul(2).min(tuning.max_delay);
                     }
                 }
             }
@@ -583,7 +599,7 @@ impl Engine {
                 NewVersion {
                     value: password,
                     tags: self.tags(ctx, None),
-                    expires: account.expiry.map(|e| now + e),
+                    expires: account.expiry.and_then(|e| now.checked_add(e)),
                 },
             )
             .await;
@@ -646,7 +662,8 @@ impl Engine {
         ctx: &Ctx<'_>,
         password: &Password,
     ) -> (Outcome, String, Option<ErrorInfo>) {
-        let attempts = self.tuning.verify_attempts.clamp(1, 9);
+        let tuning = self.tuning();
+        let attempts = tuning.verify_attempts.clamp(1, 9);
         let mut last = None;
         for attempt in 1..=attempts {
             match ctx
@@ -684,7 +701,7 @@ impl Engine {
                         break;
                     }
                     if attempt < attempts {
-                        tokio::time::sleep(self.tuning.verify_delay).await;
+                        tokio::time::sleep(tuning.verify_delay).await;
                     }
                 }
             }
@@ -851,7 +868,9 @@ impl Engine {
     ) -> Result<bool, DirectoryError> {
         let user = account.directory.user(&account.user).await?;
         Ok(match (user.last_password_change, staged.created) {
-            (Some(changed), Some(created)) => changed + self.tuning.clock_skew < created,
+            (Some(changed), Some(created)) => changed
+                .checked_add(self.tuning().clock_skew)
+                .is_some_and(|c| c < created),
             _ => false,
         })
     }

@@ -77,44 +77,42 @@ impl Reloader {
     }
 
     async fn apply(&self) -> Result<String, String> {
-        let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
-        let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
-            .map_err(|e| e.to_string())?;
-        let limiter = limiter_for(
-            &self.limiter.lock().unwrap_or_else(|e| e.into_inner()),
-            &loaded.config.limits,
-        );
-        let accounts =
-            crate::app::accounts_with(&loaded, &http, &limiter).map_err(|e| e.to_string())?;
+        // Reading the file, the CA and secret files and group names blocks: off the runtime.
+        let path = self.path.clone();
+        let in_force = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (loaded, accounts, limiter) = tokio::task::spawn_blocking(move || {
+            let loaded = config::load(&path).map_err(|e| e.to_string())?;
+            let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
+                .map_err(|e| e.to_string())?;
+            let limiter = limiter_for(&in_force, &loaded.config.limits);
+            let accounts =
+                crate::app::accounts_with(&loaded, &http, &limiter).map_err(|e| e.to_string())?;
+            Ok::<_, String>((loaded, accounts, limiter))
+        })
+        .await
+        .map_err(|e| format!("reading the configuration failed ({e}); this is a bug in keyturn, please report it"))??;
         let settings = crate::app::settings(&loaded);
+        let tuning = crate::app::tuning(&loaded);
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Reload {
                 accounts,
                 settings,
+                tuning,
                 reply: Some(tx),
             })
             .await
             .map_err(|_| "the daemon is stopping".to_owned())?;
         let mut summary = rx.await.map_err(|_| "the daemon is stopping".to_owned())?;
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut restart = Vec::new();
-        let (old, new) = (&*current, &loaded.config);
-        if old.daemon.state_dir != new.daemon.state_dir
-            || old.daemon.audit_log != new.daemon.audit_log
-            || old.daemon.audit_stdout != new.daemon.audit_stdout
-        {
-            restart.push("daemon.state_dir/audit_log/audit_stdout");
-        }
-        if old.admin != new.admin {
-            restart.push("admin");
-        }
-        if old.metrics != new.metrics {
-            restart.push("metrics");
-        }
+        let restart = needs_restart(&current, &loaded.config);
         if !restart.is_empty() {
             summary.push_str(&format!(
-                "; changes to {} take effect at the next restart",
+                "; changes to {} need a restart: they take effect when keyturn next starts",
                 restart.join(", ")
             ));
         }
@@ -122,6 +120,59 @@ impl Reloader {
         *self.limiter.lock().unwrap_or_else(|e| e.into_inner()) = limiter;
         Ok(summary)
     }
+}
+
+/// The keys that differ between `old` and `new` and that a reload cannot apply (they are
+/// used only at start-up); every other setting takes effect at the reload. Each field is
+/// named here, so that a new setting forces a decision.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let Config {
+        daemon,
+        admin,
+        metrics,
+        // Rebuilt at each reload: new HTTP client, credentials, stores and accounts.
+        tls: _,
+        network: _,
+        identities: _,
+        defaults: _,
+        accounts: _,
+        // The reloader keeps or replaces the buckets.
+        limits: _,
+    } = new;
+    let crate::config::DaemonConfig {
+        state_dir,
+        audit_log,
+        audit_stdout,
+        unclean_start_delay,
+        // The daemon's settings and the engine's tuning, replaced by the reload.
+        drift_check_interval: _,
+        max_concurrent_rotations: _,
+        max_concurrent_per_tenant: _,
+        shutdown_grace: _,
+        retry_base_delay: _,
+        retry_max_delay: _,
+        apply_attempts: _,
+    } = daemon;
+    let mut out = Vec::new();
+    for (changed, key) in [
+        (old.daemon.state_dir != *state_dir, "daemon.state_dir"),
+        (old.daemon.audit_log != *audit_log, "daemon.audit_log"),
+        (
+            old.daemon.audit_stdout != *audit_stdout,
+            "daemon.audit_stdout",
+        ),
+        (
+            old.daemon.unclean_start_delay != *unclean_start_delay,
+            "daemon.unclean_start_delay",
+        ),
+        (old.admin != *admin, "[admin]"),
+        (old.metrics != *metrics, "[metrics]"),
+    ] {
+        if changed {
+            out.push(key);
+        }
+    }
+    out
 }
 
 #[async_trait]
@@ -222,5 +273,158 @@ secret = "svc-a"
         let now = reloader.limiter.lock().unwrap().clone();
         assert!(!Arc::ptr_eq(&now, &in_force));
         assert_eq!((now.config().headroom, now.vault_buckets()), (0.2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_reload_with_a_huge_duration_is_rejected_and_audited() {
+        // `expiry_grace` near u64::MAX seconds once panicked validation: the reload answered
+        // nothing and no `config.rejected` was written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let audit = MemorySink::default();
+        let reloader = Reloader::new(
+            path.clone(),
+            loaded.config.clone(),
+            Arc::new(Limiter::new(loaded.config.limits.clone())),
+            Arc::new(audit.clone()),
+            Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
+            tx,
+        );
+        std::fs::write(
+            &path,
+            format!("[defaults]\nexpiry_grace = \"18446744073709551615s\"\n{CONFIG}"),
+        )
+        .unwrap();
+        let answer = reloader.reload(Actor::Daemon).await.unwrap_err();
+        assert!(answer.contains("defaults.expiry_grace"), "{answer}");
+        let rejected = audit
+            .events()
+            .into_iter()
+            .find(|e| e.event == EventKind::ConfigRejected)
+            .expect("a config.rejected record");
+        assert!(rejected
+            .detail
+            .is_some_and(|d| d.contains("defaults.expiry_grace")));
+
+        // So is an account whose secret is another's staging secret.
+        let b = CONFIG
+            .split_once("[[accounts]]")
+            .map(|(_, a)| {
+                a.replace("name = \"a\"", "name = \"b\"")
+                    .replace("\"svc-a\"", "\"SVC-A-pending\"")
+            })
+            .unwrap();
+        std::fs::write(&path, format!("{CONFIG}\n[[accounts]]{b}")).unwrap();
+        let answer = reloader.reload(Actor::Daemon).await.unwrap_err();
+        assert!(
+            answer.contains("accounts[1].secret") && answer.contains("accounts[0].secret"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn every_setting_that_a_reload_cannot_apply_is_named() {
+        let old = Config::default();
+        let mut new = Config::default();
+        assert!(needs_restart(&old, &new).is_empty());
+        new.daemon.apply_attempts = 1;
+        new.daemon.retry_max_delay = std::time::Duration::from_secs(60);
+        new.network.timeout = std::time::Duration::from_secs(5);
+        assert!(
+            needs_restart(&old, &new).is_empty(),
+            "applied by the reload"
+        );
+        new.daemon.unclean_start_delay = std::time::Duration::ZERO;
+        new.daemon.audit_stdout = crate::config::AuditStdout::Json;
+        new.admin.require_reason = true;
+        new.metrics.listen = Some("127.0.0.1:9464".parse().unwrap());
+        assert_eq!(
+            needs_restart(&old, &new),
+            [
+                "daemon.audit_stdout",
+                "daemon.unclean_start_delay",
+                "[admin]",
+                "[metrics]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reload_reads_its_files_off_the_runtime_threads() {
+        // The client secret file is a FIFO whose writer is a task on the runtime's only
+        // thread: a reload that read it on that thread would wait forever for a writer that
+        // cannot run.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("client-secret");
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("600")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let path = dir.path().join("keyturn.toml");
+        let inline = "client_secret = \"s3cret\"\nallow_inline_secret = true";
+        assert!(CONFIG.contains(inline));
+        std::fs::write(&path, CONFIG).unwrap();
+        let loaded = config::load(&path).unwrap();
+        std::fs::write(
+            &path,
+            CONFIG.replace(
+                inline,
+                &format!("client_secret_file = {:?}", fifo.to_str().unwrap()),
+            ),
+        )
+        .unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (tx, mut rx) = mpsc::channel(1);
+                tokio::spawn(async move {
+                    while let Some(cmd) = rx.recv().await {
+                        if let Command::Reload {
+                            reply: Some(reply), ..
+                        } = cmd
+                        {
+                            let _ = reply.send("accepted".to_owned());
+                        }
+                    }
+                });
+                // The writer: whenever a reader has the FIFO open (the secret is read once
+                // for the credential and once for Graph), hand it the secret.
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    loop {
+                        // Fails (ENXIO) while no reader has it open.
+                        if let Ok(mut w) =
+                            tokio::net::unix::pipe::OpenOptions::new().open_sender(&fifo)
+                        {
+                            let _ = w.write_all(b"s3cret").await;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                });
+                let reloader = Reloader::new(
+                    path,
+                    loaded.config.clone(),
+                    Arc::new(Limiter::new(loaded.config.limits.clone())),
+                    Arc::new(MemorySink::default()),
+                    Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
+                    tx,
+                );
+                let _ = done_tx.send(reloader.apply().await);
+            });
+        });
+        let result = done_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the reload blocked the runtime's thread reading a file");
+        assert_eq!(result, Ok("accepted".to_owned()));
     }
 }

@@ -37,6 +37,14 @@ pub struct Schedule {
     window: Duration,
 }
 
+/// Two schedules are equal when they fire at the same times: same cron expression, time
+/// zone and window (the parsed expression follows from the first).
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern && self.tz == other.tz && self.window == other.window
+    }
+}
+
 impl Schedule {
     /// Parses `pattern` in time zone `tz`, with fire times spread over `window`.
     pub fn new(pattern: &str, tz: &str, window: Duration) -> Result<Self, ScheduleError> {
@@ -78,9 +86,10 @@ impl Schedule {
     /// The first fire time of `account` strictly after `t`.
     pub fn next_fire_after(&self, account: &str, t: OffsetDateTime) -> Option<OffsetDateTime> {
         let offset = time::Duration::try_from(self.offset(account)).ok()?;
-        let from = self.to_chrono(t - offset)?;
+        // Checked: `t` may come from a Key Vault tag, which anyone with write access can set.
+        let from = self.to_chrono(t.checked_sub(offset)?)?;
         let next = self.cron.find_next_occurrence(&from, false).ok()?;
-        Some(from_chrono(next.timestamp(), next.timestamp_subsec_nanos())? + offset)
+        from_chrono(next.timestamp(), next.timestamp_subsec_nanos())?.checked_add(offset)
     }
 
     /// The typical time between two fires (the longest of a few consecutive gaps), for `exp`.
@@ -117,7 +126,7 @@ impl Schedule {
 fn from_chrono(secs: i64, nanos: u32) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .map(|t| t + time::Duration::nanoseconds(nanos as i64))
+        .and_then(|t| t.checked_add(time::Duration::nanoseconds(i64::from(nanos))))
 }
 
 #[cfg(test)]

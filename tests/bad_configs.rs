@@ -77,7 +77,21 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
         v("unknown identity", swap("identity = \"rotator\"", "identity = \"ghost\""), "accounts[0].identity"),
         v("unknown vault identity", swap("identity = \"rotator\"", "identity = \"rotator\"\nvault_identity = \"ghost\""), "accounts[0].vault_identity"),
         v("duplicate account", format!("{GOOD}{}", second_account.replace("name = \"b\"", "name = \"a\"")), "configured twice"),
-        v("two accounts, one secret", format!("{GOOD}{}", second_account.replace("secret = \"svc-b\"", "secret = \"svc-a\"")), "used by another account"),
+        v("two accounts, one secret", format!("{GOOD}{}", second_account.replace("secret = \"svc-b\"", "secret = \"svc-a\"")), "these are one secret"),
+        v("a secret that is another account's staging secret", format!("{GOOD}{}", second_account.replace("secret = \"svc-b\"", "secret = \"svc-a-pending\"")), "accounts[1].secret"),
+        v("vault URL with a path", swap("https://kv.vault.azure.net/", "https://kv.vault.azure.net/secrets/"), "accounts[0].vault"),
+        v("huge expiry grace", add("[defaults]\nexpiry_grace = '18446744073709551615s'"), "defaults.expiry_grace"),
+        v("expiry grace above a year", add("[defaults]\nexpiry_grace = '400d'"), "at most 1year"),
+        v("retry delays of ten thousand years", add("[daemon]\nretry_base_delay = '10000y'\nretry_max_delay = '10000y'"), "daemon.retry_base_delay"),
+        v("retry max delay above a week", add("[daemon]\nretry_max_delay = '8d'"), "daemon.retry_max_delay"),
+        v("drift interval above 30 days", add("[daemon]\ndrift_check_interval = '31d'"), "daemon.drift_check_interval"),
+        v("shutdown grace above an hour", add("[daemon]\nshutdown_grace = '2h'"), "daemon.shutdown_grace"),
+        v("unclean start delay above an hour", add("[daemon]\nunclean_start_delay = '2h'"), "daemon.unclean_start_delay"),
+        v("admin request timeout above 10 minutes", add("[admin]\nrequest_timeout = '11m'"), "admin.request_timeout"),
+        v("network timeout above 10 minutes", add("[network]\ntimeout = '1h'"), "network.timeout"),
+        v("SDK retry budget above an hour", add("[network]\nsdk_retry_budget = '2h'"), "network.sdk_retry_budget"),
+        v("default window above 30 days", add("[defaults]\nschedule = '0 3 1 1 *'\nwindow = '40d'"), "defaults.window"),
+        v("account window above 30 days", add("[defaults]\nschedule = '0 3 1 1 *'").replace("secret = \"svc-a\"", "secret = \"svc-a\"\nwindow = '40d'"), "accounts[0].window"),
         v("no account", GOOD[..GOOD.find("[[accounts]]").unwrap()].to_owned(), "no account is configured"),
         v("zero concurrency", add("[daemon]\nmax_concurrent_rotations = 0"), "daemon.max_concurrent_rotations"),
         v("zero apply attempts", add("[daemon]\napply_attempts = 0"), "daemon.apply_attempts"),
@@ -172,4 +186,108 @@ fn an_inline_secret_in_a_readable_config_is_warned_about() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = check();
     assert!(!err.contains("is inline"), "{err}");
+}
+
+fn check_config(dir: &Path, text: &str) -> (Option<i32>, String) {
+    let path = dir.join("keyturn.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("KEYTURN_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Account "b" with `secret` in `vault`, after [`GOOD`]'s account "a" (secret "svc-a").
+fn with_b(vault: &str, secret: &str) -> String {
+    format!(
+        "{GOOD}\n[[accounts]]\nname = \"b\"\nuser = \"svc-b@contoso.onmicrosoft.com\"\nidentity = \"rotator\"\nvault = {vault:?}\nsecret = {secret:?}\n"
+    )
+}
+
+#[test]
+fn accounts_whose_secrets_are_one_key_vault_secret_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    // b's live secret is a's staging secret, however the names and the vault URL are spelt
+    // (Key Vault compares names case-insensitively; the URLs are one vault).
+    for vault in [
+        "https://kv.vault.azure.net/",
+        "https://kv.vault.azure.net",
+        "HTTPS://KV.Vault.Azure.Net:443/",
+        "https://kv.vault.azure.net./",
+    ] {
+        for secret in ["svc-a-pending", "SVC-A-Pending"] {
+            let (code, err) = check_config(dir.path(), &with_b(vault, secret));
+            assert_eq!(code, Some(64), "{vault} {secret}: {err}");
+            for needle in [
+                "accounts[1].secret",
+                "account \"b\"",
+                "accounts[0].secret",
+                "account \"a\"",
+                "staging secret \"svc-a-pending\"",
+            ] {
+                assert!(
+                    err.contains(needle),
+                    "{vault} {secret}: no {needle:?} in\n{err}"
+                );
+            }
+        }
+    }
+    // The other way round: a's live secret is b's staging secret.
+    let text = with_b("https://kv.vault.azure.net/", "svc-b").replace("svc-a\"", "svc-b-PENDING\"");
+    let (code, err) = check_config(dir.path(), &text);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("accounts[0].secret") && err.contains("accounts[1].secret"),
+        "{err}"
+    );
+    // The same names in two vaults are two secrets.
+    let (code, err) = check_config(
+        dir.path(),
+        &with_b("https://other.vault.azure.net/", "svc-a-pending"),
+    );
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn keyturn_run_refuses_a_configuration_check_config_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.toml");
+    let text = format!(
+        "[daemon]\nstate_dir = {:?}\naudit_log = {:?}\n[admin]\nsocket = \"\"\n{}",
+        dir.path().join("state").display().to_string(),
+        dir.path().join("audit.jsonl").display().to_string(),
+        with_b("https://kv.vault.azure.net/", "svc-a-pending")
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("KEYTURN_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A daemon that accepted the file would run on: stop it rather than hang the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keyturn run accepted the configuration and kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("accounts[1].secret") && err.contains("accounts[0].secret"),
+        "{err}"
+    );
 }

@@ -325,3 +325,106 @@ fn an_empty_key_is_named() {
         "{p:?}"
     );
 }
+
+#[test]
+fn vault_urls_are_normalised_one_way() {
+    use keyturn::config::normalize_vault;
+    for url in [
+        "https://kv.vault.azure.net/",
+        "https://kv.vault.azure.net",
+        "HTTPS://KV.VAULT.AZURE.NET/",
+        "https://kv.vault.azure.net:443/",
+        "https://kv.vault.azure.net./",
+        " https://kv.vault.azure.net/ ",
+    ] {
+        assert_eq!(normalize_vault(url), "https://kv.vault.azure.net", "{url}");
+    }
+    assert_eq!(
+        normalize_vault("https://KV.vault.azure.net:8443/"),
+        "https://kv.vault.azure.net:8443",
+        "another port is another endpoint"
+    );
+    assert_ne!(
+        normalize_vault("https://kv2.vault.azure.net/"),
+        normalize_vault("https://kv.vault.azure.net/")
+    );
+}
+
+#[test]
+fn an_account_whose_secret_is_anothers_staging_secret_is_refused() {
+    let b = |vault: &str, secret: &str| {
+        format!(
+            "{GOOD}\n[[accounts]]\nname = \"b\"\nuser = \"svc-b@contoso.onmicrosoft.com\"\nidentity = \"rotator\"\nvault = {vault:?}\nsecret = {secret:?}\n"
+        )
+    };
+    let p = problems(&b("https://KV.vault.azure.net:443", "Svc-A-Pending"));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(
+        p[0].starts_with("accounts[1].secret: ")
+            && p[0].contains("account \"b\" keeps its password in \"Svc-A-Pending\" (accounts[1].secret)")
+            && p[0].contains("account \"a\" writes its staging secret \"svc-a-pending\" (accounts[0].secret = \"svc-a\" + \"-pending\")")
+            && p[0].contains("in https://kv.vault.azure.net:"),
+        "{p:#?}"
+    );
+    // Names that only look alike, or the same name in another vault, are fine.
+    assert!(problems(&b("https://kv.vault.azure.net/", "svc-a-pend")).is_empty());
+    assert!(problems(&b("https://kv.vault.azure.net/", "svc-a-pending-pending")).is_empty());
+    assert!(problems(&b("https://other.vault.azure.net/", "svc-a-pending")).is_empty());
+}
+
+#[test]
+fn every_duration_is_bounded_and_the_bounds_are_documented() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let mut at_max = String::from("[daemon]\n");
+    let mut section = "daemon";
+    for (key, max) in keyturn::config::DURATION_MAXIMUMS {
+        let shown = humantime::format_duration(*max).to_string();
+        let row = format!("| `{key}` | {shown} |");
+        assert!(
+            docs.contains(&row),
+            "docs/configuration.md has no row {row:?}"
+        );
+        let (table, name) = key.split_once('.').unwrap();
+        if table == "accounts[]" {
+            continue;
+        }
+        if table != section {
+            at_max.push_str(&format!("[{table}]\n"));
+            section = table;
+        }
+        at_max.push_str(&format!("{name} = {shown:?}\n"));
+    }
+    // Each maximum itself is accepted (a yearly schedule leaves room for the longest window).
+    let at_max = at_max.replace("[defaults]\n", "[defaults]\nschedule = \"0 3 1 1 *\"\n");
+    assert_eq!(
+        problems(&format!("{at_max}\n{GOOD}")),
+        Vec::<String>::new(),
+        "{at_max}"
+    );
+    // One second more is refused, naming the key.
+    for (key, max) in keyturn::config::DURATION_MAXIMUMS {
+        if key.starts_with("accounts") {
+            continue;
+        }
+        let over = humantime::format_duration(*max + std::time::Duration::from_secs(1)).to_string();
+        let name = key.split_once('.').unwrap().1;
+        let text = at_max.replace(
+            &format!(
+                "\n{name} = {:?}\n",
+                humantime::format_duration(*max).to_string()
+            ),
+            &format!("\n{name} = {over:?}\n"),
+        );
+        assert_ne!(text, at_max, "{key}");
+        let p = problems(&format!("{text}\n{GOOD}"));
+        assert!(
+            p.iter().any(
+                |p| p.starts_with(&format!("{key}: ")) && p.contains("longer than the maximum")
+            ),
+            "{key} = {over}: {p:#?}"
+        );
+    }
+}

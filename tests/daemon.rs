@@ -350,3 +350,221 @@ async fn shutdown_lets_in_flight_rotations_finish() {
     assert!(kinds.contains(&EventKind::DaemonStopping));
     assert!(f.holds(0));
 }
+
+/// A directory answer that leaves the outcome unknown (throttled), so the engine retries.
+fn throttled(retry_after: Duration) -> DirFault {
+    DirFault::Fail(DirectoryError::Unknown {
+        user: "x".into(),
+        status: Some(429),
+        detail: "throttled".into(),
+        request_id: None,
+        retry_after: Some(retry_after),
+    })
+}
+
+/// Sends a reload of `accounts` with `tuning` and returns the daemon's answer.
+async fn reload(tx: &mpsc::Sender<Command>, accounts: Vec<Managed>, tuning: Tuning) -> String {
+    let (reply, answer) = oneshot::channel();
+    tx.send(Command::Reload {
+        accounts,
+        settings: settings(),
+        tuning,
+        reply: Some(reply),
+    })
+    .await
+    .unwrap();
+    answer.await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_with_the_longest_retry_delays_does_not_stop_the_daemon() {
+    // `retry_base_delay = "10000y"` once killed the daemon at the first failed rotation: the
+    // retry time overflowed. Validation now refuses it; the daemon must survive it anyway.
+    let f = fixture(1, "0 * * * * *", time::Duration::minutes(5));
+    f.dir.inject(
+        DirOp::Reset,
+        DirFault::Fail(DirectoryError::Rejected {
+            user: "x".into(),
+            status: 403,
+            code: "Authorization_RequestDenied".into(),
+            message: "Insufficient privileges to complete the operation.".into(),
+            request_id: None,
+        }),
+    );
+    let ten_thousand_years = Duration::from_secs(10_000 * 31_557_600);
+    let d = f.daemon(Settings {
+        retry_base: ten_thousand_years,
+        retry_max: ten_thousand_years,
+        ..settings()
+    });
+    let board = d.board();
+    run_for(d, Duration::from_secs(120)).await;
+    let status = board.lock().unwrap().accounts[0].clone();
+    assert_eq!(status.failures, 1, "{status:?}");
+    assert!(
+        status.next_due.unwrap() > f.clock.now() + time::Duration::days(100 * 365),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_applies_the_new_apply_attempts() {
+    let f = fixture(1, "0 0 3 * * MON", time::Duration::hours(1));
+    let (tx, rx) = mpsc::channel(8);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let d = f.daemon(settings()); // 5 apply attempts
+    let handle = tokio::spawn(async move {
+        d.run(
+            rx,
+            tokio::time::sleep(Duration::from_secs(600)),
+            Some(ready_tx),
+        )
+        .await
+    });
+    ready_rx.await.unwrap();
+    let answer = reload(
+        &tx,
+        f.managed.clone(),
+        Tuning {
+            apply_attempts: 1,
+            base_delay: Duration::from_millis(10),
+            ..Tuning::default()
+        },
+    )
+    .await;
+    assert!(answer.contains("1 account(s) kept"), "{answer}");
+    // One throttled answer: a second attempt would succeed, but one attempt is all there is
+    // now, so the password is left pending for recovery.
+    f.dir
+        .inject(DirOp::Reset, throttled(Duration::from_secs(1)));
+    let (reply, results) = oneshot::channel();
+    tx.send(Command::Rotate {
+        account: Some("acct-0".into()),
+        request: Request::daemon(Trigger::Socket),
+        wait: true,
+        reply: Some(reply),
+    })
+    .await
+    .unwrap();
+    let results = results.await.unwrap();
+    let err = results[0].1.as_ref().unwrap_err();
+    assert!(err.contains("left pending"), "{err}");
+    drop(tx);
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_reschedules_accounts_whose_time_zone_window_vault_or_secret_changed() {
+    // Daily at 03:00 UTC; rotated at 09:00:30 UTC: due tomorrow 03:00 UTC.
+    let f = fixture(1, "0 0 3 * * *", time::Duration::hours(1));
+    let (tx, rx) = mpsc::channel(8);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let d = f.daemon(settings());
+    let board = d.board();
+    let handle = tokio::spawn(async move {
+        d.run(
+            rx,
+            tokio::time::sleep(Duration::from_secs(600)),
+            Some(ready_tx),
+        )
+        .await
+    });
+    ready_rx.await.unwrap();
+    let next_due = || board.lock().unwrap().accounts[0].next_due.unwrap();
+    assert_eq!(next_due(), datetime!(2026-11-21 03:00 UTC));
+    let tuning = Tuning::default;
+    let mut m = f.managed[0].clone();
+
+    // 03:00 in Auckland (UTC+13 in November) is 14:00 UTC the day before: due today.
+    m.schedule = Schedule::new("0 0 3 * * *", "Pacific/Auckland", Duration::ZERO).unwrap();
+    let answer = reload(&tx, vec![m.clone()], tuning()).await;
+    assert!(answer.contains("1 kept account(s) with another schedule, time zone, window, vault or secret are reconciled"), "{answer}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(next_due(), datetime!(2026-11-20 14:00 UTC));
+
+    // A window moves the account to its offset inside it.
+    m.schedule =
+        Schedule::new("0 0 3 * * *", "Pacific/Auckland", Duration::from_secs(7200)).unwrap();
+    reload(&tx, vec![m.clone()], tuning()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let offset = time::Duration::try_from(m.schedule.offset("acct-0")).unwrap();
+    assert!(offset > time::Duration::ZERO);
+    // (croner keeps the sub-second part of the time it searches from.)
+    let moved = next_due() - (datetime!(2026-11-20 14:00 UTC) + offset);
+    assert!(moved.abs() < time::Duration::SECOND, "{moved}");
+
+    // Another vault, where the secret does not exist yet: the first rotation creates it.
+    let vault2 = Arc::new(MemoryVault::new(
+        "https://kv2.vault.azure.net/",
+        f.clock.clone(),
+    ));
+    m.account.store = vault2.clone();
+    reload(&tx, vec![m.clone()], tuning()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(f.completed("acct-0", Some(Trigger::CatchUp)), 1);
+    let created = vault2
+        .peek("svc-0")
+        .expect("the secret is created in the new vault");
+    assert!(f
+        .dir
+        .password_is("svc-0@contoso.onmicrosoft.com", &created.value));
+
+    // Another secret name: the same.
+    m.account.secret = "svc-0-renamed".into();
+    reload(&tx, vec![m.clone()], tuning()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(f.completed("acct-0", Some(Trigger::CatchUp)), 2);
+    let created = vault2
+        .peek("svc-0-renamed")
+        .expect("the renamed secret is created");
+    assert!(f
+        .dir
+        .password_is("svc-0@contoso.onmicrosoft.com", &created.value));
+    drop(tx);
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_account_changed_by_a_reload_while_it_rotates_is_reconciled_after() {
+    let f = fixture(1, "0 0 3 * * MON", time::Duration::hours(1));
+    // Graph is slow: the rotation started below runs for about 15 s.
+    for _ in 0..3 {
+        f.dir
+            .inject(DirOp::Reset, throttled(Duration::from_secs(5)));
+    }
+    let (tx, rx) = mpsc::channel(8);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let d = f.daemon(settings());
+    let handle = tokio::spawn(async move {
+        d.run(
+            rx,
+            tokio::time::sleep(Duration::from_secs(600)),
+            Some(ready_tx),
+        )
+        .await
+    });
+    ready_rx.await.unwrap();
+    tx.send(Command::Rotate {
+        account: None,
+        request: Request::daemon(Trigger::Signal),
+        wait: false,
+        reply: None,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut m = f.managed[0].clone();
+    m.account.secret = "svc-0-renamed".into();
+    reload(&tx, vec![m], Tuning::default()).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(f.completed("acct-0", Some(Trigger::Signal)), 1);
+    let created = f
+        .vault
+        .peek("svc-0-renamed")
+        .expect("reconciled once the rotation ended: the renamed secret is created");
+    assert!(f
+        .dir
+        .password_is("svc-0@contoso.onmicrosoft.com", &created.value));
+    drop(tx);
+    handle.await.unwrap().unwrap();
+}
