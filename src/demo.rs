@@ -249,3 +249,30 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_paths_are_one_shell_word_each() {
+        assert_eq!(
+            quote("/tmp/keyturn-demo-1/keyturn.toml"),
+            "/tmp/keyturn-demo-1/keyturn.toml"
+        );
+        assert_eq!(quote("/home/a b/it's"), r"'/home/a b/it'\''s'");
+        assert_eq!(quote(""), "''");
+        let printed = try_these(
+            Path::new("/d/keyturn.toml"),
+            "127.0.0.1:9464".parse().unwrap(),
+        );
+        assert!(
+            printed.contains(" status --config /d/keyturn.toml\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("curl -s http://127.0.0.1:9464/metrics\n"),
+            "{printed}"
+        );
+    }
+}
