@@ -372,12 +372,22 @@ fn init_tracing(format: LogFormat, default_filter: &str) {
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     let _ = match (format, under_systemd) {
         (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
         (LogFormat::Text, false) => builder.try_init(),
     };
+}
+
+/// Colour in logs only on a terminal, and not when `NO_COLOR` is set to anything but ""
+/// (<https://no-color.org>): a pipe, a file, the journal or a container's log gets plain text.
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn load(path: &Path) -> Result<Loaded, i32> {
@@ -547,7 +557,15 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
 }
 
 /// `keyturn run`.
-pub async fn run(mut loaded: Loaded) -> anyhow::Result<i32> {
+pub async fn run(loaded: Loaded) -> anyhow::Result<i32> {
+    run_until(loaded, std::future::pending()).await
+}
+
+/// `keyturn run` that also stops, like on SIGTERM, when `stop` completes (`keyturn demo --for`).
+pub async fn run_until(
+    mut loaded: Loaded,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<i32> {
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
@@ -669,7 +687,10 @@ pub async fn run(mut loaded: Loaded) -> anyhow::Result<i32> {
         .run(
             rx,
             async {
-                shutdown.await;
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = stop => {}
+                }
                 crate::notify::stopping();
             },
             Some(ready_tx),

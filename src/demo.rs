@@ -4,19 +4,16 @@
 //! It starts `keyturn-emulator` in-process with `config/demo-scenario.toml` (a tenant with
 //! three management accounts, one behind a Conditional Access policy), writes a keyturn
 //! configuration for it (a real file, loaded and validated like any other), runs the daemon
-//! on a fast schedule and prints the audit events as they happen.
+//! (`keyturn run` itself, with its admin socket in the demo's folder and a metrics port on
+//! loopback) on a fast schedule, prints the commands to try from a second terminal, and
+//! prints the audit events as they happen.
 
-use crate::audit::{AuditSink, FileSink, StdoutFormat, StdoutSink, Tee};
-use crate::clock::SystemClock;
 use crate::config;
-use crate::daemon::{Daemon, InstanceLock};
-use crate::protocol::Engine;
 use anyhow::Context;
 use keyturn_emulator::{Emulator, EmulatorConfig, InvariantQuery, Scenario, TlsSource};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The scenario the demo seeds the emulator with.
 pub const SCENARIO: &str = include_str!("../config/demo-scenario.toml");
@@ -40,8 +37,14 @@ const ACCOUNTS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// Writes the keyturn configuration that points at a running emulator.
-pub fn write_config(emu: &Emulator, dir: &Path, every_secs: u32) -> anyhow::Result<PathBuf> {
+/// Writes the keyturn configuration that points at a running emulator, with the admin socket
+/// in `dir` (`dir` must be absolute) and the metrics listener on `metrics`.
+pub fn write_config(
+    emu: &Emulator,
+    dir: &Path,
+    every_secs: u32,
+    metrics: SocketAddr,
+) -> anyhow::Result<PathBuf> {
     let ca = dir.join("emulator-ca.pem");
     std::fs::write(&ca, emu.ca_pem()).with_context(|| format!("cannot write {}", ca.display()))?;
     let mut text = format!(
@@ -49,10 +52,20 @@ pub fn write_config(emu: &Emulator, dir: &Path, every_secs: u32) -> anyhow::Resu
 [daemon]
 state_dir = {state:?}
 audit_log = {audit:?}
+audit_stdout = "human"
 drift_check_interval = "30s"
 retry_base_delay = "2s"
 retry_max_delay = "20s"
 shutdown_grace = "10s"
+unclean_start_delay = "2s"
+
+# The admin socket's group is left empty: the demo's own user (and root) may use it, with no
+# keyturn-admin group needed on this machine.
+[admin]
+socket = {socket:?}
+
+[metrics]
+listen = "{metrics}"
 
 [tls]
 extra_ca_files = [{ca:?}]
@@ -63,6 +76,7 @@ extra_ca_files = [{ca:?}]
         state = dir.display().to_string(),
         audit = dir.join("audit.jsonl").display().to_string(),
         ca = ca.display().to_string(),
+        socket = dir.join("admin.sock").display().to_string(),
     );
     for host in emu.resolve_hosts() {
         text.push_str(&format!("{host:?} = {:?}\n", emu.addr().ip().to_string()));
@@ -116,6 +130,10 @@ pub async fn run(
         Some(d) => {
             std::fs::create_dir_all(&d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
+            // The configuration wants absolute paths (admin.socket) and the printed commands
+            // must work from any folder.
+            let d = std::path::absolute(&d)
+                .with_context(|| format!("cannot resolve {}", d.display()))?;
             (d, None)
         }
         None => {
@@ -131,7 +149,8 @@ pub async fn run(
     })
     .await
     .context("cannot start the embedded emulator")?;
-    let path = write_config(&emu, &dir, every)?;
+    let metrics = free_loopback_port()?;
+    let path = write_config(&emu, &dir, every, metrics)?;
     let loaded = config::load_with_env(&path, false)?;
 
     println!("keyturn demo: an Entra ID tenant, Key Vault and Microsoft Graph emulated at https://{} (TLS)", emu.addr());
@@ -145,42 +164,16 @@ pub async fn run(
             .unwrap_or_default()
     );
     println!();
+    print!("{}", try_these(&path, metrics));
+    println!();
 
-    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
-    let audit: Arc<dyn AuditSink> = Arc::new(Tee(vec![
-        Arc::new(FileSink::open(&loaded.config.daemon.audit_log)?),
-        Arc::new(StdoutSink(StdoutFormat::Human)),
-    ]));
-    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
-    let accounts = crate::app::accounts(&loaded, &http)?;
-    let clock = Arc::new(SystemClock);
-    let engine = Arc::new(Engine::new(
-        audit.clone(),
-        clock.clone(),
-        crate::app::tuning(&loaded),
-    ));
-    let daemon = Daemon::new(
-        engine,
-        audit,
-        clock,
-        crate::app::settings(&loaded),
-        accounts,
-    );
-    let (tx, rx) = mpsc::channel(16);
-    let signals = crate::signals::watch(tx, None)?;
-    let stop = async move {
+    crate::cli::run_until(loaded, async move {
         match duration {
-            Some(d) => {
-                tokio::select! {
-                    _ = signals => {}
-                    _ = tokio::time::sleep(d) => {}
-                }
-            }
-            None => signals.await,
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
         }
-    };
-    daemon.run(rx, stop, None).await?;
-    lock.release();
+    })
+    .await?;
 
     println!();
     println!("What the emulator says now (it compares without revealing any password):");
@@ -210,6 +203,43 @@ pub async fn run(
     Ok(if all { 0 } else { 1 })
 }
 
+/// The on-call commands to try against the running demo, one per line, each runnable as
+/// printed (the tests run them).
+pub fn try_these(config: &Path, metrics: SocketAddr) -> String {
+    // The binary that runs now: `cargo run` leaves no `keyturn` on the PATH.
+    let exe = std::env::current_exe()
+        .map(|p| quote(&p.display().to_string()))
+        .unwrap_or_else(|_| "keyturn".to_owned());
+    let config = quote(&config.display().to_string());
+    format!(
+        "From a second terminal, try what on-call would do:\n\
+         \x20 {exe} status --config {config}\n\
+         \x20 {exe} rotate coreview-1 --reason \"tried from the demo\" --ticket DEMO-1 --config {config}\n\
+         \x20 {exe} audit show --account coreview-1 --since 1h --config {config}\n\
+         \x20 curl -s http://{metrics}/metrics\n"
+    )
+}
+
+/// `s` as one shell word: as is when it is plain, else single-quoted.
+fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A free port on 127.0.0.1 for the metrics listener: the system picks one, which is freed
+/// for the daemon to bind a moment later.
+fn free_loopback_port() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot find a free port on 127.0.0.1 for the metrics listener")?;
+    Ok(probe.local_addr()?)
+}
+
 /// A temporary folder removed on drop.
 struct TempDir(PathBuf);
 
@@ -223,4 +253,31 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     let p = std::env::temp_dir().join(format!("keyturn-demo-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_paths_are_one_shell_word_each() {
+        assert_eq!(
+            quote("/tmp/keyturn-demo-1/keyturn.toml"),
+            "/tmp/keyturn-demo-1/keyturn.toml"
+        );
+        assert_eq!(quote("/home/a b/it's"), r"'/home/a b/it'\''s'");
+        assert_eq!(quote(""), "''");
+        let printed = try_these(
+            Path::new("/d/keyturn.toml"),
+            "127.0.0.1:9464".parse().unwrap(),
+        );
+        assert!(
+            printed.contains(" status --config /d/keyturn.toml\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("curl -s http://127.0.0.1:9464/metrics\n"),
+            "{printed}"
+        );
+    }
 }

@@ -6,7 +6,9 @@ mod common;
 
 use common::*;
 use keyturn_emulator::{FaultKind, FaultRule};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -425,4 +427,249 @@ fn the_process_is_not_dumpable() {
         owner, 0,
         "keyturn running as uid 65534 is dumpable: /proc/<pid>/status belongs to uid {owner}"
     );
+}
+
+/// The lines the demo prints for a second terminal, once they are all out.
+fn demo_commands(stdout: &str) -> Option<Vec<String>> {
+    let block = stdout.split("From a second terminal").nth(1)?;
+    let lines: Vec<String> = block
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+        .collect();
+    lines
+        .iter()
+        .any(|l| l.starts_with("curl "))
+        .then_some(lines)
+}
+
+/// Runs one printed command line as a user would paste it into a shell.
+fn shell(line: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", line])
+        .env_remove("KEYTURN_CONFIG")
+        .env_remove("KEYTURN_SOCKET")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_on_call_commands_that_work_from_a_second_terminal() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    // Scheduled rotations every 30 s stay out of the way of the one asked for below; `--for`
+    // only bounds a demo this test fails to stop.
+    let mut child = Command::new(BIN)
+        .args(["demo", "--for", "120s", "--every", "30", "--dir"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("demo.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let printed = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let printed = printed.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut p = printed.lock().unwrap();
+                p.push_str(&line);
+                p.push('\n');
+            }
+        })
+    };
+    let out = || printed.lock().unwrap().clone();
+    assert!(
+        wait_for(Duration::from_secs(30), || demo_commands(&out()).is_some()).await,
+        "the demo printed no commands to try:\n{}",
+        out()
+    );
+    let commands = demo_commands(&out()).unwrap();
+    let find = |what: &str| {
+        commands
+            .iter()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` command among {commands:#?}"))
+            .clone()
+    };
+    let (status, rotate, show, curl) = (
+        find(" status "),
+        find(" rotate coreview-1 "),
+        find(" audit show "),
+        find("curl "),
+    );
+    assert!(rotate.contains("--reason ") && rotate.contains("--ticket DEMO-1"));
+
+    // status: the daemon answers on the printed socket and lists every account.
+    let mut answer = shell(&status);
+    for _ in 0..100 {
+        if answer.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = shell(&status);
+    }
+    let text = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        answer.status.success(),
+        "{status}\n{text}{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    for account in ["coreview-1", "coreview-2", "coreview-ca"] {
+        assert!(
+            text.contains(account),
+            "{account} missing from status:\n{text}"
+        );
+    }
+
+    // rotate: through the socket, with the printed reason and ticket (a rotation that
+    // happens to run at that moment is waited out, as a user would).
+    let mut answer = shell(&rotate);
+    for _ in 0..20 {
+        if !String::from_utf8_lossy(&answer.stdout).contains("already running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        answer = shell(&rotate);
+    }
+    let text = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        answer.status.success() && text.contains("coreview-1: rotated"),
+        "{rotate}\n{text}{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+
+    // audit show: the rotation, who asked, the reason and the ticket.
+    let answer = shell(&show);
+    let text = String::from_utf8_lossy(&answer.stdout);
+    assert!(answer.status.success(), "{show}\n{text}");
+    assert!(
+        text.lines().any(|l| l.contains("rotation.completed")
+            && l.contains("ticket DEMO-1")
+            && l.contains("reason \"tried from the demo\"")),
+        "{show}\n{text}"
+    );
+
+    // metrics: the printed URL answers with keyturn's metrics.
+    let body = if Command::new("curl").arg("--version").output().is_ok() {
+        let answer = shell(&curl);
+        assert!(answer.status.success(), "{curl}");
+        String::from_utf8_lossy(&answer.stdout).into_owned()
+    } else {
+        // No curl on this machine: the same GET by hand.
+        use std::io::{Read, Write};
+        let url = curl.split_whitespace().last().unwrap();
+        let rest = url.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_at(rest.find('/').unwrap());
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(
+        body.contains("keyturn_rotations_total{account=\"coreview-1\",outcome=\"success\"}"),
+        "{curl}\n{body}"
+    );
+
+    // Ctrl-C: the demo stops cleanly, removes its socket and reports.
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{}", out());
+    assert!(out().contains("coreview-1   Entra's password is the latest version"));
+    assert!(!dir.path().join("admin.sock").exists());
+}
+
+/// A valid configuration whose check logs a warning (the metrics listener off loopback).
+fn config_that_warns(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("warns.toml");
+    std::fs::write(
+        &path,
+        r#"
+[metrics]
+listen = "0.0.0.0:9464"
+
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "c"
+client_secret = "s3cret"
+allow_inline_secret = true
+
+[[accounts]]
+name = "a"
+user = "svc-a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "svc-a"
+"#,
+    )
+    .unwrap();
+    path
+}
+
+const ESC: &str = "\x1b[";
+
+#[test]
+fn logs_on_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_that_warns(dir.path());
+    for no_color in [None, Some(""), Some("1")] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["check-config", "--config"]).arg(&config);
+        match no_color {
+            Some(v) => cmd.env("NO_COLOR", v),
+            None => cmd.env_remove("NO_COLOR"),
+        };
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("not on loopback"), "no warning logged:\n{err}");
+        assert!(
+            !err.contains(ESC),
+            "NO_COLOR={no_color:?}: colour codes on a pipe:\n{err:?}"
+        );
+    }
+}
+
+#[test]
+fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    // `script` (util-linux) gives the child a pseudo-terminal as its stderr.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command on this machine to give keyturn a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_that_warns(dir.path());
+    let line = format!("'{BIN}' check-config --config '{}'", config.display());
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        match no_color {
+            Some(v) => cmd.env("NO_COLOR", v),
+            None => cmd.env_remove("NO_COLOR"),
+        };
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("not on loopback"),
+            "no warning logged:\n{text}"
+        );
+        text
+    };
+    assert!(on_a_terminal(None).contains(ESC), "no colour on a terminal");
+    assert!(
+        on_a_terminal(Some("")).contains(ESC),
+        "an empty NO_COLOR does not turn colour off (no-color.org)"
+    );
+    let text = on_a_terminal(Some("1"));
+    assert!(!text.contains(ESC), "NO_COLOR=1 on a terminal:\n{text:?}");
 }

@@ -52,9 +52,13 @@ async fn main() {
         eprintln!("keyturn-emulator: invalid --log {:?}: {e}", args.log);
         std::process::exit(EX_USAGE)
     });
+    // Colour only on a terminal, and not with NO_COLOR set to anything but "" (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 
     let scenario = match &args.scenario {

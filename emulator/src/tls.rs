@@ -2,6 +2,7 @@
 //! server configuration (aws-lc-rs provider, HTTP/1.1 over ALPN).
 
 use crate::Error;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use std::path::Path;
@@ -79,7 +80,7 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
 /// Loads a PEM certificate chain and key; the CA is `ca` or, without it, the certificate file.
 pub(crate) fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<TlsMaterial, Error> {
     let cert_pem = read(cert)?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
     if chain.is_empty() {
@@ -89,9 +90,12 @@ pub(crate) fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<T
         )));
     }
     let key_pem = read(key)?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| Error::Tls(format!("{}: no PEM private key found", key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            Error::Tls(format!("{}: no PEM private key found", key.display()))
+        }
+        e => Error::Tls(format!("{}: {e}", key.display())),
+    })?;
     let ca_pem = match ca {
         Some(p) => String::from_utf8_lossy(&read(p)?).into_owned(),
         None => String::from_utf8_lossy(&cert_pem).into_owned(),
@@ -115,4 +119,60 @@ fn server_config(
         .map_err(|e| Error::Tls(format!("certificate and key do not fit: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn load(cert: &str, key: &str) -> Result<TlsMaterial, Error> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&c, cert).expect("write");
+        std::fs::write(&k, key).expect("write");
+        from_files(&c, &k, None)
+    }
+
+    fn message(r: Result<TlsMaterial, Error>) -> String {
+        match r {
+            Ok(_) => panic!("loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn loads_a_pem_chain_and_key_in_any_order_of_sections() {
+        let (cert, key) = pair();
+        let m = load(&cert, &format!("{cert}{key}")).expect("loads");
+        assert_eq!(m.ca_pem, cert);
+    }
+
+    #[test]
+    fn names_the_file_without_a_certificate_or_key() {
+        let (cert, key) = pair();
+        let e = message(load(&key, &key));
+        assert!(e.contains("cert.pem: no PEM certificate found"), "{e}");
+        let e = message(load(&cert, &cert));
+        assert!(e.contains("key.pem: no PEM private key found"), "{e}");
+    }
+
+    #[test]
+    fn names_the_file_with_a_broken_section() {
+        let (cert, key) = pair();
+        let cut = &cert[..cert.len() / 2];
+        let e = message(load(cut, &key));
+        assert!(e.contains("cert.pem: "), "{e}");
+        let e = message(load(
+            &cert,
+            "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+        ));
+        assert!(e.contains("key.pem: "), "{e}");
+    }
 }

@@ -126,3 +126,27 @@ async fn ready_line_then_serves_then_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert!(dir.path().join("state.json").exists(), "state persisted");
 }
+
+#[test]
+fn logs_on_a_pipe_or_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(BIN)
+        .args(["--scenario", DEMO, "--log", "info"])
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("ready line");
+    let text = std::fs::read_to_string(&log).expect("read log");
+    assert!(text.contains("keyturn-emulator listening"), "{text}");
+    assert!(
+        !text.contains("\x1b["),
+        "colour codes in a log file:\n{text:?}"
+    );
+}
