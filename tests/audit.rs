@@ -795,6 +795,16 @@ async fn the_cli_verifies_shows_and_exits_with_the_documented_codes() {
     std::fs::copy(&path, &copied).unwrap();
     let (code, _, _) = keyturn(&["audit", "verify", copied.to_str().unwrap()]);
     assert_eq!(code, 0);
+    // The documented `verify copy/audit.jsonl*` names the seal too: checked, not read as a log.
+    std::fs::copy(seal_path(&path), seal_path(&copied)).unwrap();
+    let (code, out, _) = keyturn(&[
+        "audit",
+        "verify",
+        copied.to_str().unwrap(),
+        seal_path(&copied).to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("in 1 file(s)"), "{out}");
 
     let (code, out, _) = keyturn(&["audit", "show", "--file", p, "--account", "acct-2"]);
     assert_eq!(code, 0);

@@ -193,7 +193,14 @@ fn chain_order(files: &[PathBuf]) -> Vec<PathBuf> {
 /// `partial`, the files may hold a contiguous piece of a chain (no genesis at the start,
 /// more records after the end); otherwise they must hold all of it.
 pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadable> {
-    let files = chain_order(files);
+    // `verify copy/audit.jsonl*` names the seal too: it is checked beside its log, not
+    // read as one.
+    let logs: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !files.iter().any(|l| super::file::seal_path(l) == **f))
+        .cloned()
+        .collect();
+    let files = chain_order(&logs);
     let lines = read_lines(&files)?;
     let mut report = VerifyReport {
         files: files.clone(),
