@@ -259,9 +259,9 @@ impl InstanceLock {
         self.unclean = false;
     }
 
-    /// Closes the file like a killed process: the `flock` goes, the pid stays (tests).
-    #[doc(hidden)]
-    pub fn simulate_crash(mut self) {
+    /// Closes the file like a killed process: the `flock` goes, the pid stays.
+    #[cfg(test)]
+    fn simulate_crash(mut self) {
         self.file = None;
     }
 }
