@@ -20,6 +20,15 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Let `run` and `rotate --offline` run as root (refused by default: exit 64).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYTURN_ALLOW_ROOT",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub allow_root: bool,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -238,6 +247,9 @@ pub fn main() -> i32 {
         "info"
     };
     init_tracing(cli.log_format, default_filter);
+    if let Some(code) = refuse_root(&cli) {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -310,6 +322,26 @@ pub fn main() -> i32 {
             } => report(crate::demo::run(duration, every, dir).await),
         }
     })
+}
+
+/// `run` and `rotate --offline` write the lock, the audit log and its seal as whoever runs
+/// them: as root they would leave root-owned files the service user cannot write, and act
+/// on files the service user controls. They refuse root unless `--allow-root` is given
+/// (`KEYTURN_ALLOW_ROOT=1`); the other commands only read files or talk to the socket.
+/// `demo` keeps its files in a folder of its own and is allowed.
+fn refuse_root(cli: &Cli) -> Option<i32> {
+    let writes = match &cli.command {
+        Cmd::Run { .. } => "keyturn run",
+        Cmd::Rotate { offline: true, .. } => "keyturn rotate --offline",
+        _ => return None,
+    };
+    if cli.allow_root || !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    eprintln!(
+        "keyturn: refusing to run `{writes}` as root: it writes the instance lock, the audit log and its seal, which must stay the service user's. Run it as that user (e.g. `sudo -u keyturn {writes} …`), or pass --allow-root (KEYTURN_ALLOW_ROOT=1) if root is meant to run it"
+    );
+    Some(EXIT_CONFIG)
 }
 
 fn target(account: Option<String>, all: bool) -> admin::proto::Target {
@@ -566,6 +598,7 @@ pub async fn run_until(
     mut loaded: Loaded,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<i32> {
+    // Released when dropped, on every return below: a failed start is not a crash.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
@@ -660,13 +693,19 @@ pub async fn run_until(
     crate::accept::check_file_limit(admin_files + metrics_files);
     let shutdown = crate::signals::watch(tx, Some(reloader))?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // Ready means the unclean start delay, if any, is over.
+    let readied = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let n = loaded.accounts.len();
     // The daemon holds what it needs; the parsed file (every account twice: as written and
     // resolved) is not kept for the life of the process.
     drop(loaded);
-    tokio::spawn(async move {
-        if ready_rx.await.is_ok() {
-            crate::notify::ready(&format!("managing {n} account(s)"));
+    tokio::spawn({
+        let readied = readied.clone();
+        async move {
+            if ready_rx.await.is_ok() {
+                readied.store(true, std::sync::atomic::Ordering::SeqCst);
+                crate::notify::ready(&format!("managing {n} account(s)"));
+            }
         }
     });
     if let Some(w) = watchdog {
@@ -703,7 +742,11 @@ pub async fn run_until(
     if !admin_cfg.socket.as_os_str().is_empty() {
         let _ = std::fs::remove_file(&admin_cfg.socket);
     }
-    lock.release();
+    // Stopped before ready after an unclean stop: the delay was not waited out, so the
+    // dropped lock keeps the mark.
+    if readied.load(std::sync::atomic::Ordering::SeqCst) {
+        lock.release();
+    }
     Ok(0)
 }
 
@@ -714,6 +757,8 @@ pub async fn rotate(
     reason: Option<String>,
     ticket: Option<String>,
 ) -> anyhow::Result<i32> {
+    // Released when dropped on an early return (kept unclean if it inherited a crash it has
+    // not waited out yet); `release` below once it has.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;

@@ -499,6 +499,7 @@ async fn systemd_notifications_and_sigterm_during_a_rotation() {
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
+        .env("KEYTURN_ALLOW_ROOT", "1")
         .env("NOTIFY_SOCKET", &notify)
         .env("WATCHDOG_USEC", "400000")
         .stdout(std::fs::File::create(&stdout).unwrap())

@@ -795,6 +795,16 @@ async fn the_cli_verifies_shows_and_exits_with_the_documented_codes() {
     std::fs::copy(&path, &copied).unwrap();
     let (code, _, _) = keyturn(&["audit", "verify", copied.to_str().unwrap()]);
     assert_eq!(code, 0);
+    // The documented `verify copy/audit.jsonl*` names the seal too: checked, not read as a log.
+    std::fs::copy(seal_path(&path), seal_path(&copied)).unwrap();
+    let (code, out, _) = keyturn(&[
+        "audit",
+        "verify",
+        copied.to_str().unwrap(),
+        seal_path(&copied).to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("in 1 file(s)"), "{out}");
 
     let (code, out, _) = keyturn(&["audit", "show", "--file", p, "--account", "acct-2"]);
     assert_eq!(code, 0);
@@ -939,5 +949,252 @@ async fn throughput() {
     eprintln!(
         "one writer: {serial:.0} records/s; 50 writers: {concurrent:.0} records/s; verify: {verify_rate:.0} records/s ({} bytes/record)",
         std::fs::metadata(&path).unwrap().len() / report.records
+    );
+}
+
+// ---------------------------------------------------------------- crafted input (issue 11)
+
+/// `keyturn audit verify --file P` on a 10-record log whose seal holds `seal`.
+async fn verify_with_seal(seal: &[u8]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 9).await;
+    std::fs::write(seal_path(&path), seal).unwrap();
+    keyturn(&["audit", "verify", "--file", path.to_str().unwrap()])
+}
+
+#[tokio::test]
+async fn a_seal_with_a_multibyte_hash_is_a_broken_chain_not_a_panic() {
+    // Byte 12 of the hash falls inside "é": slicing it by bytes panicked (exit 101).
+    let (code, out, err) =
+        verify_with_seal("{\"seq\":9,\"hash\":\"0123456789aé\"}".as_bytes()).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("BROKEN (malformed)")
+            && out.contains("audit.jsonl.seal is not a valid seal"),
+        "{out}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
+async fn every_malformed_seal_breaks_the_chain_with_a_message() {
+    // Each used to be taken for "no seal" (exit 0), so garbling the seal hid records cut
+    // off the end.
+    let long = format!("{{\"seq\":9,\"hash\":\"{}\"}}", "a".repeat(2000));
+    for (seal, why) in [
+        (&b"not json"[..], "invalid JSON"),
+        (&b"{\"seq\":9,\"hash\":\"\xff\xfe\"}"[..], "not UTF-8"),
+        (&b"{\"seq\":9,\"hash\":\"abc\"}"[..], "64 lowercase hex"),
+        (&b"{\"seq\":-1,\"hash\":\"abc\"}"[..], "invalid JSON"),
+        (long.as_bytes(), "bytes or more"),
+    ] {
+        let (code, out, err) = verify_with_seal(seal).await;
+        assert_eq!(code, 1, "{seal:?}: {out}{err}");
+        assert!(out.starts_with("BROKEN (malformed)"), "{out}");
+        assert!(out.contains(why), "{why}: {out}");
+    }
+    // An empty seal (created, not yet written) is no seal.
+    let (code, out, _) = verify_with_seal(b"").await;
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn an_unreadable_seal_makes_the_log_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 3).await;
+    std::fs::remove_file(seal_path(&path)).unwrap();
+    std::fs::create_dir(seal_path(&path)).unwrap();
+    let (code, out, err) = keyturn(&["audit", "verify", "--file", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.starts_with("unreadable: cannot read"), "{out}");
+}
+
+#[tokio::test]
+async fn a_damaged_seal_at_start_up_is_recorded_not_overwritten_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 9).await;
+    // Cut records off the end and garble the seal that would have shown it.
+    let mut l = lines(&path);
+    l.truncate(6);
+    std::fs::write(&path, l.join("\n") + "\n").unwrap();
+    std::fs::write(seal_path(&path), "garbage").unwrap();
+    let sink = FileSink::open(&path).unwrap();
+    sink.record(&event(50)).await.unwrap();
+    let b = verify(&path).problem.expect("the damage stays visible");
+    assert_eq!(b.kind, BreakKind::Noted);
+    assert!(b.detail.contains("is not a valid seal"), "{}", b.detail);
+}
+
+/// A log of valid records (good hashes) whose record 2 has `version`.
+async fn log_with_version(dir: &Path, version: &str) -> PathBuf {
+    let path = log_with(dir, 1).await;
+    let sink = FileSink::open(&path).unwrap();
+    let mut ev = event(2);
+    ev.event = EventKind::RotationStaged;
+    ev.version = Some(version.into());
+    sink.record(&ev).await.unwrap();
+    sink.record(&event(3)).await.unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_multibyte_version_in_a_valid_record_is_shown_not_a_panic() {
+    // Byte 8 falls inside "€": `audit show` and `audit tail` panicked on it.
+    let version = "abcdefg€€";
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with_version(dir.path(), version).await;
+    assert!(verify(&path).intact());
+    let (code, out, err) = keyturn(&["audit", "show", "--file", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("version abcdefg€;"), "{out}");
+    // What `tail` prints for each record, and the stdout/journald copies' line.
+    let staged = records(&path)
+        .into_iter()
+        .find(|r| r.event() == "rotation.staged")
+        .unwrap();
+    assert!(tools::line_text(&staged).contains("version abcdefg€"));
+    let mut ev = event(2);
+    ev.version = Some(version.into());
+    assert!(ev.human().contains("version=abcdefg€"), "{}", ev.human());
+    let mut out = Vec::new();
+    tools::tail(&path, 10, false, &mut out, &|| true).unwrap();
+    assert!(String::from_utf8(out).unwrap().contains("version abcdefg€"));
+}
+
+#[tokio::test]
+async fn tail_reports_a_line_that_is_not_utf8_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 2).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let good = lines(&path);
+    bytes.clear();
+    bytes.extend_from_slice(good[0].as_bytes());
+    bytes.extend_from_slice(b"\n\xff\xfe not a record\n");
+    bytes.extend_from_slice(good[1].as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(&path, &bytes).unwrap();
+    let mut out = Vec::new();
+    // It stopped with "cannot read …: stream did not contain valid UTF-8".
+    tools::tail(&path, 10, false, &mut out, &|| true).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("warning: a line that is not a valid record (not UTF-8)"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+}
+
+#[tokio::test]
+async fn a_record_with_the_largest_seq_is_a_break_not_an_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let a = chain::encode(u64::MAX, GENESIS_PREV, &event(1)).unwrap();
+    let b = chain::encode(0, &a.hash, &event(2)).unwrap();
+    std::fs::write(&path, [a.line, b.line].concat()).unwrap();
+    let report = tools::verify(std::slice::from_ref(&path), true).unwrap();
+    let problem = report.problem.expect("a record after the largest seq");
+    assert_eq!(problem.line, 2);
+    // The daemon refuses to continue such a chain rather than wrap to 0.
+    std::fs::write(
+        &path,
+        &chain::encode(u64::MAX, GENESIS_PREV, &event(1))
+            .unwrap()
+            .line,
+    )
+    .unwrap();
+    let err = FileSink::open(&path).err().expect("refused");
+    assert!(err.to_string().contains("no record can follow"), "{err}");
+}
+
+// ---------------------------------------------------------------- planted files (issue 11)
+
+#[tokio::test]
+async fn a_symlinked_audit_log_or_seal_is_refused_and_the_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root's file\n").unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let err = FileSink::open(&log)
+        .err()
+        .expect("a link is refused")
+        .to_string();
+    assert!(
+        err.contains("is a symbolic link") && err.contains(log.to_str().unwrap()),
+        "{err}"
+    );
+    // A dangling link is not followed to create its target either.
+    let dangling = dir.path().join("dangling.jsonl");
+    let target = dir.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    assert!(FileSink::open(&dangling).is_err());
+    assert!(!target.exists());
+    // The seal.
+    let log2 = dir.path().join("other.jsonl");
+    std::os::unix::fs::symlink(&victim, seal_path(&log2)).unwrap();
+    let err = FileSink::open(&log2)
+        .err()
+        .expect("a linked seal is refused")
+        .to_string();
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file\n");
+}
+
+#[tokio::test]
+async fn a_hard_linked_audit_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "another file\n").unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::fs::hard_link(&victim, &log).unwrap();
+    let err = FileSink::open(&log).err().expect("refused").to_string();
+    assert!(err.contains("2 hard links"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "another file\n");
+}
+
+#[tokio::test]
+async fn an_audit_log_owned_by_someone_else_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::fs::write(&log, "").unwrap();
+    // Needs root to give the file away; elsewhere, nothing to check.
+    if std::os::unix::fs::chown(&log, Some(65534), None).is_err() {
+        eprintln!("SKIPPED: not root, cannot chown");
+        return;
+    }
+    assert_ne!(std::fs::metadata(dir.path()).unwrap().uid(), 65534);
+    let err = FileSink::open(&log).err().expect("refused").to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    // Owned by the folder's owner (the service user, when root runs keyturn): accepted.
+    std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+    assert!(FileSink::open(&log).is_ok());
+}
+
+#[test]
+fn a_huge_gap_in_seq_is_reported_at_once() {
+    // The fuzzer's first find: a record with seq 10^18 after record 0 made verify walk every
+    // missing number (it ran for minutes, and would run for years).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let a = chain::encode(0, GENESIS_PREV, &event(1)).unwrap();
+    let b = chain::encode(1_000_000_000_000_000_000, &a.hash, &event(2)).unwrap();
+    std::fs::write(&path, [a.line, b.line].concat()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(tools::verify(&[path], false).map(|r| r.problem));
+    });
+    let problem = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("verify answers within 10 s")
+        .unwrap()
+        .expect("a gap is a break");
+    assert_eq!(problem.kind, BreakKind::Deleted);
+    assert!(
+        problem
+            .detail
+            .contains("records 1..999999999999999999 are missing"),
+        "{}",
+        problem.detail
     );
 }

@@ -256,6 +256,7 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
                     "--config",
                 ])
                 .arg(&config)
+                .env("KEYTURN_ALLOW_ROOT", "1")
                 .output()
                 .unwrap()
         }
@@ -285,6 +286,7 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
             Command::new(BIN)
                 .args(["rotate", "svc-2", "--offline", "--config"])
                 .arg(&config)
+                .env("KEYTURN_ALLOW_ROOT", "1")
                 .output()
                 .unwrap()
         }
@@ -324,6 +326,7 @@ fn check_config_exits_64_and_names_every_key() {
     let out = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&bad)
+        .env("KEYTURN_ALLOW_ROOT", "1")
         .output()
         .unwrap();
     assert_eq!(
@@ -672,4 +675,149 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
     );
     let text = on_a_terminal(Some("1"));
     assert!(!text.contains(ESC), "NO_COLOR=1 on a terminal:\n{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_does_not_make_the_next_start_look_like_a_crash() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            unclean_delay: "10s",
+            ..Opts::default()
+        },
+    );
+    // The metrics port is taken: keyturn fails after it took the instance lock.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let status = Daemon::start(&config, dir.path(), "first").wait().await;
+    assert!(!status.success());
+    let err = std::fs::read_to_string(dir.path().join("first.stderr")).unwrap();
+    assert!(err.contains("metrics.listen"), "{err}");
+
+    // Fixed: the next start is not delayed and does not warn of a crash (it waited
+    // unclean_start_delay and said "the previous keyturn stopped uncleanly").
+    std::fs::write(&config, &text).unwrap();
+    let started = std::time::Instant::now();
+    let d = Daemon::start(&config, dir.path(), "second");
+    d.ready().await;
+    assert!(!d.stderr().contains("uncleanly"), "{}", d.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+    drop(taken);
+}
+
+#[test]
+fn run_and_offline_rotate_refuse_root_unless_allowed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyturn.toml");
+    let run = |args: &[&str], allow: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(args).arg("--config").arg(&config);
+        c.env_remove("KEYTURN_ALLOW_ROOT");
+        if let Some(a) = allow {
+            c.env("KEYTURN_ALLOW_ROOT", a);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, what) in [
+        (&["run"][..], "keyturn run"),
+        (
+            &["rotate", "svc-1", "--offline"][..],
+            "keyturn rotate --offline",
+        ),
+    ] {
+        for allow in [None, Some("0")] {
+            let (code, err) = run(args, allow);
+            assert_eq!(code, Some(64), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("refusing to run `{what}` as root"))
+                    && err.contains("--allow-root"),
+                "{err}"
+            );
+        }
+        // Allowed: it goes on (and stops at the missing configuration).
+        for (extra, allow) in [(Some("--allow-root"), None), (None, Some("1"))] {
+            let mut a = args.to_vec();
+            a.extend(extra);
+            let (code, err) = run(&a, allow);
+            assert_eq!(code, Some(64), "{err}");
+            assert!(err.contains("invalid configuration"), "{err}");
+            assert!(!err.contains("refusing"), "{err}");
+        }
+    }
+    assert!(!dir.path().join("state").exists(), "nothing was written");
+    // Commands that only read or talk to the socket are not concerned.
+    let (code, err) = run(&["audit", "verify"], None);
+    assert!(!err.contains("refusing"), "{code:?} {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_links_at_the_lock_and_audit_log_are_refused_and_their_targets_untouched() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            ..Opts::default()
+        },
+    );
+    let victim = dir.path().join("root-owned");
+    std::fs::write(&victim, "do not overwrite\n").unwrap();
+    let rotate = || {
+        let out = Command::new(BIN)
+            .args(["rotate", "svc-2", "--offline", "--config"])
+            .arg(&config)
+            .env("KEYTURN_ALLOW_ROOT", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = state.join("keyturn.lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let (code, err) = rotate();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "do not overwrite\n",
+        "the lock's link target is untouched"
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("keyturn.lock: it is a symbolic link"), "{err}");
+
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("audit.jsonl")).unwrap();
+    let (code, err) = rotate();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "do not overwrite\n",
+        "the audit log's link target is untouched"
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("audit.jsonl: it is a symbolic link"), "{err}");
+    assert!(invariant(&emu, "svc-2").holds);
 }

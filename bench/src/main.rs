@@ -303,6 +303,8 @@ async fn main() -> Result<()> {
     let child = Command::new(&keyturn)
         .args(["run", "--config"])
         .arg(&config)
+        // The bench may run as root (a throwaway VM); keyturn refuses root unless told.
+        .env("KEYTURN_ALLOW_ROOT", "1")
         .env("KEYTURN_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -118,8 +118,8 @@ pub fn human(req: &Request, r: &Response) -> String {
                     t("next_due"),
                     a["version"]
                         .as_str()
-                        .map(|v| &v[..v.len().min(8)])
-                        .unwrap_or("-"),
+                        .map(|v| v.chars().take(8).collect::<String>())
+                        .unwrap_or_else(|| "-".into()),
                     if a["pending"].as_bool() == Some(true) {
                         "yes"
                     } else {

@@ -71,7 +71,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
-fn is_hex64(s: &str) -> bool {
+/// True for 64 lowercase hex digits (a SHA-256 in hex).
+pub fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

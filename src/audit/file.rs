@@ -192,12 +192,69 @@ struct State {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o640)
+    open_owned(
+        path,
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o640),
+    )
+}
+
+/// Opens a file keyturn writes (the audit log, its seal, the instance lock) with `opts`,
+/// refusing what a less privileged user could have planted at `path` to redirect the
+/// write: a symbolic link (`O_NOFOLLOW`: the open fails, nothing is created or truncated
+/// through it), anything but a regular file (a FIFO is opened with `O_NONBLOCK` so it
+/// cannot hang the open, then refused), a file with more than one hard link (a link to
+/// another file), and a file owned by anyone but this process's effective user or the
+/// owner of the folder it is in (the service user when root runs `keyturn rotate --offline
+/// --allow-root` on the service's files). Truncation (`opts.truncate`) must not be set:
+/// the checks run after the open.
+pub fn open_owned(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let refused = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("refusing to open {}: {why}", path.display()),
+        )
+    };
+    let file = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refused("it is a symbolic link; keyturn never follows a link for a file it writes, as it could point at any file (remove the link)".into())
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(refused(
+            "it is not a regular file (remove it; keyturn creates it)".into(),
+        ));
+    }
+    if meta.nlink() > 1 {
+        return Err(refused(format!(
+            "it has {} hard links, so writing it would change another file too (remove it, or copy it to a file of its own)",
+            meta.nlink()
+        )));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_owner = std::fs::metadata(dir)?.uid();
+    if meta.uid() != euid && meta.uid() != dir_owner {
+        return Err(refused(format!(
+            "it is owned by uid {}, neither keyturn's user (uid {euid}) nor the owner of {} (uid {dir_owner}) (give it to the service user: chown)",
+            meta.uid(),
+            dir.display()
+        )));
+    }
+    Ok(file)
 }
 
 fn sync_dir(path: &Path) {
@@ -315,15 +372,83 @@ pub struct Seal {
     pub hash: String,
 }
 
-/// Reads `<path>.seal`; `Ok(None)` when there is none.
-pub fn read_seal(path: &Path) -> io::Result<Option<Seal>> {
-    match std::fs::read_to_string(seal_path(path)) {
-        Ok(s) => serde_json::from_str(s.trim())
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// Why a seal could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The seal file exists but cannot be read (permissions, a directory, an I/O error).
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The seal file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The seal file holds something that is not a seal.
+    #[error("{} is not a valid seal ({detail}); a seal is one line {{\"seq\":N,\"hash\":\"<64 hex digits>\",\"time\":\"…\"}}", path.display())]
+    Malformed {
+        /// The seal file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Reads `<path>.seal`; `Ok(None)` when there is none (or it is empty: created, not yet
+/// written). Anything else that is not one seal with a 64-hex-digit hash is
+/// [`SealError::Malformed`]: a reader must not take a damaged seal for "no seal", or cutting
+/// records off the end and garbling the seal would go unnoticed.
+pub fn read_seal(path: &Path) -> Result<Option<Seal>, SealError> {
+    use std::io::Read;
+    let seal = seal_path(path);
+    let malformed = |detail: String| SealError::Malformed {
+        path: seal.clone(),
+        detail,
+    };
+    let unreadable = |source| SealError::Unreadable {
+        path: seal.clone(),
+        source,
+    };
+    let file = match File::open(&seal) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    // A seal is SEAL_LEN bytes; read a little more to tell an oversized file.
+    let mut bytes = Vec::with_capacity(SEAL_LEN);
+    file.take(4 * SEAL_LEN as u64)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > 2 * SEAL_LEN {
+        return Err(malformed(format!(
+            "{} bytes or more, a seal has {SEAL_LEN}",
+            bytes.len()
+        )));
     }
+    let text = std::str::from_utf8(&bytes).map_err(|_| malformed("not UTF-8".into()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let seal: Seal =
+        serde_json::from_str(text).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
+    if !chain::is_hex64(&seal.hash) {
+        return Err(malformed("its hash is not 64 lowercase hex digits".into()));
+    }
+    Ok(Some(seal))
+}
+
+/// The sequence number after `r`'s, or `Corrupt` for a record carrying the largest one
+/// (a crafted record: no chain gets there).
+fn next_after(r: &chain::Record, path: &Path) -> Result<u64, AuditError> {
+    r.seq.checked_add(1).ok_or_else(|| AuditError::Corrupt {
+        path: path.to_owned(),
+        line: count_lines(path),
+        detail: format!(
+            "its last record has seq {}, after which no record can follow",
+            r.seq
+        ),
+    })
 }
 
 fn daemon_note(
@@ -399,14 +524,16 @@ impl FileSink {
                     let (_, line) = last_line(&f, l).map_err(open_err)?;
                     let line = line.ok_or_else(|| corrupt(&older, "no complete record".into()))?;
                     let r = chain::parse_line(&line).map_err(|e| corrupt(&older, e.to_string()))?;
-                    let next = r.seq + 1;
+                    let next = next_after(&r, &older)?;
                     (Some(r), next)
                 }
                 None => (None, 0),
             },
         };
-        if let (Some(t), Ok(Some(seal))) = (&tail, read_seal(path)) {
-            if seal.seq > t.seq || (seal.seq == t.seq && seal.hash != t.hash) {
+        match (read_seal(path), &tail) {
+            (Ok(Some(seal)), Some(t))
+                if seal.seq > t.seq || (seal.seq == t.seq && seal.hash != t.hash) =>
+            {
                 tracing::error!(path = %path.display(), sealed = seal.seq, last = t.seq, "the audit log ends before the record its seal names: records were removed");
                 notes.push(daemon_note(
                     EventKind::AuditSealMismatch,
@@ -418,13 +545,44 @@ impl FileSink {
                     ),
                 ));
             }
+            (Err(e @ SealError::Malformed { .. }), Some(t)) => {
+                // Garbling the seal must not hide records cut off the end.
+                tracing::error!(path = %path.display(), error = %e, "the audit seal is damaged: keyturn cannot tell whether records were removed");
+                notes.push(daemon_note(
+                    EventKind::AuditSealMismatch,
+                    now,
+                    Outcome::Failure,
+                    format!(
+                        "{e}; the log ends at record {} ({}): records may have been removed or rewritten while keyturn was not running",
+                        t.seq, t.hash
+                    ),
+                ));
+            }
+            (Ok(Some(_)) | Err(SealError::Malformed { .. }), None) => {
+                // A new chain beside the seal of an old one: the log was moved aside (as
+                // `AuditError::Corrupt` advises), or removed. Noted, not a break.
+                tracing::warn!(path = %path.display(), "a new audit chain starts beside the seal of an earlier one");
+                notes.push(daemon_note(
+                    EventKind::AuditRecovered,
+                    now,
+                    Outcome::Warning,
+                    format!(
+                        "{} names records of an earlier chain but the log is empty: a new chain starts (if the log was not moved aside on purpose, it was removed)",
+                        seal_path(path).display()
+                    ),
+                ));
+            }
+            (Err(e @ SealError::Unreadable { .. }), _) => {
+                return Err(open_err(io::Error::other(e.to_string())));
+            }
+            _ => {}
         }
         let rotation_due = good > 0
             && tail
                 .as_ref()
                 .is_some_and(|t| t.event() == EventKind::AuditRotated.as_str());
         let (next_seq, prev) = match &tail {
-            Some(t) => (t.seq + 1, t.hash.clone()),
+            Some(t) => (next_after(t, path)?, t.hash.clone()),
             None => {
                 notes.insert(
                     0,
@@ -440,13 +598,15 @@ impl FileSink {
         };
         let seal = if opts.seal {
             Some(
-                OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(false)
-                    .mode(0o640)
-                    .open(seal_path(path))
-                    .map_err(open_err)?,
+                open_owned(
+                    &seal_path(path),
+                    OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(false)
+                        .mode(0o640),
+                )
+                .map_err(open_err)?,
             )
         } else {
             None

@@ -330,7 +330,7 @@ impl AuditEvent {
             ));
         }
         if let Some(v) = &self.version {
-            s.push_str(&format!(" version={}", &v[..v.len().min(8)]));
+            s.push_str(&format!(" version={}", tools::prefix(v, 8)));
         }
         if let Some(d) = self.duration_ms {
             s.push_str(&format!(" took={d}ms"));

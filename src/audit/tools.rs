@@ -2,7 +2,7 @@
 //! only read files, so they work on a copy of the log on another machine.
 
 use super::chain::{self, LineError, Record, GENESIS_PREV};
-use super::file::{read_seal, rotated_files};
+use super::file::{read_seal, rotated_files, SealError};
 use super::EventKind;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -193,7 +193,14 @@ fn chain_order(files: &[PathBuf]) -> Vec<PathBuf> {
 /// `partial`, the files may hold a contiguous piece of a chain (no genesis at the start,
 /// more records after the end); otherwise they must hold all of it.
 pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadable> {
-    let files = chain_order(files);
+    // `verify copy/audit.jsonl*` names the seal too: it is checked beside its log, not
+    // read as one.
+    let logs: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !files.iter().any(|l| super::file::seal_path(l) == **f))
+        .cloned()
+        .collect();
+    let files = chain_order(&logs);
     let lines = read_lines(&files)?;
     let mut report = VerifyReport {
         files: files.clone(),
@@ -273,10 +280,14 @@ pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadab
                 report.first_seq = Some(r.seq);
             }
             Some(p) => {
-                let expected = p.seq + 1;
+                // A crafted record may carry the largest seq: nothing can follow it.
+                let expected = p.seq.saturating_add(1);
                 if r.seq > expected {
-                    let missing_later = (expected..r.seq)
-                        .any(|s| positions.get(&s).is_some_and(|v| v.iter().any(|&j| j > i)));
+                    // Over the records read, not the missing range: a crafted seq of 10^18
+                    // would take years to walk.
+                    let missing_later = positions
+                        .iter()
+                        .any(|(s, v)| (expected..r.seq).contains(s) && v.iter().any(|&j| j > i));
                     report.problem = Some(if missing_later {
                         at(BreakKind::Reordered, Some(r.seq), format!("record {} comes before record {expected}, which appears later: records were reordered", r.seq))
                     } else {
@@ -337,14 +348,21 @@ pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadab
     let Some(last_line) = lines.last() else {
         if !partial {
             if let Some(f) = files.last() {
-                if let Ok(Some(seal)) = read_seal(f) {
-                    report.problem = Some(Break {
-                        kind: BreakKind::Truncated,
-                        file: f.clone(),
-                        line: 0,
-                        seq: None,
-                        detail: format!("the log is empty but its seal names record {}", seal.seq),
-                    });
+                match read_seal(f) {
+                    Ok(Some(seal)) => {
+                        report.problem = Some(Break {
+                            kind: BreakKind::Truncated,
+                            file: f.clone(),
+                            line: 0,
+                            seq: None,
+                            detail: format!(
+                                "the log is empty but its seal names record {}",
+                                seal.seq
+                            ),
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => return seal_problem(report, e),
                 }
             }
         }
@@ -353,29 +371,32 @@ pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadab
     let last = prev.expect("the loop returned unless every line parsed");
     let file = files[last_line.file].clone();
     for f in &files {
-        if let Ok(Some(seal)) = read_seal(f) {
-            if seal.seq > last.seq {
-                report.problem = Some(Break {
+        let seal = match read_seal(f) {
+            Ok(Some(seal)) => seal,
+            Ok(None) => continue,
+            Err(e) => return seal_problem(report, e),
+        };
+        if seal.seq > last.seq {
+            report.problem = Some(Break {
                     kind: BreakKind::Truncated,
                     file: file.clone(),
                     line: last_line.number,
                     seq: Some(last.seq),
                     detail: format!("the log ends at record {} but its seal ({}) names record {}: records were removed from the end", last.seq, super::file::seal_path(f).display(), seal.seq),
                 });
-                return Ok(report);
-            }
-            if let Some(j) = positions.get(&seal.seq).and_then(|v| v.first()) {
-                if let Ok(r) = &lines[*j].parsed {
-                    if r.hash != seal.hash {
-                        report.problem = Some(Break {
+            return Ok(report);
+        }
+        if let Some(j) = positions.get(&seal.seq).and_then(|v| v.first()) {
+            if let Ok(r) = &lines[*j].parsed {
+                if r.hash != seal.hash {
+                    report.problem = Some(Break {
                             kind: BreakKind::Edited,
                             file: files[lines[*j].file].clone(),
                             line: lines[*j].number,
                             seq: Some(r.seq),
                             detail: format!("the seal names record {} with hash {} but the log's record {} has hash {}: the log was rewritten", seal.seq, short(&seal.hash), r.seq, short(&r.hash)),
                         });
-                        return Ok(report);
-                    }
+                    return Ok(report);
                 }
             }
         }
@@ -393,8 +414,34 @@ pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadab
     Ok(report)
 }
 
-fn short(h: &str) -> &str {
-    &h[..h.len().min(12)]
+/// A seal that cannot be read makes the log unreadable (exit 2); one that is not a seal
+/// breaks it (exit 1): the seal is what shows records cut off the end, so a damaged seal
+/// is never taken for "no seal".
+fn seal_problem(mut report: VerifyReport, e: SealError) -> Result<VerifyReport, Unreadable> {
+    match e {
+        SealError::Unreadable { path, source } => Err(Unreadable { path, source }),
+        SealError::Malformed { ref path, .. } => {
+            report.problem = Some(Break {
+                kind: BreakKind::Malformed,
+                file: path.clone(),
+                line: 1,
+                seq: None,
+                detail: format!("{e}: it was edited or corrupted, and records may have been removed from the end of the log"),
+            });
+            Ok(report)
+        }
+    }
+}
+
+/// The first 12 characters of a hash, for reports. By characters, not bytes: the hashes
+/// come from files anyone may have edited.
+fn short(h: &str) -> String {
+    prefix(h, 12)
+}
+
+/// The first `n` characters of `s` (never splits a UTF-8 character).
+pub(crate) fn prefix(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 /// `keyturn audit verify`: prints the result; returns the exit code (0, 1, 2).
@@ -541,7 +588,7 @@ fn actor_text(r: &Record) -> String {
 fn detail_text(r: &Record) -> String {
     let mut parts = Vec::new();
     if let Some(v) = r.str("version") {
-        parts.push(format!("version {}", &v[..v.len().min(8)]));
+        parts.push(format!("version {}", prefix(v, 8)));
     }
     if let Some(d) = r.value.get("duration_ms").and_then(|d| d.as_u64()) {
         parts.push(format!("took {d}ms"));
@@ -640,6 +687,14 @@ pub fn line_text(r: &Record) -> String {
     s
 }
 
+/// The complete (newline-terminated) lines of `bytes`, without their newlines.
+fn complete_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    bytes
+        .split_inclusive(|b| *b == b'\n')
+        .filter_map(|l| l.strip_suffix(b"\n"))
+        .collect()
+}
+
 /// Follows the live file: prints the last `initial` records, then every new one as it
 /// is appended, across rotations (records that went to a rotated file between two polls
 /// are read from it), until `stop` returns true.
@@ -658,7 +713,16 @@ pub fn tail(
     };
     // The last sequence number printed: nothing is printed twice or skipped.
     let emitted: std::cell::Cell<Option<u64>> = std::cell::Cell::new(None);
-    let emit = |out: &mut dyn Write, text: &str| -> io::Result<()> {
+    // Lines are bytes until checked: a file anyone may have edited need not be UTF-8, and
+    // a poll may end inside a character the writer has not finished.
+    let emit = |out: &mut dyn Write, line: &[u8]| -> io::Result<()> {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return writeln!(
+                out,
+                "warning: a line that is not a valid record (not UTF-8)"
+            )
+            .and_then(|_| out.flush());
+        };
         match chain::parse_line(text) {
             Ok(r) if emitted.get().is_some_and(|l| r.seq <= l) => return Ok(()),
             Ok(r) => {
@@ -683,25 +747,24 @@ pub fn tail(
             Err(e) => return Err(unreadable(e)),
         }
     };
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(unreadable)?;
-    let complete = text.rfind('\n').map(|p| p + 1).unwrap_or(0);
-    let lines: Vec<&str> = text[..complete].lines().collect();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    let lines = complete_lines(&bytes);
     for l in &lines[lines.len().saturating_sub(initial)..] {
         emit(out, l).map_err(unreadable)?;
     }
-    let mut pos = complete as u64;
-    let mut pending = String::new();
+    let mut pos = lines.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+    let mut pending: Vec<u8> = Vec::new();
     let mut ino = file.metadata().map_err(unreadable)?.ino();
     while !stop() {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         file.seek(SeekFrom::Start(pos)).map_err(unreadable)?;
-        let n = file.read_to_string(&mut buf).map_err(unreadable)?;
+        let n = file.read_to_end(&mut buf).map_err(unreadable)?;
         pos += n as u64;
-        pending.push_str(&buf);
-        while let Some(p) = pending.find('\n') {
-            let line: String = pending.drain(..=p).collect();
-            emit(out, line.trim_end_matches('\n')).map_err(unreadable)?;
+        pending.extend_from_slice(&buf);
+        while let Some(p) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=p).collect();
+            emit(out, &line[..p]).map_err(unreadable)?;
         }
         if n > 0 {
             continue;
@@ -724,9 +787,8 @@ pub fn tail(
                     if done {
                         continue;
                     }
-                    if let Ok(text) = std::fs::read_to_string(path) {
-                        let complete = text.rfind('\n').map(|p| p + 1).unwrap_or(0);
-                        for l in text[..complete].lines() {
+                    if let Ok(bytes) = std::fs::read(path) {
+                        for l in complete_lines(&bytes) {
                             emit(out, l).map_err(unreadable)?;
                         }
                     }

@@ -311,6 +311,8 @@ impl Daemon {
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
+            // Tests run as root in CI containers; keyturn refuses root unless told.
+            .env("KEYTURN_ALLOW_ROOT", "1")
             .env("KEYTURN_LOG", log)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
