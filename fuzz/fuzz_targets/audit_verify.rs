@@ -75,7 +75,10 @@ fn build(recs: &[Rec], state: &mut (u64, String), out: &mut Vec<u8>) {
         m.insert("seq".into(), seq.into());
         m.insert(
             "time".into(),
-            r.time.clone().unwrap_or_else(|| "2026-11-22T10:00:00.000Z".into()).into(),
+            r.time
+                .clone()
+                .unwrap_or_else(|| "2026-11-22T10:00:00.000Z".into())
+                .into(),
         );
         m.insert("event".into(), r.event.clone().into());
         for (k, v) in [
