@@ -1062,6 +1062,34 @@ async fn a_multibyte_version_in_a_valid_record_is_shown_not_a_panic() {
 }
 
 #[tokio::test]
+async fn control_characters_in_a_record_reach_no_terminal() {
+    // A valid record whose ticket and detail carry terminal escapes (a crafted file, or text
+    // that came from an admin request or an Azure answer): `show` and `tail` print them
+    // escaped, never as raw ESC/CR bytes that would repaint or hide lines on a terminal.
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_with(dir.path(), 1).await;
+    let sink = FileSink::open(&path).unwrap();
+    let mut ev = event(2);
+    ev.ticket = Some("CHG-1\u{1b}[2J\u{1b}[31mred".into());
+    ev.detail = Some("line\rover\u{7}".into());
+    sink.record(&ev).await.unwrap();
+    assert!(verify(&path).intact());
+    let (code, out, err) = keyturn(&["audit", "show", "--file", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut tailed = Vec::new();
+    tools::tail(&path, 10, false, &mut tailed, &|| true).unwrap();
+    let tailed = String::from_utf8(tailed).unwrap();
+    for text in [&out, &tailed] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(text.contains("ticket CHG-1\\u{1b}[2J"), "{text}");
+        assert!(text.contains("line\\rover"), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn tail_reports_a_line_that_is_not_utf8_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_with(dir.path(), 2).await;

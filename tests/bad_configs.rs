@@ -269,6 +269,7 @@ fn keyturn_run_refuses_a_configuration_check_config_refuses() {
         .args(["run", "--config"])
         .arg(&path)
         .env_remove("KEYTURN_CONFIG")
+        .env("KEYTURN_ALLOW_ROOT", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -623,7 +623,9 @@ fn detail_text(r: &Record) -> String {
     parts.join("; ")
 }
 
-/// One readable row: time, account, event, trigger/actor, outcome, detail.
+/// One readable row: time, account, event, trigger/actor, outcome, detail. Every cell is
+/// [`printable`]: a record's text (a ticket, a Key Vault message, an account name in a
+/// crafted file) cannot send escape sequences to the terminal that shows it.
 pub fn row(r: &Record) -> [String; 6] {
     [
         r.str("time").unwrap_or("?").to_owned(),
@@ -633,6 +635,20 @@ pub fn row(r: &Record) -> [String; 6] {
         r.outcome().unwrap_or("-").to_owned(),
         detail_text(r),
     ]
+    .map(|cell| printable(&cell))
+}
+
+/// `s` with every control character (ESC, CR, BEL, …) written as its Rust escape (`\u{1b}`).
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Writes the records that pass `filter` as a table (or JSON lines); returns how many.
