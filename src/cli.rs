@@ -2,12 +2,13 @@
 
 use crate::admin;
 use crate::audit::{
-    AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee, Trigger,
+    Actor, AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee, Trigger,
 };
 use crate::clock::SystemClock;
 use crate::config::{self, AuditStdout, Loaded, EXIT_CONFIG};
 use crate::daemon::{Command, Daemon, InstanceLock};
 use crate::protocol::{Engine, Request};
+use crate::signals::{Signal, Signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -691,7 +692,7 @@ pub async fn run_until(
     let metrics = &loaded.config.metrics;
     let metrics_files = metrics.listen.map_or(0, |_| metrics.max_connections);
     crate::accept::check_file_limit(admin_files + metrics_files);
-    let shutdown = crate::signals::watch(tx, Some(reloader))?;
+    let (shutdown, signal_tasks) = watch_signals(tx, reloader)?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     // Ready means the unclean start delay, if any, is over.
     let readied = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -735,6 +736,9 @@ pub async fn run_until(
             Some(ready_tx),
         )
         .await?;
+    for t in signal_tasks {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -810,7 +814,62 @@ pub async fn rotate(
     }
 }
 
-/// Sends a rotate-all command (used by SIGUSR1).
+/// Maps each [`Signal`] to what it asks of the daemon: the returned future completes on the
+/// first [`Signal::Stop`]; the tasks are the ones to abort once the daemon has stopped.
+fn watch_signals(
+    commands: mpsc::Sender<Command>,
+    reload: Arc<dyn admin::Reload>,
+) -> std::io::Result<(
+    impl std::future::Future<Output = ()>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
+    let mut signals = Signals::install()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // A rotation request and a reload each wait beside the signal loop, so neither a full
+    // command queue nor a slow reload holds up a stop; one more of each queues behind a
+    // running one (the kernel merges repeated signals the same way).
+    let (rotate_tx, mut rotate_rx) = mpsc::channel::<()>(1);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let rotator = tokio::spawn(async move {
+        while rotate_rx.recv().await.is_some() {
+            tracing::info!("SIGUSR1: rotating every account");
+            if commands.send(rotate_all_command()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reloader = tokio::spawn(async move {
+        while reload_rx.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // The outcome is logged and audited by the reloader.
+            let _ = reload.reload(Actor::Daemon).await;
+        }
+    });
+    let dispatcher = tokio::spawn(async move {
+        let mut stop_tx = Some(stop_tx);
+        loop {
+            match signals.recv().await {
+                Signal::Stop => {
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Signal::RotateAll => {
+                    let _ = rotate_tx.try_send(());
+                }
+                Signal::Reload => {
+                    let _ = reload_tx.try_send(());
+                }
+            }
+        }
+    });
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    Ok((stopped, vec![dispatcher, rotator, reloader]))
+}
+
+/// The command SIGUSR1 sends: rotate every account, trigger `signal`.
 pub fn rotate_all_command() -> Command {
     Command::Rotate {
         account: None,

@@ -1,51 +1,59 @@
-//! Signals: SIGTERM and SIGINT stop the daemon (the returned future completes); SIGUSR1
-//! asks for a rotation of every account; SIGHUP reloads the configuration.
+//! Signals, turned into what they ask for: SIGTERM and SIGINT [`Signal::Stop`], SIGUSR1
+//! [`Signal::RotateAll`], SIGHUP [`Signal::Reload`]. This module imports nothing from the
+//! rest of keyturn: the service ([`crate::cli`] today) maps each [`Signal`] to an action.
 
-use crate::admin::Reload;
-use crate::audit::Actor;
-use crate::daemon::Command;
-use std::future::Future;
-use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 
-/// Installs the handlers; returns the shutdown future.
-pub fn watch(
-    commands: mpsc::Sender<Command>,
-    reload: Option<Arc<dyn Reload>>,
-) -> std::io::Result<impl Future<Output = ()>> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: rotating every account");
-            if commands
-                .send(crate::cli::rotate_all_command())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match &reload {
-                Some(r) => {
-                    tracing::info!("SIGHUP: reloading the configuration");
-                    // The outcome is logged and audited by the reloader.
-                    let _ = r.reload(Actor::Daemon).await;
-                }
-                None => tracing::warn!("SIGHUP ignored: reload is not available in this mode"),
-            }
-        }
-    });
-    Ok(async move {
+/// What a signal asks the service to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop (finish or abandon in-flight work within the grace period).
+    Stop,
+    /// SIGUSR1: rotate every account now.
+    RotateAll,
+    /// SIGHUP: reload the configuration file.
+    Reload,
+}
+
+/// The installed handlers. Once installed, a signal no longer has its default action (for
+/// SIGTERM and SIGINT: ending the process) for the rest of the process's life.
+pub struct Signals {
+    /// SIGTERM.
+    term: tokio::signal::unix::Signal,
+    /// SIGINT.
+    int: tokio::signal::unix::Signal,
+    /// SIGUSR1.
+    usr1: tokio::signal::unix::Signal,
+    /// SIGHUP.
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a tokio runtime).
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal; several of one kind that arrive before it is read count once.
+    pub async fn recv(&mut self) -> Signal {
+        // A handler's stream ends only when the runtime shuts down: then nothing waits.
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            Some(()) = self.term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                Signal::Stop
+            }
+            Some(()) = self.int.recv() => {
+                tracing::info!("SIGINT: stopping");
+                Signal::Stop
+            }
+            Some(()) = self.usr1.recv() => Signal::RotateAll,
+            Some(()) = self.hup.recv() => Signal::Reload,
+            else => std::future::pending().await,
         }
-    })
+    }
 }
