@@ -4,9 +4,9 @@
 //! It starts `keyturn-emulator` in-process with `config/demo-scenario.toml` (a tenant with
 //! three management accounts, one behind a Conditional Access policy), writes a keyturn
 //! configuration for it (a real file, loaded and validated like any other), runs the daemon
-//! (`keyturn run` itself, with its admin socket in the demo's folder and a metrics port on
-//! loopback) on a fast schedule, prints the commands to try from a second terminal, and
-//! prints the audit events as they happen.
+//! ([`crate::service::run`], what `keyturn run` runs, with its admin socket in the demo's
+//! folder and a metrics port on loopback) on a fast schedule, prints the commands to try
+//! from a second terminal, and prints the audit events as they happen.
 
 use crate::config;
 use anyhow::Context;
@@ -167,7 +167,7 @@ pub async fn run(
     print!("{}", try_these(&path, metrics));
     println!();
 
-    crate::cli::run_until(loaded, async move {
+    crate::service::run(loaded, async move {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,

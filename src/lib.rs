@@ -38,5 +38,6 @@ pub mod password;
 pub mod protocol;
 pub mod reload;
 pub mod schedule;
+pub mod service;
 pub mod signals;
 pub mod store;

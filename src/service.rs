@@ -1,0 +1,335 @@
+//! The one place that wires keyturn: [`run`] takes a loaded configuration and a shutdown
+//! future and starts everything `keyturn run` is: the instance lock, the audit sinks, the
+//! Azure clients behind the rate limits, the protocol engine, the daemon, the admin socket,
+//! the metrics and health listener, signals and systemd notifications. `keyturn run`,
+//! `keyturn demo` and the in-process tests all start keyturn through it.
+//! [`rotate_offline`] wires the same pieces for one rotation without a daemon.
+
+use crate::admin;
+use crate::audit::{
+    Actor, AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee, Trigger,
+};
+use crate::clock::SystemClock;
+use crate::config::{AuditStdout, Loaded, EXIT_CONFIG};
+use crate::daemon::{Command, Daemon, InstanceLock};
+use crate::protocol::{Engine, Request};
+use crate::signals::{Signal, Signals};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The audit sinks the configuration asks for: the file first (record of truth).
+pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
+    let path = &loaded.config.daemon.audit_log;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the audit log's folder {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    let mut sinks: Vec<Arc<dyn AuditSink>> = vec![Arc::new(FileSink::open(path)?)];
+    // Copies go through a queue so a slow stdout or journal never holds up a rotation.
+    let stdout: Option<Arc<dyn AuditSink>> = match loaded.config.daemon.audit_stdout {
+        AuditStdout::Off => None,
+        AuditStdout::Json => Some(Arc::new(StdoutSink(StdoutFormat::Json))),
+        AuditStdout::Human => Some(Arc::new(StdoutSink(StdoutFormat::Human))),
+    };
+    if let Some(s) = stdout {
+        sinks.push(Arc::new(Detached::spawn("stdout", s, 4096)?));
+    }
+    // Under systemd, a structured copy in the journal.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match JournaldSink::connect() {
+            Ok(j) => sinks.push(Arc::new(Detached::spawn("journald", Arc::new(j), 4096)?)),
+            Err(e) => tracing::warn!(error = %e, "no audit copy in the journal"),
+        }
+    }
+    Ok(Arc::new(Tee(sinks)))
+}
+
+/// Runs keyturn's service until SIGTERM or SIGINT, or until `shutdown` completes (both stop
+/// it the same way: in-flight rotations get the grace period); returns the exit code.
+///
+/// `keyturn run` passes a future that never completes, `keyturn demo --for` a timer, tests
+/// whatever they like. SIGUSR1 and SIGHUP are handled here too ([`crate::signals`]). Whether
+/// the process may run as root is the command line's decision, not this function's.
+pub async fn run(mut loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyhow::Result<i32> {
+    // Released when dropped, on every return below: a failed start is not a crash.
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let audit = audit_sinks(&loaded)?;
+    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    let limiter = Arc::new(crate::limits::Limiter::new(loaded.config.limits.clone()));
+    let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+    // The accounts as written are built; only the resolved ones are still read below, and the
+    // reloader is handed the configuration without them rather than a copy of thousands.
+    loaded.config.accounts = Vec::new();
+    let clock = Arc::new(SystemClock);
+    let engine = Arc::new(Engine::new(
+        audit.clone(),
+        clock.clone(),
+        crate::app::tuning(&loaded),
+    ));
+    let watchdog = crate::notify::watchdog_interval();
+    let mut settings = crate::app::settings(&loaded);
+    if lock.unclean {
+        settings.startup_delay = loaded.config.daemon.unclean_start_delay;
+    }
+    let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts);
+    if let Some(w) = watchdog {
+        daemon = daemon.with_heartbeat(w / 4);
+    }
+    let board = daemon.board();
+    let (tx, rx) = mpsc::channel(64);
+    let reloader: Arc<dyn admin::Reload> = Arc::new(crate::reload::Reloader::new(
+        loaded.path.clone(),
+        loaded.config.clone(),
+        limiter,
+        audit.clone(),
+        clock.clone(),
+        tx.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // The admin socket is bound (mode 0660, group) before readiness is reported.
+    let admin_cfg = loaded.config.admin.clone();
+    let mut tasks = Vec::new();
+    if !admin_cfg.socket.as_os_str().is_empty() {
+        let listener = admin::bind(&admin_cfg)?;
+        let access = admin::Access::from_config(&admin_cfg)?;
+        let handler = Arc::new(admin::Handler {
+            commands: tx.clone(),
+            board: board.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            reload: Some(reloader.clone()),
+            require_reason: admin_cfg.require_reason,
+            require_ticket: admin_cfg.require_ticket,
+        });
+        let limits = admin::Limits {
+            max_connections: admin_cfg.max_connections,
+            request_timeout: admin_cfg.request_timeout,
+        };
+        tasks.push(tokio::spawn(admin::serve(
+            listener,
+            access,
+            handler,
+            limits,
+            stopped(),
+        )));
+        tracing::info!(socket = %admin_cfg.socket.display(), "admin socket listening");
+    }
+
+    if let Some(addr) = loaded.config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on metrics.listen {addr}: {e}"))?;
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            board.clone(),
+            audit.clone(),
+            watchdog,
+            loaded.config.metrics.max_connections,
+            stopped(),
+        )));
+        tracing::info!(%addr, "metrics and health listening");
+    }
+
+    let admin_files = match admin_cfg.socket.as_os_str().is_empty() {
+        true => 0,
+        false => admin_cfg.max_connections,
+    };
+    let metrics = &loaded.config.metrics;
+    let metrics_files = metrics.listen.map_or(0, |_| metrics.max_connections);
+    crate::accept::check_file_limit(admin_files + metrics_files);
+    let (signalled, signal_tasks) = watch_signals(tx, reloader)?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // Ready means the unclean start delay, if any, is over.
+    let readied = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let n = loaded.accounts.len();
+    // The daemon holds what it needs; the parsed file (every account twice: as written and
+    // resolved) is not kept for the life of the process.
+    drop(loaded);
+    tokio::spawn({
+        let readied = readied.clone();
+        async move {
+            if ready_rx.await.is_ok() {
+                readied.store(true, std::sync::atomic::Ordering::SeqCst);
+                crate::notify::ready(&format!("managing {n} account(s)"));
+            }
+        }
+    });
+    if let Some(w) = watchdog {
+        let board = board.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(w / 2);
+            loop {
+                tick.tick().await;
+                let beat = board.lock().unwrap_or_else(|e| e.into_inner()).heartbeat;
+                // Ping only while the main loop is alive (or still starting up).
+                if beat.is_none_or(|b| b.elapsed() < w) {
+                    crate::notify::watchdog();
+                }
+            }
+        });
+    }
+    daemon
+        .run(
+            rx,
+            async {
+                tokio::select! {
+                    _ = signalled => {}
+                    _ = shutdown => {}
+                }
+                crate::notify::stopping();
+            },
+            Some(ready_tx),
+        )
+        .await?;
+    for t in signal_tasks {
+        t.abort();
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if !admin_cfg.socket.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&admin_cfg.socket);
+    }
+    // Stopped before ready after an unclean stop: the delay was not waited out, so the
+    // dropped lock keeps the mark.
+    if readied.load(std::sync::atomic::Ordering::SeqCst) {
+        lock.release();
+    }
+    Ok(0)
+}
+
+/// `keyturn rotate --offline ACCOUNT`: one rotation in the foreground, under the daemon's
+/// lock, with the result printed for the command line; returns the exit code.
+pub async fn rotate_offline(
+    loaded: Loaded,
+    account: &str,
+    reason: Option<String>,
+    ticket: Option<String>,
+) -> anyhow::Result<i32> {
+    // Released when dropped on an early return (kept unclean if it inherited a crash it has
+    // not waited out yet); `release` below once it has.
+    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let audit = audit_sinks(&loaded)?;
+    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    let accounts = crate::app::accounts(&loaded, &http)?;
+    if lock.unclean {
+        let delay = loaded.config.daemon.unclean_start_delay;
+        eprintln!("keyturn: the previous keyturn stopped uncleanly; waiting {} for its in-flight requests to settle", humantime::format_duration(delay));
+        tokio::time::sleep(delay).await;
+    }
+    let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
+        lock.release();
+        eprintln!(
+            "keyturn: no account named {account:?} in {}",
+            loaded.path.display()
+        );
+        return Ok(EXIT_CONFIG);
+    };
+    let engine = Engine::new(audit, Arc::new(SystemClock), crate::app::tuning(&loaded));
+    let request = Request {
+        trigger: Trigger::Cli,
+        actor: crate::audit::Actor::current_user(),
+        reason,
+        ticket,
+        rotation_id: None,
+    };
+    let result = engine.rotate(&managed.account, &request).await;
+    lock.release();
+    match result {
+        Ok(r) => {
+            println!(
+                "rotated {account}: rotation {} version {}{}",
+                r.rotation_id,
+                r.version,
+                if r.resumed {
+                    " (completed a pending rotation)"
+                } else {
+                    ""
+                }
+            );
+            for w in r.warnings {
+                println!("warning: {w}");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            Ok(if e.is_pending() { 75 } else { 1 })
+        }
+    }
+}
+
+/// Maps each [`Signal`] to what it asks of the daemon: the returned future completes on the
+/// first [`Signal::Stop`]; the tasks are the ones to abort once the daemon has stopped.
+fn watch_signals(
+    commands: mpsc::Sender<Command>,
+    reload: Arc<dyn admin::Reload>,
+) -> std::io::Result<(impl Future<Output = ()>, Vec<tokio::task::JoinHandle<()>>)> {
+    let mut signals = Signals::install()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // A rotation request and a reload each wait beside the signal loop, so neither a full
+    // command queue nor a slow reload holds up a stop; one more of each queues behind a
+    // running one (the kernel merges repeated signals the same way).
+    let (rotate_tx, mut rotate_rx) = mpsc::channel::<()>(1);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let rotator = tokio::spawn(async move {
+        while rotate_rx.recv().await.is_some() {
+            tracing::info!("SIGUSR1: rotating every account");
+            if commands.send(rotate_all_command()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reloader = tokio::spawn(async move {
+        while reload_rx.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // The outcome is logged and audited by the reloader.
+            let _ = reload.reload(Actor::Daemon).await;
+        }
+    });
+    let dispatcher = tokio::spawn(async move {
+        let mut stop_tx = Some(stop_tx);
+        loop {
+            match signals.recv().await {
+                Signal::Stop => {
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Signal::RotateAll => {
+                    let _ = rotate_tx.try_send(());
+                }
+                Signal::Reload => {
+                    let _ = reload_tx.try_send(());
+                }
+            }
+        }
+    });
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    Ok((stopped, vec![dispatcher, rotator, reloader]))
+}
+
+/// The command SIGUSR1 sends: rotate every account, trigger `signal`.
+fn rotate_all_command() -> Command {
+    Command::Rotate {
+        account: None,
+        request: Request::daemon(Trigger::Signal),
+        wait: false,
+        reply: None,
+    }
+}
