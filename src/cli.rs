@@ -1,6 +1,6 @@
-//! The command line: `run`, `rotate`, `check-config`, `audit`, `demo`. `main.rs` only calls
-//! [`main`]. Argument parsing, dispatch, the admin socket's client commands and the audit
-//! tools; the service itself is wired in [`crate::service`].
+//! The command line: `run`, `rotate`, `check-config`, `audit`, `demo` (with the `demo`
+//! feature). `main.rs` only calls [`main`]. Argument parsing, dispatch, the admin socket's
+//! client commands and the audit tools; the service itself is wired in [`crate::service`].
 
 use crate::admin;
 use crate::config::{self, Loaded, EXIT_CONFIG};
@@ -156,6 +156,7 @@ pub enum Cmd {
         command: AuditCmd,
     },
     /// Run keyturn against the embedded Azure emulator: no Azure account needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Stop after this long (e.g. "45s"); runs until Ctrl-C when absent.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
@@ -235,11 +236,11 @@ pub enum AuditCmd {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     // The demo prints audit events; diagnostics would drown them.
-    let default_filter = if matches!(cli.command, Cmd::Demo { .. }) {
-        "warn"
-    } else {
-        "info"
-    };
+    #[cfg(feature = "demo")]
+    let quiet = matches!(cli.command, Cmd::Demo { .. });
+    #[cfg(not(feature = "demo"))]
+    let quiet = false;
+    let default_filter = if quiet { "warn" } else { "info" };
     init_tracing(cli.log_format, default_filter);
     if let Some(code) = refuse_root(&cli) {
         return code;
@@ -311,6 +312,7 @@ pub fn main() -> i32 {
                 )
                 .await
             }
+            #[cfg(feature = "demo")]
             Cmd::Demo {
                 duration,
                 every,

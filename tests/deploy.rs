@@ -498,7 +498,11 @@ fn the_dockerfile_keeps_its_shape() {
     let from: Vec<&str> = d.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(from.len(), 2, "a builder and a runtime stage: {from:?}");
     assert!(from[1].contains("distroless"), "{}", from[1]);
-    assert!(d.contains("cargo build --release --locked -p keyturn"));
+    // The production build: without the `demo` feature, so without the emulator.
+    assert!(
+        d.contains("cargo build --release --locked --no-default-features -p keyturn"),
+        "the image builds keyturn without the demo and its emulator"
+    );
     let user = d
         .lines()
         .rfind(|l| l.starts_with("USER "))

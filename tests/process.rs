@@ -6,8 +6,7 @@ mod common;
 
 use common::*;
 use keyturn_emulator::{FaultKind, FaultRule};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -336,6 +335,7 @@ fn check_config_exits_64_and_names_every_key() {
     );
 }
 
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_rotates_every_account_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,6 +433,7 @@ fn the_process_is_not_dumpable() {
 }
 
 /// The lines the demo prints for a second terminal, once they are all out.
+#[cfg(feature = "demo")]
 fn demo_commands(stdout: &str) -> Option<Vec<String>> {
     let block = stdout.split("From a second terminal").nth(1)?;
     let lines: Vec<String> = block
@@ -448,6 +449,7 @@ fn demo_commands(stdout: &str) -> Option<Vec<String>> {
 }
 
 /// Runs one printed command line as a user would paste it into a shell.
+#[cfg(feature = "demo")]
 fn shell(line: &str) -> std::process::Output {
     Command::new("sh")
         .args(["-c", line])
@@ -457,6 +459,7 @@ fn shell(line: &str) -> std::process::Output {
         .unwrap()
 }
 
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_prints_on_call_commands_that_work_from_a_second_terminal() {
     use std::io::{BufRead, BufReader};
@@ -580,7 +583,11 @@ async fn the_demo_prints_on_call_commands_that_work_from_a_second_terminal() {
     );
 
     // Ctrl-C: the demo stops cleanly, removes its socket and reports.
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
