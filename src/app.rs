@@ -24,7 +24,11 @@ pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 
 /// Builds every managed account from the configuration, with new rate-limit buckets.
 pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>, SetupError> {
-    accounts_with(loaded, http, &Limiter::new(loaded.config.limits.clone()))
+    accounts_with(
+        loaded,
+        http,
+        &Limiter::new(loaded.config.limits.clone(), crate::metrics::observe_pacing),
+    )
 }
 
 /// Builds every managed account, paced by `limiter`'s buckets (shared with the accounts

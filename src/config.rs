@@ -27,13 +27,69 @@ pub struct Config {
     /// The optional metrics and health listener.
     pub metrics: MetricsConfig,
     /// Client-side rate limits per vault and per Graph app and tenant.
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: LimitsConfig,
     /// What every account inherits.
     pub defaults: Defaults,
     /// Named Entra credentials.
     pub identities: BTreeMap<String, IdentityConfig>,
     /// The managed accounts.
     pub accounts: Vec<AccountConfig>,
+}
+
+/// The `[limits]` table: client-side rate limits ([`crate::limits`] builds the budgets).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Pace requests at all (off: only Azure's 429s and `Retry-After` slow keyturn down).
+    pub enabled: bool,
+    /// Secret sets per vault per 10 s (Azure: 300).
+    pub vault_writes_per_10s: u32,
+    /// Other secret operations (get, update, list) per vault per 10 s (Azure: 4,000).
+    pub vault_other_per_10s: u32,
+    /// Graph writes per app and tenant per 150 s (Azure: 3,000).
+    pub graph_writes_per_150s: u32,
+    /// Fraction of each budget keyturn leaves unused, for other clients of the same vault or
+    /// app (consumers reading secrets, the portal) and for network jitter between keyturn's
+    /// pacing and Azure's windows. From 0 to 0.9.
+    pub headroom: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            enabled: true,
+            vault_writes_per_10s: 300,
+            vault_other_per_10s: 4_000,
+            graph_writes_per_150s: 3_000,
+            headroom: 0.02,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Every problem, as `(key, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in [
+            ("limits.vault_writes_per_10s", self.vault_writes_per_10s),
+            ("limits.vault_other_per_10s", self.vault_other_per_10s),
+            ("limits.graph_writes_per_150s", self.graph_writes_per_150s),
+        ] {
+            if v == 0 {
+                out.push((
+                    k.to_owned(),
+                    "must be at least 1 (set limits.enabled = false to turn pacing off)".to_owned(),
+                ));
+            }
+        }
+        if !(0.0..=0.9).contains(&self.headroom) || self.headroom.is_nan() {
+            out.push((
+                "limits.headroom".to_owned(),
+                "must be a fraction from 0 to 0.9, e.g. 0.1 to leave 10 % of each budget to other clients".to_owned(),
+            ));
+        }
+        out
+    }
 }
 
 /// How the daemon runs.

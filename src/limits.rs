@@ -29,7 +29,6 @@ use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -40,61 +39,16 @@ pub const VAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Graph's window for writes per app and tenant.
 pub const GRAPH_WINDOW: Duration = Duration::from_secs(150);
 
-/// The `[limits]` table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct LimitsConfig {
-    /// Pace requests at all (off: only Azure's 429s and `Retry-After` slow keyturn down).
-    pub enabled: bool,
-    /// Secret sets per vault per 10 s (Azure: 300).
-    pub vault_writes_per_10s: u32,
-    /// Other secret operations (get, update, list) per vault per 10 s (Azure: 4,000).
-    pub vault_other_per_10s: u32,
-    /// Graph writes per app and tenant per 150 s (Azure: 3,000).
-    pub graph_writes_per_150s: u32,
-    /// Fraction of each budget keyturn leaves unused, for other clients of the same vault or
-    /// app (consumers reading secrets, the portal) and for network jitter between keyturn's
-    /// pacing and Azure's windows. From 0 to 0.9.
-    pub headroom: f64,
-}
+pub use crate::config::LimitsConfig;
 
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            enabled: true,
-            vault_writes_per_10s: 300,
-            vault_other_per_10s: 4_000,
-            graph_writes_per_150s: 3_000,
-            headroom: 0.02,
-        }
-    }
-}
+/// Told how long a request waited for `budget` (when it waited at all): the metrics'
+/// `keyturn_paced_requests_total` and `keyturn_pacing_wait_seconds`
+/// ([`crate::metrics::observe_pacing`], handed in by the wiring), or nothing.
+pub type ObservePacing = fn(budget: &'static str, waited: Duration);
 
+/// The budgets of the `[limits]` table (the table itself is configuration:
+/// [`crate::config::LimitsConfig`]).
 impl LimitsConfig {
-    /// Every problem, as `(key, message)`.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (k, v) in [
-            ("limits.vault_writes_per_10s", self.vault_writes_per_10s),
-            ("limits.vault_other_per_10s", self.vault_other_per_10s),
-            ("limits.graph_writes_per_150s", self.graph_writes_per_150s),
-        ] {
-            if v == 0 {
-                out.push((
-                    k.to_owned(),
-                    "must be at least 1 (set limits.enabled = false to turn pacing off)".to_owned(),
-                ));
-            }
-        }
-        if !(0.0..=0.9).contains(&self.headroom) || self.headroom.is_nan() {
-            out.push((
-                "limits.headroom".to_owned(),
-                "must be a fraction from 0 to 0.9, e.g. 0.1 to leave 10 % of each budget to other clients".to_owned(),
-            ));
-        }
-        out
-    }
-
     /// The budget of one vault's sets.
     pub fn vault_writes(&self) -> Budget {
         Budget::new(self.vault_writes_per_10s, VAULT_WINDOW, self.headroom)
@@ -163,6 +117,8 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Dura
 pub struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`, `graph_write`.
     name: &'static str,
+    /// Where a wait is reported.
+    observe: ObservePacing,
     limiter: Gcra,
     clock: TokioClock,
     /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
@@ -172,8 +128,8 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket for `budget`, called `name` in metrics.
-    pub fn new(name: &'static str, budget: Budget) -> Bucket {
+    /// A bucket for `budget`, called `name` in metrics; its waits are told to `observe`.
+    pub fn new(name: &'static str, budget: Budget, observe: ObservePacing) -> Bucket {
         let burst = NonZeroU32::new(budget.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(budget.period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -183,6 +139,7 @@ impl Bucket {
         };
         Bucket {
             name,
+            observe,
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
             turn: tokio::sync::Mutex::new(()),
@@ -204,7 +161,7 @@ impl Bucket {
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
         }
         if let Some(since) = waited {
-            crate::metrics::observe_pacing(self.name, since.elapsed());
+            (self.observe)(self.name, since.elapsed());
         }
     }
 }
@@ -219,15 +176,19 @@ struct VaultBuckets {
 /// Every bucket of one configuration: one pair per vault, one per Graph app and tenant.
 pub struct Limiter {
     config: LimitsConfig,
+    /// Where the buckets report their waits.
+    observe: ObservePacing,
     vaults: Mutex<HashMap<String, VaultBuckets>>,
     graph: Mutex<HashMap<String, Arc<Bucket>>>,
 }
 
 impl Limiter {
-    /// Buckets for `config`, made as stores and directories ask for them.
-    pub fn new(config: LimitsConfig) -> Self {
+    /// Buckets for `config`, made as stores and directories ask for them; their waits are
+    /// told to `observe`.
+    pub fn new(config: LimitsConfig, observe: ObservePacing) -> Self {
         Limiter {
             config,
+            observe,
             vaults: Mutex::new(HashMap::new()),
             graph: Mutex::new(HashMap::new()),
         }
@@ -236,6 +197,11 @@ impl Limiter {
     /// The `[limits]` these buckets were made for.
     pub fn config(&self) -> &LimitsConfig {
         &self.config
+    }
+
+    /// Where these buckets report their waits (for the buckets of a reloaded `[limits]`).
+    pub fn observer(&self) -> ObservePacing {
+        self.observe
     }
 
     /// How many vaults have buckets here (tests).
@@ -256,8 +222,16 @@ impl Limiter {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key)
             .or_insert_with(|| VaultBuckets {
-                writes: Arc::new(Bucket::new("keyvault_write", self.config.vault_writes())),
-                other: Arc::new(Bucket::new("keyvault_other", self.config.vault_other())),
+                writes: Arc::new(Bucket::new(
+                    "keyvault_write",
+                    self.config.vault_writes(),
+                    self.observe,
+                )),
+                other: Arc::new(Bucket::new(
+                    "keyvault_other",
+                    self.config.vault_other(),
+                    self.observe,
+                )),
             })
             .clone();
         Arc::new(LimitedStore { inner, buckets })
@@ -273,7 +247,13 @@ impl Limiter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(app_and_tenant.to_ascii_lowercase())
-            .or_insert_with(|| Arc::new(Bucket::new("graph_write", self.config.graph_writes())))
+            .or_insert_with(|| {
+                Arc::new(Bucket::new(
+                    "graph_write",
+                    self.config.graph_writes(),
+                    self.observe,
+                ))
+            })
             .clone();
         Arc::new(LimitedDirectory { inner, writes })
     }
@@ -373,7 +353,11 @@ mod tests {
         };
         let status = crate::daemon::DaemonStatus::default();
         // 100 per 10 s: a burst of 1, then one every 101 ms.
-        let bucket = Bucket::new("test_budget", Budget::new(100, VAULT_WINDOW, 0.0));
+        let bucket = Bucket::new(
+            "test_budget",
+            Budget::new(100, VAULT_WINDOW, 0.0),
+            crate::metrics::observe_pacing,
+        );
         let start = tokio::time::Instant::now();
         for _ in 0..11 {
             bucket.acquire(false).await;
@@ -401,7 +385,7 @@ mod tests {
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::ManualClock::new(
             time::OffsetDateTime::UNIX_EPOCH,
         ));
-        let limiter = Limiter::new(LimitsConfig::default());
+        let limiter = Limiter::new(LimitsConfig::default(), crate::metrics::observe_pacing);
         for url in [
             "https://kv.vault.azure.net/",
             "https://KV.vault.azure.net:443",

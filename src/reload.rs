@@ -33,7 +33,7 @@ fn limiter_for(current: &Arc<Limiter>, limits: &LimitsConfig) -> Arc<Limiter> {
     if current.config() == limits {
         current.clone()
     } else {
-        Arc::new(Limiter::new(limits.clone()))
+        Arc::new(Limiter::new(limits.clone(), current.observer()))
     }
 }
 
@@ -239,7 +239,10 @@ secret = "svc-a"
         let path = dir.path().join("keyturn.toml");
         std::fs::write(&path, CONFIG).unwrap();
         let loaded = config::load(&path).unwrap();
-        let in_force = Arc::new(Limiter::new(loaded.config.limits.clone()));
+        let in_force = Arc::new(Limiter::new(
+            loaded.config.limits.clone(),
+            crate::metrics::observe_pacing,
+        ));
         let (tx, mut rx) = mpsc::channel(1);
         // The daemon's side: accept whatever accounts a reload brings.
         tokio::spawn(async move {
@@ -288,7 +291,10 @@ secret = "svc-a"
         let reloader = Reloader::new(
             path.clone(),
             loaded.config.clone(),
-            Arc::new(Limiter::new(loaded.config.limits.clone())),
+            Arc::new(Limiter::new(
+                loaded.config.limits.clone(),
+                crate::metrics::observe_pacing,
+            )),
             Arc::new(audit.clone()),
             Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
             tx,
@@ -388,7 +394,10 @@ secret = "svc-a"
             let reloader = Reloader::new(
                 path,
                 loaded.config.clone(),
-                Arc::new(Limiter::new(loaded.config.limits.clone())),
+                Arc::new(Limiter::new(
+                    loaded.config.limits.clone(),
+                    crate::metrics::observe_pacing,
+                )),
                 Arc::new(MemorySink::default()),
                 Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
                 tx,

@@ -60,7 +60,10 @@ pub async fn run(mut loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyh
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
     let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
-    let limiter = Arc::new(crate::limits::Limiter::new(loaded.config.limits.clone()));
+    let limiter = Arc::new(crate::limits::Limiter::new(
+        loaded.config.limits.clone(),
+        crate::metrics::observe_pacing,
+    ));
     let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
     // The accounts as written are built; only the resolved ones are still read below, and the
     // reloader is handed the configuration without them rather than a copy of thousands.

@@ -1,6 +1,6 @@
 //! Signals, turned into what they ask for: SIGTERM and SIGINT [`Signal::Stop`], SIGUSR1
 //! [`Signal::RotateAll`], SIGHUP [`Signal::Reload`]. This module imports nothing from the
-//! rest of keyturn: the service ([`crate::cli`] today) maps each [`Signal`] to an action.
+//! rest of keyturn: the service ([`crate::service`]) maps each [`Signal`] to an action.
 
 use tokio::signal::unix::{signal, SignalKind};
 

@@ -47,11 +47,14 @@ impl SecretStore for Recording {
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_sets_is_spread_to_fit_the_vault_budget() {
-    let limiter = Limiter::new(LimitsConfig {
-        vault_writes_per_10s: 20,
-        headroom: 0.0,
-        ..Default::default()
-    });
+    let limiter = Limiter::new(
+        LimitsConfig {
+            vault_writes_per_10s: 20,
+            headroom: 0.0,
+            ..Default::default()
+        },
+        keyturn::metrics::observe_pacing,
+    );
     let inner = Arc::new(Recording {
         vault: "https://kv.vault.azure.net/".into(),
         sets: Mutex::new(Vec::new()),
@@ -105,11 +108,14 @@ async fn a_burst_of_sets_is_spread_to_fit_the_vault_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn graph_writes_are_paced_per_app_and_tenant() {
-    let limiter = Limiter::new(LimitsConfig {
-        graph_writes_per_150s: 15,
-        headroom: 0.0,
-        ..Default::default()
-    });
+    let limiter = Limiter::new(
+        LimitsConfig {
+            graph_writes_per_150s: 15,
+            headroom: 0.0,
+            ..Default::default()
+        },
+        keyturn::metrics::observe_pacing,
+    );
     let clock = Arc::new(TokioClock::new(datetime!(2026-11-20 10:00:00 UTC)));
     let dir = Arc::new(MemoryDirectory::new(clock));
     let password = Password::new("Aa1!aaaaaaaaaaaa".into());

@@ -81,3 +81,44 @@ async fn service_run_becomes_ready_rotates_and_stops_when_its_shutdown_future_co
     assert!(!next.unclean, "a clean stop left the lock marked unclean");
     assert!(invariant(&emu, "svc-1").holds);
 }
+
+/// The metrics are handed to the rate limits by the wiring (no longer reached for by
+/// `limits` itself): a request the service paces is counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_run_hands_its_metrics_to_the_rate_limits() {
+    let paced = || -> f64 {
+        let status = keyturn::daemon::DaemonStatus::default();
+        keyturn::metrics::render(&status, time::OffsetDateTime::UNIX_EPOCH)
+            .lines()
+            .find(|l| l.starts_with("keyturn_paced_requests_total{budget=\"keyvault_other\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            // 100 reads per 10 s: a burst of one, so start-up recovery's reads queue.
+            admin: "\n[limits]\nvault_other_per_10s = 100\nheadroom = 0.0\n",
+            ..Opts::default()
+        },
+    );
+    let loaded = load(&path);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(keyturn::service::run(loaded, async {
+        let _ = stopped.await;
+    }));
+    assert!(
+        wait_for(Duration::from_secs(30), || paced() >= 1.0).await,
+        "no paced request was counted"
+    );
+    stop.send(()).unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(30), service)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+}
