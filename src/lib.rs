@@ -3,19 +3,50 @@
 //!
 //! # Layout
 //!
+//! Dependencies point down this list's groups, never up (`docs/architecture.md` has the map
+//! and what is still to move).
+//!
+//! Core, depending on nothing above it:
 //! - [`password`]: the password policy, the generator and the zeroized [`password::Password`].
 //! - [`store`]: the [`store::SecretStore`] trait (Key Vault) and its error enum.
 //! - [`directory`]: the [`directory::Directory`] trait (Entra ID through Graph).
-//! - [`protocol`]: the rotation protocol over those traits: stage, apply, verify, commit,
-//!   finish, recovery and drift (`docs/protocol.md`).
 //! - [`audit`]: audit events, the chained file sink (the record of truth), copies to
 //!   stdout and journald, and `keyturn audit show | verify | tail` (`docs/audit.md`).
 //! - [`clock`]: time as an input.
-//! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators.
+//! - [`schedule`]: when an account is due (cron in a time zone, plus a stable offset).
+//! - [`signals`]: SIGTERM/SIGINT/SIGUSR1/SIGHUP as a [`signals::Signal`] enum; imports
+//!   nothing from keyturn.
+//! - [`notify`]: systemd notifications (READY, STOPPING, the watchdog).
 //! - [`idle`]: the hook that gives memory back to the kernel when the daemon goes idle.
 //! - [`accept`]: what the accept loops of the admin socket and the metrics listener do on
 //!   an error (log, pause, retry).
+//!
+//! The rotation engine and its test doubles:
+//! - [`protocol`]: the rotation protocol over those traits: stage, apply, verify, commit,
+//!   finish, recovery and drift (`docs/protocol.md`).
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
+//!
+//! Configuration:
+//! - [`config`]: the file and environment overrides into validated structs (`[limits]`
+//!   included), every problem with its key; exit code 64.
+//!
+//! The runtime:
+//! - [`daemon`]: the run loop, the due-time heap, per-tenant queues, commands, the status
+//!   board and the instance lock.
+//! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators;
+//!   waits are reported to an observer the wiring hands in.
+//! - [`azure`]: the real adapters (Key Vault SDK, Graph over reqwest, azure_identity).
+//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` over HTTP.
+//! - [`admin`]: the admin Unix socket: server, wire protocol and client.
+//! - [`app`]: a validated configuration into accounts backed by the real adapters.
+//! - [`reload`]: SIGHUP and `keyturn reload`: load, validate, swap, or keep the old.
+//!
+//! Wiring and entry points:
+//! - [`service`]: `service::run(loaded, shutdown)`, the one place that starts keyturn (lock,
+//!   audit sinks, clients, engine, daemon, admin socket, metrics, signals, sd_notify).
+//! - [`cli`]: argument parsing and dispatch, client commands, the audit tools.
+//! - `demo` (cargo feature `demo`, on by default): `keyturn demo` against the embedded
+//!   emulator.
 #![forbid(unsafe_code)]
 
 pub mod accept;
