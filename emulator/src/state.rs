@@ -63,6 +63,10 @@ pub(crate) struct User {
     /// Unix milliseconds until which the account is locked.
     #[serde(default)]
     pub locked_until_ms: Option<i64>,
+    /// Other writable Graph properties set by `PATCH /users/{id}` (`usageLocation`, `jobTitle`,
+    /// ...), by their Graph name.
+    #[serde(default)]
+    pub properties: BTreeMap<String, serde_json::Value>,
 }
 
 /// One version of a secret.
@@ -369,6 +373,7 @@ impl State {
                 created: now,
                 failed_attempts: 0,
                 locked_until_ms: None,
+                properties: BTreeMap::new(),
             };
             // Replaced in place, so every other user's position (and index entry) stays valid.
             let i = match old {
