@@ -74,3 +74,33 @@ test("update properties; a disabled version is refused", async () => {
   for await (const s of client.listPropertiesOfSecrets()) if (s.name === name) tagged.push(s);
   assert.equal(tagged.length, 1);
 });
+
+test("soft delete, recover and purge", async () => {
+  const name = fresh("js-delete");
+  await client.setSecret(name, "Delete-Js-Value1");
+  const deleted = await (await client.beginDeleteSecret(name, { intervalInMs: 50 })).pollUntilDone();
+  assert.equal(deleted.name, name);
+  assert.ok(deleted.properties.recoveryId.endsWith(`/deletedsecrets/${name}`));
+  await assert.rejects(client.getSecret(name), (e) => e.statusCode === 404);
+  await assert.rejects(client.setSecret(name, "Again-Js-Value1"), (e) => e.statusCode === 409);
+  await (await client.beginRecoverDeletedSecret(name, { intervalInMs: 50 })).pollUntilDone();
+  assert.equal((await client.getSecret(name)).value, "Delete-Js-Value1");
+  await (await client.beginDeleteSecret(name, { intervalInMs: 50 })).pollUntilDone();
+  await client.purgeDeletedSecret(name);
+  await assert.rejects(client.getDeletedSecret(name), (e) => e.statusCode === 404);
+});
+
+test("a 429 with Retry-After is waited out and retried", async () => {
+  const name = fresh("js-throttle");
+  await client.setSecret(name, "Throttle-Js-Value1");
+  const control = `${AUTHORITY}/_emulator`;
+  const counters = async () => (await (await fetch(`${control}/counters`)).json()).responses["kv.get 429"] ?? 0;
+  const before = await counters();
+  const rule = { route: "kv.get", kind: "status", status: 429, retry_after: 1, count: 1 };
+  const r = await fetch(`${control}/faults`, { method: "POST", body: JSON.stringify(rule), headers: { "content-type": "application/json" } });
+  assert.equal(r.status, 200);
+  const started = Date.now();
+  assert.equal((await client.getSecret(name)).value, "Throttle-Js-Value1");
+  assert.ok(Date.now() - started >= 1000, "the SDK waited Retry-After");
+  assert.equal(await counters(), before + 1);
+});
