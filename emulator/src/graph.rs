@@ -413,7 +413,7 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             let caller_roles: Vec<String> = if is_app {
                 app_roles
             } else {
-                claims.wids.clone()
+                crate::roles::names(&claims.wids)
             };
             let needed: &[&str] = if target_privileged {
                 &RESET_PRIVILEGED
