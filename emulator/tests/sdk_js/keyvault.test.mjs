@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { ClientSecretCredential, AuthenticationError } from "@azure/identity";
+import { ClientSecretCredential, AuthenticationRequiredError } from "@azure/identity";
 import { SecretClient } from "@azure/keyvault-secrets";
 
 const env = (k) => {
@@ -27,11 +27,14 @@ test("ClientSecretCredential gets a Key Vault token", async () => {
   assert.ok(t.expiresOnTimestamp > Date.now());
 });
 
-test("a wrong client secret is an AuthenticationError with AADSTS7000215", async () => {
+// MSAL reports Entra's error answer as a ServerError, which @azure/identity turns into an
+// AuthenticationRequiredError carrying the AADSTS text.
+test("a wrong client secret is refused with invalid_client / AADSTS7000215", async () => {
   const bad = new ClientSecretCredential(TENANT, env("KT_CLIENT_ID"), "not-the-secret", { authorityHost: AUTHORITY });
   await assert.rejects(bad.getToken("https://vault.azure.net/.default"), (e) => {
-    assert.ok(e instanceof AuthenticationError, `${e.name}: ${e.message}`);
-    assert.match(e.message, /AADSTS7000215/);
+    assert.ok(e instanceof AuthenticationRequiredError, `${e.name}: ${e.message}`);
+    assert.match(e.message, /invalid_client/);
+    assert.match(e.message, /AADSTS7000215: Invalid client secret provided/);
     return true;
   });
 });
