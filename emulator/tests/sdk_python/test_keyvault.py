@@ -1,26 +1,33 @@
-"""Key Vault secrets through azure-keyvault-secrets + azure-identity, against the emulator,
-with the vault's real URL form and the challenge-resource check on."""
+"""Key Vault secrets through azure-keyvault-secrets + azure-identity against the emulator, with
+the vault's real URL (https://keyturn-demo.vault.azure.net) and the challenge-resource check
+on. Fixtures (emu, control) come from conftest.py. The credentials name the tenant by the id
+the vault's challenge carries ("contoso"): azure-identity refuses a challenge for another tenant
+than the credential's unless additionally_allowed_tenants says so."""
 
 import time
 import uuid
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-
-import emu_h7
-from emu_h7 import READER, READER_SECRET
+from conftest import READER, READER_SECRET, ROTATOR, ROTATOR_SECRET, TENANT
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    e = emu_h7.Emulator(tmp_path_factory.mktemp("kv"))
-    yield e
-    e.stop()
+
+def credential(client_id=ROTATOR, secret=ROTATOR_SECRET):
+    from azure.identity import ClientSecretCredential
+
+    return ClientSecretCredential(TENANT, client_id, secret)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client(emu):
-    return emu_h7.secret_client(emu)
+    from azure.keyvault.secrets import SecretClient
+
+    return SecretClient(emu.vault_url, credential())
+
+
+def counters(control):
+    return control._ok(control.http.get(control.base + "/counters"))
 
 
 def fresh(prefix):
@@ -109,19 +116,21 @@ def test_soft_delete_recover_and_purge(client):
     client.set_secret(name, "After-Purge-1")
 
 
-def test_throttling_is_honoured(client, emu):
+def test_throttling_is_honoured(client, control):
     name = fresh("py-throttle")
     client.set_secret(name, "Throttle-Value-1")
-    before = emu.control("GET", "counters")["responses"].get("kv.get 429", 0)
-    emu.control("POST", "faults", {"route": "kv.get", "kind": "status", "status": 429, "retry_after": 1, "count": 1})
+    before = counters(control)["responses"].get("kv.get 429", 0)
+    control.add_fault({"route": "kv.get", "kind": "status", "status": 429, "retry_after": 1, "count": 1})
     start = time.monotonic()
     assert client.get_secret(name).value == "Throttle-Value-1"
     assert time.monotonic() - start >= 1.0, "the SDK waited Retry-After before retrying"
-    assert emu.control("GET", "counters")["responses"]["kv.get 429"] == before + 1
+    assert counters(control)["responses"]["kv.get 429"] == before + 1
 
 
 def test_reader_may_read_but_not_write(emu):
-    reader = emu_h7.secret_client(emu, client_id=READER, secret=READER_SECRET)
+    from azure.keyvault.secrets import SecretClient
+
+    reader = SecretClient(emu.vault_url, credential(READER, READER_SECRET))
     assert reader.get_secret("svc-coreview-1").value
     with pytest.raises(HttpResponseError) as e:
         reader.set_secret(fresh("py-denied"), "Denied-Value-1")
