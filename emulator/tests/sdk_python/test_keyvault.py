@@ -135,3 +135,18 @@ def test_reader_may_read_but_not_write(emu):
     with pytest.raises(HttpResponseError) as e:
         reader.set_secret(fresh("py-denied"), "Denied-Value-1")
     assert e.value.status_code == 403
+
+
+def test_emulated_vault_throttling_is_waited_out(client, control):
+    """Not an injected fault: the emulator's own per-vault limit answers 429 `Throttled` with
+    Retry-After = the seconds left in the window, and the SDK's retry policy waits them out."""
+    name = fresh("py-limit")
+    client.set_secret(name, "Limit-Value-1")
+    before = counters(control)["throttled"].get("kv.get", 0)
+    control.seed({"limits": {"kv_window_ms": 2000, "kv_other_limit": 2}})
+    try:
+        values = [client.get_secret(name).value for _ in range(4)]
+    finally:
+        control.seed({"limits": {}})
+    assert values == ["Limit-Value-1"] * 4
+    assert counters(control)["throttled"].get("kv.get", 0) > before
