@@ -3,6 +3,7 @@
 
 use crate::http::{field, json, with_header, Req, Resp};
 use crate::jwt::{self, Claims};
+use crate::roles;
 use crate::shared::{lock, Shared};
 use crate::state::{App, State};
 use serde_json::json;
@@ -19,14 +20,19 @@ fn aad_timestamp(now: time::OffsetDateTime) -> String {
 }
 
 /// An Entra error answer, shaped like the real service's.
-struct AadError {
+pub(crate) struct AadError {
     status: u16,
     error: &'static str,
     code: u32,
     message: String,
 }
 
-fn aad(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> AadError {
+pub(crate) fn aad(
+    status: u16,
+    error: &'static str,
+    code: u32,
+    message: impl Into<String>,
+) -> AadError {
     AadError {
         status,
         error,
@@ -35,7 +41,7 @@ fn aad(status: u16, error: &'static str, code: u32, message: impl Into<String>) 
     }
 }
 
-fn aad_response(shared: &Shared, req: &Req, e: AadError) -> Resp {
+pub(crate) fn aad_response(shared: &Shared, req: &Req, e: AadError) -> Resp {
     let now = shared.clock.now();
     let ts = aad_timestamp(now);
     let trace = uuid::Uuid::new_v4().to_string();
@@ -229,7 +235,7 @@ fn app_claims(app: &App, resource: &str, now: i64, lifetime: i64) -> Claims {
     let tid = app.tenant.clone();
     Claims {
         aud: resource.to_string(),
-        iss: format!("https://sts.windows.net/{tid}/"),
+        iss: crate::oidc::issuer_v1(&tid),
         iat: now,
         nbf: now,
         exp: now + lifetime,
@@ -243,7 +249,7 @@ fn app_claims(app: &App, resource: &str, now: i64, lifetime: i64) -> Claims {
         } else {
             Vec::new()
         },
-        wids: app.directory_roles.clone(),
+        wids: roles::wids(&app.directory_roles),
         upn: None,
         scp: None,
         uti: uuid::Uuid::new_v4().simple().to_string(),
@@ -276,7 +282,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
         return Err(aad(400, "invalid_request", 90002, format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.")));
     }
     let lifetime = st.limits.token_lifetime_s as i64;
-    let key = st.key_bytes();
+    let key = st.signer().ok_or_else(no_key)?;
     let grant = field(&form, "grant_type").unwrap_or("");
     let scope = field(&form, "scope").unwrap_or("");
     match grant {
@@ -306,7 +312,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
                 })?;
             let claims = app_claims(app, resource, now, lifetime);
             let tok = jwt::sign(&key, &claims);
-            Ok(token_ok(&tok, lifetime, None, None))
+            Ok(token_ok(&tok, lifetime, None, None, None))
         }
         "password" => {
             let app = authenticate_client(&st, tenant, &form, true, now)?.clone();
@@ -366,7 +372,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
             let user = result?;
             let claims = Claims {
                 aud: resource.clone(),
-                iss: format!("https://sts.windows.net/{}/", user.tenant),
+                iss: crate::oidc::issuer_v1(&user.tenant),
                 iat: now,
                 nbf: now,
                 exp: now + lifetime,
@@ -376,7 +382,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
                 sub: user.id.clone(),
                 idtyp: "user".into(),
                 roles: Vec::new(),
-                wids: user.directory_roles.clone(),
+                wids: roles::wids(&user.directory_roles),
                 upn: Some(user.upn.clone()),
                 scp: Some("openid profile User.Read".into()),
                 uti: uuid::Uuid::new_v4().simple().to_string(),
@@ -384,11 +390,31 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
             };
             let tok = jwt::sign(&key, &claims);
             let id_token = scope.split_whitespace().any(|s| s == "openid").then(|| {
-                let mut c = claims.clone();
-                c.aud = app.client_id.clone();
-                jwt::sign(&key, &c)
+                // A v2.0 id_token, as the v2.0 endpoint issues: MSAL checks `iss` against the
+                // issuer of the OpenID configuration and `aud` against its client id.
+                key.sign_json(&json!({
+                    "aud": app.client_id,
+                    "iss": crate::oidc::issuer_v2(req, &user.tenant),
+                    "iat": now,
+                    "nbf": now,
+                    "exp": now + lifetime,
+                    "name": user.display_name.clone().unwrap_or_else(|| user.upn.clone()),
+                    "oid": user.id,
+                    "preferred_username": user.upn,
+                    "sub": user.id,
+                    "tid": user.tenant,
+                    "uti": uuid::Uuid::new_v4().simple().to_string(),
+                    "ver": "2.0",
+                }))
             });
-            Ok(token_ok(&tok, lifetime, Some(scope), id_token))
+            // `client_info` (when asked for): base64url JSON of the user's object id and tenant
+            // id, which MSAL turns into the account's home_account_id.
+            let client_info = (field(&form, "client_info") == Some("1")).then(|| {
+                use base64::Engine;
+                let ci = json!({"uid": user.id, "utid": user.tenant}).to_string();
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ci)
+            });
+            Ok(token_ok(&tok, lifetime, Some(scope), id_token, client_info))
         }
         other => Err(aad(
             400,
@@ -399,7 +425,23 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
     }
 }
 
-fn token_ok(tok: &str, lifetime: i64, scope: Option<&str>, id_token: Option<String>) -> Resp {
+/// No signing key (the crypto library could not make one): a transient-looking error.
+fn no_key() -> AadError {
+    aad(
+        500,
+        "temporarily_unavailable",
+        90033,
+        "A transient error has occurred. Please try again. (the emulator has no token-signing key)",
+    )
+}
+
+fn token_ok(
+    tok: &str,
+    lifetime: i64,
+    scope: Option<&str>,
+    id_token: Option<String>,
+    client_info: Option<String>,
+) -> Resp {
     let mut body = json!({
         "token_type": "Bearer",
         "expires_in": lifetime,
@@ -411,6 +453,9 @@ fn token_ok(tok: &str, lifetime: i64, scope: Option<&str>, id_token: Option<Stri
     }
     if let Some(i) = id_token {
         body["id_token"] = json!(i);
+    }
+    if let Some(c) = client_info {
+        body["client_info"] = json!(c);
     }
     let r = json(200, &body);
     let r = with_header(r, "x-ms-request-id", &uuid::Uuid::new_v4().to_string());
@@ -456,7 +501,10 @@ pub(crate) fn msi(shared: &Shared, req: &Req) -> Resp {
     let now = shared.clock.unix();
     let lifetime = st.limits.token_lifetime_s as i64;
     let claims = app_claims(app, resource, now, lifetime);
-    let tok = jwt::sign(&st.key_bytes(), &claims);
+    let Some(key) = st.signer() else {
+        return err(500, "The emulator has no token-signing key.");
+    };
+    let tok = jwt::sign(&key, &claims);
     json(
         200,
         &json!({

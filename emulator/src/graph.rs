@@ -61,27 +61,132 @@ const READ_PERMS: [&str; 5] = [
     "User-PasswordProfile.ReadWrite.All",
 ];
 /// Application permissions that allow a password reset.
-const RESET_PERMS: [&str; 1] = ["User-PasswordProfile.ReadWrite.All"];
-
-/// Properties the emulator can return.
-const PROPERTIES: [&str; 16] = [
-    "id",
-    "userPrincipalName",
-    "displayName",
-    "accountEnabled",
-    "lastPasswordChangeDateTime",
-    "passwordProfile",
-    "passwordPolicies",
-    "mail",
-    "givenName",
-    "surname",
-    "jobTitle",
-    "businessPhones",
-    "mobilePhone",
-    "officeLocation",
-    "preferredLanguage",
-    "createdDateTime",
+const RESET_PERMS: [&str; 3] = [
+    "User-PasswordProfile.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Directory.ReadWrite.All",
 ];
+/// Application permissions that allow setting `accountEnabled` (the emulator has always
+/// accepted the password permission for it too).
+const ENABLE_PERMS: [&str; 4] = [
+    "User.EnableDisableAccount.All",
+    "User-PasswordProfile.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
+/// Application permissions that allow updating other user properties.
+const WRITE_PERMS: [&str; 3] = [
+    "User.ReadWrite.All",
+    "Directory.ReadWrite.All",
+    "User.ManageIdentities.All",
+];
+
+/// The kind of JSON value a user property takes (for `PATCH` validation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Bool,
+    Strings,
+    Object,
+    Objects,
+}
+
+/// Writable user properties of Graph v1.0 ("Update user" reference), with their kind. Those
+/// without a field of their own in [`User`] are kept in `User::properties`.
+const WRITABLE: [(&str, Kind); 45] = [
+    ("aboutMe", Kind::Str),
+    ("accountEnabled", Kind::Bool),
+    ("ageGroup", Kind::Str),
+    ("birthday", Kind::Str),
+    ("businessPhones", Kind::Strings),
+    ("city", Kind::Str),
+    ("companyName", Kind::Str),
+    ("consentProvidedForMinor", Kind::Str),
+    ("country", Kind::Str),
+    ("department", Kind::Str),
+    ("displayName", Kind::Str),
+    ("employeeHireDate", Kind::Str),
+    ("employeeId", Kind::Str),
+    ("employeeLeaveDateTime", Kind::Str),
+    ("employeeOrgData", Kind::Object),
+    ("employeeType", Kind::Str),
+    ("faxNumber", Kind::Str),
+    ("givenName", Kind::Str),
+    ("hireDate", Kind::Str),
+    ("identities", Kind::Objects),
+    ("interests", Kind::Strings),
+    ("jobTitle", Kind::Str),
+    ("mail", Kind::Str),
+    ("mailNickname", Kind::Str),
+    ("mobilePhone", Kind::Str),
+    ("mySite", Kind::Str),
+    ("officeLocation", Kind::Str),
+    ("onPremisesExtensionAttributes", Kind::Object),
+    ("onPremisesImmutableId", Kind::Str),
+    ("otherMails", Kind::Strings),
+    ("passwordPolicies", Kind::Str),
+    ("passwordProfile", Kind::Object),
+    ("pastProjects", Kind::Strings),
+    ("postalCode", Kind::Str),
+    ("preferredDataLocation", Kind::Str),
+    ("preferredLanguage", Kind::Str),
+    ("preferredName", Kind::Str),
+    ("responsibilities", Kind::Strings),
+    ("schools", Kind::Strings),
+    ("showInAddressList", Kind::Bool),
+    ("skills", Kind::Strings),
+    ("state", Kind::Str),
+    ("streetAddress", Kind::Str),
+    ("surname", Kind::Str),
+    ("usageLocation", Kind::Str),
+];
+/// `userPrincipalName` and `userType` are writable too; the emulator accepts them only with the
+/// current value (it does not rename users or turn members into guests).
+const WRITABLE_FIXED: [&str; 2] = ["userPrincipalName", "userType"];
+
+/// Read-only user properties of Graph v1.0: `PATCH` refuses them ("Property 'x' is read-only
+/// and cannot be set.").
+const READ_ONLY: [&str; 28] = [
+    "id",
+    "createdDateTime",
+    "creationType",
+    "deletedDateTime",
+    "externalUserState",
+    "externalUserStateChangeDateTime",
+    "imAddresses",
+    "isResourceAccount",
+    "lastPasswordChangeDateTime",
+    "legalAgeGroupClassification",
+    "licenseAssignmentStates",
+    "assignedLicenses",
+    "assignedPlans",
+    "provisionedPlans",
+    "proxyAddresses",
+    "onPremisesDistinguishedName",
+    "onPremisesDomainName",
+    "onPremisesLastSyncDateTime",
+    "onPremisesProvisioningErrors",
+    "onPremisesSamAccountName",
+    "onPremisesSecurityIdentifier",
+    "onPremisesSyncEnabled",
+    "onPremisesUserPrincipalName",
+    "refreshTokensValidFromDateTime",
+    "securityIdentifier",
+    "signInActivity",
+    "signInSessionsValidFromDateTime",
+    "mailboxSettings",
+];
+
+/// Whether `name` is a property `$select` may name (case-insensitively); its canonical name.
+fn known_property(name: &str) -> Option<&'static str> {
+    WRITABLE
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(WRITABLE_FIXED)
+        .chain(READ_ONLY)
+        .find(|n| n.eq_ignore_ascii_case(name))
+}
+
 const DEFAULT_PROPERTIES: [&str; 11] = [
     "businessPhones",
     "displayName",
@@ -168,10 +273,16 @@ fn property(u: &User, name: &str) -> Value {
             "forceChangePasswordNextSignIn": u.force_change_password_next_sign_in,
             "forceChangePasswordNextSignInWithMfa": false,
         }),
-        "passwordPolicies" => json!("None"),
-        "businessPhones" => json!([]),
         "createdDateTime" => json!(rfc3339(u.created)),
-        _ => Value::Null,
+        "userType" => json!("Member"),
+        "creationType" | "deletedDateTime" => Value::Null,
+        other => u.properties.get(other).cloned().unwrap_or_else(|| {
+            match WRITABLE.iter().find(|(n, _)| *n == other) {
+                Some((_, Kind::Strings | Kind::Objects)) => json!([]),
+                _ if other == "passwordPolicies" => json!("None"),
+                _ => Value::Null,
+            }
+        }),
     }
 }
 
@@ -249,8 +360,7 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
                     context =
                         format!("https://graph.microsoft.com/v1.0/$metadata#users({sel})/$entity");
                     for p in sel.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                        let Some(name) = PROPERTIES.iter().find(|x| x.eq_ignore_ascii_case(p))
-                        else {
+                        let Some(name) = known_property(p) else {
                             return bad_request(req, rid, &format!("Could not find a property named '{p}' on type 'microsoft.graph.user'."));
                         };
                         out.insert(name.to_string(), property(u, name));
@@ -275,18 +385,24 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             let Some(obj) = body.as_object() else {
                 return bad_request(req, rid, "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.");
             };
-            if let Some(k) = obj
-                .keys()
-                .find(|k| *k != "passwordProfile" && *k != "accountEnabled")
-            {
-                return bad_request(req, rid, &format!("The emulator only supports updating passwordProfile and accountEnabled, not '{k}'."));
+            let found = st.user_idx(&claims.tid, &user_ref);
+            if let Err(message) = check_patch(obj, found.map(|i| &st.users[i])) {
+                return bad_request(req, rid, &message);
             }
+            let resets = obj.contains_key("passwordProfile");
+            let enables = obj.contains_key("accountEnabled");
+            // Annotations and the no-op `userPrincipalName` / `userType` need no permission.
+            let others = obj.keys().any(|k| {
+                !k.contains('@')
+                    && !WRITABLE_FIXED.contains(&k.as_str())
+                    && k != "passwordProfile"
+                    && k != "accountEnabled"
+            });
+            let has = |perms: &[&str]| claims.roles.iter().any(|r| perms.contains(&r.as_str()));
             if is_app
-                && !claims.roles.iter().any(|r| {
-                    RESET_PERMS.contains(&r.as_str())
-                        || r == "User.ReadWrite.All"
-                        || r == "Directory.ReadWrite.All"
-                })
+                && ((resets && !has(&RESET_PERMS))
+                    || (enables && !has(&ENABLE_PERMS))
+                    || (others && !has(&WRITE_PERMS)))
             {
                 return denied(req, rid);
             }
@@ -297,14 +413,16 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             let caller_roles: Vec<String> = if is_app {
                 app_roles
             } else {
-                claims.wids.clone()
+                crate::roles::names(&claims.wids)
             };
             let needed: &[&str] = if target_privileged {
                 &RESET_PRIVILEGED
             } else {
                 &RESET_ORDINARY
             };
-            if !caller_roles.iter().any(|r| needed.contains(&r.as_str())) {
+            // Password resets and enabling / disabling are sensitive actions: they need a
+            // directory role of the caller, too. Other properties need the permission only.
+            if (resets || enables) && !caller_roles.iter().any(|r| needed.contains(&r.as_str())) {
                 return denied(req, rid);
             }
             // Throttling of writes per app and tenant.
@@ -365,6 +483,16 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             if let Some(e) = enabled {
                 u.disabled = !e;
             }
+            for (k, v) in obj {
+                match k.as_str() {
+                    "passwordProfile" | "accountEnabled" => {}
+                    "displayName" => u.display_name = v.as_str().map(str::to_string),
+                    k if k.contains('@') || WRITABLE_FIXED.contains(&k) => {}
+                    k => {
+                        u.properties.insert(k.to_string(), v.clone());
+                    }
+                }
+            }
             shared.persist(&st);
             empty(204)
         }
@@ -376,6 +504,65 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             "The HTTP method is not supported for this resource.",
         ),
     }
+}
+
+/// Checks a `PATCH /users/{id}` body as Graph does before anything else: annotations, known
+/// and writable properties, value types. The error is the message of a 400 `Request_BadRequest`.
+fn check_patch(obj: &serde_json::Map<String, Value>, current: Option<&User>) -> Result<(), String> {
+    for (k, v) in obj {
+        if k == "@odata.type" {
+            let t = v.as_str().unwrap_or_default();
+            if !t
+                .trim_start_matches('#')
+                .eq_ignore_ascii_case("microsoft.graph.user")
+            {
+                return Err(format!("A type named '{}' could not be resolved by the model. When a model is available, each type name must resolve to a valid type.", t.trim_start_matches('#')));
+            }
+            continue;
+        }
+        if k.contains('@') {
+            // Other instance annotations (e.g. `@odata.context`) are ignored by OData readers.
+            continue;
+        }
+        if let Some(&(name, kind)) = WRITABLE.iter().find(|(n, _)| n == k) {
+            let ok = match kind {
+                Kind::Str => v.is_string() || v.is_null(),
+                Kind::Bool => v.is_boolean(),
+                Kind::Strings => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+                Kind::Object => v.is_object(),
+                Kind::Objects => v.as_array().is_some_and(|a| a.iter().all(Value::is_object)),
+            };
+            if !ok || (name == "displayName" && v.is_null()) {
+                return Err(format!(
+                    "Invalid value specified for property '{name}' of resource 'User'."
+                ));
+            }
+            continue;
+        }
+        if WRITABLE_FIXED.contains(&k.as_str()) {
+            let same = match (k.as_str(), current) {
+                ("userPrincipalName", Some(u)) => {
+                    v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&u.upn))
+                }
+                // An unknown user is answered with 404 afterwards.
+                ("userPrincipalName", None) => true,
+                _ => v.as_str() == Some("Member"),
+            };
+            if !same {
+                return Err(format!(
+                    "The emulator does not change '{k}' (only the current value is accepted)."
+                ));
+            }
+            continue;
+        }
+        if READ_ONLY.contains(&k.as_str()) {
+            return Err(format!("Property '{k}' is read-only and cannot be set."));
+        }
+        return Err(format!(
+            "Property '{k}' does not exist as a declared property or extension property."
+        ));
+    }
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> String {

@@ -30,6 +30,8 @@ mod graph;
 mod http;
 mod jwt;
 mod keyvault;
+mod oidc;
+mod roles;
 pub mod scenario;
 mod server;
 mod shared;

@@ -353,6 +353,7 @@ impl Scenario {
             if !app_ids.insert(a.client_id.as_str()) {
                 problems.push(format!("apps.client_id {:?} appears twice", a.client_id));
             }
+            check_roles(&mut problems, "apps", &a.client_id, &a.directory_roles);
         }
         let mut system = 0;
         for m in &self.managed_identities {
@@ -383,6 +384,7 @@ impl Scenario {
                     u.upn, u.tenant
                 ));
             }
+            check_roles(&mut problems, "users", &u.upn, &u.directory_roles);
             if let Some(p) = &u.password {
                 if let Err(e) = crate::graph::check_password_rules(p) {
                     problems.push(format!("users[{}].password: {e}", u.upn));
@@ -446,6 +448,20 @@ impl Scenario {
             Ok(())
         } else {
             Err(Error::Scenario(problems.join("; ")))
+        }
+    }
+}
+
+/// Each directory role must be a built-in role the emulator knows, by name or template id
+/// (tokens carry template ids in `wids`, so an unknown name could not be emitted).
+fn check_roles(problems: &mut Vec<String>, what: &str, key: &str, roles: &[String]) {
+    for r in roles {
+        if crate::roles::template_id(r).is_none() {
+            let known: Vec<&str> = crate::roles::BUILT_IN.iter().map(|(n, _)| *n).collect();
+            problems.push(format!(
+                "{what}[{key}].directory_roles: unknown role {r:?}; use one of {} (or its template id)",
+                known.join(", ")
+            ));
         }
     }
 }

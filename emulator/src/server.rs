@@ -81,6 +81,7 @@ pub(crate) async fn serve(
 enum Target {
     Control,
     Token(String),
+    Discovery(crate::oidc::Doc),
     Msi,
     Kv(String, KvOp),
     Graph(String),
@@ -108,6 +109,11 @@ fn classify(req: &Req) -> Target {
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     if let [tenant, "oauth2", "v2.0", "token"] = segs.as_slice() {
         return Target::Token(tenant.to_string());
+    }
+    if req.method == hyper::Method::GET && !host.ends_with("graph.microsoft.com") {
+        if let Some(doc) = crate::oidc::Doc::parse(&segs) {
+            return Target::Discovery(doc);
+        }
     }
     if let ["v1.0", "users", user] = segs.as_slice() {
         if !user.is_empty() {
@@ -175,6 +181,7 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
                 .unwrap_or_else(|| t.clone());
             ("token", None, Some(tid))
         }
+        Target::Discovery(_) => ("discovery", None, None),
         Target::Msi => ("msi", None, None),
         Target::Kv(v, op) => {
             let tid = lock(&shared.state).vaults.get(v).map(|x| x.tenant.clone());
@@ -225,6 +232,7 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
     }
     let resp = match &target {
         Target::Token(t) => entra::token(shared, &req, t),
+        Target::Discovery(d) => crate::oidc::handle(shared, &req, d),
         Target::Msi => entra::msi(shared, &req),
         Target::Kv(v, op) => keyvault::handle(shared, &req, v, op),
         Target::Graph(u) => graph::handle(shared, &req, u, &rid),
@@ -277,7 +285,7 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
         }
-        Target::Token(_) | Target::Msi => {
+        Target::Token(_) | Target::Msi | Target::Discovery(_) => {
             if r.headers().contains_key("x-ms-request-id") {
                 r
             } else {

@@ -63,6 +63,10 @@ pub(crate) struct User {
     /// Unix milliseconds until which the account is locked.
     #[serde(default)]
     pub locked_until_ms: Option<i64>,
+    /// Other writable Graph properties set by `PATCH /users/{id}` (`usageLocation`, `jobTitle`,
+    /// ...), by their Graph name.
+    #[serde(default)]
+    pub properties: BTreeMap<String, serde_json::Value>,
 }
 
 /// One version of a secret.
@@ -106,8 +110,14 @@ pub(crate) struct Vault {
 /// Everything that survives a restart when a state file is used.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct State {
-    /// HS256 key that signs issued access tokens (base64 in the file).
-    pub token_key: String,
+    /// RSA key (PKCS#8 DER, base64) that signs issued tokens (RS256); its public half is
+    /// published at the `jwks_uri` of the OpenID configuration. Generated when missing (a state
+    /// file from before RS256, whose HS256 `token_key` is ignored).
+    #[serde(default)]
+    pub token_signing_key: String,
+    /// The parsed `token_signing_key`.
+    #[serde(skip)]
+    signer: Option<std::sync::Arc<crate::jwt::Signer>>,
     pub msi_identity_header: String,
     pub limits: Limits,
     pub tenants: Vec<Tenant>,
@@ -186,11 +196,9 @@ pub(crate) fn random_password() -> String {
 impl State {
     /// An empty state with a new signing key.
     pub(crate) fn empty() -> State {
-        use base64::Engine;
-        let mut key = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut key);
-        State {
-            token_key: base64::engine::general_purpose::STANDARD.encode(key),
+        let mut st = State {
+            token_signing_key: String::new(),
+            signer: None,
             msi_identity_header: DEFAULT_IDENTITY_HEADER.to_string(),
             limits: Limits::default(),
             tenants: Vec::new(),
@@ -199,7 +207,36 @@ impl State {
             users: Vec::new(),
             vaults: BTreeMap::new(),
             index: Index::default(),
-        }
+        };
+        st.ensure_signer();
+        st
+    }
+
+    /// Parses `token_signing_key`, or generates (and records) a new key when it is missing or
+    /// unreadable.
+    fn ensure_signer(&mut self) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let parsed = b64
+            .decode(&self.token_signing_key)
+            .ok()
+            .and_then(|d| crate::jwt::Signer::from_pkcs8(&d));
+        let signer = match parsed {
+            Some(s) => Some(s),
+            None => {
+                let s = crate::jwt::Signer::generate();
+                if let Some(s) = &s {
+                    self.token_signing_key = b64.encode(s.pkcs8());
+                }
+                s
+            }
+        };
+        self.signer = signer.map(std::sync::Arc::new);
+    }
+
+    /// The token-signing key (`None` only if the crypto library could not make one).
+    pub(crate) fn signer(&self) -> Option<std::sync::Arc<crate::jwt::Signer>> {
+        self.signer.clone()
     }
 
     /// Rebuilds the lookup tables from the lists (after loading a state file).
@@ -217,11 +254,13 @@ impl State {
         self.index = index;
     }
 
+    /// The public half of the token-signing key (RFC 8017 `RSAPublicKey` DER), for
+    /// [`crate::jwt::verify`]; empty (so nothing verifies) without a key.
     pub(crate) fn key_bytes(&self) -> Vec<u8> {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(&self.token_key)
-            .unwrap_or_else(|_| self.token_key.as_bytes().to_vec())
+        self.signer
+            .as_ref()
+            .map(|s| s.public_der())
+            .unwrap_or_default()
     }
 
     /// Finds a tenant by id or domain (case-insensitive).
@@ -305,7 +344,7 @@ impl State {
                 certificate_assertions: a.certificate_assertions,
                 public_client: a.public_client,
                 graph_permissions: a.graph_permissions.clone(),
-                directory_roles: a.directory_roles.clone(),
+                directory_roles: crate::roles::names(&a.directory_roles),
             };
             match self.apps.iter().position(|x| x.client_id == a.client_id) {
                 Some(i) => self.apps[i] = app,
@@ -357,7 +396,7 @@ impl State {
                 upn: u.upn.clone(),
                 display_name: u.display_name.clone(),
                 password: u.password.clone().unwrap_or_else(random_password),
-                directory_roles: u.directory_roles.clone(),
+                directory_roles: crate::roles::names(&u.directory_roles),
                 disabled: u.disabled,
                 mfa_required: u.mfa_required,
                 mfa_registration_required: u.mfa_registration_required,
@@ -369,6 +408,7 @@ impl State {
                 created: now,
                 failed_attempts: 0,
                 locked_until_ms: None,
+                properties: BTreeMap::new(),
             };
             // Replaced in place, so every other user's position (and index entry) stays valid.
             let i = match old {
@@ -457,6 +497,7 @@ impl State {
             message: e.to_string(),
         })?;
         st.reindex();
+        st.ensure_signer();
         Ok(st)
     }
 

@@ -339,3 +339,142 @@ async fn write_throttling_answers_429_with_retry_after() {
     assert_eq!(s, 204);
     emu.shutdown().await;
 }
+
+/// An app with `User.ReadWrite.All` and no directory role, seeded at run time.
+const WRITER: &str = "66666666-6666-6666-6666-666666666666";
+const WRITER_SECRET: &str = "writer-secret";
+
+fn seed_writer(emu: &Emulator) {
+    let sc = Scenario::from_toml_str(&format!(
+        r#"
+[[tenants]]
+id = "contoso"
+domain = "contoso.onmicrosoft.com"
+
+[[apps]]
+tenant = "contoso"
+client_id = "{WRITER}"
+secrets = ["{WRITER_SECRET}"]
+graph_permissions = ["User.ReadWrite.All"]
+"#
+    ))
+    .expect("writer scenario");
+    emu.control().seed(&sc).expect("seed writer");
+}
+
+#[tokio::test]
+async fn patch_accepts_odata_type_and_stores_writable_properties() {
+    let emu = start().await;
+    seed_writer(&emu);
+    let h = http(&emu);
+    // What msgraph-sdk sends: the type annotation next to passwordProfile.
+    let t = app_token(&h, &emu, ROTATOR, ROTATOR_SECRET, GRAPH_SCOPE).await;
+    let mut body = profile("Typed-Pass-123");
+    body["@odata.type"] = json!("#microsoft.graph.user");
+    let (s, _, b) = reset(&h, &emu, &t, PLAIN, body).await;
+    assert_eq!(s, 204, "{b}");
+    assert!(emu
+        .control()
+        .check_password(TENANT, PLAIN, "Typed-Pass-123")
+        .expect("user"));
+    // Other writable properties need User.ReadWrite.All, not a directory role.
+    let (s, hd, b) = reset(&h, &emu, &t, PLAIN, json!({"usageLocation": "DE"})).await;
+    assert_graph_error(s, &hd, &b, 403, "Authorization_RequestDenied");
+    let w = app_token(&h, &emu, WRITER, WRITER_SECRET, GRAPH_SCOPE).await;
+    let (s, _, b) = reset(
+        &h,
+        &emu,
+        &w,
+        PLAIN,
+        json!({
+            "@odata.type": "#microsoft.graph.user",
+            "displayName": "Plain User Renamed",
+            "usageLocation": "DE",
+            "jobTitle": "Tester",
+            "businessPhones": ["+49 30 1234"],
+            "showInAddressList": false,
+            "userPrincipalName": PLAIN.to_uppercase(),
+        }),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, _, u) = get(
+        &h,
+        &emu,
+        Some(&w),
+        &format!("users/{PLAIN}?$select=displayName,usageLocation,jobTitle,businessPhones,department,showInAddressList,userType"),
+    )
+    .await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(u["displayName"], "Plain User Renamed");
+    assert_eq!(u["usageLocation"], "DE");
+    assert_eq!(u["jobTitle"], "Tester");
+    assert_eq!(u["businessPhones"], json!(["+49 30 1234"]));
+    assert_eq!(u["department"], Value::Null);
+    assert_eq!(u["showInAddressList"], false);
+    assert_eq!(u["userType"], "Member");
+    // The writer may not reset passwords: that needs a directory role as well.
+    let (s, hd, b) = reset(&h, &emu, &w, PLAIN, profile("Writer-Pass-123")).await;
+    assert_graph_error(s, &hd, &b, 403, "Authorization_RequestDenied");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn patch_refuses_read_only_unknown_and_mistyped_properties() {
+    let emu = start().await;
+    seed_writer(&emu);
+    let h = http(&emu);
+    let w = app_token(&h, &emu, WRITER, WRITER_SECRET, GRAPH_SCOPE).await;
+    let cases = [
+        (json!({"id": SVC1_ID}), "Property 'id' is read-only and cannot be set."),
+        (
+            json!({"createdDateTime": "2020-01-01T00:00:00Z"}),
+            "Property 'createdDateTime' is read-only and cannot be set.",
+        ),
+        (
+            json!({"lastPasswordChangeDateTime": "2020-01-01T00:00:00Z"}),
+            "Property 'lastPasswordChangeDateTime' is read-only and cannot be set.",
+        ),
+        (
+            json!({"favouriteColour": "blue"}),
+            "Property 'favouriteColour' does not exist as a declared property or extension property.",
+        ),
+        (
+            json!({"accountEnabled": "yes"}),
+            "Invalid value specified for property 'accountEnabled' of resource 'User'.",
+        ),
+        (
+            json!({"businessPhones": "+1 555"}),
+            "Invalid value specified for property 'businessPhones' of resource 'User'.",
+        ),
+        (
+            json!({"@odata.type": "#microsoft.graph.group", "displayName": "x"}),
+            "A type named 'microsoft.graph.group' could not be resolved by the model. When a model is available, each type name must resolve to a valid type.",
+        ),
+    ];
+    for (body, message) in cases {
+        let (s, hd, b) = reset(&h, &emu, &w, PLAIN, body.clone()).await;
+        assert_graph_error(s, &hd, &b, 400, "Request_BadRequest");
+        assert_eq!(b["error"]["message"], message, "{body}");
+    }
+    // Nothing was changed by the refused requests (one bad property refuses all of them).
+    let (s, hd, b) = reset(
+        &h,
+        &emu,
+        &w,
+        PLAIN,
+        json!({"jobTitle": "Changed", "id": SVC1_ID}),
+    )
+    .await;
+    assert_graph_error(s, &hd, &b, 400, "Request_BadRequest");
+    let (_, _, u) = get(
+        &h,
+        &emu,
+        Some(&w),
+        &format!("users/{PLAIN}?$select=jobTitle,accountEnabled"),
+    )
+    .await;
+    assert_eq!(u["jobTitle"], Value::Null);
+    assert_eq!(u["accountEnabled"], true);
+    emu.shutdown().await;
+}
