@@ -156,31 +156,66 @@ pub(crate) fn handle(shared: &Shared, req: &Req, doc: &Doc) -> Resp {
             ok(&json!({ "keys": keys }))
         }
         Doc::Instance => {
-            // Which tenant the client asked about: the path segment after the host in
-            // `authorization_endpoint`.
+            // The tenant and host the client asked about: those of `authorization_endpoint`
+            // (MSAL sends `https://{host}/{tenant}/oauth2/v2.0/authorize`).
             let auth = req.query("authorization_endpoint").unwrap_or("");
-            let parsed = url::Url::parse(auth).ok();
+            let parsed = url::Url::parse(auth)
+                .ok()
+                .filter(|u| u.host_str().is_some());
             let tenant = parsed
                 .as_ref()
                 .and_then(|u| u.path_segments()?.next().map(str::to_string))
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "common".into());
+            let authority = parsed
+                .as_ref()
+                .and_then(|u| {
+                    let h = u.host_str()?;
+                    Some(match u.port() {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_string(),
+                    })
+                })
+                .unwrap_or_else(|| req.authority.clone());
+            let public = [
+                "login.microsoftonline.com",
+                "login.windows.net",
+                "login.microsoft.com",
+                "sts.windows.net",
+            ];
+            let host = parsed
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .map(str::to_ascii_lowercase);
+            let ours = |h: &str| public.contains(&h) || h == "localhost" || h == "127.0.0.1";
+            if let Some(h) = host.as_deref().filter(|h| !ours(h)) {
+                return aad_response(
+                    shared,
+                    req,
+                    aad(
+                        400,
+                        "invalid_instance",
+                        50049,
+                        format!("Unknown or invalid instance. (authority host '{h}')"),
+                    ),
+                );
+            }
             let v2 = auth.contains("/v2.0/") || req.query("api-version") == Some("1.1");
             let doc = if v2 {
-                format!("{b}/{tenant}/v2.0/.well-known/openid-configuration")
+                format!("https://{authority}/{tenant}/v2.0/.well-known/openid-configuration")
             } else {
-                format!("{b}/{tenant}/.well-known/openid-configuration")
+                format!("https://{authority}/{tenant}/.well-known/openid-configuration")
             };
             let mut metadata = vec![json!({
                 "preferred_network": "login.microsoftonline.com",
                 "preferred_cache": "login.windows.net",
-                "aliases": ["login.microsoftonline.com", "login.windows.net", "login.microsoft.com", "sts.windows.net"],
+                "aliases": public,
             })];
-            if req.host != "login.microsoftonline.com" {
+            if !public.contains(&authority.as_str()) {
                 metadata.push(json!({
-                    "preferred_network": req.authority,
-                    "preferred_cache": req.authority,
-                    "aliases": [req.authority],
+                    "preferred_network": authority,
+                    "preferred_cache": authority,
+                    "aliases": [authority],
                 }));
             }
             ok(&json!({

@@ -115,13 +115,33 @@ async fn instance_and_user_realm_discovery() {
     assert_eq!(s, 200, "{d}");
     assert_eq!(
         d["tenant_discovery_endpoint"],
-        format!("{base}/contoso/v2.0/.well-known/openid-configuration")
+        "https://login.microsoftonline.com/contoso/v2.0/.well-known/openid-configuration"
     );
     assert!(d["metadata"][0]["aliases"]
         .as_array()
         .expect("aliases")
         .iter()
         .any(|a| a == "login.microsoftonline.com"));
+    // An authority on the emulator's own host:port points back at it.
+    let port = emu.addr().port();
+    let (_, d) = get(
+        &http,
+        &format!("{base}/common/discovery/instance?api-version=1.0&authorization_endpoint=https://localhost:{port}/contoso.onmicrosoft.com/oauth2/v2.0/authorize"),
+    )
+    .await;
+    assert_eq!(
+        d["tenant_discovery_endpoint"],
+        format!("{base}/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration")
+    );
+    assert_eq!(d["metadata"][1]["aliases"][0], format!("localhost:{port}"));
+    let (s, e) = get(
+        &http,
+        &format!("{base}/common/discovery/instance?api-version=1.1&authorization_endpoint=https://login.example.org/contoso/oauth2/v2.0/authorize"),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"], "invalid_instance");
+    assert_eq!(e["error_codes"][0], 50049);
     let (s, r) = get(
         &http,
         &format!("{base}/common/userrealm/{SVC1}?api-version=1.0"),

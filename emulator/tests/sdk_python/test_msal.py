@@ -160,3 +160,15 @@ def test_reader_has_no_password_grant_rights_without_secret():
 def test_helpdesk_client_credentials_wids(validate):
     r = app(HELPDESK, HELPDESK_SECRET).acquire_token_for_client(SCOPES)
     assert validate(r["access_token"], GRAPH)["wids"] == ["fe930be7-5e62-47db-91af-98c3a49a38b1"]
+
+
+def test_instance_discovery_refuses_an_unknown_authority_host():
+    # A host MSAL does not know makes it ask login.microsoftonline.com/common/discovery/instance
+    # first; Entra answers invalid_instance for a host that is not one of its own.
+    with pytest.raises(ValueError) as e:
+        msal.ConfidentialClientApplication(
+            ROTATOR,
+            client_credential=ROTATOR_SECRET,
+            authority="https://login.keyturn-unknown.example/" + TENANT_DOMAIN,
+        )
+    assert "invalid_instance" in str(e.value)
