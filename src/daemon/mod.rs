@@ -5,6 +5,8 @@
 //! from signals and the admin socket (rotate, pause, resume, reconcile, reload), and a
 //! graceful shutdown.
 
+mod due;
+
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
 use crate::protocol::{self, Account, Engine, Request, Rotated, RotationError, Tuning};
@@ -12,8 +14,7 @@ use crate::schedule::Schedule;
 use crate::store::SecretRecord;
 use rand::Rng;
 use serde::Serialize;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -340,7 +341,6 @@ struct Slot {
     next_due: Option<OffsetDateTime>,
     /// The trigger to use when `next_due` fires.
     next_trigger: Trigger,
-    generation: u64,
     busy: bool,
     paused: bool,
     failures: u32,
@@ -355,7 +355,6 @@ impl Slot {
             managed,
             next_due: None,
             next_trigger: Trigger::Schedule,
-            generation: 0,
             busy: false,
             paused: false,
             failures: 0,
@@ -376,7 +375,8 @@ pub struct Daemon {
     settings: Settings,
     slots: Vec<Slot>,
     index: HashMap<String, usize>,
-    heap: BinaryHeap<Reverse<(OffsetDateTime, usize, u64)>>,
+    /// When each account (by index into `slots`) is next due.
+    heap: due::DueHeap,
     tasks: JoinSet<Done>,
     /// Account and tenant of each running task, to clean up after one that panicked.
     running: HashMap<tokio::task::Id, (String, Arc<str>)>,
@@ -410,7 +410,7 @@ impl Daemon {
             settings,
             slots: Vec::new(),
             index: HashMap::new(),
-            heap: BinaryHeap::new(),
+            heap: due::DueHeap::default(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
             tenants: HashMap::new(),
@@ -613,10 +613,9 @@ impl Daemon {
 
     fn set_due(&mut self, idx: usize, due: OffsetDateTime, trigger: Trigger) {
         let slot = &mut self.slots[idx];
-        slot.generation += 1;
         slot.next_due = Some(due);
         slot.next_trigger = trigger;
-        self.heap.push(Reverse((due, idx, slot.generation)));
+        self.heap.schedule(idx, due);
         self.board_mut(idx, |b| b.next_due = Some(due));
     }
 
@@ -659,20 +658,12 @@ impl Daemon {
     }
 
     fn next_wake(&mut self) -> tokio::time::Instant {
-        // Drop stale heap entries.
-        while let Some(Reverse((_, idx, gen))) = self.heap.peek() {
-            if self.slots.get(*idx).is_none_or(|s| s.generation != *gen) {
-                self.heap.pop();
-            } else {
-                break;
-            }
-        }
         let now = tokio::time::Instant::now();
-        match self.heap.peek() {
-            Some(Reverse((due, _, _))) => {
+        match self.heap.next() {
+            Some(due) => {
                 // At most a day ahead: a due time further out is looked at again then (and
                 // an `Instant` that far ahead could overflow).
-                let wait = Duration::try_from(*due - self.clock.now()).unwrap_or(Duration::ZERO);
+                let wait = Duration::try_from(due - self.clock.now()).unwrap_or(Duration::ZERO);
                 now + wait.min(MAX_WAKE)
             }
             None => now + MAX_WAKE,
@@ -681,14 +672,12 @@ impl Daemon {
 
     fn fire_due(&mut self) {
         let now = self.clock.now();
-        while let Some(Reverse((due, idx, gen))) = self.heap.peek().copied() {
-            if due > now {
-                break;
-            }
-            self.heap.pop();
-            let slot = &self.slots[idx];
-            // Stale, running (rescheduled when it ends) or paused (rescheduled on resume).
-            if slot.generation != gen || slot.busy || slot.paused {
+        while let Some(idx) = self.heap.pop_due(now) {
+            let Some(slot) = self.slots.get(idx) else {
+                continue;
+            };
+            // Running (rescheduled when it ends) or paused (rescheduled on resume).
+            if slot.busy || slot.paused {
                 continue;
             }
             let trigger = slot.next_trigger;
@@ -776,7 +765,10 @@ impl Daemon {
                         .map(|idx| {
                             self.slots[idx].paused = paused;
                             self.board_mut(idx, |b| b.paused = paused);
-                            if !paused {
+                            if paused {
+                                // Not due while paused; `next_due` stays for the resume.
+                                self.heap.remove(idx);
+                            } else {
                                 if let Some(due) = self.slots[idx].next_due {
                                     let trigger = self.slots[idx].next_trigger;
                                     self.set_due(idx, due, trigger);
