@@ -6,6 +6,7 @@
 //! graceful shutdown.
 
 mod due;
+mod queues;
 
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
@@ -14,7 +15,7 @@ use crate::schedule::Schedule;
 use crate::store::SecretRecord;
 use rand::Rng;
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -320,15 +321,6 @@ struct Queued {
     ack: Option<oneshot::Sender<AccountAck>>,
 }
 
-/// One tenant's waiting jobs and running count.
-#[derive(Default)]
-struct TenantQueue {
-    waiting: VecDeque<Queued>,
-    running: usize,
-    /// In [`Daemon::ready`] (it has waiting jobs and room to run one).
-    listed: bool,
-}
-
 #[derive(Clone, Copy)]
 enum Job {
     Rotate,
@@ -380,10 +372,8 @@ pub struct Daemon {
     tasks: JoinSet<Done>,
     /// Account and tenant of each running task, to clean up after one that panicked.
     running: HashMap<tokio::task::Id, (String, Arc<str>)>,
-    /// Waiting jobs per tenant.
-    tenants: HashMap<Arc<str>, TenantQueue>,
-    /// Tenants with waiting jobs and room, served round-robin.
-    ready: VecDeque<Arc<str>>,
+    /// Jobs waiting for a slot, per tenant, served round-robin within the tenant limit.
+    queues: queues::TenantQueues<Queued>,
     board: StatusBoard,
     /// When set, the main loop marks the board this often (watchdog, health).
     heartbeat: Option<Duration>,
@@ -403,6 +393,7 @@ impl Daemon {
             started_at: Some(clock.now()),
             ..Default::default()
         }));
+        let queues = queues::TenantQueues::new(settings.max_per_tenant);
         let mut d = Daemon {
             engine,
             audit,
@@ -413,8 +404,7 @@ impl Daemon {
             heap: due::DueHeap::default(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
-            tenants: HashMap::new(),
-            ready: VecDeque::new(),
+            queues,
             board,
             heartbeat: None,
         };
@@ -868,6 +858,7 @@ impl Daemon {
             }
         }
         let removed = old.len();
+        self.queues.set_limit(settings.max_per_tenant);
         self.settings = settings;
         self.set_slots(slots);
         for idx in fresh {
@@ -914,36 +905,16 @@ impl Daemon {
             ack,
         };
         self.board_mut(idx, |b| b.busy = true);
-        let per_tenant = self.settings.max_per_tenant.max(1);
-        let q = self.tenants.entry(tenant.clone()).or_default();
-        q.waiting.push_back(queued);
-        if !q.listed && q.running < per_tenant {
-            q.listed = true;
-            self.ready.push_back(tenant);
-        }
+        self.queues.push(tenant, queued);
         self.dispatch();
     }
 
     /// Starts waiting jobs while there is room: tenants take turns.
     fn dispatch(&mut self) {
-        let per_tenant = self.settings.max_per_tenant.max(1);
         while self.tasks.len() < self.settings.max_concurrent.max(1) {
-            let Some(tenant) = self.ready.pop_front() else {
+            let Some((tenant, queued)) = self.queues.next() else {
                 return;
             };
-            let Some(q) = self.tenants.get_mut(&tenant) else {
-                continue;
-            };
-            let Some(queued) = q.waiting.pop_front() else {
-                q.listed = false;
-                continue;
-            };
-            q.running += 1;
-            if !q.waiting.is_empty() && q.running < per_tenant {
-                self.ready.push_back(tenant.clone());
-            } else {
-                q.listed = false;
-            }
             self.start(tenant, queued);
         }
     }
@@ -1002,16 +973,7 @@ impl Daemon {
 
     /// A task ended: its tenant has room again.
     fn release(&mut self, tenant: &Arc<str>) {
-        let per_tenant = self.settings.max_per_tenant.max(1);
-        if let Some(q) = self.tenants.get_mut(tenant) {
-            q.running = q.running.saturating_sub(1);
-            if q.waiting.is_empty() && q.running == 0 {
-                self.tenants.remove(tenant);
-            } else if !q.listed && !q.waiting.is_empty() && q.running < per_tenant {
-                q.listed = true;
-                self.ready.push_back(tenant.clone());
-            }
-        }
+        self.queues.release(tenant);
     }
 
     /// A task panicked (a bug) or was cut off: the account is free again and retried with
