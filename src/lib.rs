@@ -31,8 +31,8 @@
 //!   included), every problem with its key; exit code 64.
 //!
 //! The runtime:
-//! - [`daemon`]: the run loop, the due-time heap, per-tenant queues, commands, the status
-//!   board and the instance lock.
+//! - [`daemon`]: the run loop (`mod.rs`), the due-time heap (`due`), per-tenant queues
+//!   (`queues`), jobs, commands, the status board (`board`) and the instance lock (`lock`).
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators;
 //!   waits are reported to an observer the wiring hands in.
 //! - [`azure`]: the real adapters (Key Vault SDK, Graph over reqwest, azure_identity).

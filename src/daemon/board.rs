@@ -1,0 +1,73 @@
+//! The status read model: what the daemon knows about itself and each account, shared with
+//! the admin socket's `status` and the metrics listener. The daemon writes it; they read it.
+
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+/// What the daemon knows about an account (status answers, metrics, tests).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccountStatus {
+    /// The account's name.
+    pub name: String,
+    /// The Entra user.
+    pub user: String,
+    /// The vault.
+    pub vault: String,
+    /// The secret.
+    pub secret: String,
+    /// The cron expression.
+    pub schedule: String,
+    /// When it is next due.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_due: Option<OffsetDateTime>,
+    /// A rotation or reconcile runs now.
+    pub busy: bool,
+    /// Scheduled rotations are paused.
+    pub paused: bool,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// The last rotation's outcome: `success`, `warning`, `failed: KIND`.
+    pub last_outcome: Option<String>,
+    /// When the last rotation ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_end: Option<OffsetDateTime>,
+    /// When the last successful rotation ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success: Option<OffsetDateTime>,
+    /// The current `<secret>` version, when known.
+    pub version: Option<String>,
+    /// When the password in force was set (its `keyturn-rotated-at`), when known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// A rotation is left pending in the staging secret.
+    pub pending: bool,
+    /// Rotations by outcome since start (`success`, `warning`, `failed`).
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// The daemon as a whole.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DaemonStatus {
+    /// keyturn's version.
+    pub version: String,
+    /// When the daemon started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Start-up recovery is done and scheduling runs.
+    pub ready: bool,
+    /// Stopping.
+    pub stopping: bool,
+    /// Every account.
+    pub accounts: Vec<AccountStatus>,
+    /// Last time the main loop ran (for the systemd watchdog and health checks).
+    #[serde(skip)]
+    pub heartbeat: Option<std::time::Instant>,
+    /// The audit log's state when the status was taken (filled by the admin socket and
+    /// the metrics listener from the audit sink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::AuditHealth>,
+}
+
+/// Shared view of the daemon's state.
+pub type StatusBoard = Arc<Mutex<DaemonStatus>>;

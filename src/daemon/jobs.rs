@@ -1,0 +1,339 @@
+//! Jobs: queuing one for an account, starting it as a task when its tenant and the global
+//! bound allow, and taking in its result (the status board, the next due time, the reply).
+//! The tasks themselves: a rotation, or a reconcile (recovery, drift check, due time).
+
+use super::{AccountAck, AccountResult, Daemon, Managed, RotationSummary};
+use crate::audit::Trigger;
+use crate::clock::Clock;
+use crate::protocol::{self, Engine, Request, Rotated, RotationError};
+use crate::store::SecretRecord;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// What a task did.
+enum TaskOut {
+    /// A rotation completed (fresh, resumed, or for drift).
+    Rotated(Rotated),
+    /// Nothing to do; when known, the account's due time read from Key Vault, and the
+    /// current version and its rotation time.
+    Idle(
+        Option<(OffsetDateTime, Trigger)>,
+        Option<(String, OffsetDateTime)>,
+    ),
+    /// It failed; retried with backoff.
+    Failed(RotationError),
+}
+
+/// What a finished task reports.
+pub(super) struct Done {
+    name: String,
+    /// The tenant whose allowance the task used.
+    pub(super) tenant: Arc<str>,
+    out: TaskOut,
+    reply: Option<oneshot::Sender<AccountResult>>,
+    ack: Option<oneshot::Sender<AccountAck>>,
+}
+
+/// A job waiting for a concurrency slot: a small record, no task.
+pub(super) struct Queued {
+    /// The account, by name (indices change on reload).
+    name: String,
+    job: Job,
+    request: Request,
+    reply: Option<oneshot::Sender<AccountResult>>,
+    ack: Option<oneshot::Sender<AccountAck>>,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Job {
+    /// A rotation (scheduled, retried, or asked for).
+    Rotate,
+    /// Recovery + drift check (+ a drift rotation) + due time from Key Vault.
+    Reconcile,
+}
+
+impl Daemon {
+    /// Queues a job for the account; it starts when the global and its tenant's allowances
+    /// have room.
+    pub(super) fn spawn(
+        &mut self,
+        idx: usize,
+        job: Job,
+        request: Request,
+        reply: Option<oneshot::Sender<AccountResult>>,
+        ack: Option<oneshot::Sender<AccountAck>>,
+    ) {
+        let slot = &mut self.slots[idx];
+        slot.busy = true;
+        let tenant = tenant_of(&slot.managed);
+        let queued = Queued {
+            name: slot.managed.account.name.clone(),
+            job,
+            request,
+            reply,
+            ack,
+        };
+        self.board_mut(idx, |b| b.busy = true);
+        self.queues.push(tenant, queued);
+        self.dispatch();
+    }
+
+    /// Starts waiting jobs while there is room: tenants take turns.
+    pub(super) fn dispatch(&mut self) {
+        while self.tasks.len() < self.settings.max_concurrent.max(1) {
+            let Some((tenant, queued)) = self.queues.next() else {
+                return;
+            };
+            self.start(tenant, queued);
+        }
+    }
+
+    /// Runs one job as a task.
+    fn start(&mut self, tenant: Arc<str>, queued: Queued) {
+        let Queued {
+            name,
+            job,
+            request,
+            reply,
+            ack,
+        } = queued;
+        let Some(&idx) = self.index.get(&name) else {
+            // Removed by a reload while it waited.
+            if let Some(reply) = reply {
+                let _ = reply.send((name.clone(), Err("the account was removed".into())));
+            }
+            let task_name = name.clone();
+            let task_tenant = tenant.clone();
+            let handle = self.tasks.spawn(async move {
+                Done {
+                    name,
+                    tenant,
+                    out: TaskOut::Idle(None, None),
+                    reply: None,
+                    ack,
+                }
+            });
+            self.running.insert(handle.id(), (task_name, task_tenant));
+            return;
+        };
+        let engine = self.engine.clone();
+        let managed = self.slots[idx].managed.clone();
+        let clock = self.clock.clone();
+        let task = (name.clone(), tenant.clone());
+        let handle = self.tasks.spawn(async move {
+            let account = &managed.account;
+            let out = match job {
+                Job::Rotate => match engine.rotate(account, &request).await {
+                    Ok(r) => TaskOut::Rotated(r),
+                    Err(e) => TaskOut::Failed(e),
+                },
+                Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
+            };
+            Done {
+                name,
+                tenant,
+                out,
+                reply,
+                ack,
+            }
+        });
+        self.running.insert(handle.id(), task);
+    }
+
+    /// A task ended: its tenant has room again.
+    pub(super) fn release(&mut self, tenant: &Arc<str>) {
+        self.queues.release(tenant);
+    }
+
+    /// A task panicked (a bug) or was cut off: the account is free again and retried with
+    /// backoff, like a failed rotation; whatever the task left half-done in Key Vault is
+    /// what recovery handles (a staged password is completed or abandoned on the retry).
+    /// Its waiters see their reply channel closed.
+    pub(super) fn crashed(&mut self, name: &str, e: &tokio::task::JoinError) {
+        let Some(&idx) = self.index.get(name) else {
+            return;
+        };
+        if e.is_cancelled() {
+            return;
+        }
+        tracing::error!(account = %name, error = %e, "a rotation task panicked (a bug in keyturn; please report it); retrying with backoff");
+        self.slots[idx].busy = false;
+        let now = self.clock.now();
+        self.board_mut(idx, |b| {
+            b.last_outcome = Some("failed: internal error".into());
+            b.last_end = Some(now);
+            *b.counts.entry("failed".into()).or_default() += 1;
+        });
+        self.schedule_retry(idx);
+        let failures = self.slots[idx].failures;
+        self.board_mut(idx, |b| {
+            b.busy = false;
+            b.failures = failures;
+        });
+        self.reconcile_if_moved(idx);
+    }
+
+    /// Reconciles an account a reload changed while it was busy (see [`Daemon::reload`]).
+    pub(super) fn reconcile_if_moved(&mut self, idx: usize) {
+        if std::mem::take(&mut self.slots[idx].reconcile_when_idle) && !self.slots[idx].busy {
+            self.spawn(
+                idx,
+                Job::Reconcile,
+                Request::daemon(Trigger::Recovery),
+                None,
+                None,
+            );
+        }
+    }
+
+    pub(super) fn finished(&mut self, done: Done) {
+        let Some(&idx) = self.index.get(&done.name) else {
+            tracing::info!(account = %done.name, "a task of a removed account ended");
+            return;
+        };
+        self.slots[idx].busy = false;
+        let name = done.name.clone();
+        let now = self.clock.now();
+        let (result, ack_msg): (Result<RotationSummary, String>, Result<String, String>) =
+            match &done.out {
+                TaskOut::Rotated(r) => {
+                    tracing::info!(account = %name, rotation_id = %r.rotation_id, version = %r.version, "rotation completed");
+                    let outcome = if r.warnings.is_empty() {
+                        "success"
+                    } else {
+                        "warning"
+                    };
+                    self.board_mut(idx, |b| {
+                        b.last_outcome = Some(outcome.into());
+                        b.version = Some(r.version.clone());
+                        b.pending = false;
+                        b.last_end = Some(now);
+                        b.last_success = Some(now);
+                        *b.counts.entry(outcome.into()).or_default() += 1;
+                    });
+                    self.schedule_after_success(idx);
+                    (
+                        Ok(r.into()),
+                        Ok(format!("rotated (rotation {})", r.rotation_id)),
+                    )
+                }
+                TaskOut::Idle(due, current) => {
+                    if let Some((version, rotated)) = current.clone() {
+                        self.board_mut(idx, |b| {
+                            b.version = Some(version);
+                            b.rotated_at = Some(rotated);
+                        });
+                    }
+                    let (due, trigger) = due.unwrap_or_else(|| {
+                        let s = &self.slots[idx];
+                        (s.next_due.unwrap_or(now), s.next_trigger)
+                    });
+                    self.set_due(idx, due, trigger);
+                    (
+                        Err("nothing to do".into()),
+                        Ok("consistent; nothing to do".into()),
+                    )
+                }
+                TaskOut::Failed(e) => {
+                    tracing::warn!(account = %name, error = %e, "rotation did not complete; retrying with backoff");
+                    let pending = e.is_pending();
+                    let kind = e.kind();
+                    self.board_mut(idx, |b| {
+                        b.last_outcome = Some(format!("failed: {kind}"));
+                        b.pending = pending;
+                        b.last_end = Some(now);
+                        *b.counts.entry("failed".into()).or_default() += 1;
+                    });
+                    self.schedule_retry(idx);
+                    (Err(e.to_string()), Err(e.to_string()))
+                }
+            };
+        let failures = self.slots[idx].failures;
+        self.board_mut(idx, |b| {
+            b.busy = false;
+            b.failures = failures;
+        });
+        if let Some(reply) = done.reply {
+            let _ = reply.send((name.clone(), result));
+        }
+        if let Some(ack) = done.ack {
+            let _ = ack.send((name, ack_msg));
+        }
+        self.reconcile_if_moved(idx);
+    }
+}
+
+/// The key of the account's tenant allowance.
+fn tenant_of(managed: &Managed) -> Arc<str> {
+    Arc::from(managed.account.directory.tenant().unwrap_or(""))
+}
+
+/// Recovery, a drift check (and a drift rotation when Graph shows an outside change), then
+/// the due time from Key Vault, from one read of `<secret>`.
+async fn reconcile(
+    engine: &Engine,
+    managed: &Managed,
+    request: &Request,
+    clock: &dyn Clock,
+) -> TaskOut {
+    let account = &managed.account;
+    match engine.recover(account, request).await {
+        Ok(Some(done)) => return TaskOut::Rotated(done),
+        Ok(None) => {}
+        Err(e) => return TaskOut::Failed(e),
+    }
+    let current = match account.store.latest(&account.secret).await {
+        Ok(c) => c,
+        Err(source) => {
+            return TaskOut::Failed(RotationError::Read {
+                account: account.name.clone(),
+                source,
+            })
+        }
+    };
+    if let Some(current) = &current {
+        match engine.check_drift_of(account, current).await {
+            Ok(Some(_)) => {
+                return match engine
+                    .rotate(account, &Request::daemon(Trigger::Drift))
+                    .await
+                {
+                    Ok(r) => TaskOut::Rotated(r),
+                    Err(e) => TaskOut::Failed(e),
+                }
+            }
+            Ok(None) => {}
+            Err(RotationError::Directory { source, .. }) => {
+                // Drift needs Graph's user read; its failure must not block scheduling.
+                tracing::warn!(account = %account.name, error = %source, "drift check skipped");
+            }
+            Err(e) => return TaskOut::Failed(e),
+        }
+    }
+    due_from(managed, current, clock.now())
+}
+
+/// When the account is due, from the current version of `<secret>` (`None`: it does not exist).
+fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTime) -> TaskOut {
+    let account = &managed.account;
+    match current {
+        Some(current) => {
+            let rotated = protocol::rotated_at(&current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let due = managed
+                .schedule
+                .next_fire_after(&account.name, rotated)
+                .unwrap_or(now);
+            let trigger = if due <= now {
+                Trigger::CatchUp
+            } else {
+                Trigger::Schedule
+            };
+            TaskOut::Idle(Some((due, trigger)), Some((current.version, rotated)))
+        }
+        None => {
+            tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; keyturn creates it with a first rotation");
+            TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
+        }
+    }
+}
