@@ -21,6 +21,7 @@
 // built once per request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod aad;
 mod clock;
 pub mod control;
 mod entra;
@@ -32,6 +33,7 @@ mod jwt;
 mod keyvault;
 mod oidc;
 mod roles;
+mod rules;
 pub mod scenario;
 mod server;
 mod shared;

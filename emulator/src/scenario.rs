@@ -386,13 +386,13 @@ impl Scenario {
             }
             check_roles(&mut problems, "users", &u.upn, &u.directory_roles);
             if let Some(p) = &u.password {
-                if let Err(e) = crate::graph::check_password_rules(p) {
+                if let Err(e) = crate::rules::check_password_rules(p) {
                     problems.push(format!("users[{}].password: {e}", u.upn));
                 }
             }
         }
         for v in &self.vaults {
-            if !crate::keyvault::valid_vault_name(&v.name) {
+            if !crate::rules::valid_vault_name(&v.name) {
                 problems.push(format!(
                     "vaults.name {:?}: 3-24 characters, letters, digits and '-'",
                     v.name
@@ -413,7 +413,7 @@ impl Scenario {
                 }
             }
             for s in &v.secrets {
-                if !crate::keyvault::valid_secret_name(&s.name) {
+                if !crate::rules::valid_secret_name(&s.name) {
                     problems.push(format!(
                         "vaults[{}].secrets.name {:?}: 1-127 of [0-9a-zA-Z-]",
                         v.name, s.name
