@@ -76,7 +76,7 @@ impl Control {
         {
             let mut st = lock(&self.shared.state);
             let mut next = st.clone();
-            next.apply(sc, now)?;
+            sc.apply_to(&mut next, now)?;
             *st = next;
             self.shared.persist(&st);
         }

@@ -121,7 +121,7 @@ impl Emulator {
             _ => {
                 let mut st = state::State::empty();
                 if let Some(sc) = &cfg.scenario {
-                    st.apply(sc, clock.unix())?;
+                    sc.apply_to(&mut st, clock.unix())?;
                 }
                 st
             }
