@@ -76,7 +76,7 @@ impl Control {
         {
             let mut st = lock(&self.shared.state);
             let mut next = st.clone();
-            next.apply(sc, now)?;
+            sc.apply_to(&mut next, now)?;
             *st = next;
             self.shared.persist(&st);
         }
@@ -124,7 +124,7 @@ impl Control {
     /// Out-of-band password change (as if an admin used the portal): updates
     /// `lastPasswordChangeDateTime`, clears lock-out; Entra's password rules apply.
     pub fn set_password(&self, tenant: &str, user: &str, password: &str) -> Result<(), Error> {
-        crate::graph::check_password_rules(password)
+        crate::rules::check_password_rules(password)
             .map_err(|e| Error::Invalid(format!("password: {e}")))?;
         let now = self.shared.clock.unix();
         let mut st = lock(&self.shared.state);

@@ -1,71 +1,13 @@
 //! Entra ID: the v2.0 token endpoint (client credentials with secret or assertion, password
 //! grant) and the App Service-shaped managed-identity endpoint.
 
+use crate::aad::{aad, aad_response, issuer_v1, issuer_v2, AadError, GRAPH_AUD};
 use crate::http::{field, json, with_header, Req, Resp};
 use crate::jwt::{self, Claims};
 use crate::roles;
 use crate::shared::{lock, Shared};
 use crate::state::{App, State};
 use serde_json::json;
-
-/// Audience of Microsoft Graph tokens.
-pub(crate) const GRAPH_AUD: &str = "https://graph.microsoft.com";
-/// Audience of Key Vault tokens.
-pub(crate) const VAULT_AUD: &str = "https://vault.azure.net";
-
-/// `2024-01-01 12:00:00Z`, the format of Entra's error timestamps.
-fn aad_timestamp(now: time::OffsetDateTime) -> String {
-    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    now.format(&f).unwrap_or_default()
-}
-
-/// An Entra error answer, shaped like the real service's.
-pub(crate) struct AadError {
-    status: u16,
-    error: &'static str,
-    code: u32,
-    message: String,
-}
-
-pub(crate) fn aad(
-    status: u16,
-    error: &'static str,
-    code: u32,
-    message: impl Into<String>,
-) -> AadError {
-    AadError {
-        status,
-        error,
-        code,
-        message: message.into(),
-    }
-}
-
-pub(crate) fn aad_response(shared: &Shared, req: &Req, e: AadError) -> Resp {
-    let now = shared.clock.now();
-    let ts = aad_timestamp(now);
-    let trace = uuid::Uuid::new_v4().to_string();
-    let corr = req
-        .header("client-request-id")
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let desc = format!(
-        "AADSTS{}: {} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}",
-        e.code, e.message
-    );
-    let body = json!({
-        "error": e.error,
-        "error_description": desc,
-        "error_codes": [e.code],
-        "timestamp": ts,
-        "trace_id": trace,
-        "correlation_id": corr,
-        "error_uri": format!("https://login.microsoftonline.com/error?code={}", e.code),
-    });
-    let r = json(e.status, &body);
-    let r = with_header(r, "x-ms-request-id", &trace);
-    with_header(r, "cache-control", "no-store, no-cache")
-}
 
 fn bad_client_secret(client_id: &str) -> AadError {
     aad(
@@ -235,7 +177,7 @@ fn app_claims(app: &App, resource: &str, now: i64, lifetime: i64) -> Claims {
     let tid = app.tenant.clone();
     Claims {
         aud: resource.to_string(),
-        iss: crate::oidc::issuer_v1(&tid),
+        iss: issuer_v1(&tid),
         iat: now,
         nbf: now,
         exp: now + lifetime,
@@ -372,7 +314,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
             let user = result?;
             let claims = Claims {
                 aud: resource.clone(),
-                iss: crate::oidc::issuer_v1(&user.tenant),
+                iss: issuer_v1(&user.tenant),
                 iat: now,
                 nbf: now,
                 exp: now + lifetime,
@@ -394,7 +336,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
                 // issuer of the OpenID configuration and `aud` against its client id.
                 key.sign_json(&json!({
                     "aud": app.client_id,
-                    "iss": crate::oidc::issuer_v2(req, &user.tenant),
+                    "iss": issuer_v2(req, &user.tenant),
                     "iat": now,
                     "nbf": now,
                     "exp": now + lifetime,

@@ -1,42 +1,13 @@
 //! Microsoft Graph users: `GET` with `$select`, `PATCH` of `passwordProfile`.
 
-use crate::entra::GRAPH_AUD;
+use crate::aad::GRAPH_AUD;
 use crate::http::{empty, json, rfc3339, with_header, Req, Resp, Throttled};
 use crate::jwt::{self, Claims, TokenError};
+use crate::rules::check_password_rules;
 use crate::shared::{lock, Shared};
 use crate::state::{State, User};
 use hyper::Method;
 use serde_json::{json, Value};
-
-/// Characters Entra accepts in passwords besides letters and digits (rotation-protocol.md).
-pub(crate) const SYMBOLS: &str = "@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ";
-
-/// Entra's password rules: 8-256 characters from the allowed set, 3 of 4 classes.
-pub(crate) fn check_password_rules(p: &str) -> Result<(), String> {
-    let n = p.chars().count();
-    if !(8..=256).contains(&n) {
-        return Err(format!("length {n}: 8 to 256 characters"));
-    }
-    if let Some(c) = p
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || SYMBOLS.contains(*c)))
-    {
-        return Err(format!(
-            "character {:?} is not allowed",
-            c.escape_default().to_string()
-        ));
-    }
-    let classes = [
-        p.chars().any(|c| c.is_ascii_uppercase()),
-        p.chars().any(|c| c.is_ascii_lowercase()),
-        p.chars().any(|c| c.is_ascii_digit()),
-        p.chars().any(|c| SYMBOLS.contains(c)),
-    ];
-    if classes.iter().filter(|x| **x).count() < 3 {
-        return Err("needs 3 of: upper case, lower case, digit, symbol".into());
-    }
-    Ok(())
-}
 
 /// Roles that let an app reset the password of a user without directory roles.
 const RESET_ORDINARY: [&str; 6] = [

@@ -1,8 +1,9 @@
 //! Key Vault secrets (data plane): challenge, RBAC, throttling, and the secret operations.
 
-use crate::entra::VAULT_AUD;
+use crate::aad::VAULT_AUD;
 use crate::http::{empty, json, with_header, Req, Resp, Throttled};
 use crate::jwt::{self, Claims, TokenError};
+use crate::rules::valid_secret_name;
 use crate::shared::{lock, Shared};
 use crate::state::{DeletedSecret, Secret, SecretVersion, State, Vault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,16 +14,6 @@ use std::collections::BTreeMap;
 
 /// Largest secret value accepted (25 KB).
 pub(crate) const MAX_VALUE_BYTES: usize = 25 * 1024;
-
-/// `^[0-9a-zA-Z-]{1,127}$`
-pub(crate) fn valid_secret_name(n: &str) -> bool {
-    (1..=127).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-}
-
-/// Vault names: 3-24 characters, letters, digits and '-'.
-pub(crate) fn valid_vault_name(n: &str) -> bool {
-    (3..=24).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-}
 
 /// One Key Vault operation, parsed from method and path.
 #[derive(Clone, Debug, PartialEq, Eq)]

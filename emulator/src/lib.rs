@@ -4,15 +4,24 @@
 //!
 //! # Layout
 //!
-//! - [`Emulator`] / [`EmulatorConfig`]: start a server on `127.0.0.1:<port>`, stop it.
-//! - [`scenario`]: what the emulated tenant contains ([`Scenario`], parsed from TOML or JSON).
-//! - [`control`]: [`Control`], the handle tests use (and the `/_emulator/...` HTTP API).
-//! - [`faults`]: fault rules ([`FaultRule`]) and [`Counters`].
-//! - `entra`: `/{tenant}/oauth2/v2.0/token` and `/msi/token`.
-//! - `keyvault`: `/secrets/...` on `{vault}.vault.azure.net`.
-//! - `graph`: `/v1.0/users/{id|upn}`.
-//! - `server`: TLS accept loop, routing, fault application; `tls`: certificates.
-//! - `state`: the directory and vaults and their persistence; `clock`: the adjustable clock.
+//! Imports point one way, down: a module imports from its own layer or those below it, never
+//! from above, so the modules form no import cycle.
+//!
+//! - Top: [`Emulator`] / [`EmulatorConfig`] (here): start a server on `127.0.0.1:<port>`, stop
+//!   it. `server`: TLS accept loop, routing to the services, fault application.
+//!   [`control`]: [`Control`], the handle tests use (and the `/_emulator/...` HTTP API).
+//! - Services, which never import one another: `entra` (`/{tenant}/oauth2/v2.0/token`,
+//!   `/msi/token`), `oidc` (discovery documents, JWKS, instance and user realm discovery),
+//!   `keyvault` (`/secrets/...` on `{vault}.vault.azure.net`), `graph` (`/v1.0/users/...`).
+//! - What services share: `aad` (token audiences, issuer URLs, the AADSTS error answer),
+//!   `shared` (the per-emulator state behind its locks: state, faults, throttling, clock).
+//! - [`scenario`]: what the emulated tenant contains ([`Scenario`], parsed from TOML or JSON
+//!   and validated), and seeding a state from it.
+//! - Bottom: `state` (the directory and vaults, their lookup tables and persistence, and the
+//!   plain data types a scenario seeds), `rules` (Entra's password rules, Key Vault's naming
+//!   rules), `roles` (built-in directory roles), `jwt` (token signing and checking),
+//!   [`faults`] (fault rules, [`FaultRule`], and [`Counters`]), `clock` (the adjustable clock),
+//!   `http` (request and response helpers), [`tls`] (certificates), [`Error`].
 //!
 //! Wire facts follow `shared/design/azure-wire.md`; `docs/emulator.md` lists what is and is
 //! not emulated.
@@ -21,6 +30,7 @@
 // built once per request, so boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod aad;
 mod clock;
 pub mod control;
 mod entra;
@@ -32,6 +42,7 @@ mod jwt;
 mod keyvault;
 mod oidc;
 mod roles;
+mod rules;
 pub mod scenario;
 mod server;
 mod shared;
@@ -119,7 +130,7 @@ impl Emulator {
             _ => {
                 let mut st = state::State::empty();
                 if let Some(sc) = &cfg.scenario {
-                    st.apply(sc, clock.unix())?;
+                    sc.apply_to(&mut st, clock.unix())?;
                 }
                 st
             }

@@ -4,25 +4,10 @@
 //! URLs in the documents use the host the client sent (`login.microsoftonline.com` through a
 //! resolver, or `localhost:{port}`), so a client following them stays on the emulator.
 
-use crate::entra::{aad, aad_response};
+use crate::aad::{aad, aad_response, base, issuer_v1, issuer_v2};
 use crate::http::{json, with_header, Req, Resp};
 use crate::shared::{lock, Shared};
 use serde_json::json;
-
-/// `https://{host the client used}`.
-fn base(req: &Req) -> String {
-    format!("https://{}", req.authority)
-}
-
-/// Issuer of v2.0 id tokens and of the v2.0 OpenID configuration.
-pub(crate) fn issuer_v2(req: &Req, tenant_id: &str) -> String {
-    format!("{}/{tenant_id}/v2.0", base(req))
-}
-
-/// Issuer of the (v1) access tokens the emulator issues, as Entra's for Graph and Key Vault.
-pub(crate) fn issuer_v1(tenant_id: &str) -> String {
-    format!("https://sts.windows.net/{tenant_id}/")
-}
 
 /// Which discovery document a path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,84 @@
-//! The emulated directory and vaults, and their persistence.
+//! The emulated directory and vaults, and their persistence. The bottom layer: it imports no
+//! scenario or service module. The plain data types a scenario seeds and the state keeps
+//! ([`FederatedCredential`], [`AccessSpec`], [`Limits`]) live here and are re-exported by
+//! `scenario`, whose file format they are part of; `scenario` merges a scenario into a state
+//! with the `put_*` operations below.
 
-use crate::scenario::{AccessSpec, FederatedCredential, Limits, Scenario, DEFAULT_IDENTITY_HEADER};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// Default value of the `x-identity-header` the managed-identity endpoint expects.
+pub const DEFAULT_IDENTITY_HEADER: &str = "keyturn-emulator-identity-header";
+
+/// A federated identity credential on an app.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedCredential {
+    /// Expected `iss` of the presented assertion.
+    pub issuer: String,
+    /// Expected `sub` of the presented assertion.
+    pub subject: String,
+    /// Expected `aud`; default `api://AzureADTokenExchange`.
+    #[serde(default = "default_fic_audience")]
+    pub audience: String,
+}
+
+fn default_fic_audience() -> String {
+    "api://AzureADTokenExchange".to_string()
+}
+
+/// One role assignment on a vault.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    /// Client id of an app (or managed identity's app); a user's object id or UPN for user tokens.
+    pub client_id: String,
+    /// `Key Vault Secrets Officer` (read and write), `Key Vault Secrets User` (read) or
+    /// `Key Vault Administrator` (everything).
+    pub role: String,
+}
+
+/// Limits. Durations are configurable so tests can use small ones.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Key Vault throttling window in milliseconds (published: 10 s).
+    pub kv_window_ms: u64,
+    /// Secret sets (CREATE) per vault per window (published: 300).
+    pub kv_set_limit: u32,
+    /// All other secret operations per vault per window (published: 4,000).
+    pub kv_other_limit: u32,
+    /// Graph write throttling window per app and tenant in milliseconds (published: 150 s).
+    pub graph_write_window_ms: u64,
+    /// Graph writes per app and tenant per window (published: 3,000).
+    pub graph_write_limit: u32,
+    /// Failed password-grant attempts before the account locks (Entra smart lock-out: 10).
+    pub lockout_threshold: u32,
+    /// Lock-out duration in milliseconds (Entra: 1 minute at first).
+    pub lockout_ms: u64,
+    /// Lifetime of issued access tokens in seconds (`expires_in`; Entra answers 3599 or more).
+    pub token_lifetime_s: u64,
+    /// Days a soft-deleted secret is kept (`scheduledPurgeDate`; Key Vault default 90).
+    pub soft_delete_retention_days: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            kv_window_ms: 10_000,
+            kv_set_limit: 300,
+            kv_other_limit: 4_000,
+            graph_write_window_ms: 150_000,
+            graph_write_limit: 3_000,
+            lockout_threshold: 10,
+            lockout_ms: 60_000,
+            token_lifetime_s: 3599,
+            soft_delete_retention_days: 90,
+        }
+    }
+}
 
 /// A tenant.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -126,7 +200,7 @@ pub(crate) struct State {
     pub users: Vec<User>,
     pub vaults: BTreeMap<String, Vault>,
     /// Lookup tables over `tenants`, `apps` and `users`, rebuilt on load and kept current by
-    /// `apply` (the only place those lists change), so a request costs O(1) lookups rather than
+    /// `put_tenants`, `put_app` and `put_user` (the only places those lists change), so a request costs O(1) lookups rather than
     /// a scan of every user under the state lock.
     #[serde(skip)]
     index: Index,
@@ -292,198 +366,49 @@ impl State {
             .copied()
     }
 
-    /// Merges a scenario into the state: entities with the same key (tenant id, app client id,
-    /// tenant + UPN, vault name) are replaced, others added. Faults are handled by the caller.
-    pub(crate) fn apply(&mut self, sc: &Scenario, now: i64) -> Result<(), Error> {
-        let mut problems = Vec::new();
-        if let Some(h) = &sc.msi_identity_header {
-            self.msi_identity_header = h.clone();
+    /// Adds tenants, replacing those with the same id, and rebuilds the lookup tables (a
+    /// replaced tenant may have dropped its domain; rebuilding is simpler than patching).
+    pub(crate) fn put_tenants(&mut self, tenants: Vec<Tenant>) {
+        if tenants.is_empty() {
+            return;
         }
-        if let Some(l) = &sc.limits {
-            self.limits = l.clone();
-        }
-        for t in &sc.tenants {
-            let tenant = Tenant {
-                id: t.id.clone(),
-                domain: t.domain.clone(),
-            };
-            match self.tenants.iter().position(|x| x.id == t.id) {
+        for tenant in tenants {
+            match self.tenants.iter().position(|x| x.id == tenant.id) {
                 Some(i) => self.tenants[i] = tenant,
                 None => self.tenants.push(tenant),
             }
         }
-        if !sc.tenants.is_empty() {
-            // A replaced tenant may have dropped its domain; rebuild rather than patch.
-            self.reindex();
-        }
-        let has_tenant = |s: &State, t: &str| s.tenant(t).is_some_and(|x| x.id == t);
-        for a in &sc.apps {
-            if !has_tenant(self, &a.tenant) {
-                problems.push(format!(
-                    "apps[{}].tenant {:?} does not exist",
-                    a.client_id, a.tenant
-                ));
-                continue;
-            }
-            let object_id = a
-                .object_id
-                .clone()
-                .or_else(|| {
-                    self.app(&a.tenant, &a.client_id)
-                        .map(|x| x.object_id.clone())
-                })
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let app = App {
-                tenant: a.tenant.clone(),
-                client_id: a.client_id.clone(),
-                name: a.name.clone(),
-                object_id,
-                secrets: a.secrets.clone(),
-                expired_secrets: a.expired_secrets.clone(),
-                federated_credentials: a.federated_credentials.clone(),
-                certificate_assertions: a.certificate_assertions,
-                public_client: a.public_client,
-                graph_permissions: a.graph_permissions.clone(),
-                directory_roles: crate::roles::names(&a.directory_roles),
-            };
-            match self.apps.iter().position(|x| x.client_id == a.client_id) {
-                Some(i) => self.apps[i] = app,
-                None => {
-                    self.index
-                        .apps
-                        .insert(a.client_id.to_ascii_lowercase(), self.apps.len());
-                    self.apps.push(app);
-                }
+        self.reindex();
+    }
+
+    /// Adds an app, replacing the one with the same client id.
+    pub(crate) fn put_app(&mut self, app: App) {
+        match self.apps.iter().position(|x| x.client_id == app.client_id) {
+            Some(i) => self.apps[i] = app,
+            None => {
+                self.index
+                    .apps
+                    .insert(app.client_id.to_ascii_lowercase(), self.apps.len());
+                self.apps.push(app);
             }
         }
-        for m in &sc.managed_identities {
-            if !self.apps.iter().any(|a| a.client_id == m.app) {
-                problems.push(format!(
-                    "managed_identities[{}].app {:?} does not exist",
-                    m.client_id, m.app
-                ));
-                continue;
+    }
+
+    /// Adds a user, replacing the one with the same tenant and UPN (case-insensitive) in place,
+    /// so every other user's position (and index entry) stays valid.
+    pub(crate) fn put_user(&mut self, user: User) {
+        let i = match self.user_idx(&user.tenant, &user.upn) {
+            Some(i) => {
+                let previous = std::mem::replace(&mut self.users[i], user);
+                self.index.remove_user(&previous);
+                i
             }
-            if m.system_assigned {
-                for x in &mut self.managed_identities {
-                    x.system_assigned = false;
-                }
+            None => {
+                self.users.push(user);
+                self.users.len() - 1
             }
-            self.managed_identities
-                .retain(|x| x.client_id != m.client_id);
-            self.managed_identities.push(ManagedIdentity {
-                client_id: m.client_id.clone(),
-                app: m.app.clone(),
-                system_assigned: m.system_assigned,
-            });
-        }
-        for u in &sc.users {
-            if !has_tenant(self, &u.tenant) {
-                problems.push(format!(
-                    "users[{}].tenant {:?} does not exist",
-                    u.upn, u.tenant
-                ));
-                continue;
-            }
-            let old = self.user_idx(&u.tenant, &u.upn);
-            let id =
-                u.id.clone()
-                    .or_else(|| old.map(|i| self.users[i].id.clone()))
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let user = User {
-                tenant: u.tenant.clone(),
-                id,
-                upn: u.upn.clone(),
-                display_name: u.display_name.clone(),
-                password: u.password.clone().unwrap_or_else(random_password),
-                directory_roles: crate::roles::names(&u.directory_roles),
-                disabled: u.disabled,
-                mfa_required: u.mfa_required,
-                mfa_registration_required: u.mfa_registration_required,
-                ca_blocked: u.ca_blocked,
-                security_defaults_blocked: u.security_defaults_blocked,
-                password_expired: u.password_expired,
-                force_change_password_next_sign_in: u.force_change_password_next_sign_in,
-                last_password_change: now,
-                created: now,
-                failed_attempts: 0,
-                locked_until_ms: None,
-                properties: BTreeMap::new(),
-            };
-            // Replaced in place, so every other user's position (and index entry) stays valid.
-            let i = match old {
-                Some(i) => {
-                    let previous = std::mem::replace(&mut self.users[i], user);
-                    self.index.remove_user(&previous);
-                    i
-                }
-                None => {
-                    self.users.push(user);
-                    self.users.len() - 1
-                }
-            };
-            self.index.add_user(i, &self.users[i]);
-        }
-        for v in &sc.vaults {
-            if !has_tenant(self, &v.tenant) {
-                problems.push(format!(
-                    "vaults[{}].tenant {:?} does not exist",
-                    v.name, v.tenant
-                ));
-                continue;
-            }
-            let mut vault = Vault {
-                name: v.name.to_ascii_lowercase(),
-                tenant: v.tenant.clone(),
-                access: v.access.clone(),
-                secrets: BTreeMap::new(),
-                deleted: BTreeMap::new(),
-            };
-            for s in &v.secrets {
-                let value = match (&s.from_user, &s.value) {
-                    (Some(fu), _) => {
-                        let found = fu
-                            .split_once('/')
-                            .and_then(|(t, upn)| self.user_idx(t, upn))
-                            .map(|i| self.users[i].password.clone());
-                        match found {
-                            Some(p) => p,
-                            None => {
-                                problems.push(format!(
-                                    "vaults[{}].secrets[{}].from_user {:?} does not exist",
-                                    v.name, s.name, fu
-                                ));
-                                continue;
-                            }
-                        }
-                    }
-                    (None, Some(val)) => val.clone(),
-                    (None, None) => continue,
-                };
-                vault.secrets.insert(
-                    s.name.clone(),
-                    Secret {
-                        versions: vec![SecretVersion {
-                            version: new_version_id(),
-                            value,
-                            content_type: s.content_type.clone(),
-                            tags: BTreeMap::new(),
-                            enabled: true,
-                            nbf: None,
-                            exp: None,
-                            created: now,
-                            updated: now,
-                        }],
-                    },
-                );
-            }
-            self.vaults.insert(vault.name.clone(), vault);
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Scenario(problems.join("; ")))
-        }
+        };
+        self.index.add_user(i, &self.users[i]);
     }
 
     /// Loads a state file.
@@ -527,6 +452,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Scenario;
 
     fn scenario(users: &[(&str, &str)]) -> Scenario {
         let mut t = String::from(
@@ -544,14 +470,12 @@ mod tests {
     #[test]
     fn lookups_follow_reseeding_and_reloading() {
         let mut st = State::empty();
-        st.apply(
-            &scenario(&[
-                ("a@contoso.example", "Alpha-1-Pass!"),
-                ("b@contoso.example", "Bravo-1-Pass!"),
-                ("a@t2", "Charlie-1-Pass!"),
-            ]),
-            0,
-        )
+        scenario(&[
+            ("a@contoso.example", "Alpha-1-Pass!"),
+            ("b@contoso.example", "Bravo-1-Pass!"),
+            ("a@t2", "Charlie-1-Pass!"),
+        ])
+        .apply_to(&mut st, 0)
         .unwrap();
         let b = st.user_idx("t1", "B@Contoso.Example").unwrap();
         let b_id = st.users[b].id.clone();
@@ -575,7 +499,8 @@ mod tests {
         let a_id = st.users[st.user_idx("t1", "a@contoso.example").unwrap()]
             .id
             .clone();
-        st.apply(&scenario(&[("A@CONTOSO.EXAMPLE", "Alpha-2-Pass!")]), 1)
+        scenario(&[("A@CONTOSO.EXAMPLE", "Alpha-2-Pass!")])
+            .apply_to(&mut st, 1)
             .unwrap();
         assert_eq!(st.users.len(), 3);
         let a = st.user_idx("t1", "a@contoso.example").unwrap();

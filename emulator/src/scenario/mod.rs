@@ -3,13 +3,13 @@
 //! JSON (the control API), validated before anything binds.
 
 use crate::faults::FaultRule;
+pub use crate::state::{AccessSpec, FederatedCredential, Limits, DEFAULT_IDENTITY_HEADER};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Default value of the `x-identity-header` the managed-identity endpoint expects.
-pub const DEFAULT_IDENTITY_HEADER: &str = "keyturn-emulator-identity-header";
+mod seed;
 
 /// Everything the emulator is seeded with. Every list may be empty.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -96,23 +96,6 @@ pub struct AppSpec {
 
 fn yes() -> bool {
     true
-}
-
-/// A federated identity credential on an app.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FederatedCredential {
-    /// Expected `iss` of the presented assertion.
-    pub issuer: String,
-    /// Expected `sub` of the presented assertion.
-    pub subject: String,
-    /// Expected `aud`; default `api://AzureADTokenExchange`.
-    #[serde(default = "default_fic_audience")]
-    pub audience: String,
-}
-
-fn default_fic_audience() -> String {
-    "api://AzureADTokenExchange".to_string()
 }
 
 /// A managed identity; its tokens are issued as the linked app (same client id, permissions
@@ -219,17 +202,6 @@ pub struct VaultSpec {
     pub secrets: Vec<SeedSecret>,
 }
 
-/// One role assignment on a vault.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AccessSpec {
-    /// Client id of an app (or managed identity's app); a user's object id or UPN for user tokens.
-    pub client_id: String,
-    /// `Key Vault Secrets Officer` (read and write), `Key Vault Secrets User` (read) or
-    /// `Key Vault Administrator` (everything).
-    pub role: String,
-}
-
 /// Roles a vault access entry may name.
 pub const VAULT_ROLES: [&str; 3] = [
     "Key Vault Secrets Officer",
@@ -253,46 +225,6 @@ pub struct SeedSecret {
     /// contentType of the version.
     #[serde(default)]
     pub content_type: Option<String>,
-}
-
-/// Limits. Durations are configurable so tests can use small ones.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Key Vault throttling window in milliseconds (published: 10 s).
-    pub kv_window_ms: u64,
-    /// Secret sets (CREATE) per vault per window (published: 300).
-    pub kv_set_limit: u32,
-    /// All other secret operations per vault per window (published: 4,000).
-    pub kv_other_limit: u32,
-    /// Graph write throttling window per app and tenant in milliseconds (published: 150 s).
-    pub graph_write_window_ms: u64,
-    /// Graph writes per app and tenant per window (published: 3,000).
-    pub graph_write_limit: u32,
-    /// Failed password-grant attempts before the account locks (Entra smart lock-out: 10).
-    pub lockout_threshold: u32,
-    /// Lock-out duration in milliseconds (Entra: 1 minute at first).
-    pub lockout_ms: u64,
-    /// Lifetime of issued access tokens in seconds (`expires_in`; Entra answers 3599 or more).
-    pub token_lifetime_s: u64,
-    /// Days a soft-deleted secret is kept (`scheduledPurgeDate`; Key Vault default 90).
-    pub soft_delete_retention_days: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            kv_window_ms: 10_000,
-            kv_set_limit: 300,
-            kv_other_limit: 4_000,
-            graph_write_window_ms: 150_000,
-            graph_write_limit: 3_000,
-            lockout_threshold: 10,
-            lockout_ms: 60_000,
-            token_lifetime_s: 3599,
-            soft_delete_retention_days: 90,
-        }
-    }
 }
 
 impl Scenario {
@@ -386,13 +318,13 @@ impl Scenario {
             }
             check_roles(&mut problems, "users", &u.upn, &u.directory_roles);
             if let Some(p) = &u.password {
-                if let Err(e) = crate::graph::check_password_rules(p) {
+                if let Err(e) = crate::rules::check_password_rules(p) {
                     problems.push(format!("users[{}].password: {e}", u.upn));
                 }
             }
         }
         for v in &self.vaults {
-            if !crate::keyvault::valid_vault_name(&v.name) {
+            if !crate::rules::valid_vault_name(&v.name) {
                 problems.push(format!(
                     "vaults.name {:?}: 3-24 characters, letters, digits and '-'",
                     v.name
@@ -413,7 +345,7 @@ impl Scenario {
                 }
             }
             for s in &v.secrets {
-                if !crate::keyvault::valid_secret_name(&s.name) {
+                if !crate::rules::valid_secret_name(&s.name) {
                     problems.push(format!(
                         "vaults[{}].secrets.name {:?}: 1-127 of [0-9a-zA-Z-]",
                         v.name, s.name
