@@ -98,13 +98,13 @@ fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
 }
 
 /// Checks everything that serde cannot; returns the resolved accounts. Sections report in
-/// this order: daemon, limits, durations, admin, metrics, tls and network, identities,
-/// accounts.
+/// this order, which is the order `keyturn check-config` lists problems in: daemon, limits,
+/// retries and durations, admin, metrics, tls and network, identities, accounts.
 pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAccount> {
     let mut p = |key: String, message: String| problems.push(Problem { key, message });
     validate_daemon(config, &mut p);
     validate_limits(&config.limits, &mut p);
-    validate_durations(config, &mut p);
+    validate_retries_and_durations(config, &mut p);
     validate_admin(config, &mut p);
     validate_metrics(config, &mut p);
     validate_tls_network(config, &mut p);
@@ -114,8 +114,8 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
     resolved
 }
 
-/// `[daemon]`: the concurrency bounds and the Graph attempts (its durations are checked by
-/// [`validate_durations`]).
+/// `[daemon]`: the concurrency bounds (its retries and durations are checked by
+/// [`validate_retries_and_durations`]).
 fn validate_daemon(config: &Config, p: &mut impl FnMut(String, String)) {
     let d = &config.daemon;
     if d.max_concurrent_rotations == 0 {
@@ -130,12 +130,6 @@ fn validate_daemon(config: &Config, p: &mut impl FnMut(String, String)) {
             "must be at least 1".into(),
         );
     }
-    if d.apply_attempts == 0 || d.apply_attempts > 20 {
-        p(
-            "daemon.apply_attempts".into(),
-            "must be from 1 to 20".into(),
-        );
-    }
 }
 
 /// `[limits]`.
@@ -145,9 +139,16 @@ fn validate_limits(limits: &LimitsConfig, p: &mut impl FnMut(String, String)) {
     }
 }
 
-/// Every duration against its maximum ([`DURATION_MAXIMUMS`]), and the retry delays'
-/// order.
-fn validate_durations(config: &Config, p: &mut impl FnMut(String, String)) {
+/// `daemon.apply_attempts`, every duration against its maximum ([`DURATION_MAXIMUMS`]),
+/// and the retry delays' order (in this order, as `check-config` has always listed them).
+fn validate_retries_and_durations(config: &Config, p: &mut impl FnMut(String, String)) {
+    let d = &config.daemon;
+    if d.apply_attempts == 0 || d.apply_attempts > 20 {
+        p(
+            "daemon.apply_attempts".into(),
+            "must be from 1 to 20".into(),
+        );
+    }
     for (key, value, max) in duration_bounds(config) {
         if value > max {
             p(
@@ -160,7 +161,6 @@ fn validate_durations(config: &Config, p: &mut impl FnMut(String, String)) {
             );
         }
     }
-    let d = &config.daemon;
     if d.retry_base_delay.is_zero() || d.retry_base_delay > d.retry_max_delay {
         p(
             "daemon.retry_base_delay".into(),
