@@ -2,15 +2,15 @@
 //! the `config` crate into serde structs, then validated as a whole so that
 //! `keyturn check-config` reports every problem with its key path.
 //!
-//! - [`model`]: the serde types and their defaults, as read from the file.
+//! - `model`: the serde types and their defaults, as read from the file.
 //! - `validate`: everything serde cannot check, one function per section, every problem
 //!   with its key; `accounts`: the `[[accounts]]` section, resolved with the defaults, and
 //!   the check that no two accounts write the same Key Vault secret.
-//! - [`load`]: the file and the environment into a validated [`Loaded`], or a [`ConfigError`].
+//! - `load`: the file and the environment into a validated [`Loaded`], or a [`ConfigError`].
 
 mod accounts;
-pub mod load;
-pub mod model;
+mod load;
+mod model;
 mod validate;
 
 pub use accounts::normalize_vault;
