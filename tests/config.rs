@@ -428,3 +428,82 @@ fn every_duration_is_bounded_and_the_bounds_are_documented() {
         );
     }
 }
+
+/// `keyturn check-config` lists every problem in one fixed order (section by section, as the
+/// file is laid out in docs/configuration.md); a problem in every section at once keeps it.
+#[test]
+fn problems_in_every_section_are_listed_in_a_stable_order() {
+    let text = r#"
+[daemon]
+max_concurrent_rotations = 0
+max_concurrent_per_tenant = 0
+apply_attempts = 0
+shutdown_grace = "2h"
+retry_base_delay = "2h"
+retry_max_delay = "1h"
+
+[limits]
+vault_writes_per_10s = 0
+headroom = 0.95
+
+[admin]
+socket = "relative.sock"
+max_connections = 0
+
+[metrics]
+max_connections = 0
+
+[tls]
+extra_ca_files = ["/nonexistent/ca.pem"]
+
+[network]
+timeout = "0s"
+
+[identities.bad]
+kind = "password"
+
+[identities.app]
+kind = "client_secret"
+authority_host = "http://login.example"
+
+[[accounts]]
+name = ""
+user = ""
+identity = "missing"
+vault = "http://kv.vault.azure.net/"
+secret = "a b"
+"#;
+    let keys: Vec<String> = problems(text)
+        .iter()
+        .map(|p| p.split_once(": ").unwrap().0.to_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "daemon.max_concurrent_rotations",
+            "daemon.max_concurrent_per_tenant",
+            "limits.vault_writes_per_10s",
+            "limits.headroom",
+            "daemon.apply_attempts",
+            "daemon.shutdown_grace",
+            "daemon.retry_base_delay",
+            "admin.socket",
+            "admin.max_connections",
+            "metrics.max_connections",
+            "tls.extra_ca_files[0]",
+            "network.timeout",
+            "identities.app.tenant_id",
+            "identities.app.client_id",
+            "identities.app.client_secret_file",
+            "identities.app.authority_host",
+            "identities.bad.kind",
+            "accounts[0].name",
+            "accounts[0].user",
+            "accounts[0].secret",
+            "accounts[0].vault",
+            "accounts[0].identity",
+        ],
+        "{:#?}",
+        problems(text)
+    );
+}

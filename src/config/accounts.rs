@@ -1,0 +1,275 @@
+//! The `[[accounts]]` section: each account checked and resolved with the defaults, and no
+//! two accounts writing the same Key Vault secret.
+
+use super::model::{Config, ResolvedAccount};
+use crate::schedule::Schedule;
+use std::collections::{HashMap, HashSet};
+
+/// `[[accounts]]`: each account checked and resolved with `[defaults]` (in file order; an
+/// account with a problem is left out), including that no two accounts write the same Key
+/// Vault secret.
+pub(super) fn validate_accounts(
+    config: &Config,
+    p: &mut impl FnMut(String, String),
+) -> Vec<ResolvedAccount> {
+    let mut seen_names = HashSet::new();
+    // Every Key Vault name an account writes (`<secret>` and `<secret>-pending`), by
+    // normalised vault and lowercased name (Key Vault's names are case-insensitive): which
+    // account, and whether it is that account's staging secret.
+    let mut secret_names: HashMap<(String, String), (usize, bool)> = HashMap::new();
+    // Accounts with the same schedule share one parsed cron expression.
+    let mut schedules: HashMap<(String, String, std::time::Duration), Schedule> = HashMap::new();
+    let mut resolved = Vec::new();
+    if config.accounts.is_empty() {
+        p(
+            "accounts".into(),
+            "no account is configured; add an [[accounts]] table".into(),
+        );
+    }
+    for (i, a) in config.accounts.iter().enumerate() {
+        let key = |k: &str| format!("accounts[{i}].{k}");
+        let mut ok = true;
+        let mut bad = |k: String, m: String, ok: &mut bool| {
+            *ok = false;
+            p(k, m)
+        };
+        if a.name.is_empty() {
+            bad(key("name"), "is required".into(), &mut ok);
+        } else if !seen_names.insert(a.name.clone()) {
+            bad(
+                key("name"),
+                format!(
+                    "account {:?} is configured twice; names must be unique",
+                    a.name
+                ),
+                &mut ok,
+            );
+        }
+        if a.user.is_empty() {
+            bad(
+                key("user"),
+                "is required: the user's object id or user principal name".into(),
+                &mut ok,
+            );
+        }
+        if !check_secret_name(&a.secret) {
+            bad(key("secret"), format!("{:?} is not a Key Vault secret name: 1-119 characters of 0-9 a-z A-Z and '-' (119 leaves room for the '-pending' suffix)", a.secret), &mut ok);
+        }
+        if !a.secret.is_empty() && !a.vault.is_empty() {
+            let vault = normalize_vault(&a.vault);
+            // Both of this account's names first, then the clashes with earlier accounts.
+            let names = [
+                (a.secret.clone(), false),
+                (crate::protocol::staging_name(&a.secret), true),
+            ];
+            for (name, staging) in names {
+                let entry = (vault.clone(), name.to_ascii_lowercase());
+                match secret_names.get(&entry) {
+                    Some(&(j, other_staging)) if j != i => {
+                        let other = &config.accounts[j];
+                        bad(
+                            key("secret"),
+                            secret_clash(
+                                (i, &a.name, &a.secret, staging),
+                                (j, &other.name, &other.secret, other_staging),
+                                &vault,
+                            ),
+                            &mut ok,
+                        );
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        secret_names.insert(entry, (i, staging));
+                    }
+                }
+            }
+        }
+        if a.vault.is_empty() {
+            bad(
+                key("vault"),
+                "is required, e.g. \"https://myvault.vault.azure.net/\"".into(),
+                &mut ok,
+            );
+        } else if !check_https_ok(&a.vault) {
+            bad(
+                key("vault"),
+                format!(
+                    "{:?} must be an https:// URL, e.g. \"https://myvault.vault.azure.net/\"",
+                    a.vault
+                ),
+                &mut ok,
+            );
+        } else if !check_vault_base(&a.vault) {
+            bad(
+                key("vault"),
+                format!(
+                    "{:?} must be the vault's URL alone, with no path, query or user, e.g. \"https://myvault.vault.azure.net/\"",
+                    a.vault
+                ),
+                &mut ok,
+            );
+        }
+        if !config.identities.contains_key(&a.identity) {
+            bad(
+                key("identity"),
+                format!("{:?} is not defined under [identities]", a.identity),
+                &mut ok,
+            );
+        }
+        let vault_identity = a
+            .vault_identity
+            .clone()
+            .unwrap_or_else(|| a.identity.clone());
+        if a.vault_identity.is_some() && !config.identities.contains_key(&vault_identity) {
+            bad(
+                key("vault_identity"),
+                format!("{vault_identity:?} is not defined under [identities]"),
+                &mut ok,
+            );
+        }
+        let policy = a
+            .policy
+            .clone()
+            .unwrap_or_else(|| config.defaults.policy.clone());
+        if let Err(e) = policy.validate() {
+            let k = if a.policy.is_some() {
+                key("policy")
+            } else {
+                "defaults.policy".into()
+            };
+            bad(k, e.to_string(), &mut ok);
+        }
+        let pattern = a
+            .schedule
+            .clone()
+            .unwrap_or_else(|| config.defaults.schedule.clone());
+        let tz = a
+            .timezone
+            .clone()
+            .unwrap_or_else(|| config.defaults.timezone.clone());
+        let window = a.window.unwrap_or(config.defaults.window);
+        let parsed = match schedules.get(&(pattern.clone(), tz.clone(), window)) {
+            Some(s) => Ok(s.clone()),
+            None => Schedule::new(&pattern, &tz, window).inspect(|s| {
+                schedules.insert((pattern.clone(), tz.clone(), window), s.clone());
+            }),
+        };
+        let schedule = match parsed {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let k = match e {
+                    crate::schedule::ScheduleError::TimeZone(..) => {
+                        if a.timezone.is_some() {
+                            key("timezone")
+                        } else {
+                            "defaults.timezone".into()
+                        }
+                    }
+                    crate::schedule::ScheduleError::Window(..) => {
+                        if a.window.is_some() {
+                            key("window")
+                        } else {
+                            "defaults.window".into()
+                        }
+                    }
+                    _ => {
+                        if a.schedule.is_some() {
+                            key("schedule")
+                        } else {
+                            "defaults.schedule".into()
+                        }
+                    }
+                };
+                bad(k, e.to_string(), &mut ok);
+                None
+            }
+        };
+        if let (true, Some(schedule)) = (ok, schedule) {
+            let period = schedule.period_hint();
+            resolved.push(ResolvedAccount {
+                name: a.name.clone(),
+                user: a.user.clone(),
+                identity: a.identity.clone(),
+                vault_identity,
+                vault: a.vault.clone(),
+                secret: a.secret.clone(),
+                verify: a.verify.unwrap_or(config.defaults.verify),
+                policy,
+                // Both terms are bounded (the grace by validation, the period by the cron
+                // expression); saturating, so that nothing here can panic regardless.
+                expiry: time::Duration::try_from(
+                    period.saturating_add(config.defaults.expiry_grace),
+                )
+                .unwrap_or(time::Duration::days(9)),
+                schedule,
+            });
+        }
+    }
+    resolved
+}
+
+/// A vault URL in the one form used wherever vaults are compared or keyed (duplicate
+/// secrets, stores, rate-limit buckets): lowercase scheme and host, no default port, no
+/// trailing slash or dot, e.g. `https://kv.vault.azure.net`. A string that is not a URL is
+/// only lowercased and stripped of trailing slashes (validation refuses it anyway).
+pub fn normalize_vault(url: &str) -> String {
+    let trimmed = url.trim();
+    match url::Url::parse(trimmed) {
+        Ok(u) if u.host_str().is_some() => {
+            let host = u.host_str().unwrap_or_default().trim_end_matches('.');
+            let mut out = format!("{}://{host}", u.scheme());
+            if let Some(port) = u.port() {
+                out.push_str(&format!(":{port}"));
+            }
+            out.push_str(u.path().trim_end_matches('/'));
+            out
+        }
+        _ => trimmed.trim_end_matches('/').to_ascii_lowercase(),
+    }
+}
+
+/// The problem of two accounts whose Key Vault names are the same secret: each side is
+/// (index, account name, `secret`, whether the clashing name is its staging secret).
+fn secret_clash(
+    mine: (usize, &str, &str, bool),
+    theirs: (usize, &str, &str, bool),
+    vault: &str,
+) -> String {
+    let side = |(i, name, secret, staging): (usize, &str, &str, bool)| {
+        if staging {
+            format!(
+                "account {name:?} writes its staging secret {:?} (accounts[{i}].secret = {secret:?} + {STAGING:?})",
+                crate::protocol::staging_name(secret)
+            )
+        } else {
+            format!("account {name:?} keeps its password in {secret:?} (accounts[{i}].secret)")
+        }
+    };
+    format!(
+        "{} and {} in {vault}: Key Vault compares secret names case-insensitively, so these are one secret and each account's rotation would overwrite the other's password; rename one so that neither account's secret is the other's, or the other's + {STAGING:?}",
+        side(mine),
+        side(theirs),
+    )
+}
+
+const STAGING: &str = crate::protocol::STAGING_SUFFIX;
+
+fn check_secret_name(s: &str) -> bool {
+    (1..=119).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+pub(super) fn check_https_ok(v: &str) -> bool {
+    url::Url::parse(v).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some())
+}
+
+/// A vault URL names the vault only: Key Vault's paths (`/secrets/…`) are the client's.
+fn check_vault_base(v: &str) -> bool {
+    url::Url::parse(v.trim()).is_ok_and(|u| {
+        matches!(u.path(), "" | "/")
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
+}

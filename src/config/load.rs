@@ -1,0 +1,152 @@
+//! Reading the file and the environment into a validated [`Loaded`].
+
+use super::model::{Config, Problem, ResolvedAccount};
+use super::validate::validate;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    #[error("{} problem(s) in {path}:\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem found (one for an unreadable file).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { detail, .. } => vec![Problem {
+                key: "(file)".into(),
+                message: detail.clone(),
+            }],
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// As read.
+    pub config: Config,
+    /// Accounts with defaults applied, in file order.
+    pub accounts: Vec<ResolvedAccount>,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// Reads `path` (TOML) with `KEYTURN__…` environment overrides, and validates it.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with_env(path, true)
+}
+
+/// Like [`load`]; `env = false` ignores the environment (tests).
+pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::Read {
+            path: path.to_owned(),
+            detail: "no such file; pass --config or create it (see config/example.toml)".into(),
+        });
+    }
+    let source = ::config::File::from(path).format(::config::FileFormat::Toml);
+    let loaded = load_source(source, path, env)?;
+    warn_inline_secrets(&loaded.config, path);
+    Ok(loaded)
+}
+
+/// An inline client secret (`allow_inline_secret = true`, meant for demos and tests) in a
+/// file its group or other users can read is readable by them too (the packaged
+/// `/etc/keyturn/keyturn.toml` is 0640 for the on-call group): warned, not refused, so that
+/// demos and tests keep working with emulator secrets.
+fn warn_inline_secrets(config: &Config, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mode) = std::fs::metadata(path).map(|m| m.mode() & 0o777) else {
+        return;
+    };
+    if mode & 0o077 == 0 {
+        return;
+    }
+    for (name, id) in &config.identities {
+        if id.client_secret.is_some() {
+            tracing::warn!(
+                identity = %name,
+                file = %path.display(),
+                mode = %format!("{mode:04o}"),
+                "identities.{name}.client_secret is inline in a configuration file that its group or other users can read: they can read the credential too; for a real credential use client_secret_credential (systemd LoadCredential=) or a client_secret_file at mode 0600"
+            );
+        }
+    }
+}
+
+/// Loads and validates configuration text (the fuzz target; `origin` names it in errors).
+pub fn load_str(text: &str, origin: &Path) -> Result<Loaded, ConfigError> {
+    load_source(
+        ::config::File::from_str(text, ::config::FileFormat::Toml),
+        origin,
+        false,
+    )
+}
+
+fn load_source<S>(source: S, path: &Path, env: bool) -> Result<Loaded, ConfigError>
+where
+    S: ::config::Source + Send + Sync + 'static,
+{
+    let mut builder = ::config::Config::builder().add_source(source);
+    if env {
+        builder = builder.add_source(
+            ::config::Environment::with_prefix("KEYTURN")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+    }
+    let raw = builder.build().map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let mut problems = Vec::new();
+    let config: Config = match serde_ignored::deserialize(raw, |p| {
+        let key = p.to_string();
+        problems.push(Problem {
+            // An empty key (`"" = 1`) is a key too; name it visibly.
+            key: if key.is_empty() { "\"\"".into() } else { key },
+            message: "unknown key: check its spelling against docs/configuration.md".into(),
+        })
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            // The config crate names the key at the end of its message: "… for key `a.b`".
+            let text = e.to_string();
+            let key = text
+                .rsplit_once("for key `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(k, _)| k.to_owned())
+                .unwrap_or_else(|| "(structure)".into());
+            problems.push(Problem {
+                key,
+                message: format!("{text}: fix this first; further checks need a readable file"),
+            });
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+    };
+    let accounts = validate(&config, &mut problems);
+    if problems.is_empty() {
+        Ok(Loaded {
+            config,
+            accounts,
+            path: path.to_owned(),
+        })
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}

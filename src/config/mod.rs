@@ -1,0 +1,22 @@
+//! Configuration: a TOML file plus `KEYTURN__SECTION__KEY` environment overrides, read with
+//! the `config` crate into serde structs, then validated as a whole so that
+//! `keyturn check-config` reports every problem with its key path.
+//!
+//! - `model`: the serde types and their defaults, as read from the file.
+//! - `validate`: everything serde cannot check, one function per section, every problem
+//!   with its key; `accounts`: the `[[accounts]]` section, resolved with the defaults, and
+//!   the check that no two accounts write the same Key Vault secret.
+//! - `load`: the file and the environment into a validated [`Loaded`], or a [`ConfigError`].
+
+mod accounts;
+mod load;
+mod model;
+mod validate;
+
+pub use accounts::normalize_vault;
+pub use load::{load, load_str, load_with_env, ConfigError, Loaded};
+pub use model::*;
+pub use validate::{validate, DURATION_MAXIMUMS};
+
+/// Exit code for a bad configuration (`EX_USAGE` in sysexits.h, as linkerd2-proxy uses).
+pub const EXIT_CONFIG: i32 = 64;

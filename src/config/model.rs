@@ -1,0 +1,437 @@
+//! The configuration as read: serde types and their defaults.
+
+use crate::password::PasswordPolicy;
+use crate::schedule::Schedule;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration, as read.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// How the daemon runs.
+    pub daemon: DaemonConfig,
+    /// Extra trust for TLS.
+    pub tls: TlsConfig,
+    /// HTTP settings shared by every Azure client.
+    pub network: NetworkConfig,
+    /// The admin Unix socket.
+    pub admin: AdminConfig,
+    /// The optional metrics and health listener.
+    pub metrics: MetricsConfig,
+    /// Client-side rate limits per vault and per Graph app and tenant.
+    pub limits: LimitsConfig,
+    /// What every account inherits.
+    pub defaults: Defaults,
+    /// Named Entra credentials.
+    pub identities: BTreeMap<String, IdentityConfig>,
+    /// The managed accounts.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// The `[limits]` table: client-side rate limits ([`crate::limits`] builds the budgets).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Pace requests at all (off: only Azure's 429s and `Retry-After` slow keyturn down).
+    pub enabled: bool,
+    /// Secret sets per vault per 10 s (Azure: 300).
+    pub vault_writes_per_10s: u32,
+    /// Other secret operations (get, update, list) per vault per 10 s (Azure: 4,000).
+    pub vault_other_per_10s: u32,
+    /// Graph writes per app and tenant per 150 s (Azure: 3,000).
+    pub graph_writes_per_150s: u32,
+    /// Fraction of each budget keyturn leaves unused, for other clients of the same vault or
+    /// app (consumers reading secrets, the portal) and for network jitter between keyturn's
+    /// pacing and Azure's windows. From 0 to 0.9.
+    pub headroom: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            enabled: true,
+            vault_writes_per_10s: 300,
+            vault_other_per_10s: 4_000,
+            graph_writes_per_150s: 3_000,
+            headroom: 0.02,
+        }
+    }
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DaemonConfig {
+    /// Holds the single-instance lock file.
+    pub state_dir: PathBuf,
+    /// The audit log (JSON lines); the record of truth.
+    pub audit_log: PathBuf,
+    /// Copy audit records to stdout: `off`, `json` or `human`.
+    pub audit_stdout: AuditStdout,
+    /// How often to compare Graph's last password change with Key Vault (drift); 0 = never.
+    #[serde(with = "humantime_serde")]
+    pub drift_check_interval: Duration,
+    /// At most this many rotations at once.
+    pub max_concurrent_rotations: usize,
+    /// At most this many rotations at once in one tenant.
+    pub max_concurrent_per_tenant: usize,
+    /// How long SIGTERM waits for in-flight rotations.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// First delay before retrying a failed account (doubles up to `retry_max_delay`).
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Longest delay before retrying a failed account.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Graph PATCH attempts with one password before leaving it pending.
+    pub apply_attempts: u32,
+    /// After an unclean stop (SIGKILL, crash), wait this long before recovery so that
+    /// requests the dead process left in flight land or die first.
+    #[serde(with = "humantime_serde")]
+    pub unclean_start_delay: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: PathBuf::from("/var/lib/keyturn"),
+            audit_log: PathBuf::from("/var/log/keyturn/audit.jsonl"),
+            audit_stdout: AuditStdout::Off,
+            drift_check_interval: Duration::from_secs(3600),
+            max_concurrent_rotations: 8,
+            max_concurrent_per_tenant: 4,
+            shutdown_grace: Duration::from_secs(60),
+            retry_base_delay: Duration::from_secs(30),
+            retry_max_delay: Duration::from_secs(3600),
+            apply_attempts: 5,
+            unclean_start_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The admin Unix socket (`docs/admin-protocol.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Socket path; an empty string turns the socket off.
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660); its members may use it. Empty: the daemon's group.
+    pub group: String,
+    /// Further groups whose members may use it (supplementary groups count).
+    pub allowed_groups: Vec<String>,
+    /// Refuse `rotate` without a reason.
+    pub require_reason: bool,
+    /// Refuse `rotate` without a ticket.
+    pub require_ticket: bool,
+    /// Connections served at once; more are refused with `busy`.
+    pub max_connections: usize,
+    /// How long a client may take to send a request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from("/run/keyturn/admin.sock"),
+            group: String::new(),
+            allowed_groups: Vec::new(),
+            require_reason: false,
+            require_ticket: false,
+            max_connections: 64,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The metrics and health listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. "127.0.0.1:9464"; absent: off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Connections held at once; a new one beyond that closes the oldest.
+    pub max_connections: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            max_connections: 32,
+        }
+    }
+}
+
+/// Where audit copies go on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditStdout {
+    #[default]
+    Off,
+    Json,
+    Human,
+}
+
+/// Extra trust for TLS.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM files of extra CA certificates (the emulator's, a corporate TLS inspection CA).
+    pub extra_ca_files: Vec<PathBuf>,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// Host names to send to fixed addresses instead of DNS, like curl's `--resolve`
+    /// (the emulator's `*.vault.azure.net` names; split-horizon private endpoints).
+    pub resolve: BTreeMap<String, std::net::IpAddr>,
+    /// Timeout of one HTTP request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of the Azure SDK's own retry policy (Key Vault and token requests).
+    pub sdk_retries: u32,
+    /// Longest time the SDK keeps retrying one call.
+    #[serde(with = "humantime_serde")]
+    pub sdk_retry_budget: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            resolve: BTreeMap::new(),
+            timeout: Duration::from_secs(30),
+            sdk_retries: 8,
+            sdk_retry_budget: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every account inherits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Defaults {
+    /// Cron expression (5 or 6 fields): weekly, Mondays 03:00, by default.
+    pub schedule: String,
+    /// IANA time zone of the schedule.
+    pub timezone: String,
+    /// Each account fires at a stable pseudo-random offset inside this window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Added to the period for `<secret>`'s `exp`, so Key Vault warns when rotations stall.
+    #[serde(with = "humantime_serde")]
+    pub expiry_grace: Duration,
+    /// Sign in with each new password.
+    pub verify: bool,
+    /// The password policy.
+    pub policy: PasswordPolicy,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            schedule: "0 3 * * MON".into(),
+            timezone: "UTC".into(),
+            window: Duration::from_secs(4 * 3600),
+            expiry_grace: Duration::from_secs(2 * 86400),
+            verify: false,
+            policy: PasswordPolicy::default(),
+        }
+    }
+}
+
+/// A client secret written inline in the configuration (demos and tests only): wiped from
+/// memory when the configuration is dropped, and never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct InlineSecret(zeroize::Zeroizing<String>);
+
+impl InlineSecret {
+    /// The secret, to build a credential with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineSecret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| InlineSecret(zeroize::Zeroizing::new(s)))
+    }
+}
+
+/// A named Entra credential.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct IdentityConfig {
+    /// `client_secret`, `client_certificate`, `managed_identity`, `workload_identity`, `azure_cli`.
+    pub kind: String,
+    /// The tenant the app lives in (not needed for managed identity).
+    pub tenant_id: Option<String>,
+    /// The app's client id (for managed identity: a user-assigned identity's client id).
+    pub client_id: Option<String>,
+    /// `client_secret`: a file that holds the secret (mode 0600 or 0400, owned by the service
+    /// user or root).
+    pub client_secret_file: Option<PathBuf>,
+    /// `client_secret`: a systemd credential name, read from `$CREDENTIALS_DIRECTORY`.
+    pub client_secret_credential: Option<String>,
+    /// `client_secret`: an environment variable that holds the secret.
+    pub client_secret_env: Option<String>,
+    /// `client_secret`: the secret itself; refused unless `allow_inline_secret = true`.
+    pub client_secret: Option<InlineSecret>,
+    /// Allows `client_secret` inline (demos and tests only).
+    pub allow_inline_secret: bool,
+    /// `client_certificate`: PKCS#12 file with the certificate and its RSA key (mode 0600 or
+    /// 0400, owned by the service user or root).
+    pub certificate_file: Option<PathBuf>,
+    /// `client_certificate`: a systemd credential name, read from `$CREDENTIALS_DIRECTORY`.
+    pub certificate_credential: Option<String>,
+    /// `workload_identity`: the federated token file (default `$AZURE_FEDERATED_TOKEN_FILE`).
+    pub token_file: Option<PathBuf>,
+    /// Entra's authority host (sovereign clouds, the emulator).
+    pub authority_host: Option<String>,
+    /// Graph's base URL (sovereign clouds, the emulator).
+    pub graph_base: Option<String>,
+}
+
+impl IdentityConfig {
+    /// `kind` as an [`IdentityKind`]; `None` for a string that names no kind (validation
+    /// reports it with the list of kinds).
+    pub fn kind(&self) -> Option<IdentityKind> {
+        IdentityKind::parse(&self.kind)
+    }
+}
+
+/// The kinds of Entra credential. `IdentityConfig::kind` stays a string in the file's model
+/// so that an unknown kind is one problem among all the others `keyturn check-config` lists
+/// (a serde enum would stop at it), with the list of kinds in its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    ClientSecret,
+    ClientCertificate,
+    ManagedIdentity,
+    WorkloadIdentity,
+    AzureCli,
+}
+
+impl IdentityKind {
+    /// Every kind, in the order error messages list them.
+    pub const ALL: [IdentityKind; 5] = [
+        IdentityKind::ClientSecret,
+        IdentityKind::ClientCertificate,
+        IdentityKind::ManagedIdentity,
+        IdentityKind::WorkloadIdentity,
+        IdentityKind::AzureCli,
+    ];
+
+    /// Every kind's name in the file, in the order of [`IdentityKind::ALL`].
+    pub const NAMES: [&'static str; 5] = [
+        "client_secret",
+        "client_certificate",
+        "managed_identity",
+        "workload_identity",
+        "azure_cli",
+    ];
+
+    /// The name in the file, e.g. `client_secret`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::ClientSecret => "client_secret",
+            IdentityKind::ClientCertificate => "client_certificate",
+            IdentityKind::ManagedIdentity => "managed_identity",
+            IdentityKind::WorkloadIdentity => "workload_identity",
+            IdentityKind::AzureCli => "azure_cli",
+        }
+    }
+
+    /// The kind a name in the file names (exactly, as today's check compares).
+    pub fn parse(name: &str) -> Option<IdentityKind> {
+        IdentityKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A managed account.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AccountConfig {
+    /// A unique name (audit records, the admin socket, tags).
+    pub name: String,
+    /// The Entra user: object id or UPN.
+    pub user: String,
+    /// The identity used for Graph (the user's tenant).
+    pub identity: String,
+    /// The vault's URL, `https://NAME.vault.azure.net/`.
+    pub vault: String,
+    /// The secret's name (1-119 of `0-9 a-z A-Z -`); the staging secret is `<secret>-pending`.
+    /// Neither may be another account's secret or staging secret in the same vault.
+    pub secret: String,
+    /// The identity used for Key Vault (defaults to `identity`).
+    pub vault_identity: Option<String>,
+    /// Overrides `defaults.schedule`.
+    pub schedule: Option<String>,
+    /// Overrides `defaults.timezone`.
+    pub timezone: Option<String>,
+    /// Overrides `defaults.window`.
+    #[serde(with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+    /// Overrides `defaults.verify`.
+    pub verify: Option<bool>,
+    /// Overrides `defaults.policy`.
+    pub policy: Option<PasswordPolicy>,
+}
+
+/// An account after defaults were applied and everything was checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedAccount {
+    pub name: String,
+    pub user: String,
+    pub identity: String,
+    pub vault_identity: String,
+    pub vault: String,
+    pub secret: String,
+    pub schedule: Schedule,
+    pub verify: bool,
+    pub policy: PasswordPolicy,
+    /// Period + grace, for `exp`.
+    pub expiry: time::Duration,
+}
+
+/// One problem, at one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `accounts[2].schedule`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdentityKind;
+
+    #[test]
+    fn identity_kind_names_round_trip() {
+        for (kind, name) in IdentityKind::ALL.into_iter().zip(IdentityKind::NAMES) {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(IdentityKind::parse(name), Some(kind));
+        }
+        assert_eq!(IdentityKind::parse("password"), None);
+        assert_eq!(IdentityKind::parse("Client_Secret"), None);
+    }
+}

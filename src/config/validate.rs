@@ -1,0 +1,374 @@
+//! Everything serde cannot check, one function per section; each reports its problems,
+//! with their keys, through the same collector.
+
+use super::accounts::{check_https_ok, validate_accounts};
+use super::model::{Config, IdentityKind, LimitsConfig, Problem, ResolvedAccount};
+use std::path::Path;
+use std::time::Duration;
+
+impl LimitsConfig {
+    /// Every problem, as `(key, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in [
+            ("limits.vault_writes_per_10s", self.vault_writes_per_10s),
+            ("limits.vault_other_per_10s", self.vault_other_per_10s),
+            ("limits.graph_writes_per_150s", self.graph_writes_per_150s),
+        ] {
+            if v == 0 {
+                out.push((
+                    k.to_owned(),
+                    "must be at least 1 (set limits.enabled = false to turn pacing off)".to_owned(),
+                ));
+            }
+        }
+        if !(0.0..=0.9).contains(&self.headroom) || self.headroom.is_nan() {
+            out.push((
+                "limits.headroom".to_owned(),
+                "must be a fraction from 0 to 0.9, e.g. 0.1 to leave 10 % of each budget to other clients".to_owned(),
+            ));
+        }
+        out
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+/// humantime's year (365.25 days), so that the maximum prints as "1year".
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The longest value each duration key accepts (docs/configuration.md lists them): long
+/// enough for any sensible use, short enough that no time computed from it can overflow.
+pub const DURATION_MAXIMUMS: &[(&str, Duration)] = &[
+    (
+        "daemon.drift_check_interval",
+        Duration::from_secs(30 * 86400),
+    ),
+    ("daemon.shutdown_grace", HOUR),
+    ("daemon.retry_base_delay", DAY),
+    ("daemon.retry_max_delay", Duration::from_secs(7 * 86400)),
+    ("daemon.unclean_start_delay", HOUR),
+    ("admin.request_timeout", Duration::from_secs(10 * 60)),
+    ("network.timeout", Duration::from_secs(10 * 60)),
+    ("network.sdk_retry_budget", HOUR),
+    ("defaults.window", Duration::from_secs(30 * 86400)),
+    ("accounts[].window", Duration::from_secs(30 * 86400)),
+    ("defaults.expiry_grace", YEAR),
+];
+
+/// The maximum of `key` in [`DURATION_MAXIMUMS`].
+fn max_of(key: &str) -> Duration {
+    DURATION_MAXIMUMS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, max)| *max)
+        // Every key asked for is in the table (a unit test checks); a minute is the safe side.
+        .unwrap_or(MINUTE)
+}
+
+/// Every duration in the configuration, with its key and maximum.
+fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
+    let d = &config.daemon;
+    let mut out: Vec<(String, Duration, Duration)> = [
+        ("daemon.drift_check_interval", d.drift_check_interval),
+        ("daemon.shutdown_grace", d.shutdown_grace),
+        ("daemon.retry_base_delay", d.retry_base_delay),
+        ("daemon.retry_max_delay", d.retry_max_delay),
+        ("daemon.unclean_start_delay", d.unclean_start_delay),
+        ("admin.request_timeout", config.admin.request_timeout),
+        ("network.timeout", config.network.timeout),
+        ("network.sdk_retry_budget", config.network.sdk_retry_budget),
+        ("defaults.window", config.defaults.window),
+        ("defaults.expiry_grace", config.defaults.expiry_grace),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v, max_of(k)))
+    .collect();
+    for (i, a) in config.accounts.iter().enumerate() {
+        if let Some(w) = a.window {
+            out.push((
+                format!("accounts[{i}].window"),
+                w,
+                max_of("accounts[].window"),
+            ));
+        }
+    }
+    out
+}
+
+/// Checks everything that serde cannot; returns the resolved accounts. Sections report in
+/// this order, which is the order `keyturn check-config` lists problems in: daemon, limits,
+/// retries and durations, admin, metrics, tls and network, identities, accounts.
+pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAccount> {
+    let mut p = |key: String, message: String| problems.push(Problem { key, message });
+    validate_daemon(config, &mut p);
+    validate_limits(&config.limits, &mut p);
+    validate_retries_and_durations(config, &mut p);
+    validate_admin(config, &mut p);
+    validate_metrics(config, &mut p);
+    validate_tls_network(config, &mut p);
+    validate_identities(config, &mut p);
+    let resolved = validate_accounts(config, &mut p);
+    problems.dedup();
+    resolved
+}
+
+/// `[daemon]`: the concurrency bounds (its retries and durations are checked by
+/// [`validate_retries_and_durations`]).
+fn validate_daemon(config: &Config, p: &mut impl FnMut(String, String)) {
+    let d = &config.daemon;
+    if d.max_concurrent_rotations == 0 {
+        p(
+            "daemon.max_concurrent_rotations".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if d.max_concurrent_per_tenant == 0 {
+        p(
+            "daemon.max_concurrent_per_tenant".into(),
+            "must be at least 1".into(),
+        );
+    }
+}
+
+/// `[limits]`.
+fn validate_limits(limits: &LimitsConfig, p: &mut impl FnMut(String, String)) {
+    for (key, message) in limits.problems() {
+        p(key, message);
+    }
+}
+
+/// `daemon.apply_attempts`, every duration against its maximum ([`DURATION_MAXIMUMS`]),
+/// and the retry delays' order (in this order, as `check-config` has always listed them).
+fn validate_retries_and_durations(config: &Config, p: &mut impl FnMut(String, String)) {
+    let d = &config.daemon;
+    if d.apply_attempts == 0 || d.apply_attempts > 20 {
+        p(
+            "daemon.apply_attempts".into(),
+            "must be from 1 to 20".into(),
+        );
+    }
+    for (key, value, max) in duration_bounds(config) {
+        if value > max {
+            p(
+                key.to_owned(),
+                format!(
+                    "{} is longer than the maximum; use at most {} (docs/configuration.md lists every duration's maximum)",
+                    humantime::format_duration(value),
+                    humantime::format_duration(max),
+                ),
+            );
+        }
+    }
+    if d.retry_base_delay.is_zero() || d.retry_base_delay > d.retry_max_delay {
+        p(
+            "daemon.retry_base_delay".into(),
+            "must be above zero and at most daemon.retry_max_delay".into(),
+        );
+    }
+}
+
+/// `[admin]`: the socket path, the connection bound, and that its groups exist.
+fn validate_admin(config: &Config, p: &mut impl FnMut(String, String)) {
+    let admin = &config.admin;
+    if !admin.socket.as_os_str().is_empty() && !admin.socket.is_absolute() {
+        p(
+            "admin.socket".into(),
+            "must be an absolute path, or \"\" to turn the socket off".into(),
+        );
+    }
+    if admin.max_connections == 0 {
+        p("admin.max_connections".into(), "must be at least 1".into());
+    }
+    for (k, g) in std::iter::once(("admin.group".to_owned(), &admin.group)).chain(
+        admin
+            .allowed_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("admin.allowed_groups[{i}]"), g)),
+    ) {
+        if !g.is_empty() && matches!(nix::unistd::Group::from_name(g), Ok(None)) {
+            p(k, format!("no group named {g:?} exists on this host; create it (groupadd) or fix the name"));
+        }
+    }
+}
+
+/// `[metrics]`: the connection bound; a listener off loopback is warned about.
+fn validate_metrics(config: &Config, p: &mut impl FnMut(String, String)) {
+    if !(1..=1000).contains(&config.metrics.max_connections) {
+        p(
+            "metrics.max_connections".into(),
+            "must be from 1 to 1000 (each connection holds an open file)".into(),
+        );
+    }
+    if let Some(addr) = config.metrics.listen {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the metrics listener is not on loopback; it has no authentication");
+        }
+    }
+}
+
+/// `[tls]` and `[network]`.
+fn validate_tls_network(config: &Config, p: &mut impl FnMut(String, String)) {
+    for (i, f) in config.tls.extra_ca_files.iter().enumerate() {
+        if !f.is_file() {
+            p(
+                format!("tls.extra_ca_files[{i}]"),
+                format!("{} is not a readable file", f.display()),
+            );
+        }
+    }
+    if config.network.timeout.is_zero() {
+        p(
+            "network.timeout".into(),
+            "must be above zero, e.g. \"30s\"".into(),
+        );
+    }
+}
+
+/// `[identities]`: each one's kind and what that kind needs.
+fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
+    for (name, id) in &config.identities {
+        let key = |k: &str| format!("identities.{name}.{k}");
+        let Some(kind) = id.kind() else {
+            p(
+                key("kind"),
+                format!(
+                    "{:?} is not a kind; use one of {}",
+                    id.kind,
+                    IdentityKind::NAMES.join(", ")
+                ),
+            );
+            continue;
+        };
+        let needs_app = matches!(
+            kind,
+            IdentityKind::ClientSecret
+                | IdentityKind::ClientCertificate
+                | IdentityKind::WorkloadIdentity
+        );
+        if needs_app {
+            for (k, v) in [("tenant_id", &id.tenant_id), ("client_id", &id.client_id)] {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    p(key(k), format!("is required for kind {:?}", id.kind));
+                }
+            }
+        }
+        if kind == IdentityKind::ClientSecret {
+            let sources = [
+                id.client_secret_file.is_some(),
+                id.client_secret_credential.is_some(),
+                id.client_secret_env.is_some(),
+                id.client_secret.is_some(),
+            ];
+            match sources.iter().filter(|s| **s).count() {
+                0 => p(key("client_secret_file"), "a client_secret identity needs one of client_secret_file, client_secret_credential (systemd LoadCredential=), client_secret_env".into()),
+                1 => {}
+                _ => p(key("client_secret_file"), "give only one of client_secret_file, client_secret_credential, client_secret_env, client_secret".into()),
+            }
+            if id.client_secret.is_some() && !id.allow_inline_secret {
+                p(key("client_secret"), "a secret inline in the config file is refused: put it in a file (client_secret_file) or a systemd credential, or set allow_inline_secret = true for a demo".into());
+            }
+            if let Some(f) = &id.client_secret_file {
+                check_secret_file(f, &key("client_secret_file"), p);
+            }
+            if let Some(var) = &id.client_secret_env {
+                if std::env::var_os(var).is_none() {
+                    p(
+                        key("client_secret_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                }
+            }
+        }
+        if kind == IdentityKind::ClientCertificate {
+            match (&id.certificate_file, &id.certificate_credential) {
+                (None, None) => p(
+                    key("certificate_file"),
+                    "kind \"client_certificate\" needs certificate_file or certificate_credential (systemd LoadCredential=)".into(),
+                ),
+                (Some(_), Some(_)) => p(
+                    key("certificate_file"),
+                    "give only one of certificate_file, certificate_credential".into(),
+                ),
+                (Some(f), None) => check_secret_file(f, &key("certificate_file"), p),
+                (None, Some(_)) => {}
+            }
+        }
+        for (k, v) in [
+            ("authority_host", &id.authority_host),
+            ("graph_base", &id.graph_base),
+        ] {
+            if let Some(v) = v {
+                check_https(v, &key(k), p);
+            }
+        }
+    }
+}
+
+fn check_https(v: &str, key: &str, p: &mut impl FnMut(String, String)) {
+    if !check_https_ok(v) {
+        p(
+            key.into(),
+            format!(
+                "{v:?} must be an https:// URL (Azure clients refuse plain http for bearer tokens)"
+            ),
+        );
+    }
+}
+
+/// A client secret or certificate file must be a regular file that only its owner can read
+/// or write, owned by the user keyturn runs as or by root: anyone else who can read it (the
+/// on-call group, say) holds a credential that resets privileged users' passwords.
+/// systemd credentials (`LoadCredential=`) are not checked here: systemd makes them
+/// readable by the service's user only.
+fn check_secret_file(f: &Path, key: &str, p: &mut impl FnMut(String, String)) {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::metadata(f) {
+        Err(e) => return p(key.into(), format!("cannot read {}: {e}", f.display())),
+        Ok(m) => m,
+    };
+    if !m.is_file() {
+        return p(key.into(), format!("{} is not a regular file", f.display()));
+    }
+    let mode = m.mode() & 0o7777;
+    let euid = nix::unistd::geteuid().as_raw();
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(
+                || format!("uid {uid}"),
+                |u| format!("{} (uid {uid})", u.name),
+            )
+    };
+    let fix = "or, under systemd, deliver it with LoadCredential= instead (client_secret_credential, certificate_credential; docs/deploy.md)";
+    if m.uid() != euid && m.uid() != 0 {
+        p(
+            key.into(),
+            format!(
+                "{} is owned by {}, neither the user keyturn runs as ({}) nor root, who alone may own a credential: chown root (or the service user) and chmod 600 it, {fix}",
+                f.display(),
+                name(m.uid()),
+                name(euid)
+            ),
+        );
+    }
+    if mode & 0o077 != 0 {
+        let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+            (true, true) => "its group and every user",
+            (true, false) => "its group",
+            _ => "every user",
+        };
+        p(
+            key.into(),
+            format!(
+                "{} has mode {mode:04o} (owner {}, group gid {}): {who} can reach the credential; chmod 600 it (0400 or 0600 are accepted), {fix}",
+                f.display(),
+                name(m.uid()),
+                m.gid()
+            ),
+        );
+    }
+}
