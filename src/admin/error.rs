@@ -111,7 +111,7 @@ pub enum CommandError {
         /// Every problem found, as the reloader reported them.
         problems: String,
     },
-    /// This daemon was started without a configuration file to reload.
+    /// The handler was built without a reloader (`Handler::reload` is `None`).
     #[error("reload is not available in this mode")]
     ReloadUnsupported,
     /// One or more rotations failed; each account's entry says why.
@@ -211,5 +211,20 @@ mod tests {
             assert_eq!(e.code().as_str(), code);
             assert_eq!(e.to_string(), message);
         }
+    }
+
+    #[test]
+    fn an_error_response_encodes_as_before() {
+        let mut r = super::super::proto::Response::error(&CommandError::Failed);
+        r.result = Some(serde_json::json!({ "accounts": [] }));
+        assert_eq!(
+            r.encode(),
+            r#"{"v":1,"ok":false,"result":{"accounts":[]},"error":{"code":"failed","message":"the command failed for one or more accounts; see each account"}}"#
+        );
+        let decode = super::super::proto::decode(r#"{"v":2,"cmd":"status"}"#).unwrap_err();
+        let r = super::super::proto::Response::error(&CommandError::Decode(decode));
+        assert!(r
+            .encode()
+            .starts_with(r#"{"v":1,"ok":false,"error":{"code":"unsupported_version","message":""#));
     }
 }
