@@ -13,6 +13,29 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
+/// Why a reload was rejected; the old configuration stays in force. The `Display` text is
+/// what the `reload` command answers and the `config.rejected` record holds.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The file failed to load or validate (every problem, with its key).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The HTTP client, a credential or an account could not be built from it.
+    #[error(transparent)]
+    Setup(#[from] crate::azure::SetupError),
+    /// The blocking task that reads the files panicked or was cancelled.
+    #[error(
+        "reading the configuration failed ({source}); this is a bug in keyturn, please report it"
+    )]
+    Internal {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The daemon's command channel closed before it took the new configuration.
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
 /// Reloads one configuration file into a running daemon.
 pub struct Reloader {
     path: PathBuf,
@@ -76,7 +99,7 @@ impl Reloader {
         config
     }
 
-    async fn apply(&self) -> Result<String, String> {
+    async fn apply(&self) -> Result<String, ReloadError> {
         // Reading the file, the CA and secret files and group names blocks: off the runtime.
         let path = self.path.clone();
         let in_force = self
@@ -85,16 +108,14 @@ impl Reloader {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let (loaded, accounts, limiter) = tokio::task::spawn_blocking(move || {
-            let loaded = config::load(&path).map_err(|e| e.to_string())?;
-            let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)
-                .map_err(|e| e.to_string())?;
+            let loaded = config::load(&path)?;
+            let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
             let limiter = limiter_for(&in_force, &loaded.config.limits);
-            let accounts =
-                crate::app::accounts_with(&loaded, &http, &limiter).map_err(|e| e.to_string())?;
-            Ok::<_, String>((loaded, accounts, limiter))
+            let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+            Ok::<_, ReloadError>((loaded, accounts, limiter))
         })
         .await
-        .map_err(|e| format!("reading the configuration failed ({e}); this is a bug in keyturn, please report it"))??;
+        .map_err(|source| ReloadError::Internal { source })??;
         let settings = crate::app::settings(&loaded);
         let tuning = crate::app::tuning(&loaded);
         let (tx, rx) = oneshot::channel();
@@ -106,8 +127,8 @@ impl Reloader {
                 reply: Some(tx),
             })
             .await
-            .map_err(|_| "the daemon is stopping".to_owned())?;
-        let mut summary = rx.await.map_err(|_| "the daemon is stopping".to_owned())?;
+            .map_err(|_| ReloadError::Stopping)?;
+        let mut summary = rx.await.map_err(|_| ReloadError::Stopping)?;
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let restart = needs_restart(&current, &loaded.config);
         if !restart.is_empty() {
@@ -180,7 +201,7 @@ impl Reload for Reloader {
     async fn reload(&self, actor: Actor) -> Result<String, String> {
         let _one = self.busy.lock().await;
         crate::notify::reloading();
-        let result = self.apply().await;
+        let result = self.apply().await.map_err(|e| e.to_string());
         match &result {
             Ok(summary) => {
                 tracing::info!(path = %self.path.display(), "configuration reloaded: {summary}");

@@ -53,7 +53,7 @@ pub const EXIT_BUSY: i32 = 75;
 pub fn exit_code(r: &Response) -> i32 {
     match &r.error {
         _ if r.ok => 0,
-        Some(e) if e.code == "busy" => EXIT_BUSY,
+        Some(e) if e.code == super::ErrorCode::Busy.as_str() => EXIT_BUSY,
         _ => 1,
     }
 }
@@ -62,7 +62,7 @@ pub fn exit_code(r: &Response) -> i32 {
 pub fn human(req: &Request, r: &Response) -> String {
     let mut out = String::new();
     if let Some(e) = &r.error {
-        if e.code == "busy" {
+        if e.code == super::ErrorCode::Busy.as_str() {
             out.push_str(&format!(
                 "the daemon is busy: every admin connection slot is taken ({}); nothing was done, try again in a few seconds\n",
                 e.message

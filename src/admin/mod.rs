@@ -8,7 +8,10 @@
 //! minute per uid, with a count of the rest.
 
 pub mod client;
+mod error;
 pub mod proto;
+
+pub use error::{CommandError, ErrorCode};
 
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
@@ -425,8 +428,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let mut framed =
                         Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST));
-                    let busy =
-                        Response::error("busy", "too many admin connections; try again shortly");
+                    let busy = Response::error(&CommandError::Busy);
                     let _ =
                         tokio::time::timeout(Duration::from_secs(1), framed.send(busy.encode()))
                             .await;
@@ -507,10 +509,7 @@ async fn connection(
         let _ = send(
             &mut framed,
             limits,
-            Response::error(
-                "forbidden",
-                "permission denied: ask for membership of the keyturn admin group",
-            ),
+            Response::error(&CommandError::Forbidden),
         )
         .await;
         return;
@@ -526,10 +525,7 @@ async fn connection(
                 let _ = send(
                     &mut framed,
                     limits,
-                    Response::error(
-                        "too_large",
-                        format!("requests are limited to {MAX_REQUEST} bytes"),
-                    ),
+                    Response::error(&CommandError::TooLarge),
                 )
                 .await;
                 return;
@@ -539,7 +535,7 @@ async fn connection(
                 let _ = send(
                     &mut framed,
                     limits,
-                    Response::error("bad_request", format!("unreadable request: {e}")),
+                    Response::error(&CommandError::Unreadable { source: e }),
                 )
                 .await;
                 return;
@@ -550,7 +546,7 @@ async fn connection(
         }
         let response = match proto::decode(&line) {
             Ok(req) => handle(req, &peer, handler).await,
-            Err(e) => Response::error(e.code, e.message),
+            Err(e) => Response::error(&CommandError::Decode(e)),
         };
         if !matches!(send(&mut framed, limits, response).await, Ok(Ok(()))) {
             return;
@@ -600,27 +596,20 @@ async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<
         ev.reason = reason.clone();
         ev.ticket = ticket.clone();
     }
-    handler.audit.record(&ev).await.map_err(|e| {
-        Response::error(
-            "audit_unavailable",
-            format!("the command was not run because it could not be recorded: {e}"),
-        )
-    })
+    handler
+        .audit
+        .record(&ev)
+        .await
+        .map_err(|source| Response::error(&CommandError::AuditUnavailable { source }))
 }
 
 async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Response {
     if let Request::Rotate { reason, ticket, .. } = &req {
         if handler.require_reason && reason.is_none() {
-            return Response::error(
-                "reason_required",
-                "this daemon requires a reason for manual rotations: add --reason",
-            );
+            return Response::error(&CommandError::ReasonRequired);
         }
         if handler.require_ticket && ticket.is_none() {
-            return Response::error(
-                "ticket_required",
-                "this daemon requires a ticket for manual rotations: add --ticket",
-            );
+            return Response::error(&CommandError::TicketRequired);
         }
     }
     if !matches!(req, Request::Status) {
@@ -628,7 +617,7 @@ async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Response {
             return r;
         }
     }
-    let gone = || Response::error("stopping", "the daemon is stopping");
+    let gone = || Response::error(&CommandError::Stopping);
     match req {
         Request::Status => {
             let mut status = handler
@@ -677,16 +666,9 @@ async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Response {
                     if all_ok {
                         Response::ok(serde_json::json!({ "accounts": list }))
                     } else {
-                        Response {
-                            v: proto::VERSION,
-                            ok: false,
-                            result: Some(serde_json::json!({ "accounts": list })),
-                            error: Some(proto::ErrorBody {
-                                code: "rotation_failed".into(),
-                                message: "one or more rotations did not complete; see each account"
-                                    .into(),
-                            }),
-                        }
+                        let mut r = Response::error(&CommandError::RotationFailed);
+                        r.result = Some(serde_json::json!({ "accounts": list }));
+                        r
                     }
                 }
                 Err(_) => gone(),
@@ -697,9 +679,9 @@ async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Response {
         Request::Reload => match &handler.reload {
             Some(r) => match r.reload(peer.actor()).await {
                 Ok(summary) => Response::ok(serde_json::json!({ "summary": summary })),
-                Err(e) => Response::error("invalid_config", e),
+                Err(problems) => Response::error(&CommandError::ReloadRejected { problems }),
             },
-            None => Response::error("unsupported", "reload is not available in this mode"),
+            None => Response::error(&CommandError::ReloadUnsupported),
         },
         Request::Reconcile(t) => {
             let (tx, rx) = oneshot::channel();
@@ -735,14 +717,14 @@ async fn pause(handler: &Handler, target: Target, paused: bool) -> Response {
         reply: Some(tx),
     };
     if handler.commands.send(cmd).await.is_err() {
-        return Response::error("stopping", "the daemon is stopping");
+        return Response::error(&CommandError::Stopping);
     }
     acks(rx.await.ok())
 }
 
 fn acks(results: Option<Vec<crate::daemon::AccountAck>>) -> Response {
     let Some(results) = results else {
-        return Response::error("stopping", "the daemon is stopping");
+        return Response::error(&CommandError::Stopping);
     };
     let all_ok = results.iter().all(|(_, r)| r.is_ok());
     let list: Vec<_> = results
@@ -752,15 +734,13 @@ fn acks(results: Option<Vec<crate::daemon::AccountAck>>) -> Response {
             Err(e) => serde_json::json!({"account": name, "ok": false, "error": e}),
         })
         .collect();
-    let mut r = Response::ok(serde_json::json!({ "accounts": list }));
-    if !all_ok {
-        r.ok = false;
-        r.error = Some(proto::ErrorBody {
-            code: "failed".into(),
-            message: "the command failed for one or more accounts; see each account".into(),
-        });
+    if all_ok {
+        Response::ok(serde_json::json!({ "accounts": list }))
+    } else {
+        let mut r = Response::error(&CommandError::Failed);
+        r.result = Some(serde_json::json!({ "accounts": list }));
+        r
     }
-    r
 }
 
 /// The socket path a client should use: `--socket`, else the config's, else the default.

@@ -2,6 +2,7 @@
 //! (`docs/admin-protocol.md`). Decoding is strict: unknown commands, unknown fields and
 //! wrong types are refused with a message that names them.
 
+use super::error::{CommandError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
@@ -93,12 +94,12 @@ impl Request {
 #[error("{message}")]
 pub struct DecodeError {
     /// Machine-readable code (`bad_request`, `unsupported_version`, `unknown_command`).
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// What is wrong and how to fix it.
     pub message: String,
 }
 
-fn bad(code: &'static str, message: impl Into<String>) -> DecodeError {
+fn bad(code: ErrorCode, message: impl Into<String>) -> DecodeError {
     DecodeError {
         code,
         message: message.into(),
@@ -108,15 +109,15 @@ fn bad(code: &'static str, message: impl Into<String>) -> DecodeError {
 /// Decodes one request line.
 pub fn decode(line: &str) -> Result<Request, DecodeError> {
     let v: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| bad("bad_request", format!("not a JSON object: {e}")))?;
+        .map_err(|e| bad(ErrorCode::BadRequest, format!("not a JSON object: {e}")))?;
     let obj = v
         .as_object()
-        .ok_or_else(|| bad("bad_request", "the request must be a JSON object"))?;
+        .ok_or_else(|| bad(ErrorCode::BadRequest, "the request must be a JSON object"))?;
     match obj.get("v").and_then(|v| v.as_u64()) {
         Some(1) => {}
         Some(other) => {
             return Err(bad(
-                "unsupported_version",
+                ErrorCode::UnsupportedVersion,
                 format!(
                 "protocol version {other} is not supported; this daemon speaks version {VERSION}"
             ),
@@ -124,7 +125,7 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         }
         None => {
             return Err(bad(
-                "bad_request",
+                ErrorCode::BadRequest,
                 "missing \"v\": send {\"v\":1,\"cmd\":...}",
             ))
         }
@@ -132,21 +133,21 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
     let cmd = obj
         .get("cmd")
         .and_then(|c| c.as_str())
-        .ok_or_else(|| bad("bad_request", "missing \"cmd\" (a string)"))?;
+        .ok_or_else(|| bad(ErrorCode::BadRequest, "missing \"cmd\" (a string)"))?;
     let allowed: &[&str] = match cmd {
         "status" | "reload" => &["v", "cmd"],
         "rotate" => &["v", "cmd", "account", "all", "reason", "ticket", "wait"],
         "pause" | "resume" | "reconcile" => &["v", "cmd", "account", "all"],
         other => {
             return Err(bad(
-                "unknown_command",
+                ErrorCode::UnknownCommand,
                 format!("unknown command {other:?}; commands: status, rotate, pause, resume, reload, reconcile"),
             ))
         }
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(bad(
-            "bad_request",
+            ErrorCode::BadRequest,
             format!(
                 "unknown field {k:?} for {cmd}; fields: {}",
                 allowed.join(", ")
@@ -163,17 +164,17 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         wait: Option<bool>,
     }
     let f: Fields = serde_json::from_value(v.clone())
-        .map_err(|e| bad("bad_request", format!("bad field in {cmd}: {e}")))?;
+        .map_err(|e| bad(ErrorCode::BadRequest, format!("bad field in {cmd}: {e}")))?;
     let target = || -> Result<Target, DecodeError> {
         match (&f.account, f.all) {
             (Some(a), false) if !a.is_empty() => Ok(Target::One(a.clone())),
             (None, true) => Ok(Target::All),
             (Some(_), true) => Err(bad(
-                "bad_request",
+                ErrorCode::BadRequest,
                 "give either \"account\" or \"all\": true, not both",
             )),
             _ => Err(bad(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("{cmd} needs \"account\": NAME or \"all\": true"),
             )),
         }
@@ -181,7 +182,7 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
     for (name, value) in [("reason", &f.reason), ("ticket", &f.ticket)] {
         if value.as_ref().is_some_and(|s| s.len() > 1024) {
             return Err(bad(
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("{name} is longer than 1024 characters"),
             ));
         }
@@ -236,15 +237,15 @@ impl Response {
         }
     }
 
-    /// A failure.
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
+    /// A failure: the error's wire code and its message.
+    pub fn error(e: &CommandError) -> Self {
         Response {
             v: VERSION,
             ok: false,
             result: None,
             error: Some(ErrorBody {
-                code: code.into(),
-                message: message.into(),
+                code: e.code().as_str().into(),
+                message: e.to_string(),
             }),
         }
     }
@@ -326,7 +327,7 @@ mod tests {
         ];
         for (line, code, text) in cases {
             let e = decode(line).unwrap_err();
-            assert_eq!(e.code, code, "{line}");
+            assert_eq!(e.code.as_str(), code, "{line}");
             assert!(e.message.contains(text), "{line}: {}", e.message);
         }
     }

@@ -44,6 +44,33 @@ pub type AccountResult = (String, Result<RotationSummary, String>);
 /// The result of a pause/resume/reconcile for one account.
 pub type AccountAck = (String, Result<String, String>);
 
+/// Why a command was not carried out for one account. Replies carry its `Display` text
+/// (`AccountResult`, `AccountAck`), which the admin socket shows per account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The command named an account the configuration does not have.
+    #[error("no account named {name:?} is configured")]
+    NoSuchAccount {
+        /// The name asked for.
+        name: String,
+    },
+    /// A manual rotation was asked for while one of the account runs.
+    #[error("a rotation of this account is already running; try again when it ends")]
+    AlreadyRotating,
+    /// A manual rotation was asked for a paused account.
+    #[error("the account is paused; resume it first")]
+    Paused,
+    /// A reconcile was asked for while a rotation of the account runs.
+    #[error("busy: a rotation runs now")]
+    ReconcileWhileRotating,
+    /// A reload removed the account while its job waited in the tenant queue.
+    #[error("the account was removed")]
+    Removed,
+    /// A rotation was asked for and reconciling found nothing to do.
+    #[error("nothing to do")]
+    NothingToDo,
+}
+
 /// A request from outside the schedule (signals, the admin socket).
 pub enum Command {
     /// Rotate one account (`Some(name)`) or all now. With `wait = false` the reply comes
@@ -77,13 +104,13 @@ pub enum Command {
 }
 
 impl Daemon {
-    fn targets(&self, account: &Option<String>) -> Result<Vec<usize>, String> {
+    fn targets(&self, account: &Option<String>) -> Result<Vec<usize>, AccountError> {
         match account {
             Some(name) => self
                 .index
                 .get(name)
                 .map(|i| vec![*i])
-                .ok_or_else(|| format!("no account named {name:?} is configured")),
+                .ok_or_else(|| AccountError::NoSuchAccount { name: name.clone() }),
             None => Ok((0..self.slots.len()).collect()),
         }
     }
@@ -100,7 +127,8 @@ impl Daemon {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e))]);
+                            let _ =
+                                reply.send(vec![(account.unwrap_or_default(), Err(e.to_string()))]);
                         }
                         return;
                     }
@@ -110,14 +138,11 @@ impl Daemon {
                 for idx in targets {
                     let name = self.slots[idx].name().to_owned();
                     if self.slots[idx].busy {
-                        immediate.push((name, Err("a rotation of this account is already running; try again when it ends".to_owned())));
+                        immediate.push((name, Err(AccountError::AlreadyRotating.to_string())));
                         continue;
                     }
                     if self.slots[idx].paused {
-                        immediate.push((
-                            name,
-                            Err("the account is paused; resume it first".to_owned()),
-                        ));
+                        immediate.push((name, Err(AccountError::Paused.to_string())));
                         continue;
                     }
                     let id = Uuid::new_v4();
@@ -151,7 +176,7 @@ impl Daemon {
                 reply,
             } => {
                 let acks = match self.targets(&account) {
-                    Err(e) => vec![(account.unwrap_or_default(), Err(e))],
+                    Err(e) => vec![(account.unwrap_or_default(), Err(e.to_string()))],
                     Ok(targets) => targets
                         .into_iter()
                         .map(|idx| {
@@ -184,7 +209,8 @@ impl Daemon {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e))]);
+                            let _ =
+                                reply.send(vec![(account.unwrap_or_default(), Err(e.to_string()))]);
                         }
                         return;
                     }
@@ -195,7 +221,7 @@ impl Daemon {
                     if self.slots[idx].busy {
                         immediate.push((
                             self.slots[idx].name().to_owned(),
-                            Err("busy: a rotation runs now".to_owned()),
+                            Err(AccountError::ReconcileWhileRotating.to_string()),
                         ));
                         continue;
                     }
@@ -304,5 +330,36 @@ fn reply_when_done<T: Send + 'static>(
             }
             let _ = reply.send(all);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccountError;
+
+    #[test]
+    fn account_errors_read_as_before() {
+        for (e, text) in [
+            (
+                AccountError::NoSuchAccount { name: "x".into() },
+                "no account named \"x\" is configured",
+            ),
+            (
+                AccountError::AlreadyRotating,
+                "a rotation of this account is already running; try again when it ends",
+            ),
+            (
+                AccountError::Paused,
+                "the account is paused; resume it first",
+            ),
+            (
+                AccountError::ReconcileWhileRotating,
+                "busy: a rotation runs now",
+            ),
+            (AccountError::Removed, "the account was removed"),
+            (AccountError::NothingToDo, "nothing to do"),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
     }
 }

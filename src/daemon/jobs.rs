@@ -2,7 +2,7 @@
 //! bound allow, and taking in its result (the status board, the next due time, the reply).
 //! The tasks themselves: a rotation, or a reconcile (recovery, drift check, due time).
 
-use super::{AccountAck, AccountResult, Daemon, Managed, RotationSummary};
+use super::{AccountAck, AccountError, AccountResult, Daemon, Managed, RotationSummary};
 use crate::audit::Trigger;
 use crate::clock::Clock;
 use crate::protocol::{self, Engine, Request, Rotated, RotationError};
@@ -101,7 +101,7 @@ impl Daemon {
         let Some(&idx) = self.index.get(&name) else {
             // Removed by a reload while it waited.
             if let Some(reply) = reply {
-                let _ = reply.send((name.clone(), Err("the account was removed".into())));
+                let _ = reply.send((name.clone(), Err(AccountError::Removed.to_string())));
             }
             let task_name = name.clone();
             let task_tenant = tenant.clone();
@@ -231,7 +231,7 @@ impl Daemon {
                     });
                     self.set_due(idx, due, trigger);
                     (
-                        Err("nothing to do".into()),
+                        Err(AccountError::NothingToDo.to_string()),
                         Ok("consistent; nothing to do".into()),
                     )
                 }

@@ -1,0 +1,230 @@
+//! Why an admin request was refused or failed, and the wire code each failure is answered
+//! with. `CommandError::code` maps every variant to its code in a `match` with no `_` arm,
+//! so a new failure forces a decision about what clients see.
+
+use super::proto::{DecodeError, MAX_REQUEST};
+use crate::audit::AuditError;
+
+/// The machine-readable codes of error responses (`docs/admin-protocol.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Not JSON, not an object, a missing, mistyped or unknown field, unreadable bytes.
+    BadRequest,
+    /// `v` is not the protocol version.
+    UnsupportedVersion,
+    /// `cmd` names no command.
+    UnknownCommand,
+    /// The request line exceeded `MAX_REQUEST`.
+    TooLarge,
+    /// Too many connections.
+    Busy,
+    /// The caller may not use the socket.
+    Forbidden,
+    /// The daemon's policy wants a reason for manual rotations.
+    ReasonRequired,
+    /// The daemon's policy wants a ticket for manual rotations.
+    TicketRequired,
+    /// `reload` rejected the configuration.
+    InvalidConfig,
+    /// The command is not available in this mode.
+    Unsupported,
+    /// The command could not be recorded, so it was not run.
+    AuditUnavailable,
+    /// A rotation failed for one or more accounts.
+    RotationFailed,
+    /// Pause, resume or reconcile failed for one or more accounts.
+    Failed,
+    /// The daemon is shutting down.
+    Stopping,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ReasonRequired => "reason_required",
+            ErrorCode::TicketRequired => "ticket_required",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::RotationFailed => "rotation_failed",
+            ErrorCode::Failed => "failed",
+            ErrorCode::Stopping => "stopping",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the admin socket answered a request with an error; the `Display` text is the
+/// response's message.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The peer is not root, keyturn's user, nor in an admin group.
+    #[error("permission denied: ask for membership of the keyturn admin group")]
+    Forbidden,
+    /// `admin.max_connections` connections are being served.
+    #[error("too many admin connections; try again shortly")]
+    Busy,
+    /// The request line was longer than `MAX_REQUEST`.
+    #[error("requests are limited to {MAX_REQUEST} bytes")]
+    TooLarge,
+    /// The request's bytes could not be read (invalid UTF-8 among them).
+    #[error("unreadable request: {source}")]
+    Unreadable {
+        /// What the reader reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request line is not a valid request.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// `admin.require_reason` is set and the rotation came without a reason.
+    #[error("this daemon requires a reason for manual rotations: add --reason")]
+    ReasonRequired,
+    /// `admin.require_ticket` is set and the rotation came without a ticket.
+    #[error("this daemon requires a ticket for manual rotations: add --ticket")]
+    TicketRequired,
+    /// The command could not be recorded, so it was not run.
+    #[error("the command was not run because it could not be recorded: {source}")]
+    AuditUnavailable {
+        /// Why the audit sink refused the record.
+        #[source]
+        source: AuditError,
+    },
+    /// The daemon's command channel is closed.
+    #[error("the daemon is stopping")]
+    Stopping,
+    /// `reload` failed; the old configuration stays in force.
+    #[error("{problems}")]
+    ReloadRejected {
+        /// Every problem found, as the reloader reported them.
+        problems: String,
+    },
+    /// The handler was built without a reloader (`Handler::reload` is `None`).
+    #[error("reload is not available in this mode")]
+    ReloadUnsupported,
+    /// One or more rotations failed; each account's entry says why.
+    #[error("one or more rotations did not complete; see each account")]
+    RotationFailed,
+    /// Pause, resume or reconcile failed for one or more accounts; each entry says why.
+    #[error("the command failed for one or more accounts; see each account")]
+    Failed,
+}
+
+impl CommandError {
+    /// The wire code this error is answered with. No `_` arm: a new variant must choose.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CommandError::Forbidden => ErrorCode::Forbidden,
+            CommandError::Busy => ErrorCode::Busy,
+            CommandError::TooLarge => ErrorCode::TooLarge,
+            CommandError::Unreadable { .. } => ErrorCode::BadRequest,
+            CommandError::Decode(e) => e.code,
+            CommandError::ReasonRequired => ErrorCode::ReasonRequired,
+            CommandError::TicketRequired => ErrorCode::TicketRequired,
+            CommandError::AuditUnavailable { .. } => ErrorCode::AuditUnavailable,
+            CommandError::Stopping => ErrorCode::Stopping,
+            // Today's code for every reload failure, the daemon stopping included.
+            CommandError::ReloadRejected { .. } => ErrorCode::InvalidConfig,
+            CommandError::ReloadUnsupported => ErrorCode::Unsupported,
+            CommandError::RotationFailed => ErrorCode::RotationFailed,
+            CommandError::Failed => ErrorCode::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages_are_the_documented_ones() {
+        let cases = [
+            (
+                CommandError::Forbidden,
+                "forbidden",
+                "permission denied: ask for membership of the keyturn admin group",
+            ),
+            (
+                CommandError::Busy,
+                "busy",
+                "too many admin connections; try again shortly",
+            ),
+            (
+                CommandError::TooLarge,
+                "too_large",
+                "requests are limited to 65536 bytes",
+            ),
+            (
+                CommandError::Unreadable {
+                    source: std::io::Error::other("stream did not contain valid UTF-8"),
+                },
+                "bad_request",
+                "unreadable request: stream did not contain valid UTF-8",
+            ),
+            (
+                CommandError::ReasonRequired,
+                "reason_required",
+                "this daemon requires a reason for manual rotations: add --reason",
+            ),
+            (
+                CommandError::TicketRequired,
+                "ticket_required",
+                "this daemon requires a ticket for manual rotations: add --ticket",
+            ),
+            (CommandError::Stopping, "stopping", "the daemon is stopping"),
+            (
+                CommandError::ReloadRejected {
+                    problems: "accounts[0].user: empty".into(),
+                },
+                "invalid_config",
+                "accounts[0].user: empty",
+            ),
+            (
+                CommandError::ReloadUnsupported,
+                "unsupported",
+                "reload is not available in this mode",
+            ),
+            (
+                CommandError::RotationFailed,
+                "rotation_failed",
+                "one or more rotations did not complete; see each account",
+            ),
+            (
+                CommandError::Failed,
+                "failed",
+                "the command failed for one or more accounts; see each account",
+            ),
+        ];
+        for (e, code, message) in cases {
+            assert_eq!(e.code().as_str(), code);
+            assert_eq!(e.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn an_error_response_encodes_as_before() {
+        let mut r = super::super::proto::Response::error(&CommandError::Failed);
+        r.result = Some(serde_json::json!({ "accounts": [] }));
+        assert_eq!(
+            r.encode(),
+            r#"{"v":1,"ok":false,"result":{"accounts":[]},"error":{"code":"failed","message":"the command failed for one or more accounts; see each account"}}"#
+        );
+        let decode = super::super::proto::decode(r#"{"v":2,"cmd":"status"}"#).unwrap_err();
+        let r = super::super::proto::Response::error(&CommandError::Decode(decode));
+        assert!(r
+            .encode()
+            .starts_with(r#"{"v":1,"ok":false,"error":{"code":"unsupported_version","message":""#));
+    }
+}
