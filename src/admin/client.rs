@@ -1,6 +1,7 @@
 //! The CLI side of the admin socket: send one request, print the answer for people or as JSON.
 
 use super::proto::{Request, Response, MAX_REQUEST};
+use crate::audit::tools::prefix;
 use futures::{SinkExt, StreamExt};
 use std::path::Path;
 use tokio::net::UnixStream;
@@ -106,7 +107,7 @@ pub fn human(req: &Request, r: &Response) -> String {
                 };
                 let t = |k: &str| {
                     a[k].as_str()
-                        .map(|s| s.chars().take(19).collect::<String>())
+                        .map(|s| prefix(s, 19))
                         .unwrap_or_else(|| "-".into())
                 };
                 out.push_str(&format!(
@@ -118,7 +119,7 @@ pub fn human(req: &Request, r: &Response) -> String {
                     t("next_due"),
                     a["version"]
                         .as_str()
-                        .map(|v| v.chars().take(8).collect::<String>())
+                        .map(|v| prefix(v, 8))
                         .unwrap_or_else(|| "-".into()),
                     if a["pending"].as_bool() == Some(true) {
                         "yes"
