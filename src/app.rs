@@ -56,12 +56,8 @@ pub fn accounts_with(
             None => {
                 let cred = credentials[a.vault_identity.as_str()].clone();
                 let s: Arc<dyn SecretStore> = limiter.store(Arc::new(
-                    KeyVaultStore::new(&a.vault, cred, http, &config.network).map_err(|e| {
-                        SetupError::Identity {
-                            identity: a.vault_identity.clone(),
-                            detail: e.to_string(),
-                        }
-                    })?,
+                    KeyVaultStore::new(&a.vault, cred, http, &config.network)
+                        .map_err(|e| SetupError::identity(&a.vault_identity, e.to_string(), e))?,
                 ));
                 stores.insert(key, s.clone());
                 s

@@ -4,6 +4,7 @@
 
 use crate::admin;
 use crate::config::{self, Loaded, EXIT_CONFIG};
+use crate::service::ServiceError;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -385,14 +386,33 @@ async fn client(conn: &Conn, req: admin::proto::Request) -> i32 {
     }
 }
 
-fn report(r: anyhow::Result<i32>) -> i32 {
+/// The exit code of a command that ran the service (or the demo): a [`ServiceError`]'s own
+/// ([`ServiceError::exit_code`]: 64 for a credential that cannot be built), else 1.
+fn report<E: Into<anyhow::Error>>(r: Result<i32, E>) -> i32 {
     match r {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keyturn: {e:#}");
-            1
+            let e = e.into();
+            eprintln!("keyturn: {}", error_text(&e));
+            e.downcast_ref::<ServiceError>()
+                .map_or(1, ServiceError::exit_code)
         }
     }
+}
+
+/// An error and its sources, each source that its error's text does not already show
+/// appended after a colon (thiserror messages mostly include their source; anyhow's
+/// contexts do not).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for source in e.chain().skip(1) {
+        let s = source.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+    }
+    text
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -2,7 +2,6 @@
 //! build the new accounts, hand them to the daemon. A configuration that fails is rejected
 //! with every problem logged and audited, and the old one stays in force.
 
-use crate::admin::Reload;
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome};
 use crate::clock::Clock;
 use crate::config::{self, Config};
@@ -13,10 +12,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
+/// Reloads the configuration (SIGHUP and the admin `reload` command share it).
+#[async_trait]
+pub trait Reload: Send + Sync {
+    /// Loads, validates and applies the configuration file; on `Err` the old one stays in
+    /// force. `Ok` is a summary of what changed.
+    async fn reload(&self, actor: Actor) -> Result<String, ReloadError>;
+}
+
 /// Why a reload was rejected; the old configuration stays in force. The `Display` text is
 /// what the `reload` command answers and the `config.rejected` record holds.
 #[derive(Debug, thiserror::Error)]
-enum ReloadError {
+pub enum ReloadError {
     /// The file failed to load or validate (every problem, with its key).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -198,10 +205,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 
 #[async_trait]
 impl Reload for Reloader {
-    async fn reload(&self, actor: Actor) -> Result<String, String> {
+    async fn reload(&self, actor: Actor) -> Result<String, ReloadError> {
         let _one = self.busy.lock().await;
         crate::notify::reloading();
-        let result = self.apply().await.map_err(|e| e.to_string());
+        let result = self.apply().await;
         match &result {
             Ok(summary) => {
                 tracing::info!(path = %self.path.display(), "configuration reloaded: {summary}");
@@ -219,7 +226,7 @@ impl Reload for Reloader {
                     EventKind::ConfigRejected,
                     Outcome::Failure,
                     actor,
-                    problems.clone(),
+                    problems.to_string(),
                 )
                 .await;
             }
@@ -325,8 +332,16 @@ secret = "svc-a"
             format!("[defaults]\nexpiry_grace = \"18446744073709551615s\"\n{CONFIG}"),
         )
         .unwrap();
+        let keys = |e: ReloadError| match e {
+            ReloadError::Config(c) => c.problems().into_iter().map(|p| p.key).collect::<Vec<_>>(),
+            other => panic!("not a configuration problem: {other}"),
+        };
         let answer = reloader.reload(Actor::Daemon).await.unwrap_err();
-        assert!(answer.contains("defaults.expiry_grace"), "{answer}");
+        assert!(
+            answer.to_string().contains("defaults.expiry_grace"),
+            "{answer}"
+        );
+        assert_eq!(keys(answer), ["defaults.expiry_grace"]);
         let rejected = audit
             .events()
             .into_iter()
@@ -346,10 +361,12 @@ secret = "svc-a"
             .unwrap();
         std::fs::write(&path, format!("{CONFIG}\n[[accounts]]{b}")).unwrap();
         let answer = reloader.reload(Actor::Daemon).await.unwrap_err();
+        let text = answer.to_string();
         assert!(
-            answer.contains("accounts[1].secret") && answer.contains("accounts[0].secret"),
-            "{answer}"
+            text.contains("accounts[1].secret") && text.contains("accounts[0].secret"),
+            "{text}"
         );
+        assert!(keys(answer).contains(&"accounts[1].secret".to_owned()));
     }
 
     #[test]

@@ -7,26 +7,99 @@
 
 use crate::admin;
 use crate::audit::{
-    Actor, AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee, Trigger,
+    Actor, AuditError, AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee,
+    Trigger,
 };
+use crate::azure::SetupError;
 use crate::clock::SystemClock;
 use crate::config::{AuditStdout, Loaded, EXIT_CONFIG};
-use crate::daemon::{Command, Daemon, InstanceLock};
+use crate::daemon::{Command, Daemon, DaemonError, InstanceLock};
 use crate::protocol::{Engine, Request};
 use crate::signals::{Signal, Signals};
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// Why keyturn's service could not start, or had to stop. The `Display` text is what the
+/// command line prints; [`ServiceError::exit_code`] is the process's exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The instance lock is held or cannot be taken, or the daemon had to stop (its audit
+    /// log cannot be written).
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The audit log's folder cannot be created.
+    #[error("cannot create the audit log's folder {}: {source}", .path.display())]
+    AuditFolder {
+        /// The folder.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The thread that copies audit records to stdout or the journal cannot be started.
+    #[error("cannot start the audit copy to {sink}: {source}")]
+    AuditCopy {
+        /// `stdout` or `journald`.
+        sink: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client, a credential or an account's client cannot be built.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The admin socket cannot be set up.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    /// `metrics.listen` cannot be bound.
+    #[error("cannot listen on metrics.listen {addr}: {source}")]
+    MetricsListen {
+        /// The configured address.
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The signal handlers cannot be installed.
+    #[error("cannot install the signal handlers: {source}")]
+    Signals {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServiceError {
+    /// The process's exit status for this error: 64 (`EX_CONFIG`, which systemd's
+    /// `RestartPreventExitStatus=64` does not restart) when the configuration must change
+    /// before a restart can work (a credential or a CA file that cannot be used), 1 for the
+    /// rest. No `_` arm: a new failure must choose.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServiceError::Setup(e) => match e {
+                SetupError::Identity { .. } | SetupError::Ca { .. } => EXIT_CONFIG,
+                SetupError::Http(..) => 1,
+            },
+            ServiceError::Daemon(_)
+            | ServiceError::AuditFolder { .. }
+            | ServiceError::Audit(_)
+            | ServiceError::AuditCopy { .. }
+            | ServiceError::Admin(_)
+            | ServiceError::MetricsListen { .. }
+            | ServiceError::Signals { .. } => 1,
+        }
+    }
+}
+
 /// The audit sinks the configuration asks for: the file first (record of truth).
-pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
+pub fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, ServiceError> {
     let path = &loaded.config.daemon.audit_log;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the audit log's folder {}: {e}",
-                dir.display()
-            )
+        std::fs::create_dir_all(dir).map_err(|source| ServiceError::AuditFolder {
+            path: dir.to_owned(),
+            source,
         })?;
     }
     let mut sinks: Vec<Arc<dyn AuditSink>> = vec![Arc::new(FileSink::open(path)?)];
@@ -37,12 +110,25 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
         AuditStdout::Human => Some(Arc::new(StdoutSink(StdoutFormat::Human))),
     };
     if let Some(s) = stdout {
-        sinks.push(Arc::new(Detached::spawn("stdout", s, 4096)?));
+        let copy =
+            Detached::spawn("stdout", s, 4096).map_err(|source| ServiceError::AuditCopy {
+                sink: "stdout",
+                source,
+            })?;
+        sinks.push(Arc::new(copy));
     }
     // Under systemd, a structured copy in the journal.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match JournaldSink::connect() {
-            Ok(j) => sinks.push(Arc::new(Detached::spawn("journald", Arc::new(j), 4096)?)),
+            Ok(j) => {
+                let copy = Detached::spawn("journald", Arc::new(j), 4096).map_err(|source| {
+                    ServiceError::AuditCopy {
+                        sink: "journald",
+                        source,
+                    }
+                })?;
+                sinks.push(Arc::new(copy));
+            }
             Err(e) => tracing::warn!(error = %e, "no audit copy in the journal"),
         }
     }
@@ -55,7 +141,10 @@ pub fn audit_sinks(loaded: &Loaded) -> anyhow::Result<Arc<dyn AuditSink>> {
 /// `keyturn run` passes a future that never completes, `keyturn demo --for` a timer, tests
 /// whatever they like. SIGUSR1 and SIGHUP are handled here too ([`crate::signals`]). Whether
 /// the process may run as root is the command line's decision, not this function's.
-pub async fn run(mut loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyhow::Result<i32> {
+pub async fn run(
+    mut loaded: Loaded,
+    shutdown: impl Future<Output = ()>,
+) -> Result<i32, ServiceError> {
     // Released when dropped, on every return below: a failed start is not a crash.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
@@ -85,7 +174,7 @@ pub async fn run(mut loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyh
     }
     let board = daemon.board();
     let (tx, rx) = mpsc::channel(64);
-    let reloader: Arc<dyn admin::Reload> = Arc::new(crate::reload::Reloader::new(
+    let reloader: Arc<dyn crate::reload::Reload> = Arc::new(crate::reload::Reloader::new(
         loaded.path.clone(),
         loaded.config.clone(),
         limiter,
@@ -133,7 +222,7 @@ pub async fn run(mut loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyh
     if let Some(addr) = loaded.config.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on metrics.listen {addr}: {e}"))?;
+            .map_err(|source| ServiceError::MetricsListen { addr, source })?;
         tasks.push(tokio::spawn(crate::metrics::serve(
             listener,
             board.clone(),
@@ -152,7 +241,8 @@ pub async fn run(mut loaded: Loaded, shutdown: impl Future<Output = ()>) -> anyh
     let metrics = &loaded.config.metrics;
     let metrics_files = metrics.listen.map_or(0, |_| metrics.max_connections);
     crate::accept::check_file_limit(admin_files + metrics_files);
-    let (signalled, signal_tasks) = watch_signals(tx, reloader)?;
+    let (signalled, signal_tasks) =
+        watch_signals(tx, reloader).map_err(|source| ServiceError::Signals { source })?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     // Ready means the unclean start delay, if any, is over.
     let readied = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -221,7 +311,7 @@ pub async fn rotate_offline(
     account: &str,
     reason: Option<String>,
     ticket: Option<String>,
-) -> anyhow::Result<i32> {
+) -> Result<i32, ServiceError> {
     // Released when dropped on an early return (kept unclean if it inherited a crash it has
     // not waited out yet); `release` below once it has.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
@@ -279,7 +369,7 @@ pub async fn rotate_offline(
 /// first [`Signal::Stop`]; the tasks are the ones to abort once the daemon has stopped.
 fn watch_signals(
     commands: mpsc::Sender<Command>,
-    reload: Arc<dyn admin::Reload>,
+    reload: Arc<dyn crate::reload::Reload>,
 ) -> std::io::Result<(impl Future<Output = ()>, Vec<tokio::task::JoinHandle<()>>)> {
     let mut signals = Signals::install()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -334,5 +424,43 @@ fn rotate_all_command() -> Command {
         request: Request::daemon(Trigger::Signal),
         wait: false,
         reply: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_or_ca_file_that_cannot_be_used_exits_64_and_the_rest_1() {
+        let io = || std::io::Error::other("boom");
+        let identity = SetupError::Identity {
+            identity: "rotator".into(),
+            detail: "certificate_credential \"c\" needs $CREDENTIALS_DIRECTORY".into(),
+            source: None,
+        };
+        let ca = SetupError::Ca {
+            path: "/etc/ca.pem".into(),
+            detail: "no PEM certificate in the file".into(),
+            source: None,
+        };
+        assert_eq!(ServiceError::from(identity).exit_code(), 64);
+        assert_eq!(ServiceError::from(ca).exit_code(), 64);
+        for e in [
+            ServiceError::from(DaemonError::Locked {
+                path: "/var/lib/keyturn/lock".into(),
+                holder: "42".into(),
+            }),
+            ServiceError::MetricsListen {
+                addr: "127.0.0.1:9464".parse().unwrap(),
+                source: io(),
+            },
+            ServiceError::AuditFolder {
+                path: "/var/log/keyturn".into(),
+                source: io(),
+            },
+        ] {
+            assert_eq!(e.exit_code(), 1, "{e}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use keyturn::audit::{EventKind, MemorySink, Trigger};
 use keyturn::clock::{Clock, TokioClock};
-use keyturn::daemon::{Command, Daemon, Managed, Settings};
+use keyturn::daemon::{AccountError, AccountFailure, Command, Daemon, Managed, Settings};
 use keyturn::directory::DirectoryError;
 use keyturn::memory::{DirFault, DirOp, MemoryDirectory, MemoryVault, StoreFault, StoreOp};
 use keyturn::password::{Password, PasswordPolicy};
@@ -283,11 +283,13 @@ async fn manual_rotations_reply_with_each_result() {
     .await
     .unwrap();
     let results = reply_rx.await.unwrap();
-    assert!(results[0]
-        .1
-        .as_ref()
-        .unwrap_err()
-        .contains("no account named"));
+    match &results[0] {
+        (name, Err(e @ AccountFailure::Refused(AccountError::NoSuchAccount { name: asked }))) => {
+            assert_eq!((name.as_str(), asked.as_str()), ("nope", "nope"));
+            assert_eq!(e.to_string(), "no account named \"nope\" is configured");
+        }
+        other => panic!("{other:?}"),
+    }
     handle.await.unwrap().unwrap();
     let done = f
         .audit
@@ -447,8 +449,13 @@ async fn a_reload_applies_the_new_apply_attempts() {
     .await
     .unwrap();
     let results = results.await.unwrap();
-    let err = results[0].1.as_ref().unwrap_err();
-    assert!(err.contains("left pending"), "{err}");
+    match &results[0].1 {
+        Err(AccountFailure::Rotation(e)) => {
+            assert!(e.is_pending(), "{e}");
+            assert!(e.to_string().contains("left pending"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
     drop(tx);
     handle.await.unwrap().unwrap();
 }

@@ -707,7 +707,8 @@ async fn a_failed_start_does_not_make_the_next_start_look_like_a_crash() {
     )
     .unwrap();
     let status = Daemon::start(&config, dir.path(), "first").wait().await;
-    assert!(!status.success());
+    // Not a configuration problem: exit 1, so systemd restarts it.
+    assert_eq!(status.code(), Some(1));
     let err = std::fs::read_to_string(dir.path().join("first.stderr")).unwrap();
     assert!(err.contains("metrics.listen"), "{err}");
 
@@ -722,6 +723,56 @@ async fn a_failed_start_does_not_make_the_next_start_look_like_a_crash() {
     d.signal(Signal::SIGTERM);
     assert!(d.wait().await.success());
     drop(taken);
+}
+
+/// A credential that cannot be built at start exits 64 (`EX_CONFIG`), which the unit's
+/// `RestartPreventExitStatus=64` does not restart, instead of 1 every five seconds.
+#[test]
+fn a_credential_that_cannot_be_built_at_start_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyturn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = {state:?}
+audit_log = {audit:?}
+
+[identities.rotator]
+kind = "client_certificate"
+tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+client_id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+certificate_credential = "keyturn-cert"
+
+[[accounts]]
+name = "a"
+user = "svc-a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "svc-a"
+"#,
+            state = dir.path().join("state"),
+            audit = dir.path().join("audit.jsonl"),
+        ),
+    )
+    .unwrap();
+    for args in [&["run"][..], &["rotate", "a", "--offline"]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("KEYTURN_ALLOW_ROOT", "1")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(
+            err.contains("rotator") && err.contains("CREDENTIALS_DIRECTORY"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 use super::proto::{DecodeError, MAX_REQUEST};
 use crate::audit::AuditError;
+use crate::daemon::{AccountError, AccountFailure};
+use crate::reload::ReloadError;
 
 /// The machine-readable codes of error responses (`docs/admin-protocol.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,11 +108,8 @@ pub enum CommandError {
     #[error("the daemon is stopping")]
     Stopping,
     /// `reload` failed; the old configuration stays in force.
-    #[error("{problems}")]
-    ReloadRejected {
-        /// Every problem found, as the reloader reported them.
-        problems: String,
-    },
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
     /// The handler was built without a reloader (`Handler::reload` is `None`).
     #[error("reload is not available in this mode")]
     ReloadUnsupported,
@@ -135,11 +134,47 @@ impl CommandError {
             CommandError::TicketRequired => ErrorCode::TicketRequired,
             CommandError::AuditUnavailable { .. } => ErrorCode::AuditUnavailable,
             CommandError::Stopping => ErrorCode::Stopping,
-            // Today's code for every reload failure, the daemon stopping included.
-            CommandError::ReloadRejected { .. } => ErrorCode::InvalidConfig,
+            CommandError::Reload(e) => match e {
+                ReloadError::Config(_) | ReloadError::Setup(_) => ErrorCode::InvalidConfig,
+                // The code every reload failure has had, a bug and the daemon stopping
+                // included: clients read it as "the old configuration stays in force".
+                ReloadError::Internal { .. } | ReloadError::Stopping => ErrorCode::InvalidConfig,
+            },
             CommandError::ReloadUnsupported => ErrorCode::Unsupported,
             CommandError::RotationFailed => ErrorCode::RotationFailed,
             CommandError::Failed => ErrorCode::Failed,
+        }
+    }
+}
+
+/// Which command's answer a per-account result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// `rotate`.
+    Rotate,
+    /// `pause`, `resume`, `reconcile`.
+    Ack,
+}
+
+impl CommandError {
+    /// The error an answer is given when `failure` is among its accounts' results (each
+    /// account's entry carries the failure's own text). No `_` arm: a new failure must
+    /// choose whether it fails the whole answer, and with which code.
+    pub fn for_account(reply: Reply, failure: &AccountFailure) -> CommandError {
+        let whole = match reply {
+            Reply::Rotate => CommandError::RotationFailed,
+            Reply::Ack => CommandError::Failed,
+        };
+        match failure {
+            AccountFailure::Rotation(_) => whole,
+            AccountFailure::Refused(e) => match e {
+                AccountError::NoSuchAccount { .. }
+                | AccountError::AlreadyRotating
+                | AccountError::Paused
+                | AccountError::ReconcileWhileRotating
+                | AccountError::Removed
+                | AccountError::NothingToDo => whole,
+            },
         }
     }
 }
@@ -185,11 +220,17 @@ mod tests {
             ),
             (CommandError::Stopping, "stopping", "the daemon is stopping"),
             (
-                CommandError::ReloadRejected {
-                    problems: "accounts[0].user: empty".into(),
-                },
+                CommandError::Reload(ReloadError::Config(crate::config::ConfigError::Read {
+                    path: "/etc/keyturn/keyturn.toml".into(),
+                    detail: "no such file".into(),
+                })),
                 "invalid_config",
-                "accounts[0].user: empty",
+                "cannot read /etc/keyturn/keyturn.toml: no such file",
+            ),
+            (
+                CommandError::Reload(ReloadError::Stopping),
+                "invalid_config",
+                "the daemon is stopping",
             ),
             (
                 CommandError::ReloadUnsupported,
@@ -210,6 +251,30 @@ mod tests {
         for (e, code, message) in cases {
             assert_eq!(e.code().as_str(), code);
             assert_eq!(e.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn a_failed_account_fails_the_whole_answer_with_its_command_code() {
+        use crate::protocol::RotationError;
+        let failures = [
+            AccountFailure::Refused(AccountError::NoSuchAccount { name: "x".into() }),
+            AccountFailure::Refused(AccountError::AlreadyRotating),
+            AccountFailure::Refused(AccountError::Paused),
+            AccountFailure::Refused(AccountError::ReconcileWhileRotating),
+            AccountFailure::Refused(AccountError::Removed),
+            AccountFailure::Refused(AccountError::NothingToDo),
+            AccountFailure::from(RotationError::Pending {
+                account: "x".into(),
+                rotation_id: uuid::Uuid::nil(),
+                cause: "HTTP 503".into(),
+            }),
+        ];
+        for f in &failures {
+            let rotate = CommandError::for_account(Reply::Rotate, f);
+            assert_eq!(rotate.code(), ErrorCode::RotationFailed, "{f}");
+            let ack = CommandError::for_account(Reply::Ack, f);
+            assert_eq!(ack.code(), ErrorCode::Failed, "{f}");
         }
     }
 

@@ -13,33 +13,63 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Why the Azure clients could not be built.
+/// Why the Azure clients could not be built. Each `detail` is the text users see; the error
+/// behind it, where there is one, is kept as the `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("cannot read the CA file {path}: {detail}; check tls.extra_ca_files")]
-    Ca { path: PathBuf, detail: String },
+    Ca {
+        path: PathBuf,
+        detail: String,
+        #[source]
+        source: Option<Cause>,
+    },
     #[error("cannot build the HTTP client: {0}")]
-    Http(String),
+    Http(#[source] reqwest::Error),
     #[error("identity {identity}: {detail}")]
-    Identity { identity: String, detail: String },
+    Identity {
+        identity: String,
+        detail: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+/// The error behind a [`SetupError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+impl SetupError {
+    /// Identity `identity` cannot be used: `detail`, caused by `source` (its text, which
+    /// `detail` should show, stays the same; the error itself is kept).
+    pub fn identity(
+        identity: &str,
+        detail: String,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        SetupError::Identity {
+            identity: identity.to_owned(),
+            detail,
+            source: Some(Box::new(source)),
+        }
+    }
 }
 
 /// Builds the one HTTP client every Azure call goes through.
 pub fn http_client(tls: &TlsConfig, net: &NetworkConfig) -> Result<reqwest::Client, SetupError> {
     let mut extra = Vec::new();
     for path in &tls.extra_ca_files {
-        let pem = std::fs::read(path).map_err(|e| SetupError::Ca {
+        let ca = |e: Cause| SetupError::Ca {
             path: path.clone(),
             detail: e.to_string(),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SetupError::Ca {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+            source: Some(e),
+        };
+        let pem = std::fs::read(path).map_err(|e| ca(e.into()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.into()))?;
         if certs.is_empty() {
             return Err(SetupError::Ca {
                 path: path.clone(),
                 detail: "no PEM certificate in the file".into(),
+                source: None,
             });
         }
         extra.extend(certs);
@@ -65,7 +95,7 @@ pub fn http_client_with(
         // reqwest ignores this port: the URL's port is used.
         builder = builder.resolve(host, std::net::SocketAddr::new(*ip, 443));
     }
-    builder.build().map_err(|e| SetupError::Http(e.to_string()))
+    builder.build().map_err(SetupError::Http)
 }
 
 /// Like [`client_options`], with the SDK's retry budget from `[network]`.
@@ -195,27 +225,25 @@ pub fn read_client_secret(
     let err = |detail: String| SetupError::Identity {
         identity: name.to_owned(),
         detail,
+        source: None,
     };
     let value = if let Some(v) = &id.client_secret {
         Zeroizing::new(v.expose().to_owned())
     } else if let Some(f) = &id.client_secret_file {
         Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
-            err(format!(
-                "cannot read client_secret_file {}: {e}",
-                f.display()
-            ))
+            let detail = format!("cannot read client_secret_file {}: {e}", f.display());
+            SetupError::identity(name, detail, e)
         })?)
     } else if let Some(c) = &id.client_secret_credential {
         let path = credential_path("client_secret_credential", c).map_err(err)?;
-        Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .map_err(|e| err(format!("cannot read credential {}: {e}", path.display())))?,
-        )
+        Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+            let detail = format!("cannot read credential {}: {e}", path.display());
+            SetupError::identity(name, detail, e)
+        })?)
     } else if let Some(var) = &id.client_secret_env {
-        Zeroizing::new(
-            std::env::var(var)
-                .map_err(|_| err(format!("environment variable {var} is not set")))?,
-        )
+        Zeroizing::new(std::env::var(var).map_err(|e| {
+            SetupError::identity(name, format!("environment variable {var} is not set"), e)
+        })?)
     } else {
         return Err(err("no client secret source is configured".into()));
     };
@@ -247,7 +275,9 @@ pub fn credential(
     let err = |detail: String| SetupError::Identity {
         identity: name.to_owned(),
         detail,
+        source: None,
     };
+    let sdk = |e: azure_core::Error| SetupError::identity(name, e.to_string(), e);
     let options = client_options_for(http, id.authority_host.as_deref(), net);
     let tenant = id.tenant_id.clone().unwrap_or_default();
     let client_id = id.client_id.clone().unwrap_or_default();
@@ -262,7 +292,7 @@ pub fn credential(
                 client_options: options,
             }),
         )
-        .map_err(|e| err(e.to_string()))?,
+        .map_err(sdk)?,
         "client_certificate" => {
             let (what, path) = match (&id.certificate_credential, &id.certificate_file) {
                 (Some(c), _) => (
@@ -272,8 +302,13 @@ pub fn credential(
                 (None, f) => ("certificate_file", f.clone().unwrap_or_default()),
             };
             // Moved into the SDK's `SecretBytes`, which keeps it for the credential's life.
-            let bytes = std::fs::read(&path)
-                .map_err(|e| err(format!("cannot read {what} {}: {e}", path.display())))?;
+            let bytes = std::fs::read(&path).map_err(|e| {
+                SetupError::identity(
+                    name,
+                    format!("cannot read {what} {}: {e}", path.display()),
+                    e,
+                )
+            })?;
             azure_identity::ClientCertificateCredential::new(
                 tenant,
                 client_id,
@@ -283,7 +318,7 @@ pub fn credential(
                     ..Default::default()
                 }),
             )
-            .map_err(|e| err(e.to_string()))?
+            .map_err(sdk)?
         }
         "workload_identity" => azure_identity::WorkloadIdentityCredential::new(Some(
             azure_identity::WorkloadIdentityCredentialOptions {
@@ -295,7 +330,7 @@ pub fn credential(
                 token_file_path: id.token_file.clone(),
             },
         ))
-        .map_err(|e| err(e.to_string()))?,
+        .map_err(sdk)?,
         "managed_identity" => azure_identity::ManagedIdentityCredential::new(Some(
             azure_identity::ManagedIdentityCredentialOptions {
                 user_assigned_id: id
@@ -305,14 +340,14 @@ pub fn credential(
                 client_options: options,
             },
         ))
-        .map_err(|e| err(e.to_string()))?,
+        .map_err(sdk)?,
         "azure_cli" => azure_identity::AzureCliCredential::new(Some(
             azure_identity::AzureCliCredentialOptions {
                 tenant_id: id.tenant_id.clone(),
                 ..Default::default()
             },
         ))
-        .map_err(|e| err(e.to_string()))?,
+        .map_err(sdk)?,
         other => return Err(err(format!("unknown kind {other:?}"))),
     };
     Ok(cred)
@@ -335,6 +370,34 @@ mod tests {
             "say <redacted> twice: <redacted>"
         );
         assert_eq!(bounded("abc", Some(""), 100), "abc");
+    }
+
+    #[test]
+    fn a_setup_error_keeps_its_cause_and_its_text() {
+        let id = IdentityConfig {
+            client_secret_file: Some("/nonexistent/keyturn-secret".into()),
+            ..Default::default()
+        };
+        let e = read_client_secret("rotator", &id).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "identity rotator: cannot read client_secret_file /nonexistent/keyturn-secret: No such file or directory (os error 2)"
+        );
+        let source = std::error::Error::source(&e).expect("the io error is kept");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+
+        let tls = TlsConfig {
+            extra_ca_files: vec!["/nonexistent/ca.pem".into()],
+        };
+        let e = http_client(&tls, &NetworkConfig::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the CA file /nonexistent/ca.pem: No such file or directory (os error 2); check tls.extra_ca_files"
+        );
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
     }
 
     #[test]

@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     #[error("cannot read {path}: {detail}")]
     Read { path: PathBuf, detail: String },
+    /// The file could not be read or parsed as TOML (or an override applied).
+    #[error("cannot read {path}: {source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: ::config::ConfigError,
+    },
     #[error("{} problem(s) in {path}:\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
@@ -23,6 +30,10 @@ impl ConfigError {
             ConfigError::Read { detail, .. } => vec![Problem {
                 key: "(file)".into(),
                 message: detail.clone(),
+            }],
+            ConfigError::Load { source, .. } => vec![Problem {
+                key: "(file)".into(),
+                message: source.to_string(),
             }],
             ConfigError::Invalid { problems, .. } => problems.clone(),
         }
@@ -104,9 +115,9 @@ where
                 .separator("__"),
         );
     }
-    let raw = builder.build().map_err(|e| ConfigError::Read {
+    let raw = builder.build().map_err(|source| ConfigError::Load {
         path: path.to_owned(),
-        detail: e.to_string(),
+        source,
     })?;
     let mut problems = Vec::new();
     let config: Config = match serde_ignored::deserialize(raw, |p| {
@@ -148,5 +159,22 @@ where
             path: path.to_owned(),
             problems,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_does_not_parse_keeps_the_parser_error_as_its_source() {
+        let e = load_str("[daemon\n", Path::new("bad.toml")).unwrap_err();
+        let ConfigError::Load { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(e.to_string(), format!("cannot read bad.toml: {source}"));
+        let kept = std::error::Error::source(&e).expect("the parser's error is kept");
+        assert!(kept.is::<::config::ConfigError>());
+        assert_eq!(e.problems()[0].key, "(file)");
     }
 }

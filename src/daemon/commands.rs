@@ -4,9 +4,10 @@
 use super::jobs::Job;
 use super::{Daemon, Managed, Settings, Slot};
 use crate::audit::Trigger;
-use crate::protocol::{Request, Rotated, Tuning};
+use crate::protocol::{Request, Rotated, RotationError, Tuning};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -39,13 +40,31 @@ impl From<&Rotated> for RotationSummary {
 }
 
 /// The result of one account's rotation, as sent back to a requester.
-pub type AccountResult = (String, Result<RotationSummary, String>);
+pub type AccountResult = (String, Result<RotationSummary, AccountFailure>);
 
 /// The result of a pause/resume/reconcile for one account.
-pub type AccountAck = (String, Result<String, String>);
+pub type AccountAck = (String, Result<String, AccountFailure>);
 
-/// Why a command was not carried out for one account. Replies carry its `Display` text
-/// (`AccountResult`, `AccountAck`), which the admin socket shows per account.
+/// Why a command did not complete for one account, as sent back to a requester. The
+/// `Display` text is what the admin socket shows for the account.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AccountFailure {
+    /// The daemon did not carry the command out (no such account, busy, paused, …).
+    #[error(transparent)]
+    Refused(#[from] AccountError),
+    /// The rotation or reconcile ran and failed; the engine's error with its sources
+    /// (shared: a job may answer both a rotate and a reconcile requester).
+    #[error(transparent)]
+    Rotation(Arc<RotationError>),
+}
+
+impl From<RotationError> for AccountFailure {
+    fn from(e: RotationError) -> Self {
+        AccountFailure::Rotation(Arc::new(e))
+    }
+}
+
+/// Why a command was not carried out for one account ([`AccountFailure::Refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
     /// The command named an account the configuration does not have.
@@ -127,8 +146,7 @@ impl Daemon {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ =
-                                reply.send(vec![(account.unwrap_or_default(), Err(e.to_string()))]);
+                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e.into()))]);
                         }
                         return;
                     }
@@ -138,11 +156,11 @@ impl Daemon {
                 for idx in targets {
                     let name = self.slots[idx].name().to_owned();
                     if self.slots[idx].busy {
-                        immediate.push((name, Err(AccountError::AlreadyRotating.to_string())));
+                        immediate.push((name, Err(AccountError::AlreadyRotating.into())));
                         continue;
                     }
                     if self.slots[idx].paused {
-                        immediate.push((name, Err(AccountError::Paused.to_string())));
+                        immediate.push((name, Err(AccountError::Paused.into())));
                         continue;
                     }
                     let id = Uuid::new_v4();
@@ -176,7 +194,7 @@ impl Daemon {
                 reply,
             } => {
                 let acks = match self.targets(&account) {
-                    Err(e) => vec![(account.unwrap_or_default(), Err(e.to_string()))],
+                    Err(e) => vec![(account.unwrap_or_default(), Err(e.into()))],
                     Ok(targets) => targets
                         .into_iter()
                         .map(|idx| {
@@ -209,8 +227,7 @@ impl Daemon {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ =
-                                reply.send(vec![(account.unwrap_or_default(), Err(e.to_string()))]);
+                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e.into()))]);
                         }
                         return;
                     }
@@ -221,7 +238,7 @@ impl Daemon {
                     if self.slots[idx].busy {
                         immediate.push((
                             self.slots[idx].name().to_owned(),
-                            Err(AccountError::ReconcileWhileRotating.to_string()),
+                            Err(AccountError::ReconcileWhileRotating.into()),
                         ));
                         continue;
                     }

@@ -2,7 +2,9 @@
 //! bound allow, and taking in its result (the status board, the next due time, the reply).
 //! The tasks themselves: a rotation, or a reconcile (recovery, drift check, due time).
 
-use super::{AccountAck, AccountError, AccountResult, Daemon, Managed, RotationSummary};
+use super::{
+    AccountAck, AccountError, AccountFailure, AccountResult, Daemon, Managed, RotationSummary,
+};
 use crate::audit::Trigger;
 use crate::clock::Clock;
 use crate::protocol::{self, Engine, Request, Rotated, RotationError};
@@ -101,7 +103,7 @@ impl Daemon {
         let Some(&idx) = self.index.get(&name) else {
             // Removed by a reload while it waited.
             if let Some(reply) = reply {
-                let _ = reply.send((name.clone(), Err(AccountError::Removed.to_string())));
+                let _ = reply.send((name.clone(), Err(AccountError::Removed.into())));
             }
             let task_name = name.clone();
             let task_tenant = tenant.clone();
@@ -195,60 +197,63 @@ impl Daemon {
         self.slots[idx].busy = false;
         let name = done.name.clone();
         let now = self.clock.now();
-        let (result, ack_msg): (Result<RotationSummary, String>, Result<String, String>) =
-            match &done.out {
-                TaskOut::Rotated(r) => {
-                    tracing::info!(account = %name, rotation_id = %r.rotation_id, version = %r.version, "rotation completed");
-                    let outcome = if r.warnings.is_empty() {
-                        "success"
-                    } else {
-                        "warning"
-                    };
+        let (result, ack_msg): (
+            Result<RotationSummary, AccountFailure>,
+            Result<String, AccountFailure>,
+        ) = match done.out {
+            TaskOut::Rotated(r) => {
+                tracing::info!(account = %name, rotation_id = %r.rotation_id, version = %r.version, "rotation completed");
+                let outcome = if r.warnings.is_empty() {
+                    "success"
+                } else {
+                    "warning"
+                };
+                self.board_mut(idx, |b| {
+                    b.last_outcome = Some(outcome.into());
+                    b.version = Some(r.version.clone());
+                    b.pending = false;
+                    b.last_end = Some(now);
+                    b.last_success = Some(now);
+                    *b.counts.entry(outcome.into()).or_default() += 1;
+                });
+                self.schedule_after_success(idx);
+                (
+                    Ok(RotationSummary::from(&r)),
+                    Ok(format!("rotated (rotation {})", r.rotation_id)),
+                )
+            }
+            TaskOut::Idle(due, current) => {
+                if let Some((version, rotated)) = current.clone() {
                     self.board_mut(idx, |b| {
-                        b.last_outcome = Some(outcome.into());
-                        b.version = Some(r.version.clone());
-                        b.pending = false;
-                        b.last_end = Some(now);
-                        b.last_success = Some(now);
-                        *b.counts.entry(outcome.into()).or_default() += 1;
+                        b.version = Some(version);
+                        b.rotated_at = Some(rotated);
                     });
-                    self.schedule_after_success(idx);
-                    (
-                        Ok(r.into()),
-                        Ok(format!("rotated (rotation {})", r.rotation_id)),
-                    )
                 }
-                TaskOut::Idle(due, current) => {
-                    if let Some((version, rotated)) = current.clone() {
-                        self.board_mut(idx, |b| {
-                            b.version = Some(version);
-                            b.rotated_at = Some(rotated);
-                        });
-                    }
-                    let (due, trigger) = due.unwrap_or_else(|| {
-                        let s = &self.slots[idx];
-                        (s.next_due.unwrap_or(now), s.next_trigger)
-                    });
-                    self.set_due(idx, due, trigger);
-                    (
-                        Err(AccountError::NothingToDo.to_string()),
-                        Ok("consistent; nothing to do".into()),
-                    )
-                }
-                TaskOut::Failed(e) => {
-                    tracing::warn!(account = %name, error = %e, "rotation did not complete; retrying with backoff");
-                    let pending = e.is_pending();
-                    let kind = e.kind();
-                    self.board_mut(idx, |b| {
-                        b.last_outcome = Some(format!("failed: {kind}"));
-                        b.pending = pending;
-                        b.last_end = Some(now);
-                        *b.counts.entry("failed".into()).or_default() += 1;
-                    });
-                    self.schedule_retry(idx);
-                    (Err(e.to_string()), Err(e.to_string()))
-                }
-            };
+                let (due, trigger) = due.unwrap_or_else(|| {
+                    let s = &self.slots[idx];
+                    (s.next_due.unwrap_or(now), s.next_trigger)
+                });
+                self.set_due(idx, due, trigger);
+                (
+                    Err(AccountError::NothingToDo.into()),
+                    Ok("consistent; nothing to do".into()),
+                )
+            }
+            TaskOut::Failed(e) => {
+                tracing::warn!(account = %name, error = %e, "rotation did not complete; retrying with backoff");
+                let pending = e.is_pending();
+                let kind = e.kind();
+                self.board_mut(idx, |b| {
+                    b.last_outcome = Some(format!("failed: {kind}"));
+                    b.pending = pending;
+                    b.last_end = Some(now);
+                    *b.counts.entry("failed".into()).or_default() += 1;
+                });
+                self.schedule_retry(idx);
+                let failure = AccountFailure::from(e);
+                (Err(failure.clone()), Err(failure))
+            }
+        };
         let failures = self.slots[idx].failures;
         self.board_mut(idx, |b| {
             b.busy = false;

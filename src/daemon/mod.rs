@@ -18,7 +18,9 @@ mod lock;
 mod queues;
 
 pub use board::{AccountStatus, DaemonStatus, StatusBoard};
-pub use commands::{AccountAck, AccountError, AccountResult, Command, RotationSummary};
+pub use commands::{
+    AccountAck, AccountError, AccountFailure, AccountResult, Command, RotationSummary,
+};
 pub use lock::InstanceLock;
 
 use jobs::{Done, Job, Queued};

@@ -1,0 +1,207 @@
+//! One request: the policy checks, the audit record of who sent it, the command sent to
+//! the daemon, and its answer (failures mapped to wire codes by [`CommandError`]).
+
+use super::access::Peer;
+use super::proto::{Request, Response, Target};
+use super::{CommandError, Reply};
+use crate::audit::{AuditEvent, AuditSink, EventKind, Outcome, Trigger};
+use crate::clock::Clock;
+use crate::daemon::{AccountFailure, Command, StatusBoard};
+use crate::reload::Reload;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the server needs from the daemon.
+pub struct Handler {
+    /// The daemon's command channel.
+    pub commands: mpsc::Sender<Command>,
+    /// The daemon's status.
+    pub board: StatusBoard,
+    /// Where commands are recorded.
+    pub audit: Arc<dyn AuditSink>,
+    /// Time source for audit records.
+    pub clock: Arc<dyn Clock>,
+    /// Configuration reload.
+    pub reload: Option<Arc<dyn Reload>>,
+    /// Refuse `rotate` without a reason.
+    pub require_reason: bool,
+    /// Refuse `rotate` without a ticket.
+    pub require_ticket: bool,
+}
+
+async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<(), Response> {
+    let mut ev = AuditEvent::new(EventKind::AdminCommandAccepted, handler.clock.now());
+    ev.actor = Some(peer.actor());
+    ev.outcome = Some(Outcome::Success);
+    ev.trigger = Some(Trigger::Socket);
+    let target = |t: &Target| t.name().unwrap_or_else(|| "all".into());
+    ev.detail = Some(match req {
+        Request::Rotate {
+            target: t, wait, ..
+        } => format!(
+            "rotate {}{}",
+            target(t),
+            if *wait { "" } else { " (no wait)" }
+        ),
+        Request::Pause(t) | Request::Resume(t) | Request::Reconcile(t) => {
+            format!("{} {}", req.name(), target(t))
+        }
+        Request::Status | Request::Reload => req.name().to_owned(),
+    });
+    if let Request::Rotate {
+        target: Target::One(a),
+        reason,
+        ticket,
+        ..
+    } = req
+    {
+        ev.account = Some(a.clone());
+        ev.reason = reason.clone();
+        ev.ticket = ticket.clone();
+    } else if let Request::Rotate { reason, ticket, .. } = req {
+        ev.reason = reason.clone();
+        ev.ticket = ticket.clone();
+    }
+    handler
+        .audit
+        .record(&ev)
+        .await
+        .map_err(|source| Response::error(&CommandError::AuditUnavailable { source }))
+}
+
+pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Response {
+    if let Request::Rotate { reason, ticket, .. } = &req {
+        if handler.require_reason && reason.is_none() {
+            return Response::error(&CommandError::ReasonRequired);
+        }
+        if handler.require_ticket && ticket.is_none() {
+            return Response::error(&CommandError::TicketRequired);
+        }
+    }
+    if !matches!(req, Request::Status) {
+        if let Err(r) = audit_command(handler, peer, &req).await {
+            return r;
+        }
+    }
+    let gone = || Response::error(&CommandError::Stopping);
+    match req {
+        Request::Status => {
+            let mut status = handler
+                .board
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            status.audit = handler.audit.health();
+            Response::ok(serde_json::to_value(status).unwrap_or_default())
+        }
+        Request::Rotate {
+            target,
+            reason,
+            ticket,
+            wait,
+        } => {
+            let (tx, rx) = oneshot::channel();
+            let request = crate::protocol::Request {
+                trigger: Trigger::Socket,
+                actor: peer.actor(),
+                reason,
+                ticket,
+                rotation_id: None,
+            };
+            let cmd = Command::Rotate {
+                account: target.name(),
+                request,
+                wait,
+                reply: Some(tx),
+            };
+            if handler.commands.send(cmd).await.is_err() {
+                return gone();
+            }
+            match rx.await {
+                Ok(results) => per_account(Reply::Rotate, "rotation", results),
+                Err(_) => gone(),
+            }
+        }
+        Request::Pause(t) => pause(handler, t, true).await,
+        Request::Resume(t) => pause(handler, t, false).await,
+        Request::Reload => match &handler.reload {
+            Some(r) => match r.reload(peer.actor()).await {
+                Ok(summary) => Response::ok(serde_json::json!({ "summary": summary })),
+                Err(e) => Response::error(&CommandError::Reload(e)),
+            },
+            None => Response::error(&CommandError::ReloadUnsupported),
+        },
+        Request::Reconcile(t) => {
+            let (tx, rx) = oneshot::channel();
+            let request = crate::protocol::Request {
+                trigger: Trigger::Recovery,
+                actor: peer.actor(),
+                reason: None,
+                ticket: None,
+                rotation_id: None,
+            };
+            if handler
+                .commands
+                .send(Command::Reconcile {
+                    account: t.name(),
+                    request,
+                    reply: Some(tx),
+                })
+                .await
+                .is_err()
+            {
+                return gone();
+            }
+            acks(rx.await.ok())
+        }
+    }
+}
+
+async fn pause(handler: &Handler, target: Target, paused: bool) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let cmd = Command::Pause {
+        account: target.name(),
+        paused,
+        reply: Some(tx),
+    };
+    if handler.commands.send(cmd).await.is_err() {
+        return Response::error(&CommandError::Stopping);
+    }
+    acks(rx.await.ok())
+}
+
+fn acks(results: Option<Vec<crate::daemon::AccountAck>>) -> Response {
+    match results {
+        Some(results) => per_account(Reply::Ack, "result", results),
+        None => Response::error(&CommandError::Stopping),
+    }
+}
+
+/// The answer listing each account's result: its value under `key`, or its failure's text
+/// under `error`; an error response (with the same list) when one failed, its code chosen
+/// by [`CommandError::for_account`].
+fn per_account<T: serde::Serialize>(
+    reply: Reply,
+    key: &str,
+    results: Vec<(String, Result<T, AccountFailure>)>,
+) -> Response {
+    let mut failed = None;
+    let list: Vec<_> = results
+        .into_iter()
+        .map(|(name, r)| match r {
+            Ok(v) => serde_json::json!({"account": name, "ok": true, key: v}),
+            Err(e) => {
+                failed.get_or_insert_with(|| CommandError::for_account(reply, &e));
+                serde_json::json!({"account": name, "ok": false, "error": e.to_string()})
+            }
+        })
+        .collect();
+    match failed {
+        None => Response::ok(serde_json::json!({ "accounts": list })),
+        Some(e) => {
+            let mut r = Response::error(&e);
+            r.result = Some(serde_json::json!({ "accounts": list }));
+            r
+        }
+    }
+}
