@@ -241,9 +241,11 @@ pub fn read_client_secret(
             SetupError::identity(name, detail, e)
         })?)
     } else if let Some(var) = &id.client_secret_env {
-        Zeroizing::new(std::env::var(var).map_err(|e| {
-            SetupError::identity(name, format!("environment variable {var} is not set"), e)
-        })?)
+        // Not kept as a source: `VarError::NotUnicode` holds the variable's value, the secret.
+        Zeroizing::new(
+            std::env::var(var)
+                .map_err(|_| err(format!("environment variable {var} is not set")))?,
+        )
     } else {
         return Err(err("no client secret source is configured".into()));
     };

@@ -13,8 +13,9 @@ pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Load {
         path: PathBuf,
+        /// Boxed: the config crate's error is large, and every `ConfigError` would be.
         #[source]
-        source: ::config::ConfigError,
+        source: Box<::config::ConfigError>,
     },
     #[error("{} problem(s) in {path}:\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
@@ -117,7 +118,7 @@ where
     }
     let raw = builder.build().map_err(|source| ConfigError::Load {
         path: path.to_owned(),
-        source,
+        source: Box::new(source),
     })?;
     let mut problems = Vec::new();
     let config: Config = match serde_ignored::deserialize(raw, |p| {
@@ -174,7 +175,8 @@ mod tests {
         };
         assert_eq!(e.to_string(), format!("cannot read bad.toml: {source}"));
         let kept = std::error::Error::source(&e).expect("the parser's error is kept");
-        assert!(kept.is::<::config::ConfigError>());
+        assert!(kept.is::<Box<::config::ConfigError>>());
+        assert_eq!(kept.to_string(), source.to_string());
         assert_eq!(e.problems()[0].key, "(file)");
     }
 }
