@@ -205,3 +205,47 @@ fn per_account<T: serde::Serialize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::{AccountError, RotationSummary};
+
+    #[test]
+    fn per_account_answers_encode_as_before() {
+        let acks: Vec<(String, Result<String, AccountFailure>)> = vec![
+            ("a".into(), Ok("paused".into())),
+            (
+                "b".into(),
+                Err(AccountError::NoSuchAccount { name: "b".into() }.into()),
+            ),
+        ];
+        assert_eq!(
+            per_account(Reply::Ack, "result", acks).encode(),
+            r#"{"v":1,"ok":false,"result":{"accounts":[{"account":"a","ok":true,"result":"paused"},{"account":"b","error":"no account named \"b\" is configured","ok":false}]},"error":{"code":"failed","message":"the command failed for one or more accounts; see each account"}}"#
+        );
+        let rotations: Vec<(String, Result<RotationSummary, AccountFailure>)> = vec![
+            (
+                "a".into(),
+                Ok(RotationSummary {
+                    rotation_id: uuid::Uuid::nil(),
+                    version: None,
+                    resumed: false,
+                    warnings: Vec::new(),
+                    completed: false,
+                }),
+            ),
+            ("b".into(), Err(AccountError::Paused.into())),
+        ];
+        assert_eq!(
+            per_account(Reply::Rotate, "rotation", rotations).encode(),
+            r#"{"v":1,"ok":false,"result":{"accounts":[{"account":"a","ok":true,"rotation":{"completed":false,"resumed":false,"rotation_id":"00000000-0000-0000-0000-000000000000","warnings":[]}},{"account":"b","error":"the account is paused; resume it first","ok":false}]},"error":{"code":"rotation_failed","message":"one or more rotations did not complete; see each account"}}"#
+        );
+        let ok: Vec<(String, Result<String, AccountFailure>)> =
+            vec![("a".into(), Ok("resumed".into()))];
+        assert_eq!(
+            per_account(Reply::Ack, "result", ok).encode(),
+            r#"{"v":1,"ok":true,"result":{"accounts":[{"account":"a","ok":true,"result":"resumed"}]}}"#
+        );
+    }
+}
