@@ -193,11 +193,11 @@ fn protect_proc_matches_how_the_daemon_reads_peer_groups() {
         protect_proc.as_str(),
         "invisible" | "noaccess" | "ptraceable"
     );
-    let reads_proc = read("src/admin/mod.rs").contains("/proc/{pid}/status");
+    let reads_proc = read("src/admin/access.rs").contains("/proc/{pid}/status");
     assert!(
         !(hides && reads_proc),
         "ProtectProc={protect_proc} hides /proc/<pid>/status of socket clients, which \
-         src/admin/mod.rs reads for their supplementary groups: use SO_PEERGROUPS there first"
+         src/admin/access.rs reads for their supplementary groups: use SO_PEERGROUPS there first"
     );
     if !hides && !reads_proc {
         eprintln!("note: the daemon no longer reads /proc for peer groups: ProtectProc=invisible can be set");
