@@ -22,12 +22,13 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Default Graph base URL.
 pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 
-/// Builds every managed account from the configuration, with new rate-limit buckets.
-pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>, SetupError> {
+/// Builds every managed account from the configuration, with new rate-limit buckets that
+/// report their waits to `http`'s observer.
+pub fn accounts(loaded: &Loaded, http: &azure::Http) -> Result<Vec<Managed>, SetupError> {
     accounts_with(
         loaded,
         http,
-        &Limiter::new(loaded.config.limits.clone(), crate::metrics::observe_pacing),
+        &Limiter::new(loaded.config.limits.clone(), http.observer.clone()),
     )
 }
 
@@ -35,7 +36,7 @@ pub fn accounts(loaded: &Loaded, http: &reqwest::Client) -> Result<Vec<Managed>,
 /// built before from the same limiter, so a reload does not hand out a fresh budget).
 pub fn accounts_with(
     loaded: &Loaded,
-    http: &reqwest::Client,
+    http: &azure::Http,
     limiter: &Limiter,
 ) -> Result<Vec<Managed>, SetupError> {
     let config = &loaded.config;

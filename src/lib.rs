@@ -20,6 +20,8 @@
 //! - [`idle`]: the hook that gives memory back to the kernel when the daemon goes idle.
 //! - [`accept`]: what the accept loops of the admin socket and the metrics listener do on
 //!   an error (log, pause, retry).
+//! - [`observe`]: the [`observe::Observer`] trait the Azure client and the rate limits
+//!   report requests and paced waits to (the wiring hands them the service's metrics).
 //!
 //! The rotation engine and its test doubles:
 //! - [`protocol`]: the rotation protocol over those traits: stage, apply, verify, commit,
@@ -36,7 +38,8 @@
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators;
 //!   waits are reported to an observer the wiring hands in.
 //! - [`azure`]: the real adapters (Key Vault SDK, Graph over reqwest, azure_identity).
-//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` over HTTP.
+//! - [`metrics`]: one service's counters (an [`observe::Observer`]), and `/metrics`,
+//!   `/healthz`, `/readyz` over HTTP.
 //! - [`admin`]: the admin Unix socket: server, wire protocol and client.
 //! - [`app`]: a validated configuration into accounts backed by the real adapters.
 //! - [`reload`]: SIGHUP and `keyturn reload`: load, validate, swap, or keep the old.
@@ -66,6 +69,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod password;
 pub mod protocol;
 pub mod reload;

@@ -14,16 +14,19 @@
 //!
 //! Waiters queue first-in first-out on a per-bucket async mutex, so only one of them polls
 //! the bucket at a time (no thundering herd when many rotations wait on one vault), and
-//! commits (sets of `<secret>`) pass ahead of stages (sets of `<secret>-pending`): a staged
-//! password is in Entra soon after, and committing it first keeps the window short during
-//! which consumers must fall back to the staging secret.
+//! commits (sets of `<secret>`) pass ahead of stages (sets of `<secret>-pending`), as each
+//! write's [`Step`] says: a staged password is in Entra soon after, and committing it first
+//! keeps the window short during which consumers must fall back to the staging secret.
+//!
+//! Waits are told to the [`Observer`] the wiring hands in (the service's metrics).
 //!
 //! A 429 that still happens (another client used the vault) is honoured by the SDK's retry
 //! policy and the protocol (`Retry-After`) and counted by the metrics (`azure_throttled`).
 
 use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
+use crate::observe::Observer;
 use crate::password::Password;
-use crate::store::{NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written};
+use crate::store::{NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written};
 use async_trait::async_trait;
 use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
@@ -40,11 +43,6 @@ pub const VAULT_WINDOW: Duration = Duration::from_secs(10);
 pub const GRAPH_WINDOW: Duration = Duration::from_secs(150);
 
 pub use crate::config::LimitsConfig;
-
-/// Told how long a request waited for `budget` (when it waited at all): the metrics'
-/// `keyturn_paced_requests_total` and `keyturn_pacing_wait_seconds`
-/// ([`crate::metrics::observe_pacing`], handed in by the wiring), or nothing.
-pub type ObservePacing = fn(budget: &'static str, waited: Duration);
 
 /// The budgets of the `[limits]` table (the table itself is configuration:
 /// [`crate::config::LimitsConfig`]).
@@ -117,8 +115,8 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Dura
 pub struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`, `graph_write`.
     name: &'static str,
-    /// Where a wait is reported.
-    observe: ObservePacing,
+    /// Where a wait is reported ([`Observer::paced`]).
+    observer: Arc<dyn Observer>,
     limiter: Gcra,
     clock: TokioClock,
     /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
@@ -128,8 +126,8 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket for `budget`, called `name` in metrics; its waits are told to `observe`.
-    pub fn new(name: &'static str, budget: Budget, observe: ObservePacing) -> Bucket {
+    /// A bucket for `budget`, called `name` in metrics; its waits are told to `observer`.
+    pub fn new(name: &'static str, budget: Budget, observer: Arc<dyn Observer>) -> Bucket {
         let burst = NonZeroU32::new(budget.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(budget.period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -139,7 +137,7 @@ impl Bucket {
         };
         Bucket {
             name,
-            observe,
+            observer,
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
             turn: tokio::sync::Mutex::new(()),
@@ -161,7 +159,7 @@ impl Bucket {
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
         }
         if let Some(since) = waited {
-            (self.observe)(self.name, since.elapsed());
+            self.observer.paced(self.name, since.elapsed());
         }
     }
 }
@@ -177,18 +175,18 @@ struct VaultBuckets {
 pub struct Limiter {
     config: LimitsConfig,
     /// Where the buckets report their waits.
-    observe: ObservePacing,
+    observer: Arc<dyn Observer>,
     vaults: Mutex<HashMap<String, VaultBuckets>>,
     graph: Mutex<HashMap<String, Arc<Bucket>>>,
 }
 
 impl Limiter {
     /// Buckets for `config`, made as stores and directories ask for them; their waits are
-    /// told to `observe`.
-    pub fn new(config: LimitsConfig, observe: ObservePacing) -> Self {
+    /// told to `observer` (the service's metrics, handed in by the wiring).
+    pub fn new(config: LimitsConfig, observer: Arc<dyn Observer>) -> Self {
         Limiter {
             config,
-            observe,
+            observer,
             vaults: Mutex::new(HashMap::new()),
             graph: Mutex::new(HashMap::new()),
         }
@@ -199,9 +197,10 @@ impl Limiter {
         &self.config
     }
 
-    /// Where these buckets report their waits (for the buckets of a reloaded `[limits]`).
-    pub fn observer(&self) -> ObservePacing {
-        self.observe
+    /// Where these buckets report their waits (for the buckets of a reloaded `[limits]`
+    /// and the HTTP client a reload builds).
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        self.observer.clone()
     }
 
     /// How many vaults have buckets here (tests).
@@ -225,12 +224,12 @@ impl Limiter {
                 writes: Arc::new(Bucket::new(
                     "keyvault_write",
                     self.config.vault_writes(),
-                    self.observe,
+                    self.observer.clone(),
                 )),
                 other: Arc::new(Bucket::new(
                     "keyvault_other",
                     self.config.vault_other(),
-                    self.observe,
+                    self.observer.clone(),
                 )),
             })
             .clone();
@@ -251,7 +250,7 @@ impl Limiter {
                 Arc::new(Bucket::new(
                     "graph_write",
                     self.config.graph_writes(),
-                    self.observe,
+                    self.observer.clone(),
                 ))
             })
             .clone();
@@ -273,7 +272,8 @@ impl SecretStore for LimitedStore {
     }
 
     async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
-        let stage = name.ends_with(crate::protocol::STAGING_SUFFIX);
+        // The protocol says which write this is; a secret's name decides nothing.
+        let stage = new.step == Step::Stage;
         self.buckets.writes.acquire(stage).await;
         self.inner.set(name, new).await
     }
@@ -342,21 +342,26 @@ mod tests {
         assert_eq!(Budget::new(300, VAULT_WINDOW, 0.0).burst, 3);
     }
 
+    /// An observer that keeps every paced wait it is told of.
+    #[derive(Default)]
+    struct Waits(Mutex<Vec<(&'static str, Duration)>>);
+
+    impl Observer for Waits {
+        fn request(&self, _: &'static str, _: Option<u16>, _: Duration) {}
+
+        fn paced(&self, budget: &'static str, waited: Duration) {
+            self.0.lock().unwrap().push((budget, waited));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_beyond_the_burst_wait_and_are_counted() {
-        let paced = |status: &crate::daemon::DaemonStatus| -> f64 {
-            crate::metrics::render(status, time::OffsetDateTime::UNIX_EPOCH)
-                .lines()
-                .find(|l| l.starts_with("keyturn_paced_requests_total{budget=\"test_budget\"}"))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                .unwrap_or(0.0)
-        };
-        let status = crate::daemon::DaemonStatus::default();
+        let waits = Arc::new(Waits::default());
         // 100 per 10 s: a burst of 1, then one every 101 ms.
         let bucket = Bucket::new(
             "test_budget",
             Budget::new(100, VAULT_WINDOW, 0.0),
-            crate::metrics::observe_pacing,
+            waits.clone(),
         );
         let start = tokio::time::Instant::now();
         for _ in 0..11 {
@@ -365,7 +370,90 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(1000), "{took:?}");
         assert!(took < Duration::from_millis(1100), "{took:?}");
-        assert_eq!(paced(&status), 10.0, "the first went at once, ten waited");
+        let waits = waits.0.lock().unwrap().clone();
+        assert_eq!(waits.len(), 10, "the first went at once, ten waited");
+        assert!(waits.iter().all(|(budget, _)| *budget == "test_budget"));
+    }
+
+    /// A store that keeps the names of the secrets set, in the order the sets reached it.
+    struct Recording(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl SecretStore for Recording {
+        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
+            Ok(None)
+        }
+
+        async fn set(&self, name: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
+            self.0.lock().unwrap().push(name.to_owned());
+            Ok(Written {
+                version: "v".into(),
+                request_id: None,
+            })
+        }
+
+        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn vault(&self) -> &str {
+            "https://kv.vault.azure.net/"
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_pass_ahead_of_stages_whatever_the_secret_is_called() {
+        let limiter = Limiter::new(
+            LimitsConfig {
+                vault_writes_per_10s: 100,
+                headroom: 0.0,
+                ..Default::default()
+            },
+            crate::observe::unobserved(),
+        );
+        let inner = Arc::new(Recording(Mutex::new(Vec::new())));
+        let store = limiter.store(inner.clone());
+        let password = Password::new("Aa1!aaaaaaaaaaaa".into());
+        let set = |name: &'static str, step: Step| {
+            let (store, password) = (store.clone(), password.clone());
+            tokio::spawn(async move {
+                let new = NewVersion {
+                    value: &password,
+                    tags: Tags::new(),
+                    expires: None,
+                    step,
+                };
+                store.set(name, new).await.unwrap();
+            })
+        };
+        // The burst of one goes at once; three more stages queue behind it. A commit that
+        // comes last passes the stages still queued, though its secret's name ends in
+        // `-pending` too (a configured secret may be called so).
+        let mut tasks = Vec::new();
+        for (name, step) in [
+            ("s0-pending", Step::Stage),
+            ("s1-pending", Step::Stage),
+            ("s2-pending", Step::Stage),
+            ("s3-pending", Step::Stage),
+            ("db-pending", Step::Commit),
+        ] {
+            tasks.push(set(name, step));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            *inner.0.lock().unwrap(),
+            [
+                "s0-pending",
+                "s1-pending",
+                "db-pending",
+                "s2-pending",
+                "s3-pending"
+            ],
+            "the commit waited behind the stages"
+        );
     }
 
     #[test]
@@ -385,7 +473,7 @@ mod tests {
         let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::ManualClock::new(
             time::OffsetDateTime::UNIX_EPOCH,
         ));
-        let limiter = Limiter::new(LimitsConfig::default(), crate::metrics::observe_pacing);
+        let limiter = Limiter::new(LimitsConfig::default(), crate::observe::unobserved());
         for url in [
             "https://kv.vault.azure.net/",
             "https://KV.vault.azure.net:443",

@@ -2,13 +2,13 @@
 //! Prometheus text format (`prometheus-client`), `/healthz` (the process and its main loop
 //! are alive) and `/readyz` (start-up recovery is done and it is not stopping).
 //!
-//! Azure calls are counted by wrapping the one HTTP client: [`Instrumented`] is the
-//! transport handed to the official SDK, and the Graph adapter reports through [`observe`].
+//! Azure requests and paced waits are counted in a [`Metrics`] the wiring creates and hands
+//! to the Azure client and the rate limits as their [`Observer`]; `/metrics` reads the same
+//! handle. No counter is global, so each service in one process counts its own.
 
 use crate::audit::AuditSink;
 use crate::daemon::{DaemonStatus, StatusBoard};
-use async_trait::async_trait;
-use azure_core::http::{AsyncRawResponse, HttpClient, Request};
+use crate::observe::Observer;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,7 +20,6 @@ use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -55,99 +54,81 @@ struct BudgetLabel {
     budget: String,
 }
 
-/// Process-wide Azure request metrics (one HTTP client serves every account).
-struct AzureMetrics {
+/// The counters of one running service, handed by the wiring to its Azure client and rate
+/// limits (as their [`Observer`]) and read by its `/metrics`: Azure requests, paced waits,
+/// connections closed early. Each service started in one process has its own.
+pub struct Metrics {
+    /// Azure requests by service and HTTP status.
     requests: Family<ServiceStatus, Counter>,
+    /// Azure answers with HTTP 429, by service.
     throttled: Family<ServiceLabel, Counter>,
+    /// Azure request latency by service.
     latency: Family<ServiceLabel, Histogram, fn() -> Histogram>,
     /// Requests that waited for a client-side budget, and how long in all.
     paced: Family<BudgetLabel, Counter>,
     paced_seconds: Family<BudgetLabel, Counter<f64, AtomicU64>>,
+    /// Connections closed to make room for newer ones (see [`serve`]).
+    evicted: Counter,
 }
 
-static AZURE: LazyLock<AzureMetrics> = LazyLock::new(|| AzureMetrics {
-    requests: Family::default(),
-    throttled: Family::default(),
-    latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-    paced: Family::default(),
-    paced_seconds: Family::default(),
-});
-
-/// Records that a request waited `waited` for the client-side budget `budget`
-/// (`keyvault_write`, `keyvault_other`, `graph_write`; see `crate::limits`).
-pub fn observe_pacing(budget: &str, waited: Duration) {
-    let label = BudgetLabel {
-        budget: budget.into(),
-    };
-    AZURE.paced.get_or_create(&label).inc();
-    AZURE
-        .paced_seconds
-        .get_or_create(&label)
-        .inc_by(waited.as_secs_f64());
-}
-
-/// Which Azure service a URL belongs to: `keyvault`, `graph`, `entra` or `other`.
-pub fn service_of(url: &url::Url) -> &'static str {
-    let path = url.path();
-    if path.contains("/oauth2/")
-        || path.starts_with("/msi/")
-        || url.host_str() == Some("169.254.169.254")
-    {
-        "entra"
-    } else if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
-        "graph"
-    } else if path.starts_with("/secrets") || path.starts_with("/deletedsecrets") {
-        "keyvault"
-    } else {
-        "other"
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            throttled: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            paced: Family::default(),
+            paced_seconds: Family::default(),
+            evicted: Counter::default(),
+        }
     }
 }
 
-/// Records one Azure request: its service, HTTP status (None: no answer) and duration.
-pub fn observe(service: &str, status: Option<u16>, elapsed: Duration) {
-    let status = status
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "none".into());
-    if status == "429" {
-        AZURE
-            .throttled
+impl Metrics {
+    /// New counters, all at zero.
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+}
+
+impl Observer for Metrics {
+    fn request(&self, service: &'static str, status: Option<u16>, elapsed: Duration) {
+        let status = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "none".into());
+        if status == "429" {
+            self.throttled
+                .get_or_create(&ServiceLabel {
+                    service: service.into(),
+                })
+                .inc();
+        }
+        self.requests
+            .get_or_create(&ServiceStatus {
+                service: service.into(),
+                status,
+            })
+            .inc();
+        self.latency
             .get_or_create(&ServiceLabel {
                 service: service.into(),
             })
-            .inc();
+            .observe(elapsed.as_secs_f64());
     }
-    AZURE
-        .requests
-        .get_or_create(&ServiceStatus {
-            service: service.into(),
-            status,
-        })
-        .inc();
-    AZURE
-        .latency
-        .get_or_create(&ServiceLabel {
-            service: service.into(),
-        })
-        .observe(elapsed.as_secs_f64());
-}
 
-/// The shared `reqwest` client as the SDK's transport, counting every request.
-#[derive(Debug, Clone)]
-pub struct Instrumented(pub reqwest::Client);
-
-#[async_trait]
-impl HttpClient for Instrumented {
-    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
-        let started = Instant::now();
-        let result = self.0.execute_request(request).await;
-        let status = result.as_ref().ok().map(|r| u16::from(r.status()));
-        observe(service_of(request.url()), status, started.elapsed());
-        result
+    fn paced(&self, budget: &'static str, waited: Duration) {
+        let label = BudgetLabel {
+            budget: budget.into(),
+        };
+        self.paced.get_or_create(&label).inc();
+        self.paced_seconds
+            .get_or_create(&label)
+            .inc_by(waited.as_secs_f64());
     }
 }
 
-/// The Prometheus text for the daemon's state now.
-pub fn render(status: &DaemonStatus, now: time::OffsetDateTime) -> String {
+/// The Prometheus text for the daemon's state now and the counters in `metrics`.
+pub fn render(metrics: &Metrics, status: &DaemonStatus, now: time::OffsetDateTime) -> String {
     let mut reg = Registry::with_prefix("keyturn");
     let rotations = Family::<AccountOutcome, Counter>::default();
     let last_success = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
@@ -245,32 +226,32 @@ pub fn render(status: &DaemonStatus, now: time::OffsetDateTime) -> String {
     reg.register(
         "azure_requests",
         "Azure HTTP requests by service and status (none: no answer)",
-        AZURE.requests.clone(),
+        metrics.requests.clone(),
     );
     reg.register(
         "azure_throttled",
         "Azure answers with HTTP 429, by service",
-        AZURE.throttled.clone(),
+        metrics.throttled.clone(),
     );
     reg.register(
         "azure_request_duration_seconds",
         "Azure request latency by service",
-        AZURE.latency.clone(),
+        metrics.latency.clone(),
     );
     reg.register(
         "paced_requests",
         "Azure requests that waited for keyturn's own rate limit ([limits]), by budget",
-        AZURE.paced.clone(),
+        metrics.paced.clone(),
     );
     reg.register(
         "paced_wait_seconds",
         "Time Azure requests spent waiting for keyturn's own rate limit, by budget",
-        AZURE.paced_seconds.clone(),
+        metrics.paced_seconds.clone(),
     );
     reg.register(
         "metrics_connections_closed_early",
         "Connections to this listener closed to make room for newer ones (metrics.max_connections)",
-        EVICTED.clone(),
+        metrics.evicted.clone(),
     );
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
@@ -291,6 +272,7 @@ fn answer(status: u16, content_type: &str, body: String) -> hyper::Response<Full
 
 fn route(
     path: &str,
+    metrics: &Metrics,
     board: &StatusBoard,
     audit: &dyn AuditSink,
     heartbeat_limit: Option<Duration>,
@@ -301,7 +283,7 @@ fn route(
         return answer(
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(&status, time::OffsetDateTime::now_utc()),
+            render(metrics, &status, time::OffsetDateTime::now_utc()),
         );
     }
     // Probes read the three fields they need under the lock; they never copy the accounts.
@@ -358,9 +340,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// Connections closed to make room for newer ones (see [`serve`]).
-static EVICTED: LazyLock<Counter> = LazyLock::new(Counter::default);
-
 /// The connections being served, oldest first, each with the means to close it.
 #[derive(Default)]
 struct Held {
@@ -368,7 +347,7 @@ struct Held {
     conns: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
 }
 
-/// Serves metrics and health on `listener` until `shutdown` completes.
+/// Serves `metrics`, the board's state and health on `listener` until `shutdown` completes.
 ///
 /// At most `max_connections` connections are held: a new one beyond that closes the
 /// oldest, so idle or slow clients cannot lock out the scraper or a health probe, nor take
@@ -377,6 +356,7 @@ struct Held {
 /// (out of file descriptors) is logged and retried after a pause ([`crate::accept`]).
 pub async fn serve(
     listener: TcpListener,
+    metrics: Arc<Metrics>,
     board: StatusBoard,
     audit: Arc<dyn AuditSink>,
     heartbeat_limit: Option<Duration>,
@@ -408,7 +388,7 @@ pub async fn serve(
             while h.conns.len() >= max_connections {
                 if let Some((_, close)) = h.conns.pop_front() {
                     let _ = close.send(());
-                    EVICTED.inc();
+                    metrics.evicted.inc();
                     evicted_unreported += 1;
                 }
             }
@@ -429,13 +409,20 @@ pub async fn serve(
             evicted_unreported = 0;
             last_eviction_warning = Some(Instant::now());
         }
+        let metrics = metrics.clone();
         let board = board.clone();
         let audit = audit.clone();
         let held = held.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let r = route(req.uri().path(), &board, audit.as_ref(), heartbeat_limit);
+                    let r = route(
+                        req.uri().path(),
+                        &metrics,
+                        &board,
+                        audit.as_ref(),
+                        heartbeat_limit,
+                    );
                     async move { Ok::<_, std::convert::Infallible>(r) }
                 });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -478,11 +465,54 @@ mod tests {
 
     #[test]
     fn early_closes_are_exported() {
-        let text = render(&DaemonStatus::default(), time::OffsetDateTime::now_utc());
+        let text = render(
+            &Metrics::default(),
+            &DaemonStatus::default(),
+            time::OffsetDateTime::now_utc(),
+        );
         assert!(
             text.contains("keyturn_metrics_connections_closed_early_total"),
             "{text}"
         );
+    }
+
+    /// The value of the sample `line_start` in `metrics`' text, if there is one.
+    fn sample(metrics: &Metrics, line_start: &str) -> Option<f64> {
+        render(
+            metrics,
+            &DaemonStatus::default(),
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn what_is_observed_is_rendered_by_that_handle_only() {
+        let (one, other) = (Metrics::new(), Metrics::new());
+        let observer: Arc<dyn Observer> = one.clone();
+        observer.request("graph", Some(204), Duration::from_millis(30));
+        observer.request("keyvault", Some(429), Duration::from_millis(5));
+        observer.request("keyvault", None, Duration::from_millis(5));
+        observer.paced("keyvault_write", Duration::from_millis(1500));
+        let requests = r#"keyturn_azure_requests_total{service="graph",status="204"}"#;
+        let throttled = r#"keyturn_azure_throttled_total{service="keyvault"}"#;
+        let no_answer = r#"keyturn_azure_requests_total{service="keyvault",status="none"}"#;
+        let paced = r#"keyturn_paced_requests_total{budget="keyvault_write"}"#;
+        let waited = r#"keyturn_paced_wait_seconds_total{budget="keyvault_write"}"#;
+        assert_eq!(sample(&one, requests), Some(1.0));
+        assert_eq!(sample(&one, throttled), Some(1.0));
+        assert_eq!(sample(&one, no_answer), Some(1.0));
+        assert_eq!(sample(&one, paced), Some(1.0));
+        assert_eq!(sample(&one, waited), Some(1.5));
+        for line in [requests, throttled, no_answer, paced, waited] {
+            assert_eq!(
+                sample(&other, line),
+                None,
+                "{line} counted in another handle"
+            );
+        }
     }
 
     #[test]
@@ -492,7 +522,13 @@ mod tests {
         let time = |b: &StatusBoard, path: &str| {
             let started = Instant::now();
             for _ in 0..5 {
-                let r = route(path, b, &audit, Some(Duration::from_secs(60)));
+                let r = route(
+                    path,
+                    &Metrics::default(),
+                    b,
+                    &audit,
+                    Some(Duration::from_secs(60)),
+                );
                 assert_eq!(r.status(), 200, "{path}");
             }
             started.elapsed() / 5

@@ -116,7 +116,12 @@ impl Reloader {
             .clone();
         let (loaded, accounts, limiter) = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
-            let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+            // The new client reports to the observer the wiring handed the limiter.
+            let http = crate::azure::http_client(
+                &loaded.config.tls,
+                &loaded.config.network,
+                in_force.observer(),
+            )?;
             let limiter = limiter_for(&in_force, &loaded.config.limits);
             let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
             Ok::<_, ReloadError>((loaded, accounts, limiter))
@@ -269,7 +274,7 @@ secret = "svc-a"
         let loaded = config::load(&path).unwrap();
         let in_force = Arc::new(Limiter::new(
             loaded.config.limits.clone(),
-            crate::metrics::observe_pacing,
+            crate::observe::unobserved(),
         ));
         let (tx, mut rx) = mpsc::channel(1);
         // The daemon's side: accept whatever accounts a reload brings.
@@ -321,7 +326,7 @@ secret = "svc-a"
             loaded.config.clone(),
             Arc::new(Limiter::new(
                 loaded.config.limits.clone(),
-                crate::metrics::observe_pacing,
+                crate::observe::unobserved(),
             )),
             Arc::new(audit.clone()),
             Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),
@@ -434,7 +439,7 @@ secret = "svc-a"
                 loaded.config.clone(),
                 Arc::new(Limiter::new(
                     loaded.config.limits.clone(),
-                    crate::metrics::observe_pacing,
+                    crate::observe::unobserved(),
                 )),
                 Arc::new(MemorySink::default()),
                 Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH)),

@@ -14,6 +14,7 @@ use crate::azure::SetupError;
 use crate::clock::SystemClock;
 use crate::config::{AuditStdout, Loaded, EXIT_CONFIG};
 use crate::daemon::{Command, Daemon, DaemonError, InstanceLock};
+use crate::metrics::Metrics;
 use crate::protocol::{Engine, Request};
 use crate::signals::{Signal, Signals};
 use std::future::Future;
@@ -148,10 +149,14 @@ pub async fn run(
     // Released when dropped, on every return below: a failed start is not a crash.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
-    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    // This service's counters: its Azure client and rate limits report to them, and its
+    // `/metrics` reads them.
+    let metrics = Metrics::new();
+    let http =
+        crate::azure::http_client(&loaded.config.tls, &loaded.config.network, metrics.clone())?;
     let limiter = Arc::new(crate::limits::Limiter::new(
         loaded.config.limits.clone(),
-        crate::metrics::observe_pacing,
+        metrics.clone(),
     ));
     let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
     // The accounts as written are built; only the resolved ones are still read below, and the
@@ -225,6 +230,7 @@ pub async fn run(
             .map_err(|source| ServiceError::MetricsListen { addr, source })?;
         tasks.push(tokio::spawn(crate::metrics::serve(
             listener,
+            metrics,
             board.clone(),
             audit.clone(),
             watchdog,
@@ -316,7 +322,12 @@ pub async fn rotate_offline(
     // not waited out yet); `release` below once it has.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
-    let http = crate::azure::http_client(&loaded.config.tls, &loaded.config.network)?;
+    // No listener reports on one rotation's requests.
+    let http = crate::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        crate::observe::unobserved(),
+    )?;
     let accounts = crate::app::accounts(&loaded, &http)?;
     if lock.unclean {
         let delay = loaded.config.daemon.unclean_start_delay;

@@ -37,6 +37,14 @@ pub mod tag {
 /// The `contentType` of every version keyturn writes.
 pub const CONTENT_TYPE: &str = "password";
 
+/// What the staging secret's name adds to `<secret>`.
+pub const STAGING_SUFFIX: &str = "-pending";
+
+/// The staging (write-ahead) secret's name for `secret`: `<secret>-pending`.
+pub fn staging_name(secret: &str) -> String {
+    format!("{secret}{STAGING_SUFFIX}")
+}
+
 /// One version of a secret, with its value.
 #[derive(Debug, Clone)]
 pub struct SecretRecord {
@@ -70,6 +78,18 @@ pub struct NewVersion<'a> {
     pub tags: Tags,
     /// `attributes.exp`, so Key Vault warns when rotations stall.
     pub expires: Option<OffsetDateTime>,
+    /// Which step of a rotation writes it (a rate limit lets commits pass ahead of stages).
+    pub step: Step,
+}
+
+/// Which step of a rotation a write is: the protocol says so with each [`NewVersion`],
+/// rather than leaving a store to guess it from the secret's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A new password into the staging secret (`<secret>-pending`), before Entra has it.
+    Stage,
+    /// The password Entra took into `<secret>`, where consumers read it.
+    Commit,
 }
 
 /// What Key Vault said to a write.

@@ -76,7 +76,12 @@ async fn engine(
     );
     std::fs::write(&path, text).unwrap();
     let loaded = load(&path);
-    let http = keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network).unwrap();
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
     let accounts = keyturn::app::accounts(&loaded, &http).unwrap();
     let tuning = Tuning {
         apply_attempts: 3,

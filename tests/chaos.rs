@@ -446,7 +446,12 @@ async fn all_passwords(emu: &Emulator, cfg: &Path) -> Vec<String> {
     use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
     use futures::TryStreamExt;
     let loaded = keyturn::config::load_with_env(cfg, false).unwrap();
-    let http = keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network).unwrap();
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
     let cred = keyturn::azure::credential(
         "operator",
         &loaded.config.identities["operator"],

@@ -26,7 +26,12 @@ async fn rig(opts: Opts) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&emu, dir.path(), &opts);
     let loaded = load(&path);
-    let http = keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network).unwrap();
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
     let accounts = keyturn::app::accounts(&loaded, &http).unwrap();
     let audit = MemorySink::default();
     let tuning = Tuning {

@@ -11,7 +11,7 @@ use keyturn::memory::{MemoryDirectory, MemoryVault};
 use keyturn::password::{Password, PasswordPolicy};
 use keyturn::protocol::{Account, Engine, Request, Tuning};
 use keyturn::schedule::Schedule;
-use keyturn::store::{tag, NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written};
+use keyturn::store::{tag, NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,7 +53,7 @@ async fn a_burst_of_sets_is_spread_to_fit_the_vault_budget() {
             headroom: 0.0,
             ..Default::default()
         },
-        keyturn::metrics::observe_pacing,
+        keyturn::observe::unobserved(),
     );
     let inner = Arc::new(Recording {
         vault: "https://kv.vault.azure.net/".into(),
@@ -69,7 +69,11 @@ async fn a_burst_of_sets_is_spread_to_fit_the_vault_budget() {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let password = password.clone();
         tasks.push(tokio::spawn(async move {
-            let name = if i % 3 == 0 { "s-pending" } else { "s" };
+            let (name, step) = if i % 3 == 0 {
+                ("s-pending", Step::Stage)
+            } else {
+                ("s", Step::Commit)
+            };
             store
                 .set(
                     name,
@@ -77,6 +81,7 @@ async fn a_burst_of_sets_is_spread_to_fit_the_vault_budget() {
                         value: &password,
                         tags: Tags::new(),
                         expires: None,
+                        step,
                     },
                 )
                 .await
@@ -114,7 +119,7 @@ async fn graph_writes_are_paced_per_app_and_tenant() {
             headroom: 0.0,
             ..Default::default()
         },
-        keyturn::metrics::observe_pacing,
+        keyturn::observe::unobserved(),
     );
     let clock = Arc::new(TokioClock::new(datetime!(2026-11-20 10:00:00 UTC)));
     let dir = Arc::new(MemoryDirectory::new(clock));

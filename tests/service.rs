@@ -82,18 +82,49 @@ async fn service_run_becomes_ready_rotates_and_stops_when_its_shutdown_future_co
     assert!(invariant(&emu, "svc-1").holds);
 }
 
+/// Puts `loaded`'s metrics listener on a free loopback port; returns the port.
+fn listen_for_metrics(loaded: &mut keyturn::config::Loaded) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    loaded.config.metrics.listen = Some(([127, 0, 0, 1], port).into());
+    port
+}
+
+/// The value of the sample whose line starts `line_start` in the `/metrics` of the
+/// listener on `port`: `None` when there is no such sample (or no answer yet).
+async fn sample(port: u16, line_start: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits up to 30 s for the sample `line_start` of `port`'s `/metrics` to reach `at_least`.
+async fn sample_reaches(port: u16, line_start: &str, at_least: f64) -> bool {
+    for _ in 0..300 {
+        if sample(port, line_start)
+            .await
+            .is_some_and(|v| v >= at_least)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// The metrics are handed to the rate limits by the wiring (no longer reached for by
-/// `limits` itself): a request the service paces is counted in `/metrics`.
+/// `limits` itself): a request the service paces is counted in its `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_run_hands_its_metrics_to_the_rate_limits() {
-    let paced = || -> f64 {
-        let status = keyturn::daemon::DaemonStatus::default();
-        keyturn::metrics::render(&status, time::OffsetDateTime::UNIX_EPOCH)
-            .lines()
-            .find(|l| l.starts_with("keyturn_paced_requests_total{budget=\"keyvault_other\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
@@ -105,13 +136,19 @@ async fn service_run_hands_its_metrics_to_the_rate_limits() {
             ..Opts::default()
         },
     );
-    let loaded = load(&path);
+    let mut loaded = load(&path);
+    let port = listen_for_metrics(&mut loaded);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(keyturn::service::run(loaded, async {
         let _ = stopped.await;
     }));
     assert!(
-        wait_for(Duration::from_secs(30), || paced() >= 1.0).await,
+        sample_reaches(
+            port,
+            r#"keyturn_paced_requests_total{budget="keyvault_other"}"#,
+            1.0
+        )
+        .await,
         "no paced request was counted"
     );
     stop.send(()).unwrap();
@@ -121,4 +158,69 @@ async fn service_run_hands_its_metrics_to_the_rate_limits() {
         .unwrap()
         .unwrap();
     assert_eq!(code, 0);
+}
+
+/// Each service counts its own Azure requests: one started in the same process as another
+/// (the demo, these tests) does not show the other's in its `/metrics`. The counters were
+/// process-wide statics before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_in_one_process_count_only_their_own_azure_requests() {
+    let password_resets = r#"keyturn_azure_requests_total{service="graph",status="204"}"#;
+    let vault_requests = r#"keyturn_azure_requests_total{service="keyvault","#;
+    let start = |dir: &std::path::Path, emu: &keyturn_emulator::Emulator, opts: Opts| {
+        let mut loaded = load(&write_config(emu, dir, &opts));
+        let port = listen_for_metrics(&mut loaded);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = tokio::spawn(keyturn::service::run(loaded, async {
+            let _ = stopped.await;
+        }));
+        (port, stop, service)
+    };
+
+    // The first rotates an account every second: Graph answers its resets with 204.
+    let (emu_a, dir_a) = (emulator().await, tempfile::tempdir().unwrap());
+    let (port_a, stop_a, service_a) = start(
+        dir_a.path(),
+        &emu_a,
+        Opts {
+            schedule: "* * * * * *",
+            accounts: vec![("svc-1", "rotator")],
+            ..Opts::default()
+        },
+    );
+    assert!(
+        sample_reaches(port_a, password_resets, 1.0).await,
+        "the first service's password reset was not counted"
+    );
+
+    // The second rotates nothing; it reads its vault at start-up.
+    let (emu_b, dir_b) = (emulator().await, tempfile::tempdir().unwrap());
+    let (port_b, stop_b, service_b) = start(
+        dir_b.path(),
+        &emu_b,
+        Opts {
+            accounts: vec![("svc-2", "rotator")],
+            ..Opts::default()
+        },
+    );
+    assert!(
+        sample_reaches(port_b, vault_requests, 1.0).await,
+        "the second service's vault requests were not counted"
+    );
+    assert_eq!(count(dir_b.path(), "rotation.started", None), 0);
+    assert_eq!(
+        sample(port_b, password_resets).await,
+        None,
+        "the second service shows the first one's password resets"
+    );
+
+    for (stop, service) in [(stop_a, service_a), (stop_b, service_b)] {
+        stop.send(()).unwrap();
+        let code = tokio::time::timeout(Duration::from_secs(30), service)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0);
+    }
 }

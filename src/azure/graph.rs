@@ -19,7 +19,8 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// One tenant's Graph, through one app identity.
 pub struct GraphDirectory {
-    http: reqwest::Client,
+    /// The shared client, and the observer each request is told to.
+    http: super::Http,
     credential: Arc<dyn TokenCredential>,
     /// e.g. `https://graph.microsoft.com` (no trailing slash, no `/v1.0`).
     base: String,
@@ -108,11 +109,7 @@ struct TokenError {
 
 impl GraphDirectory {
     /// A directory for one tenant.
-    pub fn new(
-        http: reqwest::Client,
-        credential: Arc<dyn TokenCredential>,
-        s: GraphSettings,
-    ) -> Self {
+    pub fn new(http: super::Http, credential: Arc<dyn TokenCredential>, s: GraphSettings) -> Self {
         GraphDirectory {
             http,
             credential,
@@ -243,26 +240,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Counts a request in the Azure metrics.
+/// Tells the client's observer of a request.
 trait Timed {
-    async fn timed(self) -> Result<reqwest::Response, reqwest::Error>;
+    async fn timed(self, http: &super::Http) -> Result<reqwest::Response, reqwest::Error>;
 }
 
 impl<F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>> Timed for F {
-    async fn timed(self) -> Result<reqwest::Response, reqwest::Error> {
+    async fn timed(self, http: &super::Http) -> Result<reqwest::Response, reqwest::Error> {
         let started = std::time::Instant::now();
         let r = self.await;
         let (service, status) = match &r {
-            Ok(resp) => (
-                crate::metrics::service_of(resp.url()),
-                Some(resp.status().as_u16()),
-            ),
-            Err(e) => (
-                e.url().map(crate::metrics::service_of).unwrap_or("other"),
-                None,
-            ),
+            Ok(resp) => (super::service_of(resp.url()), Some(resp.status().as_u16())),
+            Err(e) => (e.url().map(super::service_of).unwrap_or("other"), None),
         };
-        crate::metrics::observe(service, status, started.elapsed());
+        http.observer.request(service, status, started.elapsed());
         r
     }
 }
@@ -312,12 +303,13 @@ impl Directory for GraphDirectory {
         })?;
         let resp = self
             .http
+            .client
             .patch(self.user_url(user))
             .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
-            .timed()
+            .timed(&self.http)
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
@@ -341,6 +333,7 @@ impl Directory for GraphDirectory {
         let token = self.token(user).await?;
         let resp = self
             .http
+            .client
             .get(self.user_url(user))
             .query(&[(
                 "$select",
@@ -348,7 +341,7 @@ impl Directory for GraphDirectory {
             )])
             .bearer_auth(token)
             .send()
-            .timed()
+            .timed(&self.http)
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();
@@ -427,6 +420,7 @@ impl Directory for GraphDirectory {
         })?;
         let resp = self
             .http
+            .client
             .post(&self.token_url)
             .header(
                 reqwest::header::CONTENT_TYPE,
@@ -434,7 +428,7 @@ impl Directory for GraphDirectory {
             )
             .body(body)
             .send()
-            .timed()
+            .timed(&self.http)
             .await
             .map_err(|e| Self::transport_error(user, &e))?;
         let status = resp.status().as_u16();

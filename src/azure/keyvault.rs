@@ -32,7 +32,7 @@ impl KeyVaultStore {
     pub fn new(
         url: &str,
         credential: Arc<dyn TokenCredential>,
-        http: &reqwest::Client,
+        http: &super::Http,
         net: &crate::config::NetworkConfig,
     ) -> Result<Self, StoreError> {
         let options = SecretClientOptions {

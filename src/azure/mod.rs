@@ -1,14 +1,17 @@
 //! The real adapters: Key Vault through the official `azure_security_keyvault_secrets`
 //! SDK, Graph through `reqwest`, tokens through `azure_identity`. One `reqwest` client
-//! (0.13, rustls) is shared by every Azure client, as `azure_core` 1.1 expects.
+//! (0.13, rustls) is shared by every Azure client, as `azure_core` 1.1 expects; it comes
+//! as an [`Http`] with the [`Observer`] the wiring hands in, told of every request (the
+//! SDK's through the transport it is handed, Graph's by the adapter).
 
 pub mod graph;
 pub mod keyvault;
 
 use crate::config::{IdentityConfig, NetworkConfig, TlsConfig};
+use crate::observe::Observer;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientOptions, Transport};
+use azure_core::http::{AsyncRawResponse, ClientOptions, HttpClient, Request, Transport};
 use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -54,8 +57,64 @@ impl SetupError {
     }
 }
 
-/// Builds the one HTTP client every Azure call goes through.
-pub fn http_client(tls: &TlsConfig, net: &NetworkConfig) -> Result<reqwest::Client, SetupError> {
+/// The one HTTP client every Azure call goes through, and the observer it reports each
+/// request to (the service's metrics, handed in by the wiring).
+#[derive(Clone)]
+pub struct Http {
+    /// The shared `reqwest` client (its connection pool serves every account).
+    pub client: reqwest::Client,
+    /// Told the service, status and duration of every request.
+    pub observer: Arc<dyn Observer>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which Azure service a URL belongs to: `keyvault`, `graph`, `entra` or `other`.
+pub fn service_of(url: &url::Url) -> &'static str {
+    let path = url.path();
+    if path.contains("/oauth2/")
+        || path.starts_with("/msi/")
+        || url.host_str() == Some("169.254.169.254")
+    {
+        "entra"
+    } else if path.starts_with("/v1.0/") || path.starts_with("/beta/") {
+        "graph"
+    } else if path.starts_with("/secrets") || path.starts_with("/deletedsecrets") {
+        "keyvault"
+    } else {
+        "other"
+    }
+}
+
+/// The shared client as the SDK's transport, telling the observer of every request.
+#[derive(Debug, Clone)]
+struct Instrumented(Http);
+
+#[async_trait::async_trait]
+impl HttpClient for Instrumented {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let started = std::time::Instant::now();
+        let result = self.0.client.execute_request(request).await;
+        let status = result.as_ref().ok().map(|r| u16::from(r.status()));
+        let service = service_of(request.url());
+        self.0.observer.request(service, status, started.elapsed());
+        result
+    }
+}
+
+/// Builds the one HTTP client every Azure call goes through; each request is told to
+/// `observer`.
+pub fn http_client(
+    tls: &TlsConfig,
+    net: &NetworkConfig,
+    observer: Arc<dyn Observer>,
+) -> Result<Http, SetupError> {
     let mut extra = Vec::new();
     for path in &tls.extra_ca_files {
         let ca = |e: Cause| SetupError::Ca {
@@ -74,14 +133,15 @@ pub fn http_client(tls: &TlsConfig, net: &NetworkConfig) -> Result<reqwest::Clie
         }
         extra.extend(certs);
     }
-    http_client_with(extra, net)
+    http_client_with(extra, net, observer)
 }
 
-/// Like [`http_client`], with certificates already parsed (the embedded demo).
+/// Like [`http_client`], with certificates already parsed.
 pub fn http_client_with(
     extra_roots: Vec<reqwest::Certificate>,
     net: &NetworkConfig,
-) -> Result<reqwest::Client, SetupError> {
+    observer: Arc<dyn Observer>,
+) -> Result<Http, SetupError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(net.timeout)
@@ -95,12 +155,13 @@ pub fn http_client_with(
         // reqwest ignores this port: the URL's port is used.
         builder = builder.resolve(host, std::net::SocketAddr::new(*ip, 443));
     }
-    builder.build().map_err(SetupError::Http)
+    let client = builder.build().map_err(SetupError::Http)?;
+    Ok(Http { client, observer })
 }
 
 /// Like [`client_options`], with the SDK's retry budget from `[network]`.
 pub fn client_options_for(
-    http: &reqwest::Client,
+    http: &Http,
     authority_host: Option<&str>,
     net: &NetworkConfig,
 ) -> ClientOptions {
@@ -115,12 +176,11 @@ pub fn client_options_for(
     options
 }
 
-/// `azure_core` client options that send through `http` and use `authority_host`.
-pub fn client_options(http: &reqwest::Client, authority_host: Option<&str>) -> ClientOptions {
+/// `azure_core` client options that send through `http` (telling its observer of every
+/// request) and use `authority_host`.
+pub fn client_options(http: &Http, authority_host: Option<&str>) -> ClientOptions {
     let mut options = ClientOptions {
-        transport: Some(Transport::new(Arc::new(crate::metrics::Instrumented(
-            http.clone(),
-        )))),
+        transport: Some(Transport::new(Arc::new(Instrumented(http.clone())))),
         ..Default::default()
     };
     if let Some(host) = authority_host {
@@ -271,7 +331,7 @@ fn credential_path(key: &str, name: &str) -> Result<PathBuf, String> {
 pub fn credential(
     name: &str,
     id: &IdentityConfig,
-    http: &reqwest::Client,
+    http: &Http,
     net: &NetworkConfig,
 ) -> Result<Arc<dyn TokenCredential>, SetupError> {
     let err = |detail: String| SetupError::Identity {
@@ -394,7 +454,12 @@ mod tests {
         let tls = TlsConfig {
             extra_ca_files: vec!["/nonexistent/ca.pem".into()],
         };
-        let e = http_client(&tls, &NetworkConfig::default()).unwrap_err();
+        let e = http_client(
+            &tls,
+            &NetworkConfig::default(),
+            crate::observe::unobserved(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "cannot read the CA file /nonexistent/ca.pem: No such file or directory (os error 2); check tls.extra_ca_files"

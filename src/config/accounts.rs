@@ -60,7 +60,7 @@ pub(super) fn validate_accounts(
             // Both of this account's names first, then the clashes with earlier accounts.
             let names = [
                 (a.secret.clone(), false),
-                (crate::protocol::staging_name(&a.secret), true),
+                (crate::store::staging_name(&a.secret), true),
             ];
             for (name, staging) in names {
                 let entry = (vault.clone(), name.to_ascii_lowercase());
@@ -240,7 +240,7 @@ fn secret_clash(
         if staging {
             format!(
                 "account {name:?} writes its staging secret {:?} (accounts[{i}].secret = {secret:?} + {STAGING:?})",
-                crate::protocol::staging_name(secret)
+                crate::store::staging_name(secret)
             )
         } else {
             format!("account {name:?} keeps its password in {secret:?} (accounts[{i}].secret)")
@@ -253,7 +253,7 @@ fn secret_clash(
     )
 }
 
-const STAGING: &str = crate::protocol::STAGING_SUFFIX;
+const STAGING: &str = crate::store::STAGING_SUFFIX;
 
 fn check_secret_name(s: &str) -> bool {
     (1..=119).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')

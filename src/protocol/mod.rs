@@ -18,7 +18,7 @@ use crate::audit::{Actor, AuditError, AuditSink, Trigger};
 use crate::clock::Clock;
 use crate::directory::{Applied, Directory, DirectoryError};
 use crate::password::{PasswordPolicy, PolicyError};
-use crate::store::{tag, SecretRecord, SecretStore, StoreError};
+use crate::store::{staging_name, tag, SecretRecord, SecretStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,14 +58,6 @@ impl Account {
     pub fn staging(&self) -> String {
         staging_name(&self.secret)
     }
-}
-
-/// What the staging secret's name adds to `<secret>`.
-pub const STAGING_SUFFIX: &str = "-pending";
-
-/// The staging secret's name for `secret`.
-pub fn staging_name(secret: &str) -> String {
-    format!("{secret}{STAGING_SUFFIX}")
 }
 
 /// Retry and tolerance settings.

@@ -6,7 +6,7 @@ use super::{Account, ApplyResult, Ctx, Engine, Request, Rotated, RotationError};
 use crate::audit::{ErrorInfo, EventKind, Outcome};
 use crate::directory::{Applied, DirectoryError, Verified};
 use crate::password::Password;
-use crate::store::{tag, NewVersion, StoreError, Tags};
+use crate::store::{tag, NewVersion, Step, StoreError, Tags};
 use rand::Rng;
 use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
@@ -56,6 +56,7 @@ impl Engine {
                     value: &password,
                     tags: self.tags(&ctx, Some(tag::PENDING)),
                     expires: None,
+                    step: Step::Stage,
                 },
             )
             .await;
@@ -210,6 +211,7 @@ impl Engine {
                     value: password,
                     tags: self.tags(ctx, None),
                     expires: account.expiry.and_then(|e| now.checked_add(e)),
+                    step: Step::Commit,
                 },
             )
             .await;

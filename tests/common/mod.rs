@@ -213,7 +213,12 @@ pub fn invariant(emu: &Emulator, account: &str) -> InvariantReport {
 
 /// A Key Vault client signed in as the read-only app (as a consumer would be).
 pub fn reader(emu: &Emulator, loaded: &Loaded) -> SecretClient {
-    let http = keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network).unwrap();
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
     let cred = ClientSecretCredential::new(
         TENANT,
         READER.into(),
