@@ -340,11 +340,33 @@ fn kind<'a>(docs: &'a [Yaml], k: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("no {k} in the manifests"))
 }
 
-fn configmap_config(docs: &[Yaml]) -> keyturn::config::Loaded {
-    let toml = kind(docs, "ConfigMap")["data"]["keyturn.toml"]
+fn configmap_toml(docs: &[Yaml]) -> &str {
+    kind(docs, "ConfigMap")["data"]["keyturn.toml"]
         .as_str()
-        .expect("the ConfigMap holds keyturn.toml");
-    keyturn::config::load_str(toml, Path::new("configmap/keyturn.toml"))
+        .expect("the ConfigMap holds keyturn.toml")
+}
+
+/// The ConfigMap's keyturn.toml filled in as a user would (their tenant and client ids for
+/// the placeholders), validated where the webhook has mounted the token file.
+fn configmap_config(docs: &[Yaml]) -> keyturn::config::Loaded {
+    let token = tempfile::NamedTempFile::new().unwrap();
+    let toml = configmap_toml(docs)
+        .replace(
+            "00000000-0000-0000-0000-000000000000",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        )
+        .replace(
+            "11111111-1111-1111-1111-111111111111",
+            "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a",
+        )
+        .replace(
+            "kind = \"workload_identity\"",
+            &format!(
+                "kind = \"workload_identity\"\ntoken_file = {:?}",
+                token.path().display().to_string()
+            ),
+        );
+    keyturn::config::load_str(&toml, Path::new("configmap/keyturn.toml"))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -443,6 +465,20 @@ fn the_kubernetes_manifests_hold_what_the_docs_promise() {
 #[test]
 fn the_configmap_config_passes_check_config() {
     let docs = k8s();
+    // As shipped it is a template: its placeholder ids are refused, naming the fix.
+    let shipped = keyturn::config::load_str(configmap_toml(&docs), Path::new("keyturn.toml"))
+        .expect_err("the placeholders are refused");
+    let placeholders: Vec<String> = shipped
+        .problems()
+        .iter()
+        .filter(|p| p.message.contains("replace the placeholder"))
+        .map(|p| p.key.clone())
+        .collect();
+    assert_eq!(
+        placeholders,
+        ["identities.rotator.tenant_id", "identities.rotator.client_id"],
+        "{shipped}"
+    );
     let loaded = configmap_config(&docs);
     assert_eq!(
         loaded.config.identities["rotator"].kind,
