@@ -51,7 +51,7 @@ fn check_config(path: &Path, env: &[(&str, &Path)]) -> (Option<i32>, Vec<String>
     let err = String::from_utf8_lossy(&out.stderr);
     let problems = err
         .lines()
-        .filter_map(|l| l.strip_prefix("  - "))
+        .filter_map(|l| l.strip_prefix("  "))
         .map(str::to_owned)
         .collect();
     (out.status.code(), problems)
