@@ -74,7 +74,8 @@ static AZURE: LazyLock<AzureMetrics> = LazyLock::new(|| AzureMetrics {
 });
 
 /// Records that a request waited `waited` for the client-side budget `budget`
-/// (`keyvault_write`, `keyvault_other`, `graph_write`; see `crate::limits`).
+/// (`keyvault_write`, `keyvault_other`, `keyvault_subscription`, `graph_write`; see
+/// `crate::limits`).
 pub fn observe_pacing(budget: &str, waited: Duration) {
     let label = BudgetLabel {
         budget: budget.into(),
