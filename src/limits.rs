@@ -432,7 +432,12 @@ mod tests {
         );
         let stores: Vec<_> = ["https://a.vault.azure.net/", "https://b.vault.azure.net/"]
             .into_iter()
-            .map(|url| limiter.store(Arc::new(crate::memory::MemoryVault::new(url, clock.clone()))))
+            .map(|url| {
+                limiter.store(Arc::new(crate::memory::MemoryVault::new(
+                    url,
+                    clock.clone(),
+                )))
+            })
             .collect();
         let start = tokio::time::Instant::now();
         for i in 0..11 {

@@ -247,10 +247,7 @@ pub async fn rotate_offline(
         tokio::time::sleep(delay).await;
     }
     let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
-        let missing = format!(
-            "no account named {account:?} in {}",
-            loaded.path.display()
-        );
+        let missing = format!("no account named {account:?} in {}", loaded.path.display());
         offline_not_started(&*audit, account, &request, missing.clone()).await;
         lock.release();
         eprintln!("keyturn: {missing}");

@@ -145,7 +145,10 @@ fn private_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 }
 
 /// A self-signed certificate and its RSA key.
-fn certificate() -> (openssl::pkey::PKey<openssl::pkey::Private>, openssl::x509::X509) {
+fn certificate() -> (
+    openssl::pkey::PKey<openssl::pkey::Private>,
+    openssl::x509::X509,
+) {
     use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let mut name = x509::X509NameBuilder::new().unwrap();
@@ -156,8 +159,10 @@ fn certificate() -> (openssl::pkey::PKey<openssl::pkey::Private>, openssl::x509:
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     (key, b.build())
 }
@@ -178,7 +183,11 @@ fn p12(password: &str) -> Vec<u8> {
 /// The certificate and its key as PEM.
 fn pem() -> Vec<u8> {
     let (key, cert) = certificate();
-    [cert.to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap()].concat()
+    [
+        cert.to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    ]
+    .concat()
 }
 
 /// A PKCS#12 file without a password, as the Azure SDK reads it, is accepted.
@@ -202,7 +211,11 @@ fn a_certificate_the_sdk_can_open_is_accepted() {
         .env("CREDENTIALS_DIRECTORY", dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The same user under two spellings that only Graph can tie together (a UPN and an object
@@ -219,7 +232,10 @@ fn one_user_per_account_is_judged_per_tenant() {
     let same_tenant = other_tenant.replace("fabrikam.onmicrosoft.com", "Contoso.onmicrosoft.com");
     let (code, err) = check_config(dir.path(), &same_tenant);
     assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("accounts[1].user") && err.contains("account \"a\""), "{err}");
+    assert!(
+        err.contains("accounts[1].user") && err.contains("account \"a\""),
+        "{err}"
+    );
 }
 
 #[test]

@@ -476,7 +476,10 @@ fn the_configmap_config_passes_check_config() {
         .collect();
     assert_eq!(
         placeholders,
-        ["identities.rotator.tenant_id", "identities.rotator.client_id"],
+        [
+            "identities.rotator.tenant_id",
+            "identities.rotator.client_id"
+        ],
         "{shipped}"
     );
     let loaded = configmap_config(&docs);
@@ -658,7 +661,11 @@ fn run_setup(
     std::fs::write(&az, STUB_AZ).unwrap();
     std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = dir.path().join("az.log");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut cmd = Command::new("bash");
     cmd.arg(Path::new(ROOT).join("deploy/azure/setup.sh"))
         .args(args)
@@ -752,7 +759,13 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
     let assigned: Vec<(Option<&str>, Option<&str>, Option<&str>)> =
         calls_to(&calls, &["role", "assignment", "create"])
             .iter()
-            .map(|c| (flag(c, "--assignee-object-id"), flag(c, "--role"), flag(c, "--scope")))
+            .map(|c| {
+                (
+                    flag(c, "--assignee-object-id"),
+                    flag(c, "--role"),
+                    flag(c, "--scope"),
+                )
+            })
             .collect();
     assert_eq!(
         assigned,
@@ -775,13 +788,24 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
     assert!(out.starts_with("Done."), "{out}");
     assert!(out.contains("kind = \"client_secret\""), "{out}");
     assert!(!out.contains("workload_identity"), "{out}");
-    assert!(out.contains("client_id = \"0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e\""), "{out}");
-    assert!(out.contains("tenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\""), "{out}");
     assert!(
-        out.contains("az ad app credential reset --id 0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e --append "),
+        out.contains("client_id = \"0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e\""),
         "{out}"
     );
-    assert!(out.contains("The consumer c0c0c0c0-d1d1-4e2e-8f3f-a4a4a4a4a4a4 reads"), "{out}");
+    assert!(
+        out.contains("tenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "az ad app credential reset --id 0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e --append "
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("The consumer c0c0c0c0-d1d1-4e2e-8f3f-a4a4a4a4a4a4 reads"),
+        "{out}"
+    );
 
     // AKS: the federated credential for keyturn's ServiceAccount, and workload identity.
     let issuer = "https://oidc.example/tenant/cluster/";
@@ -810,15 +834,14 @@ fn the_azure_setup_script_stops_loudly() {
     let two = "0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e\n1b1b1b1b-1b1b-4c2c-8d3d-4e4e4e4e4e4e\n";
     let (code, out, err, calls) = run_setup(&["rg1", "kv1"], &[], Some(two));
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("more than one app registration is named keyturn-rotator"), "{err}");
+    assert!(
+        err.contains("more than one app registration is named keyturn-rotator"),
+        "{err}"
+    );
     assert!(!out.contains("Done"), "{out}");
     assert!(calls_to(&calls, &["ad", "sp"]).is_empty(), "{calls:#?}");
 
-    let (code, out, err, _) = run_setup(
-        &["rg1", "kv1"],
-        &[("AZ_FAIL", "permission add")],
-        None,
-    );
+    let (code, out, err, _) = run_setup(&["rg1", "kv1"], &[("AZ_FAIL", "permission add")], None);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("cannot declare User-PasswordProfile.ReadWrite.All on the app")
@@ -829,7 +852,10 @@ fn the_azure_setup_script_stops_loudly() {
 
     let (code, out, err, calls) = run_setup(&["rg1", "kv1", ""], &[], None);
     assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("the AKS OIDC issuer (third argument) is empty"), "{err}");
+    assert!(
+        err.contains("the AKS OIDC issuer (third argument) is empty"),
+        "{err}"
+    );
     assert!(calls.is_empty() && !out.contains("Done"), "{calls:#?}");
 
     let (code, out, err, _) = run_setup(
@@ -838,6 +864,9 @@ fn the_azure_setup_script_stops_loudly() {
         None,
     );
     assert_ne!(code, Some(0), "{err}");
-    assert!(err.contains("cannot create the federated credential keyturn-aks"), "{err}");
+    assert!(
+        err.contains("cannot create the federated credential keyturn-aks"),
+        "{err}"
+    );
     assert!(!out.contains("Done"), "{out}");
 }

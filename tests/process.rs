@@ -365,9 +365,15 @@ fn only_rotate_offers_offline_in_its_help() {
             .lines()
             .filter(|l| l.contains("offline") && !l.contains("rotate --offline"))
             .collect();
-        assert!(stray.is_empty(), "{cmd} --help offers an --offline: {stray:?}");
+        assert!(
+            stray.is_empty(),
+            "{cmd} --help offers an --offline: {stray:?}"
+        );
     }
-    let out = Command::new(BIN).args(["rotate", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["rotate", "--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--offline"));
 }
 

@@ -513,8 +513,14 @@ mod tests {
     fn the_graph_scope_follows_a_sovereign_graph_base() {
         for (base, scope) in [
             ("https://graph.microsoft.com", GRAPH_SCOPE),
-            ("https://graph.microsoft.us", "https://graph.microsoft.us/.default"),
-            ("https://Graph.Microsoft.US/", "https://graph.microsoft.us/.default"),
+            (
+                "https://graph.microsoft.us",
+                "https://graph.microsoft.us/.default",
+            ),
+            (
+                "https://Graph.Microsoft.US/",
+                "https://graph.microsoft.us/.default",
+            ),
             (
                 "https://dod-graph.microsoft.us",
                 "https://dod-graph.microsoft.us/.default",

@@ -365,7 +365,10 @@ fn signs_in_at_entra(id: &IdentityConfig) -> bool {
         None => true,
         Some(h) => url::Url::parse(&h)
             .ok()
-            .and_then(|u| u.host_str().map(|h| h.trim_end_matches('.').to_ascii_lowercase()))
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            })
             .is_some_and(|h| ENTRA_AUTHORITIES.contains(&h.as_str())),
     }
 }
@@ -415,7 +418,9 @@ fn check_entra_ids(
                 key("tenant_id"),
                 format!("{t:?} is the example's placeholder: replace the placeholder with your tenant's id ({find})"),
             );
-        } else if ["common", "organizations", "consumers"].contains(&t.to_ascii_lowercase().as_str()) {
+        } else if ["common", "organizations", "consumers"]
+            .contains(&t.to_ascii_lowercase().as_str())
+        {
             p(
                 key("tenant_id"),
                 format!("{t:?} is Entra's multi-tenant alias, not a tenant: an app signs in as itself in one tenant; use that tenant's id ({find}) or its domain, e.g. contoso.onmicrosoft.com"),
@@ -494,7 +499,8 @@ fn check_certificate(path: &Path, key: &str, p: &mut impl FnMut(String, String))
         Ok(b) => zeroize::Zeroizing::new(b),
         Err(e) => return p(key.into(), format!("cannot read {}: {e}", path.display())),
     };
-    let export = "openssl pkcs12 -export -in cert.pem -inkey key.pem -out keyturn.p12 -passout pass:";
+    let export =
+        "openssl pkcs12 -export -in cert.pem -inkey key.pem -out keyturn.p12 -passout pass:";
     let problem = match openssl::pkcs12::Pkcs12::from_der(&bytes) {
         Err(_) if bytes.starts_with(b"-----BEGIN") => format!(
             "{} is PEM; keyturn (the Azure SDK) takes the certificate and its RSA key as one PKCS#12 (.p12/.pfx) file without a password: `{export}`",
