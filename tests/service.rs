@@ -129,7 +129,6 @@ async fn service_run_hands_its_metrics_to_the_rate_limits() {
 /// seen in Graph's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_tokens_are_asked_for_the_identitys_graph_scope() {
-    use keyturn::directory::Directory as _;
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&emu, dir.path(), &Opts::default());
