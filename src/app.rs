@@ -4,7 +4,7 @@
 //! are paced by one [`Limiter`] (buckets per vault and per Graph app and tenant), which a
 //! reload keeps while `[limits]` is unchanged.
 
-use crate::azure::graph::{GraphDirectory, GraphSettings, GRAPH_SCOPE};
+use crate::azure::graph::{graph_scope, GraphDirectory, GraphSettings};
 use crate::azure::keyvault::KeyVaultStore;
 use crate::azure::{self, SetupError};
 use crate::config::Loaded;
@@ -90,15 +90,16 @@ pub fn accounts_with(
                     client_id.as_str()
                 };
                 let budget_key = format!("{app}@{tenant_id}");
+                let base = id
+                    .graph_base
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_GRAPH.into());
                 let graph = GraphDirectory::new(
                     http.clone(),
                     credentials[a.identity.as_str()].clone(),
                     GraphSettings {
-                        base: id
-                            .graph_base
-                            .clone()
-                            .unwrap_or_else(|| DEFAULT_GRAPH.into()),
-                        scope: GRAPH_SCOPE.into(),
+                        scope: id.graph_scope.clone().unwrap_or_else(|| graph_scope(&base)),
+                        base,
                         authority_host: authority,
                         tenant_id,
                         client_id,

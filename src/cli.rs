@@ -40,7 +40,7 @@ pub enum LogFormat {
 /// How a client command reaches the daemon.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Conn {
-    /// The configuration file (its admin.socket is used; `--offline` reads everything).
+    /// The configuration file (its admin.socket is used).
     #[arg(
         long,
         short,
@@ -91,7 +91,8 @@ pub enum Cmd {
         /// Return once started, with the rotation ids, instead of waiting for the end.
         #[arg(long)]
         no_wait: bool,
-        /// Rotate in this process without a daemon (takes the daemon's lock).
+        /// Rotate in this process without a daemon (takes the daemon's lock and uses the
+        /// whole configuration file).
         #[arg(long)]
         offline: bool,
         #[command(flatten)]

@@ -3,6 +3,8 @@
 //!
 //! - Key Vault, per vault (shared by every identity and account that uses the vault URL):
 //!   secret sets, and all other secret operations, each per 10 s;
+//! - Key Vault, per subscription: every secret operation on any vault, per 10 s (keyturn
+//!   cannot tell a vault's subscription, so all its vaults share this one bucket);
 //! - Graph, per app and tenant: writes (password resets) per 150 s.
 //!
 //! They are decorators over [`SecretStore`] and [`Directory`], so the protocol stays pure:
@@ -55,6 +57,11 @@ impl LimitsConfig {
     /// The budget of one vault's other operations.
     pub fn vault_other(&self) -> Budget {
         Budget::new(self.vault_other_per_10s, VAULT_WINDOW, self.headroom)
+    }
+
+    /// The budget of every vault's operations together (the subscription-wide limit).
+    pub fn vault_subscription(&self) -> Budget {
+        Budget::new(self.vault_subscription_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of one app's writes in one tenant.
@@ -113,7 +120,8 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Dura
 
 /// One budget and the queue of requests waiting for it.
 pub struct Bucket {
-    /// The budget's name in metrics: `keyvault_write`, `keyvault_other`, `graph_write`.
+    /// The budget's name in metrics: `keyvault_write`, `keyvault_other`,
+    /// `keyvault_subscription`, `graph_write`.
     name: &'static str,
     /// Where a wait is reported ([`Observer::paced`]).
     observer: Arc<dyn Observer>,
@@ -169,14 +177,27 @@ impl Bucket {
 struct VaultBuckets {
     writes: Arc<Bucket>,
     other: Arc<Bucket>,
+    /// Every vault's: the subscription-wide limit.
+    subscription: Arc<Bucket>,
 }
 
-/// Every bucket of one configuration: one pair per vault, one per Graph app and tenant.
+impl VaultBuckets {
+    /// Waits for the vault's `bucket`, then for the subscription's.
+    async fn acquire(&self, bucket: &Bucket, low_priority: bool) {
+        bucket.acquire(low_priority).await;
+        self.subscription.acquire(low_priority).await;
+    }
+}
+
+/// Every bucket of one configuration: one pair per vault, one for all vaults (the
+/// subscription), one per Graph app and tenant.
 pub struct Limiter {
     config: LimitsConfig,
     /// Where the buckets report their waits.
     observer: Arc<dyn Observer>,
     vaults: Mutex<HashMap<String, VaultBuckets>>,
+    /// Key Vault's subscription-wide budget, shared by every vault.
+    subscription: Arc<Bucket>,
     graph: Mutex<HashMap<String, Arc<Bucket>>>,
 }
 
@@ -185,6 +206,11 @@ impl Limiter {
     /// told to `observer` (the service's metrics, handed in by the wiring).
     pub fn new(config: LimitsConfig, observer: Arc<dyn Observer>) -> Self {
         Limiter {
+            subscription: Arc::new(Bucket::new(
+                "keyvault_subscription",
+                config.vault_subscription(),
+                observer.clone(),
+            )),
             config,
             observer,
             vaults: Mutex::new(HashMap::new()),
@@ -231,6 +257,7 @@ impl Limiter {
                     self.config.vault_other(),
                     self.observer.clone(),
                 )),
+                subscription: self.subscription.clone(),
             })
             .clone();
         Arc::new(LimitedStore { inner, buckets })
@@ -267,19 +294,19 @@ pub struct LimitedStore {
 #[async_trait]
 impl SecretStore for LimitedStore {
     async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
-        self.buckets.other.acquire(false).await;
+        self.buckets.acquire(&self.buckets.other, false).await;
         self.inner.latest(name).await
     }
 
     async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
         // The protocol says which write this is; a secret's name decides nothing.
         let stage = new.step == Step::Stage;
-        self.buckets.writes.acquire(stage).await;
+        self.buckets.acquire(&self.buckets.writes, stage).await;
         self.inner.set(name, new).await
     }
 
     async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
-        self.buckets.other.acquire(false).await;
+        self.buckets.acquire(&self.buckets.other, false).await;
         self.inner.update_tags(name, version, tags).await
     }
 
@@ -465,7 +492,48 @@ mod tests {
         };
         let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
         assert_eq!(keys, ["limits.vault_writes_per_10s", "limits.headroom"]);
+        let c = LimitsConfig {
+            vault_subscription_per_10s: 0,
+            ..Default::default()
+        };
+        let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
+        assert_eq!(keys, ["limits.vault_subscription_per_10s"]);
         assert!(LimitsConfig::default().problems().is_empty());
+    }
+
+    /// Key Vault's subscription-wide limit holds across vaults: two vaults, each far under
+    /// its own budget, together wait for the subscription's.
+    #[tokio::test(start_paused = true)]
+    async fn every_vault_shares_the_subscription_budget() {
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::ManualClock::new(
+            time::OffsetDateTime::UNIX_EPOCH,
+        ));
+        // 100 per 10 s for all vaults (a burst of 1, then one every 101 ms); each vault alone
+        // could do 4,000.
+        let limiter = Limiter::new(
+            LimitsConfig {
+                vault_subscription_per_10s: 100,
+                headroom: 0.0,
+                ..LimitsConfig::default()
+            },
+            crate::observe::unobserved(),
+        );
+        let stores: Vec<_> = ["https://a.vault.azure.net/", "https://b.vault.azure.net/"]
+            .into_iter()
+            .map(|url| {
+                limiter.store(Arc::new(crate::memory::MemoryVault::new(
+                    url,
+                    clock.clone(),
+                )))
+            })
+            .collect();
+        let start = tokio::time::Instant::now();
+        for i in 0..11 {
+            stores[i % 2].latest("s").await.unwrap();
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1000), "{took:?}");
+        assert!(took < Duration::from_millis(1100), "{took:?}");
     }
 
     #[test]

@@ -116,6 +116,8 @@ impl Observer for Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// `budget` is `keyvault_write`, `keyvault_other`, `keyvault_subscription` or
+    /// `graph_write` (see `crate::limits`).
     fn paced(&self, budget: &'static str, waited: Duration) {
         let label = BudgetLabel {
             budget: budget.into(),

@@ -253,8 +253,8 @@ headroom = 0.02
 
 [identities.rotator]
 kind = "client_secret"
-tenant_id = "t"
-client_id = "c"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a"
 client_secret = "s3cret"
 allow_inline_secret = true
 

@@ -322,27 +322,6 @@ pub async fn rotate_offline(
     // not waited out yet); `release` below once it has.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let audit = audit_sinks(&loaded)?;
-    // No listener reports on one rotation's requests.
-    let http = crate::azure::http_client(
-        &loaded.config.tls,
-        &loaded.config.network,
-        crate::observe::unobserved(),
-    )?;
-    let accounts = crate::app::accounts(&loaded, &http)?;
-    if lock.unclean {
-        let delay = loaded.config.daemon.unclean_start_delay;
-        eprintln!("keyturn: the previous keyturn stopped uncleanly; waiting {} for its in-flight requests to settle", humantime::format_duration(delay));
-        tokio::time::sleep(delay).await;
-    }
-    let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
-        lock.release();
-        eprintln!(
-            "keyturn: no account named {account:?} in {}",
-            loaded.path.display()
-        );
-        return Ok(EXIT_CONFIG);
-    };
-    let engine = Engine::new(audit, Arc::new(SystemClock), crate::app::tuning(&loaded));
     let request = Request {
         trigger: Trigger::Cli,
         actor: crate::audit::Actor::current_user(),
@@ -350,7 +329,41 @@ pub async fn rotate_offline(
         ticket,
         rotation_id: None,
     };
+    // No listener reports on one rotation's requests.
+    let http = crate::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        crate::observe::unobserved(),
+    )?;
+    let accounts = match crate::app::accounts(&loaded, &http) {
+        Ok(a) => a,
+        Err(e) => {
+            offline_not_started(&*audit, account, &request, e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+    if lock.unclean {
+        let delay = loaded.config.daemon.unclean_start_delay;
+        eprintln!("keyturn: the previous keyturn stopped uncleanly; waiting {} for its in-flight requests to settle", humantime::format_duration(delay));
+        tokio::time::sleep(delay).await;
+    }
+    let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
+        let missing = format!("no account named {account:?} in {}", loaded.path.display());
+        offline_not_started(&*audit, account, &request, missing.clone()).await;
+        lock.release();
+        eprintln!("keyturn: {missing}");
+        return Ok(EXIT_CONFIG);
+    };
+    let engine = Engine::new(
+        audit.clone(),
+        Arc::new(SystemClock),
+        crate::app::tuning(&loaded),
+    );
     let result = engine.rotate(&managed.account, &request).await;
+    // A first read of Key Vault that failed stops the engine before its first record.
+    if let Err(e @ crate::protocol::RotationError::Read { .. }) = &result {
+        offline_not_started(&*audit, account, &request, e.to_string()).await;
+    }
     lock.release();
     match result {
         Ok(r) => {
@@ -373,6 +386,37 @@ pub async fn rotate_offline(
             eprintln!("keyturn: {e}");
             Ok(if e.is_pending() { 75 } else { 1 })
         }
+    }
+}
+
+/// Records who tried `keyturn rotate --offline` on `account` when it stopped before the
+/// engine recorded anything (credentials, an unknown account, Key Vault unreadable): a
+/// `rotation.failed` with the actor, reason and ticket. A record that cannot be written is
+/// logged; the command fails anyway.
+async fn offline_not_started(
+    audit: &dyn AuditSink,
+    account: &str,
+    request: &Request,
+    message: String,
+) {
+    let mut ev = crate::audit::AuditEvent::new(
+        crate::audit::EventKind::RotationFailed,
+        time::OffsetDateTime::now_utc(),
+    );
+    ev.account = Some(account.to_owned());
+    ev.trigger = Some(request.trigger);
+    ev.actor = Some(request.actor.clone());
+    ev.reason = request.reason.clone();
+    ev.ticket = request.ticket.clone();
+    ev.outcome = Some(crate::audit::Outcome::Failure);
+    ev.error = Some(crate::audit::ErrorInfo {
+        kind: "not_started".into(),
+        message: crate::azure::bounded(&message, None, crate::azure::MAX_DETAIL_CHARS),
+        ..Default::default()
+    });
+    ev.detail = Some("keyturn rotate --offline could not start; nothing was changed".into());
+    if let Err(e) = audit.record(&ev).await {
+        tracing::error!(error = %e, "cannot record the failed rotate --offline in the audit log");
     }
 }
 

@@ -10,8 +10,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_keyturn");
 const GOOD: &str = r#"
 [identities.rotator]
 kind = "client_secret"
-tenant_id = "t"
-client_id = "c"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a"
 client_secret = "s3cret"
 allow_inline_secret = true
 
@@ -65,9 +65,9 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
         v("no secret source", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", ""), "needs one of"),
         v("secret env var unset", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", "client_secret_env = \"KEYTURN_SURELY_UNSET_FOR_TESTS\""), "KEYTURN_SURELY_UNSET_FOR_TESTS is not set"),
         v("unknown identity kind", swap("kind = \"client_secret\"", "kind = \"password\""), "identities.rotator.kind"),
-        v("missing tenant", swap("tenant_id = \"t\"\n", ""), "identities.rotator.tenant_id"),
-        v("missing client id", swap("client_id = \"c\"\n", ""), "identities.rotator.client_id"),
-        v("certificate kind without a file", swap("kind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cret\"\nallow_inline_secret = true", "kind = \"client_certificate\"\ntenant_id = \"t\"\nclient_id = \"c\""), "certificate_file"),
+        v("missing tenant", swap("tenant_id = \"contoso.onmicrosoft.com\"\n", ""), "identities.rotator.tenant_id"),
+        v("missing client id", swap("client_id = \"6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a\"\n", ""), "identities.rotator.client_id"),
+        v("certificate kind without a file", swap("kind = \"client_secret\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a\"\nclient_secret = \"s3cret\"\nallow_inline_secret = true", "kind = \"client_certificate\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a\""), "certificate_file"),
         v("http authority", swap("allow_inline_secret = true", "allow_inline_secret = true\nauthority_host = \"http://login.example\""), "identities.rotator.authority_host"),
         v("http vault", swap("https://kv.vault.azure.net/", "http://kv.vault.azure.net/"), "accounts[0].vault"),
         v("vault is not a URL", swap("https://kv.vault.azure.net/", "kv"), "accounts[0].vault"),
@@ -107,7 +107,135 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
         v("no metrics connections", add("[metrics]\nmax_connections = 0"), "metrics.max_connections: must be from 1 to 1000"),
         v("more metrics connections than files", add("[metrics]\nmax_connections = 100000"), "metrics.max_connections: must be from 1 to 1000"),
         v("not TOML at all", "this is = = not toml [".to_owned(), "keyturn.toml"),
+        // Issue 19, item 2: one Entra user, two accounts.
+        v("two accounts for one UPN", format!("{GOOD}{}", second_account.replace("svc-b@contoso.onmicrosoft.com", "SVC-A@Contoso.onmicrosoft.com")), "accounts[1].user: account \"b\" manages the Entra user \"SVC-A@Contoso.onmicrosoft.com\", and so does account \"a\" (accounts[0].user"),
+        v("two accounts for one object id", format!("{}{}", swap("svc-a@contoso.onmicrosoft.com", "0b5c3a1e-2f4d-4e6a-8b7c-9d0e1f2a3b4c"), second_account.replace("svc-b@contoso.onmicrosoft.com", "0B5C3A1E-2F4D-4E6A-8B7C-9D0E1F2A3B4C")), "and so does account \"a\""),
+        // Issue 19, item 3: what cannot run.
+        v("placeholder tenant", swap("tenant_id = \"contoso.onmicrosoft.com\"", "tenant_id = \"00000000-0000-0000-0000-000000000000\""), "identities.rotator.tenant_id: \"00000000-0000-0000-0000-000000000000\" is the example's placeholder: replace the placeholder"),
+        v("placeholder client id", swap("6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a", "11111111-1111-1111-1111-111111111111"), "identities.rotator.client_id: \"11111111-1111-1111-1111-111111111111\" is the example's placeholder: replace the placeholder"),
+        v("client id not a GUID", swap("6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a", "keyturn-rotator"), "identities.rotator.client_id: \"keyturn-rotator\" is not a GUID"),
+        v("tenant neither GUID nor domain", swap("tenant_id = \"contoso.onmicrosoft.com\"", "tenant_id = \"contoso\""), "identities.rotator.tenant_id: \"contoso\" is neither a tenant id"),
+        v("tenant is the multi-tenant alias", swap("tenant_id = \"contoso.onmicrosoft.com\"", "tenant_id = \"organizations\""), "multi-tenant alias"),
+        v("workload identity without a token file", swap("kind = \"client_secret\"", "kind = \"workload_identity\"").replace("client_secret = \"s3cret\"\nallow_inline_secret = true", ""), "identities.rotator.token_file: kind \"workload_identity\" needs the federated token file"),
+        v("workload identity with a missing token file", swap("kind = \"client_secret\"", "kind = \"workload_identity\"").replace("client_secret = \"s3cret\"\nallow_inline_secret = true", "token_file = \"/nonexistent/token\""), "identities.rotator.token_file: cannot read the federated token file /nonexistent/token"),
+        v("systemd credential without CREDENTIALS_DIRECTORY", swap("client_secret = \"s3cret\"\nallow_inline_secret = true", "client_secret_credential = \"keyturn-client-secret\""), "identities.rotator.client_secret_credential: the systemd credential \"keyturn-client-secret\" is read from $CREDENTIALS_DIRECTORY, which is not set"),
+        v("certificate credential without CREDENTIALS_DIRECTORY", swap("kind = \"client_secret\"", "kind = \"client_certificate\"").replace("client_secret = \"s3cret\"\nallow_inline_secret = true", "certificate_credential = \"keyturn-certificate\""), "identities.rotator.certificate_credential: the systemd credential"),
+        v("password-protected certificate", certificate_config(&private_file(dir, "protected.p12", &p12("hunter2"))), "cannot be opened without a password"),
+        v("PEM certificate", certificate_config(&private_file(dir, "cert.pem", &pem())), "is PEM"),
+        v("certificate that is not a certificate", certificate_config(&private_file(dir, "junk.p12", b"not a certificate")), "is not a PKCS#12"),
     ]
+}
+
+/// [`GOOD`] with a `client_certificate` identity reading `file`.
+fn certificate_config(file: &Path) -> String {
+    GOOD.replace("kind = \"client_secret\"", "kind = \"client_certificate\"")
+        .replace(
+            "client_secret = \"s3cret\"\nallow_inline_secret = true",
+            &format!("certificate_file = {:?}", file.display().to_string()),
+        )
+}
+
+/// `bytes` in `dir/name` at mode 0600.
+fn private_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A self-signed certificate and its RSA key.
+fn certificate() -> (
+    openssl::pkey::PKey<openssl::pkey::Private>,
+    openssl::x509::X509,
+) {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "keyturn-test").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (key, b.build())
+}
+
+/// The certificate and its key as PKCS#12, protected by `password` ("" for none).
+fn p12(password: &str) -> Vec<u8> {
+    let (key, cert) = certificate();
+    openssl::pkcs12::Pkcs12::builder()
+        .name("keyturn")
+        .pkey(&key)
+        .cert(&cert)
+        .build2(password)
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// The certificate and its key as PEM.
+fn pem() -> Vec<u8> {
+    let (key, cert) = certificate();
+    [
+        cert.to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    ]
+    .concat()
+}
+
+/// A PKCS#12 file without a password, as the Azure SDK reads it, is accepted.
+#[test]
+fn a_certificate_the_sdk_can_open_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = private_file(dir.path(), "keyturn.p12", &p12(""));
+    let (code, err) = check_config(dir.path(), &certificate_config(&file));
+    assert_eq!(code, Some(0), "{err}");
+    // And through systemd's credential folder.
+    let text = certificate_config(&file).replace(
+        &format!("certificate_file = {:?}", file.display().to_string()),
+        "certificate_credential = \"keyturn.p12\"",
+    );
+    let path = dir.path().join("keyturn.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("KEYTURN_CONFIG")
+        .env("CREDENTIALS_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The same user under two spellings that only Graph can tie together (a UPN and an object
+/// id), or the same UPN in two tenants, is not refused offline.
+#[test]
+fn one_user_per_account_is_judged_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_tenant = format!(
+        "{GOOD}\n[identities.fabrikam]\nkind = \"client_secret\"\ntenant_id = \"fabrikam.onmicrosoft.com\"\nclient_id = \"6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a\"\nclient_secret = \"s3cret\"\nallow_inline_secret = true\n\n[[accounts]]\nname = \"b\"\nuser = \"svc-a@contoso.onmicrosoft.com\"\nidentity = \"fabrikam\"\nvault = \"https://kv.vault.azure.net/\"\nsecret = \"svc-b\"\n"
+    );
+    let (code, err) = check_config(dir.path(), &other_tenant);
+    assert_eq!(code, Some(0), "{err}");
+    // The same tenant through a second identity is the same user.
+    let same_tenant = other_tenant.replace("fabrikam.onmicrosoft.com", "Contoso.onmicrosoft.com");
+    let (code, err) = check_config(dir.path(), &same_tenant);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("accounts[1].user") && err.contains("account \"a\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,6 +251,9 @@ fn every_bad_config_exits_64_naming_the_key() {
             .args(["check-config", "--config"])
             .arg(&path)
             .env_remove("KEYTURN_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env_remove("AZURE_AUTHORITY_HOST")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -168,6 +299,9 @@ fn an_inline_secret_in_a_readable_config_is_warned_about() {
             .args(["check-config", "--config"])
             .arg(&path)
             .env_remove("KEYTURN_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env_remove("AZURE_AUTHORITY_HOST")
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -195,6 +329,9 @@ fn check_config(dir: &Path, text: &str) -> (Option<i32>, String) {
         .args(["check-config", "--config"])
         .arg(&path)
         .env_remove("KEYTURN_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .env_remove("AZURE_AUTHORITY_HOST")
         .output()
         .unwrap();
     (

@@ -8,8 +8,8 @@ use std::path::Path;
 const GOOD: &str = r#"
 [identities.rotator]
 kind = "client_secret"
-tenant_id = "t"
-client_id = "c"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a"
 client_secret = "s3cret"
 allow_inline_secret = true
 
@@ -34,6 +34,33 @@ fn problems(text: &str) -> Vec<String> {
     }
 }
 
+/// `keyturn check-config` on `path`, with none of the environment that systemd, AKS or the
+/// caller's shell may set; `env` adds to it. The exit code and every problem's line.
+fn check_config(path: &Path, env: &[(&str, &Path)]) -> (Option<i32>, Vec<String>) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    cmd.args(["check-config", "--config"])
+        .arg(path)
+        .env_remove("KEYTURN_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .env_remove("AZURE_AUTHORITY_HOST");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let problems = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_owned)
+        .collect();
+    (out.status.code(), problems)
+}
+
+/// Every shipped configuration file parses. `config/example.toml` is a template: as shipped,
+/// `check-config` refuses it naming its placeholders (and the systemd credential it reads
+/// only under systemd); with the placeholders replaced and the credential where systemd puts
+/// it, it passes. Any other file must pass as it is.
 #[test]
 fn every_shipped_config_file_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -42,12 +69,89 @@ fn every_shipped_config_file_is_valid() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         // Emulator scenarios are parsed by the emulator's own tests.
-        if path.extension().is_some_and(|e| e == "toml") && !name.contains("scenario") {
-            load_with_env(&path, false).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            n += 1;
+        if path.extension().is_none_or(|e| e != "toml") || name.contains("scenario") {
+            continue;
         }
+        n += 1;
+        if name != "example.toml" {
+            load_with_env(&path, false).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            continue;
+        }
+        let (code, problems) = check_config(&path, &[]);
+        assert_eq!(code, Some(64), "{problems:#?}");
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split_once(": ").unwrap().0)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "identities.rotator.tenant_id",
+                "identities.rotator.client_id",
+                "identities.rotator.client_secret_credential",
+            ],
+            "{problems:#?}"
+        );
+        assert!(
+            problems[..2]
+                .iter()
+                .all(|p| p.contains("replace the placeholder")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[2].contains("$CREDENTIALS_DIRECTORY, which is not set"),
+            "{problems:#?}"
+        );
+        // Filled in as a new user would: their ids, the credential where systemd puts it.
+        let tmp = tempfile::tempdir().unwrap();
+        let filled = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "00000000-0000-0000-0000-000000000000",
+                "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            )
+            .replace(
+                "11111111-1111-1111-1111-111111111111",
+                "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a",
+            );
+        let config = tmp.path().join("keyturn.toml");
+        std::fs::write(&config, filled).unwrap();
+        let credentials = tmp.path().join("credentials");
+        std::fs::create_dir(&credentials).unwrap();
+        std::fs::write(credentials.join("keyturn-client-secret"), "s3cret").unwrap();
+        let (code, problems) = check_config(&config, &[("CREDENTIALS_DIRECTORY", &credentials)]);
+        assert_eq!(code, Some(0), "{problems:#?}");
     }
     assert!(n >= 1, "no config file found");
+}
+
+/// Two accounts that manage one Entra user in one tenant are refused, naming both: the
+/// second's rotation would overwrite the password the first's secret holds (issue 19,
+/// item 2). UPNs compare case-insensitively, object ids as ids.
+#[test]
+fn two_accounts_for_one_entra_user_are_refused() {
+    let b = |user: &str| {
+        format!(
+            "{GOOD}\n[[accounts]]\nname = \"b\"\nuser = {user:?}\nidentity = \"rotator\"\nvault = \"https://kv.vault.azure.net/\"\nsecret = \"svc-b\"\n"
+        )
+    };
+    let p = problems(&b("Svc-A@CONTOSO.onmicrosoft.com"));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(
+        p[0].starts_with("accounts[1].user: account \"b\" manages the Entra user \"Svc-A@CONTOSO.onmicrosoft.com\", and so does account \"a\" (accounts[0].user = \"svc-a@contoso.onmicrosoft.com\") in the same tenant")
+            && p[0].contains("manage each user with one account"),
+        "{p:#?}"
+    );
+    let by_id = b("0B5C3A1E-2F4D-4E6A-8B7C-9D0E1F2A3B4C").replace(
+        "user = \"svc-a@contoso.onmicrosoft.com\"",
+        "user = \"0b5c3a1e-2f4d-4e6a-8b7c-9d0e1f2a3b4c\"",
+    );
+    let p = problems(&by_id);
+    assert!(
+        p.len() == 1 && p[0].starts_with("accounts[1].user: "),
+        "{p:#?}"
+    );
+    assert!(problems(&b("svc-b@contoso.onmicrosoft.com")).is_empty());
 }
 
 #[test]
@@ -144,7 +248,7 @@ fn account_and_identity_problems_are_all_reported_at_once() {
     let text = r#"
 [identities.rotator]
 kind = "client_secret"
-tenant_id = "t"
+tenant_id = "contoso.onmicrosoft.com"
 client_secret = "inline"
 
 [identities.weird]
@@ -152,8 +256,8 @@ kind = "password"
 
 [identities.plain]
 kind = "client_secret"
-tenant_id = "t"
-client_id = "c"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a"
 client_secret_env = "KEYTURN_TEST_SURELY_UNSET_VARIABLE"
 authority_host = "http://login.example"
 
@@ -232,7 +336,9 @@ fn secret_and_certificate_files_must_be_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credential");
-    std::fs::write(&file, "s").unwrap();
+    // A certificate the Azure SDK can open (PKCS#12 without a password); as a client
+    // secret file, any content will do.
+    std::fs::write(&file, p12()).unwrap();
     let secret = GOOD
         .replace(
             "client_secret = \"s3cret\"",
@@ -300,11 +406,43 @@ fn secret_and_certificate_files_must_be_private() {
             "certificate_credential = \"keyturn-certificate\"",
         )
         .replace("allow_inline_secret = true", "");
-    assert!(
-        problems(&credential_only).is_empty(),
-        "{:?}",
-        problems(&credential_only)
-    );
+    // Read from $CREDENTIALS_DIRECTORY, which only systemd sets (for the service).
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+        let p = problems(&credential_only);
+        assert!(
+            p.len() == 1
+                && p[0].starts_with("identities.rotator.certificate_credential: ")
+                && p[0].contains("$CREDENTIALS_DIRECTORY, which is not set"),
+            "{p:?}"
+        );
+    }
+}
+
+/// A self-signed certificate and its RSA key as PKCS#12 without a password.
+fn p12() -> Vec<u8> {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "keyturn-test").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    openssl::pkcs12::Pkcs12::builder()
+        .name("keyturn")
+        .pkey(&key)
+        .cert(&b.build())
+        .build2("")
+        .unwrap()
+        .to_der()
+        .unwrap()
 }
 
 #[test]

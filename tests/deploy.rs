@@ -340,11 +340,33 @@ fn kind<'a>(docs: &'a [Yaml], k: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("no {k} in the manifests"))
 }
 
-fn configmap_config(docs: &[Yaml]) -> keyturn::config::Loaded {
-    let toml = kind(docs, "ConfigMap")["data"]["keyturn.toml"]
+fn configmap_toml(docs: &[Yaml]) -> &str {
+    kind(docs, "ConfigMap")["data"]["keyturn.toml"]
         .as_str()
-        .expect("the ConfigMap holds keyturn.toml");
-    keyturn::config::load_str(toml, Path::new("configmap/keyturn.toml"))
+        .expect("the ConfigMap holds keyturn.toml")
+}
+
+/// The ConfigMap's keyturn.toml filled in as a user would (their tenant and client ids for
+/// the placeholders), validated where the webhook has mounted the token file.
+fn configmap_config(docs: &[Yaml]) -> keyturn::config::Loaded {
+    let token = tempfile::NamedTempFile::new().unwrap();
+    let toml = configmap_toml(docs)
+        .replace(
+            "00000000-0000-0000-0000-000000000000",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        )
+        .replace(
+            "11111111-1111-1111-1111-111111111111",
+            "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a",
+        )
+        .replace(
+            "kind = \"workload_identity\"",
+            &format!(
+                "kind = \"workload_identity\"\ntoken_file = {:?}",
+                token.path().display().to_string()
+            ),
+        );
+    keyturn::config::load_str(&toml, Path::new("configmap/keyturn.toml"))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -443,6 +465,23 @@ fn the_kubernetes_manifests_hold_what_the_docs_promise() {
 #[test]
 fn the_configmap_config_passes_check_config() {
     let docs = k8s();
+    // As shipped it is a template: its placeholder ids are refused, naming the fix.
+    let shipped = keyturn::config::load_str(configmap_toml(&docs), Path::new("keyturn.toml"))
+        .expect_err("the placeholders are refused");
+    let placeholders: Vec<String> = shipped
+        .problems()
+        .iter()
+        .filter(|p| p.message.contains("replace the placeholder"))
+        .map(|p| p.key.clone())
+        .collect();
+    assert_eq!(
+        placeholders,
+        [
+            "identities.rotator.tenant_id",
+            "identities.rotator.client_id"
+        ],
+        "{shipped}"
+    );
     let loaded = configmap_config(&docs);
     assert_eq!(
         loaded.config.identities["rotator"].kind,
@@ -539,4 +578,295 @@ fn the_azure_setup_script_is_valid_bash_with_the_known_ids() {
     ] {
         assert!(s.contains(id), "{id} missing");
     }
+}
+
+/// shellcheck finds nothing in deploy/azure/setup.sh. `.ci/run` installs shellcheck; on a
+/// machine without it the check is skipped, saying so.
+#[test]
+fn the_azure_setup_script_is_shellcheck_clean() {
+    if !tool("shellcheck") {
+        eprintln!("SKIPPED: shellcheck is not installed (apt-get install shellcheck; .ci/run installs it)");
+        return;
+    }
+    let out = Command::new("shellcheck")
+        .arg(Path::new(ROOT).join("deploy/azure/setup.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A stand-in for the az CLI: every call is appended to `$AZ_LOG` (its arguments, one per
+/// line, then a blank line), and it answers what a tenant with nothing of keyturn's yet
+/// would. `$AZ_STATE` holds what was created; `$AZ_FAIL` names a call (a substring of its
+/// arguments) that fails as az does, with a message on stderr.
+const STUB_AZ: &str = r#"#!/usr/bin/env bash
+set -u
+args="$*"
+printf '%s\n' "$@" >> "$AZ_LOG"
+printf '\n' >> "$AZ_LOG"
+if [ -n "${AZ_FAIL:-}" ] && [[ $args == *"$AZ_FAIL"* ]]; then
+  echo "ERROR: stub az refuses: $AZ_FAIL" >&2
+  exit 1
+fi
+case "$args" in
+  "ad app list "*) cat "$AZ_STATE/apps" 2>/dev/null || true ;;
+  "ad app create "*) echo 0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e | tee "$AZ_STATE/apps" ;;
+  "ad sp list "*) ;;
+  "ad sp create "*) echo 5f5f5f5f-6a6a-4b7b-8c8c-9d9d9d9d9d9d ;;
+  "ad sp show --id 00000003-0000-0000-c000-000000000000 --query id "*) echo 9e9e9e9e-8d8d-4c7c-8b6b-5a5a5a5a5a5a ;;
+  *"appRoles[?value=='User-PasswordProfile.ReadWrite.All']"*) echo cc117bb9-00cf-4eb8-b580-ea2a878fe8f7 ;;
+  *"appRoles[?value=='User.Read.All']"*) echo df021288-bdef-4463-88db-98f22de89214 ;;
+  "ad app show "*) echo 0 ;;
+  "ad app permission add "*) echo "WARNING: Invoking az ad app permission grant is needed" >&2 ;;
+  "rest --method GET --url https://graph.microsoft.com/v1.0/servicePrincipals/"*) echo 0 ;;
+  "rest --method GET --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleDefinitions/"*) echo "Privileged Authentication Administrator" ;;
+  "rest --method GET --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments"*) echo 0 ;;
+  "rest --method POST "*) echo '{}' ;;
+  "keyvault show --name kv1 --resource-group rg1") [ -f "$AZ_STATE/vault" ] || { echo "ERROR: (ResourceNotFound)" >&2; exit 3; } ;;
+  "keyvault create "*) touch "$AZ_STATE/vault"; echo '{}' ;;
+  *"--query properties.enableRbacAuthorization"*) echo true ;;
+  "keyvault show --name kv1 --resource-group rg1 --query id -o tsv") echo /subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv1 ;;
+  "role definition list --name b86a8fe4-44ce-4948-aee5-eccb2c155cd7 "*) echo "Key Vault Secrets Officer" ;;
+  "role definition list --name 4633458b-17de-408a-b874-0445c86b69e6 "*) echo "Key Vault Secrets User" ;;
+  "role assignment list "*) ;;
+  "role assignment create "*) echo '{}' ;;
+  "ad app federated-credential list "*) ;;
+  "ad app federated-credential create "*) echo '{}' ;;
+  "account show --query tenantId -o tsv") echo 72f988bf-86f1-41af-91ab-2d7cd011db47 ;;
+  *) echo "stub az: unexpected call: $args" >&2; exit 2 ;;
+esac
+"#;
+
+/// Runs deploy/azure/setup.sh with the stub az first on PATH: (exit code, stdout, stderr,
+/// every az call as its list of arguments).
+fn run_setup(
+    args: &[&str],
+    env: &[(&str, &str)],
+    apps: Option<&str>,
+) -> (Option<i32>, String, String, Vec<Vec<String>>) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    if let Some(apps) = apps {
+        std::fs::write(state.join("apps"), apps).unwrap();
+    }
+    let az = bin.join("az");
+    std::fs::write(&az, STUB_AZ).unwrap();
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("az.log");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(Path::new(ROOT).join("deploy/azure/setup.sh"))
+        .args(args)
+        .env("PATH", path)
+        .env("AZ_LOG", &log)
+        .env("AZ_STATE", &state)
+        .env_remove("KEYTURN_APP_NAME")
+        .env_remove("KEYTURN_CONSUMER")
+        .env_remove("KEYTURN_CONSUMER_TYPE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let calls = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .split("\n\n")
+        .filter(|c| !c.is_empty())
+        .map(|c| c.lines().map(str::to_owned).collect())
+        .collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        calls,
+    )
+}
+
+/// The calls whose first arguments are `prefix`.
+fn calls_to<'a>(calls: &'a [Vec<String>], prefix: &[&str]) -> Vec<&'a Vec<String>> {
+    calls
+        .iter()
+        .filter(|c| c.len() >= prefix.len() && c.iter().zip(prefix).all(|(a, p)| a == p))
+        .collect()
+}
+
+/// The value after `flag` in one call.
+fn flag<'a>(call: &'a [String], flag: &str) -> Option<&'a str> {
+    call.iter()
+        .position(|a| a == flag)
+        .and_then(|i| call.get(i + 1))
+        .map(String::as_str)
+}
+
+/// setup.sh against a stub az in an empty tenant (issue 19, item 5): it looks the app up by
+/// its exact name, declares and grants the Graph permissions, assigns the directory role,
+/// creates the vault, grants keyturn and the consumer their Key Vault roles, and prints a
+/// configuration whose kind matches the host and a secret renewal that keeps the old secret.
+#[test]
+fn the_azure_setup_script_does_each_step_against_a_stub_az() {
+    // A host outside AKS, with a consumer.
+    let (code, out, err, calls) = run_setup(
+        &["rg1", "kv1"],
+        &[("KEYTURN_CONSUMER", "c0c0c0c0-d1d1-4e2e-8f3f-a4a4a4a4a4a4")],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // The app by its exact name, never by a prefix.
+    let list = calls_to(&calls, &["ad", "app", "list"]);
+    assert_eq!(list.len(), 1, "{calls:#?}");
+    assert_eq!(
+        flag(list[0], "--filter"),
+        Some("displayName eq 'keyturn-rotator'")
+    );
+    assert_eq!(
+        flag(list[0], "--query"),
+        Some("[?displayName=='keyturn-rotator'].appId")
+    );
+    assert!(!list[0].iter().any(|a| a == "--display-name"), "{list:?}");
+    assert_eq!(calls_to(&calls, &["ad", "app", "create"]).len(), 1);
+    // Both Graph permissions declared and granted; the directory role assigned.
+    let declared: Vec<_> = calls_to(&calls, &["ad", "app", "permission", "add"])
+        .iter()
+        .filter_map(|c| flag(c, "--api-permissions"))
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            "cc117bb9-00cf-4eb8-b580-ea2a878fe8f7=Role",
+            "df021288-bdef-4463-88db-98f22de89214=Role"
+        ]
+    );
+    let posts: Vec<_> = calls_to(&calls, &["rest", "--method", "POST"])
+        .iter()
+        .filter_map(|c| flag(c, "--body"))
+        .collect();
+    assert_eq!(posts.len(), 3, "{posts:#?}");
+    assert!(posts[2].contains("\"roleDefinitionId\":\"7be44c8a-adaf-4e2a-84d6-ab2649e08a13\""));
+    // The vault, keyturn's role on it, and the consumer's reader role on it.
+    assert_eq!(calls_to(&calls, &["keyvault", "create"]).len(), 1);
+    let vault_id = "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv1";
+    let assigned: Vec<(Option<&str>, Option<&str>, Option<&str>)> =
+        calls_to(&calls, &["role", "assignment", "create"])
+            .iter()
+            .map(|c| {
+                (
+                    flag(c, "--assignee-object-id"),
+                    flag(c, "--role"),
+                    flag(c, "--scope"),
+                )
+            })
+            .collect();
+    assert_eq!(
+        assigned,
+        [
+            (
+                Some("5f5f5f5f-6a6a-4b7b-8c8c-9d9d9d9d9d9d"),
+                Some("b86a8fe4-44ce-4948-aee5-eccb2c155cd7"),
+                Some(vault_id)
+            ),
+            (
+                Some("c0c0c0c0-d1d1-4e2e-8f3f-a4a4a4a4a4a4"),
+                Some("4633458b-17de-408a-b874-0445c86b69e6"),
+                Some(vault_id)
+            ),
+        ]
+    );
+    // No AKS: no federated credential, and a client secret configuration whose renewal
+    // command adds a secret instead of replacing the live one.
+    assert!(calls_to(&calls, &["ad", "app", "federated-credential"]).is_empty());
+    assert!(out.starts_with("Done."), "{out}");
+    assert!(out.contains("kind = \"client_secret\""), "{out}");
+    assert!(!out.contains("workload_identity"), "{out}");
+    assert!(
+        out.contains("client_id = \"0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("tenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "az ad app credential reset --id 0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e --append "
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("The consumer c0c0c0c0-d1d1-4e2e-8f3f-a4a4a4a4a4a4 reads"),
+        "{out}"
+    );
+
+    // AKS: the federated credential for keyturn's ServiceAccount, and workload identity.
+    let issuer = "https://oidc.example/tenant/cluster/";
+    let (code, out, err, calls) = run_setup(&["rg1", "kv1", issuer], &[], None);
+    assert_eq!(code, Some(0), "{err}");
+    let fed = calls_to(&calls, &["ad", "app", "federated-credential", "create"]);
+    assert_eq!(fed.len(), 1, "{calls:#?}");
+    let params = flag(fed[0], "--parameters").unwrap();
+    assert!(
+        params.contains(&format!("\"issuer\":\"{issuer}\""))
+            && params.contains("\"subject\":\"system:serviceaccount:keyturn:keyturn\""),
+        "{params}"
+    );
+    assert!(out.contains("kind = \"workload_identity\""), "{out}");
+    assert!(!out.contains("client_secret"), "{out}");
+    // Without a consumer, the output says nobody can read the passwords yet.
+    assert!(out.contains("KEYTURN_CONSUMER="), "{out}");
+    assert_eq!(calls_to(&calls, &["role", "assignment", "create"]).len(), 1);
+}
+
+/// What must stop setup.sh, with a message and a non-zero exit, never "Done": two apps with
+/// the exact name, a failed permission declaration (once hidden by `2>/dev/null` under
+/// `set -e`), an empty AKS issuer, a failed federated credential.
+#[test]
+fn the_azure_setup_script_stops_loudly() {
+    let two = "0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e\n1b1b1b1b-1b1b-4c2c-8d3d-4e4e4e4e4e4e\n";
+    let (code, out, err, calls) = run_setup(&["rg1", "kv1"], &[], Some(two));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("more than one app registration is named keyturn-rotator"),
+        "{err}"
+    );
+    assert!(!out.contains("Done"), "{out}");
+    assert!(calls_to(&calls, &["ad", "sp"]).is_empty(), "{calls:#?}");
+
+    let (code, out, err, _) = run_setup(&["rg1", "kv1"], &[("AZ_FAIL", "permission add")], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot declare User-PasswordProfile.ReadWrite.All on the app")
+            && err.contains("stub az refuses"),
+        "{err}"
+    );
+    assert!(!out.contains("Done"), "{out}");
+
+    let (code, out, err, calls) = run_setup(&["rg1", "kv1", ""], &[], None);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("the AKS OIDC issuer (third argument) is empty"),
+        "{err}"
+    );
+    assert!(calls.is_empty() && !out.contains("Done"), "{calls:#?}");
+
+    let (code, out, err, _) = run_setup(
+        &["rg1", "kv1", "https://oidc.example/"],
+        &[("AZ_FAIL", "federated-credential create")],
+        None,
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("cannot create the federated credential keyturn-aks"),
+        "{err}"
+    );
+    assert!(!out.contains("Done"), "{out}");
 }

@@ -299,6 +299,84 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
     assert!(d.wait().await.success());
 }
 
+/// A `rotate --offline` that cannot start still leaves a record of who tried, with the
+/// reason and ticket given (issue 19, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_offline_rotation_records_who_tried() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            verify: false,
+            ..Opts::default()
+        },
+    );
+    let out = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            Command::new(BIN)
+                .args([
+                    "rotate",
+                    "svc-typo",
+                    "--offline",
+                    "--reason",
+                    "incident",
+                    "--ticket",
+                    "CHG-9",
+                    "--config",
+                ])
+                .arg(&config)
+                .env("KEYTURN_ALLOW_ROOT", "1")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("no account named \"svc-typo\""), "{err}");
+    let records = audit_records(dir.path());
+    let rec = records
+        .iter()
+        .find(|r| r["event"] == "rotation.failed")
+        .unwrap_or_else(|| panic!("no rotation.failed record in {records:#?}"));
+    assert_eq!(rec["account"], "svc-typo");
+    assert_eq!(rec["trigger"], "cli");
+    assert_eq!(rec["actor"]["kind"], "user");
+    assert!(rec["actor"]["uid"].is_u64(), "{rec}");
+    assert_eq!(rec["reason"], "incident");
+    assert_eq!(rec["ticket"], "CHG-9");
+    assert_eq!(rec["outcome"], "failure");
+    assert_eq!(rec["error"]["kind"], "not_started");
+}
+
+/// `status`, `pause`, `resume` and `reload` have no `--offline`, so their help mentions it
+/// only as `rotate --offline` (the global `--allow-root`); `rotate`'s offers it.
+#[test]
+fn only_rotate_offers_offline_in_its_help() {
+    for cmd in ["status", "pause", "resume", "reload"] {
+        let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd} --help");
+        let stray: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("offline") && !l.contains("rotate --offline"))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "{cmd} --help offers an --offline: {stray:?}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["rotate", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--offline"));
+}
+
 #[test]
 fn check_config_exits_64_and_names_every_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -608,8 +686,8 @@ listen = "0.0.0.0:9464"
 
 [identities.rotator]
 kind = "client_secret"
-tenant_id = "t"
-client_id = "c"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a"
 client_secret = "s3cret"
 allow_inline_secret = true
 

@@ -224,3 +224,47 @@ async fn services_in_one_process_count_only_their_own_azure_requests() {
         assert_eq!(code, 0);
     }
 }
+
+/// An identity's Graph tokens are asked for its `graph_scope` (issue 19, item 7; by default
+/// derived from `graph_base`, for sovereign clouds): Graph refuses a token for another
+/// cloud's Graph, as the emulator's Graph does, so a scope that reached the token request is
+/// seen in Graph's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_tokens_are_asked_for_the_identitys_graph_scope() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&emu, dir.path(), &Opts::default());
+    let read_user = |path: &std::path::Path| {
+        let loaded = load(path);
+        async move {
+            let http = keyturn::azure::http_client(
+                &loaded.config.tls,
+                &loaded.config.network,
+                keyturn::observe::unobserved(),
+            )
+            .unwrap();
+            let managed = keyturn::app::accounts(&loaded, &http).unwrap();
+            let account = &managed[0].account;
+            account.directory.user(&account.user).await
+        }
+    };
+    // The emulator's Graph is not one of Microsoft's hosts: the global Graph's scope.
+    read_user(&path)
+        .await
+        .expect("a token for https://graph.microsoft.com");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let graph_base = format!("graph_base = {:?}\n", emu.graph_base());
+    assert!(text.contains(&graph_base));
+    std::fs::write(
+        &path,
+        text.replace(
+            &graph_base,
+            &format!("{graph_base}graph_scope = \"https://graph.microsoft.us/.default\"\n"),
+        ),
+    )
+    .unwrap();
+    let err = read_user(&path)
+        .await
+        .expect_err("Graph refuses a token for the US Government cloud's Graph");
+    assert!(err.to_string().contains("audience"), "{err}");
+}

@@ -14,8 +14,33 @@ use zeroize::Zeroizing;
 /// Largest answer body keyturn reads from Graph or Entra (a bigger one is an error).
 const MAX_BODY: usize = 256 * 1024;
 
-/// The default Graph scope.
+/// The default Graph scope (the global cloud's Graph).
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// Microsoft Graph's own hosts: the global cloud and the national clouds (US Government L4
+/// and L5 (DoD), China operated by 21Vianet). Each accepts tokens for its own resource only.
+pub const GRAPH_HOSTS: &[&str] = &[
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+];
+
+/// The scope of Graph tokens for the Graph at `base`: `https://<host>/.default` when `base`
+/// is one of Microsoft's Graph endpoints ([`GRAPH_HOSTS`]), so that a sovereign cloud's
+/// `graph_base` brings its own scope; [`GRAPH_SCOPE`] for any other host (the emulator, a
+/// proxy in front of the global Graph). An identity's `graph_scope` overrides both.
+pub fn graph_scope(base: &str) -> String {
+    url::Url::parse(base.trim())
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+            GRAPH_HOSTS
+                .contains(&host.as_str())
+                .then(|| format!("https://{host}/.default"))
+        })
+        .unwrap_or_else(|| GRAPH_SCOPE.to_owned())
+}
 
 /// One tenant's Graph, through one app identity.
 pub struct GraphDirectory {
@@ -471,5 +496,38 @@ impl Directory for GraphDirectory {
 
     fn tenant(&self) -> Option<&str> {
         Some(&self.tenant_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_graph_scope_follows_a_sovereign_graph_base() {
+        for (base, scope) in [
+            ("https://graph.microsoft.com", GRAPH_SCOPE),
+            (
+                "https://graph.microsoft.us",
+                "https://graph.microsoft.us/.default",
+            ),
+            (
+                "https://Graph.Microsoft.US/",
+                "https://graph.microsoft.us/.default",
+            ),
+            (
+                "https://dod-graph.microsoft.us",
+                "https://dod-graph.microsoft.us/.default",
+            ),
+            (
+                "https://microsoftgraph.chinacloudapi.cn",
+                "https://microsoftgraph.chinacloudapi.cn/.default",
+            ),
+            // Not Microsoft's Graph (the emulator, a proxy): the global Graph's scope.
+            ("https://localhost:8443", GRAPH_SCOPE),
+            ("not a url", GRAPH_SCOPE),
+        ] {
+            assert_eq!(graph_scope(base), scope, "{base}");
+        }
     }
 }

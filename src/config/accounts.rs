@@ -17,6 +17,8 @@ pub(super) fn validate_accounts(
     // normalised vault and lowercased name (Key Vault's names are case-insensitive): which
     // account, and whether it is that account's staging secret.
     let mut secret_names: HashMap<(String, String), (usize, bool)> = HashMap::new();
+    // Every Entra user an account manages, by tenant and user ([`user_key`]): which account.
+    let mut users: HashMap<(String, String), usize> = HashMap::new();
     // Accounts with the same schedule share one parsed cron expression.
     let mut schedules: HashMap<(String, String, std::time::Duration), Schedule> = HashMap::new();
     let mut resolved = Vec::new();
@@ -51,6 +53,25 @@ pub(super) fn validate_accounts(
                 "is required: the user's object id or user principal name".into(),
                 &mut ok,
             );
+        }
+        if !a.user.is_empty() {
+            let entry = (tenant_key(config, &a.identity), user_key(&a.user));
+            match users.get(&entry) {
+                Some(&j) => {
+                    let other = &config.accounts[j];
+                    bad(
+                        key("user"),
+                        format!(
+                            "account {:?} manages the Entra user {:?}, and so does account {:?} (accounts[{j}].user = {:?}) in the same tenant: each rotation would overwrite the password the other account's secret holds; manage each user with one account only (remove one of them, or point it at another user)",
+                            a.name, a.user, other.name, other.user
+                        ),
+                        &mut ok,
+                    );
+                }
+                None => {
+                    users.insert(entry, i);
+                }
+            }
         }
         if !check_secret_name(&a.secret) {
             bad(key("secret"), format!("{:?} is not a Key Vault secret name: 1-119 characters of 0-9 a-z A-Z and '-' (119 leaves room for the '-pending' suffix)", a.secret), &mut ok);
@@ -207,6 +228,31 @@ pub(super) fn validate_accounts(
         }
     }
     resolved
+}
+
+/// The tenant an account's user lives in, as far as the configuration says: its identity's
+/// `tenant_id` (lowercased), or the identity's name when it has none (managed identity).
+/// Two spellings of one tenant (its id and a domain name) are not recognised here.
+fn tenant_key(config: &Config, identity: &str) -> String {
+    match config
+        .identities
+        .get(identity)
+        .and_then(|id| id.tenant_id.as_deref())
+        .filter(|t| !t.is_empty())
+    {
+        Some(t) => format!("tenant {}", t.to_lowercase()),
+        None => format!("identity {identity}"),
+    }
+}
+
+/// A user as Graph resolves it: an object id (a GUID, whatever its case or braces) or a
+/// user principal name (compared case-insensitively, as Entra does). An object id and the
+/// UPN of the same user are not recognised as one here (that needs Graph).
+fn user_key(user: &str) -> String {
+    match uuid::Uuid::parse_str(user.trim()) {
+        Ok(id) => format!("id {id}"),
+        Err(_) => format!("upn {}", user.trim().to_lowercase()),
+    }
 }
 
 /// A vault URL in the one form used wherever vaults are compared or keyed (duplicate

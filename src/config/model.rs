@@ -41,6 +41,10 @@ pub struct LimitsConfig {
     pub vault_writes_per_10s: u32,
     /// Other secret operations (get, update, list) per vault per 10 s (Azure: 4,000).
     pub vault_other_per_10s: u32,
+    /// Secret operations of every kind across all vaults per 10 s: Key Vault's
+    /// subscription-wide limit, 5 × the per-vault limit (Azure: 20,000). keyturn cannot tell
+    /// which subscription a vault is in, so it counts all its vaults as one.
+    pub vault_subscription_per_10s: u32,
     /// Graph writes per app and tenant per 150 s (Azure: 3,000).
     pub graph_writes_per_150s: u32,
     /// Fraction of each budget keyturn leaves unused, for other clients of the same vault or
@@ -55,6 +59,7 @@ impl Default for LimitsConfig {
             enabled: true,
             vault_writes_per_10s: 300,
             vault_other_per_10s: 4_000,
+            vault_subscription_per_10s: 20_000,
             graph_writes_per_150s: 3_000,
             headroom: 0.02,
         }
@@ -302,6 +307,10 @@ pub struct IdentityConfig {
     pub authority_host: Option<String>,
     /// Graph's base URL (sovereign clouds, the emulator).
     pub graph_base: Option<String>,
+    /// The scope of Graph tokens; default: derived from `graph_base` for Microsoft's Graph
+    /// hosts (`https://graph.microsoft.us` → `https://graph.microsoft.us/.default`), else
+    /// `https://graph.microsoft.com/.default`.
+    pub graph_scope: Option<String>,
 }
 
 impl IdentityConfig {

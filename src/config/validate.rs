@@ -2,8 +2,8 @@
 //! with their keys, through the same collector.
 
 use super::accounts::{check_https_ok, validate_accounts};
-use super::model::{Config, IdentityKind, LimitsConfig, Problem, ResolvedAccount};
-use std::path::Path;
+use super::model::{Config, IdentityConfig, IdentityKind, LimitsConfig, Problem, ResolvedAccount};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 impl LimitsConfig {
@@ -13,6 +13,10 @@ impl LimitsConfig {
         for (k, v) in [
             ("limits.vault_writes_per_10s", self.vault_writes_per_10s),
             ("limits.vault_other_per_10s", self.vault_other_per_10s),
+            (
+                "limits.vault_subscription_per_10s",
+                self.vault_subscription_per_10s,
+            ),
             ("limits.graph_writes_per_150s", self.graph_writes_per_150s),
         ] {
             if v == 0 {
@@ -255,6 +259,12 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
                 }
             }
         }
+        if signs_in_at_entra(id) {
+            check_entra_ids(id, &key, p);
+        }
+        if kind == IdentityKind::WorkloadIdentity {
+            check_token_file(id, &key("token_file"), p);
+        }
         if kind == IdentityKind::ClientSecret {
             let sources = [
                 id.client_secret_file.is_some(),
@@ -272,6 +282,16 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
             }
             if let Some(f) = &id.client_secret_file {
                 check_secret_file(f, &key("client_secret_file"), p);
+            }
+            if let Some(c) = &id.client_secret_credential {
+                if let Some(path) = credential_file(c, &key("client_secret_credential"), p) {
+                    if let Err(e) = std::fs::File::open(&path) {
+                        p(
+                            key("client_secret_credential"),
+                            format!("cannot read the credential {}: {e}; check LoadCredential={c}:… in the unit", path.display()),
+                        );
+                    }
+                }
             }
             if let Some(var) = &id.client_secret_env {
                 if std::env::var_os(var).is_none() {
@@ -292,8 +312,26 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
                     key("certificate_file"),
                     "give only one of certificate_file, certificate_credential".into(),
                 ),
-                (Some(f), None) => check_secret_file(f, &key("certificate_file"), p),
-                (None, Some(_)) => {}
+                (Some(f), None) => {
+                    check_secret_file(f, &key("certificate_file"), p);
+                    if f.is_file() {
+                        check_certificate(f, &key("certificate_file"), p);
+                    }
+                }
+                (None, Some(c)) => {
+                    let k = key("certificate_credential");
+                    if let Some(path) = credential_file(c, &k, p) {
+                        check_certificate(&path, &k, p);
+                    }
+                }
+            }
+        }
+        if let Some(scope) = &id.graph_scope {
+            if !scope.ends_with("/.default") || !check_https_ok(scope) {
+                p(
+                    key("graph_scope"),
+                    format!("{scope:?} must be Graph's resource with /.default, e.g. \"https://graph.microsoft.us/.default\" (an app's token asks for its granted permissions that way)"),
+                );
             }
         }
         for (k, v) in [
@@ -305,6 +343,191 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
     }
+}
+
+/// The hosts of Entra's own authorities: the global cloud and the national clouds.
+const ENTRA_AUTHORITIES: &[&str] = &[
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+];
+
+/// Whether `id` signs in at Entra itself (no `authority_host`, or one of Entra's own), whose
+/// tenant and client ids have a known form. Another authority (the emulator, a test) names
+/// its tenants and apps as it likes, so their form is not checked.
+fn signs_in_at_entra(id: &IdentityConfig) -> bool {
+    let host = id
+        .authority_host
+        .clone()
+        .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok());
+    match host {
+        None => true,
+        Some(h) => url::Url::parse(&h)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .is_some_and(|h| ENTRA_AUTHORITIES.contains(&h.as_str())),
+    }
+}
+
+/// A GUID as Entra writes its ids: 8-4-4-4-12 hex digits.
+fn is_guid(v: &str) -> bool {
+    v.len() == 36 && uuid::Uuid::try_parse(v).is_ok()
+}
+
+/// A GUID whose digits are all the same (`00000000-0000-…`, `11111111-1111-…`): the
+/// placeholders of `config/example.toml` and the Kubernetes ConfigMap, never a real id.
+fn is_placeholder(v: &str) -> bool {
+    let mut digits = v.chars().filter(|c| *c != '-');
+    let first = digits.next();
+    is_guid(v) && digits.all(|c| Some(c) == first)
+}
+
+/// A DNS name such as `contoso.onmicrosoft.com`: Entra takes a tenant's verified domain
+/// wherever it takes the tenant's id.
+fn is_domain(v: &str) -> bool {
+    let labels: Vec<&str> = v.split('.').collect();
+    labels.len() >= 2
+        && v.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|l| l.len() >= 2 && l.chars().all(|c| c.is_ascii_alphabetic()))
+}
+
+/// `tenant_id` and `client_id` in the form Entra takes: the tenant a GUID or a domain name
+/// (not a multi-tenant alias), the client a GUID; neither the examples' placeholders.
+fn check_entra_ids(
+    id: &IdentityConfig,
+    key: &impl Fn(&str) -> String,
+    p: &mut impl FnMut(String, String),
+) {
+    if let Some(t) = id.tenant_id.as_deref().filter(|t| !t.is_empty()) {
+        let find = "the Directory (tenant) ID on the Entra admin center's Overview, or `az account show --query tenantId -o tsv`";
+        if is_placeholder(t) {
+            p(
+                key("tenant_id"),
+                format!("{t:?} is the example's placeholder: replace the placeholder with your tenant's id ({find})"),
+            );
+        } else if ["common", "organizations", "consumers"]
+            .contains(&t.to_ascii_lowercase().as_str())
+        {
+            p(
+                key("tenant_id"),
+                format!("{t:?} is Entra's multi-tenant alias, not a tenant: an app signs in as itself in one tenant; use that tenant's id ({find}) or its domain, e.g. contoso.onmicrosoft.com"),
+            );
+        } else if !is_guid(t) && !is_domain(t) {
+            p(
+                key("tenant_id"),
+                format!("{t:?} is neither a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47) nor a domain name such as contoso.onmicrosoft.com: use {find}"),
+            );
+        }
+    }
+    if let Some(c) = id.client_id.as_deref().filter(|c| !c.is_empty()) {
+        let find = "the Application (client) ID on the app registration's Overview; deploy/azure/setup.sh prints it";
+        let what = if id.kind() == Some(IdentityKind::ManagedIdentity) {
+            "the user-assigned managed identity's client id"
+        } else {
+            "the app registration's client id"
+        };
+        if is_placeholder(c) {
+            p(
+                key("client_id"),
+                format!("{c:?} is the example's placeholder: replace the placeholder with {what} ({find})"),
+            );
+        } else if !is_guid(c) {
+            p(
+                key("client_id"),
+                format!("{c:?} is not a GUID: Entra names an app by its client id, a GUID such as 6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a; use {what} ({find})"),
+            );
+        }
+    }
+}
+
+/// A systemd credential's file, `$CREDENTIALS_DIRECTORY/<name>`; `None` (and a problem
+/// at `key`) when `$CREDENTIALS_DIRECTORY` is not set.
+fn credential_file(name: &str, key: &str, p: &mut impl FnMut(String, String)) -> Option<PathBuf> {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Some(PathBuf::from(dir).join(name)),
+        None => {
+            p(
+                key.into(),
+                format!("the systemd credential {name:?} is read from $CREDENTIALS_DIRECTORY, which is not set: systemd sets it for the service with LoadCredential={name}:/etc/keyturn/… (systemd/keyturn.service); to check this file from a shell, run `systemd-run --pipe --wait -p LoadCredential={name}:/etc/keyturn/… keyturn check-config --config …`, or set CREDENTIALS_DIRECTORY to a folder that holds a file named {name}"),
+            );
+            None
+        }
+    }
+}
+
+/// `workload_identity`: the federated token file (`token_file`, else
+/// `$AZURE_FEDERATED_TOKEN_FILE`) exists and can be read.
+fn check_token_file(id: &IdentityConfig, key: &str, p: &mut impl FnMut(String, String)) {
+    let Some(path) = id
+        .token_file
+        .clone()
+        .or_else(|| std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from))
+    else {
+        return p(
+            key.into(),
+            "kind \"workload_identity\" needs the federated token file, and neither token_file nor $AZURE_FEDERATED_TOKEN_FILE is set: in AKS, label the pod azure.workload.identity/use: \"true\" and annotate its ServiceAccount with azure.workload.identity/client-id (the webhook then sets it; deploy/kubernetes/keyturn.yaml); elsewhere set token_file".into(),
+        );
+    };
+    if let Err(e) = std::fs::File::open(&path) {
+        p(
+            key.into(),
+            format!(
+                "cannot read the federated token file {}: {e}; check token_file or $AZURE_FEDERATED_TOKEN_FILE and the volume that holds it",
+                path.display()
+            ),
+        );
+    }
+}
+
+/// A client certificate as the Azure SDK reads it (`azure_identity`, through openssl): one
+/// PKCS#12 file with no password holding the certificate and its RSA key.
+fn check_certificate(path: &Path, key: &str, p: &mut impl FnMut(String, String)) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => zeroize::Zeroizing::new(b),
+        Err(e) => return p(key.into(), format!("cannot read {}: {e}", path.display())),
+    };
+    let export =
+        "openssl pkcs12 -export -in cert.pem -inkey key.pem -out keyturn.p12 -passout pass:";
+    let problem = match openssl::pkcs12::Pkcs12::from_der(&bytes) {
+        Err(_) if bytes.starts_with(b"-----BEGIN") => format!(
+            "{} is PEM; keyturn (the Azure SDK) takes the certificate and its RSA key as one PKCS#12 (.p12/.pfx) file without a password: `{export}`",
+            path.display()
+        ),
+        Err(_) => format!(
+            "{} is not a PKCS#12 (.p12/.pfx) file; keyturn takes the certificate and its RSA key as one PKCS#12 file without a password: `{export}`",
+            path.display()
+        ),
+        Ok(p12) => match p12.parse2("") {
+            Err(_) => format!(
+                "{} cannot be opened without a password (or is damaged); keyturn (the Azure SDK) reads a PKCS#12 file without one: export it again with an empty password, e.g. `openssl pkcs12 -in old.p12 -nodes | openssl pkcs12 -export -out keyturn.p12 -passout pass:`, and keep it private with its file mode or LoadCredential=",
+                path.display()
+            ),
+            Ok(parsed) => match (parsed.pkey, parsed.cert) {
+                (None, _) => format!("{} holds no private key; export the certificate with its RSA key: `{export}`", path.display()),
+                (_, None) => format!("{} holds no certificate; export the certificate with its RSA key: `{export}`", path.display()),
+                (Some(k), Some(_)) if k.id() != openssl::pkey::Id::RSA => format!(
+                    "{} holds a {:?} key; the Azure SDK signs Entra client assertions with an RSA key only: create an RSA certificate for the app",
+                    path.display(),
+                    k.id()
+                ),
+                (Some(_), Some(_)) => return,
+            },
+        },
+    };
+    p(key.into(), problem);
 }
 
 fn check_https(v: &str, key: &str, p: &mut impl FnMut(String, String)) {
