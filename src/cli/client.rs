@@ -3,11 +3,11 @@
 
 use super::Conn;
 use crate::admin;
-use std::path::{Path, PathBuf};
 
 /// Exit code when the daemon cannot be reached (`EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: i32 = 69;
 
+/// `--all`, or the one account named.
 pub(super) fn target(account: Option<String>, all: bool) -> admin::proto::Target {
     match (account, all) {
         (Some(a), false) => admin::proto::Target::One(a),
@@ -15,25 +15,14 @@ pub(super) fn target(account: Option<String>, all: bool) -> admin::proto::Target
     }
 }
 
-/// The admin socket named by the configuration file, without validating the rest of it.
-fn configured_socket(path: &Path) -> Option<PathBuf> {
-    let raw = ::config::Config::builder()
-        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
-        .add_source(
-            ::config::Environment::with_prefix("KEYTURN")
-                .prefix_separator("__")
-                .separator("__"),
-        )
-        .build()
-        .ok()?;
-    raw.get_string("admin.socket").ok().map(PathBuf::from)
-}
-
+/// Sends `req` to the daemon and prints its answer; returns the exit code. The socket:
+/// `--socket`, else the configuration's `admin.socket` (the file with its `KEYTURN__…`
+/// overrides, as [`crate::config::admin_socket`] reads it), else the default.
 pub(super) async fn client(conn: &Conn, req: admin::proto::Request) -> i32 {
     let socket = conn
         .socket
         .clone()
-        .or_else(|| configured_socket(&conn.config))
+        .or_else(|| crate::config::admin_socket(&conn.config))
         .unwrap_or_else(|| crate::config::AdminConfig::default().socket);
     match admin::client::send(&socket, &req).await {
         Ok(r) => {
