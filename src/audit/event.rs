@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Schema version of the JSON records (see `docs/audit.md`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// What started a rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -249,7 +249,7 @@ fn rfc3339_millis<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::O
 }
 
 /// RFC 3339, UTC, milliseconds: `2026-11-22T10:00:00.123Z`.
-pub fn format_time(t: OffsetDateTime) -> String {
+pub(crate) fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",

@@ -25,10 +25,10 @@ pub mod tools;
 pub use file::{AuditHealth, FaultSwitch, FileOptions, FileSink};
 pub use journald::JournaldSink;
 
-pub use event::{
-    format_time, Actor, AuditEvent, ErrorInfo, EventKind, Outcome, Trigger, SCHEMA_VERSION,
-};
-pub use sinks::{Detached, MemorySink, StdoutFormat, StdoutSink, Tee};
+pub(crate) use event::{format_time, SCHEMA_VERSION};
+pub use event::{Actor, AuditEvent, ErrorInfo, EventKind, Outcome, Trigger};
+pub use sinks::{Detached, MemorySink, Tee};
+pub(crate) use sinks::{StdoutFormat, StdoutSink};
 
 use async_trait::async_trait;
 use std::path::PathBuf;

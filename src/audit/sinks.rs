@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 /// How records look on standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StdoutFormat {
+pub(crate) enum StdoutFormat {
     /// One JSON object per line.
     Json,
     /// One readable line per record.
@@ -16,7 +16,7 @@ pub enum StdoutFormat {
 }
 
 /// Writes records to standard output (containers, the demo).
-pub struct StdoutSink(pub StdoutFormat);
+pub(crate) struct StdoutSink(pub StdoutFormat);
 
 #[async_trait]
 impl AuditSink for StdoutSink {

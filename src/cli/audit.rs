@@ -13,7 +13,7 @@ fn audit_path(source: &AuditSource) -> Result<PathBuf, i32> {
 }
 
 /// `keyturn audit show|verify|tail`; returns the exit code.
-pub fn audit_command(command: AuditCmd) -> i32 {
+pub(super) fn audit_command(command: AuditCmd) -> i32 {
     use crate::audit::tools;
     let unreadable = |e: tools::Unreadable| {
         eprintln!("keyturn: {e}");

@@ -5,7 +5,7 @@ use super::Conn;
 use crate::admin;
 
 /// Exit code when the daemon cannot be reached (`EX_UNAVAILABLE`).
-pub const EXIT_UNAVAILABLE: i32 = 69;
+pub(crate) const EXIT_UNAVAILABLE: i32 = 69;
 
 /// `--all`, or the one account named.
 pub(super) fn target(account: Option<String>, all: bool) -> admin::proto::Target {

@@ -8,8 +8,6 @@ mod audit;
 mod check;
 mod client;
 
-pub use client::EXIT_UNAVAILABLE;
-
 use crate::admin;
 use crate::config::{self, Loaded, EXIT_CONFIG};
 use audit::audit_command;
@@ -21,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// Rotates the passwords of Entra ID management service accounts through Azure Key Vault.
 #[derive(Parser, Debug)]
 #[command(name = "keyturn", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -40,7 +38,7 @@ pub struct Cli {
 
 /// Log output formats.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Readable lines (no timestamps under systemd: journald adds them).
     Text,
     /// One JSON object per line.
@@ -49,7 +47,7 @@ pub enum LogFormat {
 
 /// How a client command reaches the daemon.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The configuration file (its admin.socket is used; `--offline` reads everything).
     #[arg(
         long,
@@ -68,7 +66,7 @@ pub struct Conn {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Run the daemon: recover, schedule and rotate every configured account.
     Run {
         /// The configuration file.
@@ -180,7 +178,7 @@ pub enum Cmd {
 
 /// Where the audit tools read: `--file`, or the configuration's `daemon.audit_log`.
 #[derive(clap::Args, Debug)]
-pub struct AuditSource {
+pub(crate) struct AuditSource {
     /// The audit log (its rotated files beside it are read too); overrides --config.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
@@ -196,7 +194,7 @@ pub struct AuditSource {
 
 /// `keyturn audit …`.
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Show records as a table (or JSON lines), oldest first, across rotated files.
     Show {
         #[command(flatten)]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// Largest secret value accepted (25 KB).
-pub(crate) const MAX_VALUE_BYTES: usize = 25 * 1024;
+const MAX_VALUE_BYTES: usize = 25 * 1024;
 
 fn attributes(v: &SecretVersion, retention_days: u32) -> Value {
     let mut a = json!({

@@ -26,7 +26,7 @@ pub(super) fn open_append(path: &Path) -> io::Result<File> {
 /// owner of the folder it is in (the service user when root runs `keyturn rotate --offline
 /// --allow-root` on the service's files). Truncation (`opts.truncate`) must not be set:
 /// the checks run after the open.
-pub fn open_owned(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
+pub(crate) fn open_owned(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
     use std::os::unix::fs::MetadataExt;
     let refused = |why: String| {
         io::Error::new(
@@ -93,7 +93,7 @@ pub fn seal_path(path: &Path) -> PathBuf {
 }
 
 /// The name a live file gets when rotated: `<path>.<first seq, 12 digits>`.
-pub fn rotated_path(path: &Path, first_seq: u64) -> PathBuf {
+pub(super) fn rotated_path(path: &Path, first_seq: u64) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{first_seq:012}"));
     PathBuf::from(s)

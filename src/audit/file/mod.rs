@@ -28,8 +28,9 @@ mod open;
 mod seal;
 mod write;
 
-pub use files::{open_owned, rotated_files, rotated_path, seal_path};
-pub use seal::{read_seal, Seal, SealError};
+pub(crate) use files::open_owned;
+pub use files::{rotated_files, seal_path};
+pub(crate) use seal::{read_seal, SealError};
 
 use super::{AuditError, AuditEvent, AuditSink};
 use async_trait::async_trait;
@@ -41,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
 /// Default size at which the file is rotated.
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How the file sink behaves.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ pub(super) const SEAL_LEN: usize = 200;
 
 /// What the seal file says.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Seal {
+pub(crate) struct Seal {
     /// The last record written.
     pub seq: u64,
     /// Its hash.
@@ -21,7 +21,7 @@ pub struct Seal {
 
 /// Why a seal could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SealError {
+pub(crate) enum SealError {
     /// The seal file exists but cannot be read (permissions, a directory, an I/O error).
     #[error("cannot read {}: {source}", path.display())]
     Unreadable {
@@ -45,7 +45,7 @@ pub enum SealError {
 /// written). Anything else that is not one seal with a 64-hex-digit hash is
 /// [`SealError::Malformed`]: a reader must not take a damaged seal for "no seal", or cutting
 /// records off the end and garbling the seal would go unnoticed.
-pub fn read_seal(path: &Path) -> Result<Option<Seal>, SealError> {
+pub(crate) fn read_seal(path: &Path) -> Result<Option<Seal>, SealError> {
     use std::io::Read;
     let seal = seal_path(path);
     let malformed = |detail: String| SealError::Malformed {

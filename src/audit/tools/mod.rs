@@ -9,7 +9,7 @@ mod show;
 mod tail;
 mod verify;
 
-pub use show::{line_text, parse_since, row, show, Filter};
+pub use show::{line_text, parse_since, show, Filter};
 pub use tail::tail;
 pub use verify::{verify, verify_command, Break, BreakKind, VerifyReport};
 
@@ -19,11 +19,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Exit code: the chain is intact.
-pub const EXIT_INTACT: i32 = 0;
+pub(crate) const EXIT_INTACT: i32 = 0;
 /// Exit code: the chain is broken.
-pub const EXIT_BROKEN: i32 = 1;
+pub(crate) const EXIT_BROKEN: i32 = 1;
 /// Exit code: a file could not be read.
-pub const EXIT_UNREADABLE: i32 = 2;
+pub(crate) const EXIT_UNREADABLE: i32 = 2;
 
 /// The files of the log whose live file is `live`, oldest first: the rotated files
 /// (`<live>.<12 digits>`) then `live` itself when it exists.

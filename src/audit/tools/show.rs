@@ -135,7 +135,7 @@ fn detail_text(r: &Record) -> String {
 /// One readable row: time, account, event, trigger/actor, outcome, detail. Every cell is
 /// [`printable`]: a record's text (a ticket, a Key Vault message, an account name in a
 /// crafted file) cannot send escape sequences to the terminal that shows it.
-pub fn row(r: &Record) -> [String; 6] {
+fn row(r: &Record) -> [String; 6] {
     [
         r.str("time").unwrap_or("?").to_owned(),
         r.account().unwrap_or("-").to_owned(),
