@@ -725,3 +725,51 @@ async fn thousands_of_connections_do_not_stop_rotations() {
     d.signal(Signal::SIGTERM);
     assert!(d.wait().await.success());
 }
+
+/// Which socket a client command tries, as a user sees it when no daemon runs: `--socket`
+/// first, then `admin.socket` from the configuration file with its `KEYTURN__ADMIN__SOCKET`
+/// override (the rest of the file unvalidated), then the default. Each attempt fails with
+/// exit 69 and names the socket it tried.
+#[test]
+fn client_commands_find_the_socket_from_flag_environment_file_or_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyturn.toml");
+    // Not a valid configuration (an unknown key, no accounts): a client needs only the socket.
+    let from_file = dir.path().join("from-file.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "not_a_key = 1\n[admin]\nsocket = \"{}\"\n",
+            from_file.display()
+        ),
+    )
+    .unwrap();
+    let from_env = dir.path().join("from-env.sock");
+    let from_flag = dir.path().join("from-flag.sock");
+    let status = |config: &Path, env: Option<&Path>, flag: Option<&Path>| {
+        let mut c = Command::new(BIN);
+        c.args(["status", "--config"])
+            .arg(config)
+            .env_remove("KEYTURN_SOCKET")
+            .env_remove("KEYTURN__ADMIN__SOCKET");
+        if let Some(e) = env {
+            c.env("KEYTURN__ADMIN__SOCKET", e);
+        }
+        if let Some(f) = flag {
+            c.arg("--socket").arg(f);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(69), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let tried = status(&config, None, None);
+    assert!(tried.contains(&from_file.display().to_string()), "{tried}");
+    let tried = status(&config, Some(&from_env), None);
+    assert!(tried.contains(&from_env.display().to_string()), "{tried}");
+    let tried = status(&config, Some(&from_env), Some(&from_flag));
+    assert!(tried.contains(&from_flag.display().to_string()), "{tried}");
+    // No configuration file: the default.
+    let missing = dir.path().join("missing.toml");
+    let tried = status(&missing, None, None);
+    assert!(tried.contains("/run/keyturn/admin.sock"), "{tried}");
+}

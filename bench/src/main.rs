@@ -5,17 +5,26 @@
 //! ```sh
 //! cargo build --release && cargo run --release -p keyturn-bench -- --accounts 10000 --tenants 1000 --vaults 10 --limits on
 //! ```
+//!
+//! Here: the arguments and the run, step by step. `watch`: noticing the first request for a
+//! path in the emulator's access log; `measure`: reading a process's memory and CPU, counting
+//! completed rotations in the audit log, the admin socket, the keyturn child process;
+//! `load`: the emulator alone under the request mix of a rotation.
+
+mod load;
+mod measure;
+mod watch;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use keyturn_bench::{EmulatorLimits, Fleet, KeyturnOpts};
 use keyturn_emulator::{Emulator, EmulatorConfig, InvariantQuery, Scenario};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use measure::{cpu_secs, percentile, proc_status, report, send, AuditTail, KeyturnProc};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use watch::{WatchLayer, WATCH};
 
 #[derive(Parser, Debug)]
 #[command(about = "keyturn scale benchmark")]
@@ -56,162 +65,6 @@ struct Args {
     /// Measure only the emulator alone (with `--load-workers`, default 64 here), no keyturn.
     #[arg(long)]
     emulator_only: bool,
-}
-
-/// What the emulator's access log says about the watched path (first request's time).
-struct Watch {
-    on: AtomicBool,
-    prefix: Mutex<String>,
-    hit: Mutex<Option<Instant>>,
-}
-
-static WATCH: Watch = Watch {
-    on: AtomicBool::new(false),
-    prefix: Mutex::new(String::new()),
-    hit: Mutex::new(None),
-};
-
-struct WatchLayer;
-
-struct PathVisitor(Option<String>);
-
-impl tracing::field::Visit for PathVisitor {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "path" {
-            self.0 = Some(format!("{value:?}"));
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WatchLayer {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if !WATCH.on.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut v = PathVisitor(None);
-        event.record(&mut v);
-        if let Some(path) = v.0 {
-            let prefix = WATCH.prefix.lock().unwrap_or_else(|e| e.into_inner());
-            if path.starts_with(prefix.as_str()) {
-                let mut hit = WATCH.hit.lock().unwrap_or_else(|e| e.into_inner());
-                hit.get_or_insert_with(Instant::now);
-            }
-        }
-    }
-}
-
-/// Prints the result as one JSON line, and appends it to `json_out` if given.
-fn report(result: &serde_json::Value, json_out: Option<&Path>) -> Result<()> {
-    println!("{result}");
-    if let Some(p) = json_out {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)?;
-        writeln!(f, "{result}")?;
-    }
-    Ok(())
-}
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after the name: state is 0, utime is 11, stime is 12.
-    let hz = nix_clk_tck();
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn nix_clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Counts `rotation.completed` records in the audit log, reading only what is new.
-struct AuditTail {
-    path: PathBuf,
-    offset: u64,
-    completed: usize,
-    rest: String,
-}
-
-impl AuditTail {
-    fn poll(&mut self) -> usize {
-        if let Ok(mut f) = std::fs::File::open(&self.path) {
-            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
-                let mut buf = String::new();
-                if let Ok(n) = f.read_to_string(&mut buf) {
-                    self.offset += n as u64;
-                    self.rest.push_str(&buf);
-                    while let Some(i) = self.rest.find('\n') {
-                        if self.rest[..i].contains("\"event\":\"rotation.completed\"") {
-                            self.completed += 1;
-                        }
-                        self.rest.drain(..=i);
-                    }
-                }
-            }
-        }
-        self.completed
-    }
-}
-
-fn send(socket: &Path, req: &serde_json::Value) -> Result<serde_json::Value> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("connect {}", socket.display()))?;
-    s.write_all(format!("{req}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    Ok(serde_json::from_str(&line)?)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-struct KeyturnProc {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Drop for KeyturnProc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -519,116 +372,4 @@ async fn main() -> Result<()> {
     emu.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// The emulator alone: the request mix of one rotation per account (get `<secret>-pending`,
-/// set it, Graph PATCH, set `<secret>`, tag the staging version), sent by `workers`
-/// concurrent clients over kept-alive TLS connections, with tokens fetched once.
-mod load {
-    use super::*;
-    use futures::StreamExt;
-
-    async fn token(
-        http: &reqwest::Client,
-        emu: &Emulator,
-        tenant: &str,
-        client: &str,
-        secret: &str,
-        scope: &str,
-    ) -> Result<String> {
-        let v: serde_json::Value = http
-            .post(format!(
-                "{}/{tenant}/oauth2/v2.0/token",
-                emu.authority_host()
-            ))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client),
-                ("client_secret", secret),
-                ("scope", scope),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
-        v["access_token"]
-            .as_str()
-            .map(String::from)
-            .context("no access token")
-    }
-
-    pub async fn run(emu: &Emulator, fleet: &Fleet, workers: usize) -> Result<f64> {
-        let mut b = reqwest::Client::builder()
-            .tls_certs_merge([reqwest::Certificate::from_pem(emu.ca_pem().as_bytes())?]);
-        for h in emu.resolve_hosts() {
-            b = b.resolve(&h, emu.addr());
-        }
-        let http = b.build()?;
-        let kv = token(
-            &http,
-            emu,
-            keyturn_bench::OPERATOR_TENANT,
-            keyturn_bench::OPERATOR_CLIENT,
-            "operator-secret",
-            "https://vault.azure.net/.default",
-        )
-        .await?;
-        let mut graph = Vec::new();
-        for j in 0..fleet.tenants {
-            graph.push(
-                token(
-                    &http,
-                    emu,
-                    &Fleet::tenant_id(j),
-                    &Fleet::client_id(j),
-                    &format!("secret-{j}"),
-                    "https://graph.microsoft.com/.default",
-                )
-                .await?,
-            );
-        }
-        let graph = Arc::new(graph);
-        let t = Instant::now();
-        let results: Vec<Result<()>> = futures::stream::iter(0..fleet.accounts)
-            .map(|i| {
-                let (http, kv, graph) = (http.clone(), kv.clone(), graph.clone());
-                let fleet = *fleet;
-                let vault = emu.vault_url(&Fleet::vault_name(fleet.vault_of(i)));
-                let graph_base = emu.graph_base();
-                async move {
-                    let (_, upn, secret) = fleet.account(i);
-                    let password = format!("Load-{i}-Pass!x");
-                    let pending = format!("{secret}-pending");
-                    let q = "api-version=2025-07-01";
-                    http.get(format!("{vault}secrets/{pending}/?{q}")).bearer_auth(&kv).send().await?;
-                    let staged: serde_json::Value = http
-                        .put(format!("{vault}secrets/{pending}?{q}"))
-                        .bearer_auth(&kv)
-                        .json(&serde_json::json!({"value": password, "contentType": "password", "tags": {"keyturn-state": "pending"}}))
-                        .send().await?.error_for_status()?.json().await?;
-                    let version = staged["id"].as_str().and_then(|s| s.rsplit('/').next()).unwrap_or("").to_owned();
-                    http.patch(format!("{graph_base}/v1.0/users/{upn}"))
-                        .bearer_auth(&graph[fleet.tenant_of(i)])
-                        .json(&serde_json::json!({"passwordProfile": {"password": password, "forceChangePasswordNextSignIn": false, "forceChangePasswordNextSignInWithMfa": false}}))
-                        .send().await?.error_for_status()?;
-                    http.put(format!("{vault}secrets/{secret}?{q}"))
-                        .bearer_auth(&kv)
-                        .json(&serde_json::json!({"value": password, "contentType": "password", "tags": {"keyturn-rotated-at": "2026-01-01T00:00:00Z"}}))
-                        .send().await?.error_for_status()?;
-                    http.patch(format!("{vault}secrets/{pending}/{version}?{q}"))
-                        .bearer_auth(&kv)
-                        .json(&serde_json::json!({"tags": {"keyturn-state": "committed"}}))
-                        .send().await?.error_for_status()?;
-                    Ok(())
-                }
-            })
-            .buffer_unordered(workers)
-            .collect()
-            .await;
-        let took = t.elapsed();
-        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-            bail!("load request failed: {e}");
-        }
-        Ok(fleet.accounts as f64 / took.as_secs_f64())
-    }
 }

@@ -110,11 +110,7 @@ where
 {
     let mut builder = ::config::Config::builder().add_source(source);
     if env {
-        builder = builder.add_source(
-            ::config::Environment::with_prefix("KEYTURN")
-                .prefix_separator("__")
-                .separator("__"),
-        );
+        builder = builder.add_source(environment());
     }
     let raw = builder.build().map_err(|source| ConfigError::Load {
         path: path.to_owned(),
@@ -161,6 +157,25 @@ where
             problems,
         })
     }
+}
+
+/// The `KEYTURN__SECTION__KEY` overrides (`KEYTURN__ADMIN__SOCKET` sets `admin.socket`).
+fn environment() -> ::config::Environment {
+    ::config::Environment::with_prefix("KEYTURN")
+        .prefix_separator("__")
+        .separator("__")
+}
+
+/// The admin socket that the file at `path` and its environment overrides name, without
+/// validating the rest (the client commands need only the socket); `None` when the file
+/// cannot be read or names none.
+pub(crate) fn admin_socket(path: &Path) -> Option<PathBuf> {
+    let raw = ::config::Config::builder()
+        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
+        .add_source(environment())
+        .build()
+        .ok()?;
+    raw.get_string("admin.socket").ok().map(PathBuf::from)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //!   with its key; `accounts`: the `[[accounts]]` section, resolved with the defaults, and
 //!   the check that no two accounts write the same Key Vault secret.
 //! - `load`: the file and the environment into a validated [`Loaded`], or a [`ConfigError`].
+//!   Also `admin_socket`: only the socket, as the client commands read it (file and
+//!   environment, the rest unvalidated).
 
 mod accounts;
 mod load;
@@ -14,6 +16,7 @@ mod model;
 mod validate;
 
 pub use accounts::normalize_vault;
+pub(crate) use load::admin_socket;
 pub use load::{load, load_str, load_with_env, ConfigError, Loaded};
 pub use model::*;
 pub use validate::{validate, DURATION_MAXIMUMS};

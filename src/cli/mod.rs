@@ -1,17 +1,26 @@
 //! The command line: `run`, `rotate`, `check-config`, `audit`, `demo` (with the `demo`
-//! feature). `main.rs` only calls [`main`]. Argument parsing, dispatch, the admin socket's
-//! client commands and the audit tools; the service itself is wired in [`crate::service`].
+//! feature). `main.rs` only calls [`main`]. This module holds argument parsing (the clap
+//! types) and dispatch; `client` the commands sent to the daemon over the admin socket,
+//! `audit` the `keyturn audit …` commands, `check` `keyturn check-config`. The service
+//! itself is wired in [`crate::service`].
+
+mod audit;
+mod check;
+mod client;
 
 use crate::admin;
 use crate::config::{self, Loaded, EXIT_CONFIG};
 use crate::service::ServiceError;
+use audit::audit_command;
+use check::check_config;
 use clap::{Parser, Subcommand, ValueEnum};
+use client::{client, target};
 use std::path::{Path, PathBuf};
 
 /// Rotates the passwords of Entra ID management service accounts through Azure Key Vault.
 #[derive(Parser, Debug)]
 #[command(name = "keyturn", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -30,7 +39,7 @@ pub struct Cli {
 
 /// Log output formats.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Readable lines (no timestamps under systemd: journald adds them).
     Text,
     /// One JSON object per line.
@@ -39,7 +48,7 @@ pub enum LogFormat {
 
 /// How a client command reaches the daemon.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The configuration file (its admin.socket is used).
     #[arg(
         long,
@@ -56,12 +65,9 @@ pub struct Conn {
     pub json: bool,
 }
 
-/// Exit code when the daemon cannot be reached (`EX_UNAVAILABLE`).
-pub const EXIT_UNAVAILABLE: i32 = 69;
-
 /// Subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Run the daemon: recover, schedule and rotate every configured account.
     Run {
         /// The configuration file.
@@ -174,7 +180,7 @@ pub enum Cmd {
 
 /// Where the audit tools read: `--file`, or the configuration's `daemon.audit_log`.
 #[derive(clap::Args, Debug)]
-pub struct AuditSource {
+pub(crate) struct AuditSource {
     /// The audit log (its rotated files beside it are read too); overrides --config.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
@@ -190,7 +196,7 @@ pub struct AuditSource {
 
 /// `keyturn audit …`.
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Show records as a table (or JSON lines), oldest first, across rotated files.
     Show {
         #[command(flatten)]
@@ -344,49 +350,6 @@ fn refuse_root(cli: &Cli) -> Option<i32> {
     Some(EXIT_CONFIG)
 }
 
-fn target(account: Option<String>, all: bool) -> admin::proto::Target {
-    match (account, all) {
-        (Some(a), false) => admin::proto::Target::One(a),
-        _ => admin::proto::Target::All,
-    }
-}
-
-/// The admin socket named by the configuration file, without validating the rest of it.
-fn configured_socket(path: &Path) -> Option<PathBuf> {
-    let raw = ::config::Config::builder()
-        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
-        .add_source(
-            ::config::Environment::with_prefix("KEYTURN")
-                .prefix_separator("__")
-                .separator("__"),
-        )
-        .build()
-        .ok()?;
-    raw.get_string("admin.socket").ok().map(PathBuf::from)
-}
-
-async fn client(conn: &Conn, req: admin::proto::Request) -> i32 {
-    let socket = conn
-        .socket
-        .clone()
-        .or_else(|| configured_socket(&conn.config))
-        .unwrap_or_else(|| crate::config::AdminConfig::default().socket);
-    match admin::client::send(&socket, &req).await {
-        Ok(r) => {
-            if conn.json {
-                println!("{}", r.encode());
-            } else {
-                print!("{}", admin::client::human(&req, &r));
-            }
-            admin::client::exit_code(&r)
-        }
-        Err(e) => {
-            eprintln!("keyturn: {e}");
-            EXIT_UNAVAILABLE
-        }
-    }
-}
-
 /// The exit code of a command that ran the service (or the demo): a [`ServiceError`]'s own
 /// ([`ServiceError::exit_code`]: 64 for a credential that cannot be built), else 1.
 fn report<E: Into<anyhow::Error>>(r: Result<i32, E>) -> i32 {
@@ -446,132 +409,4 @@ fn load(path: &Path) -> Result<Loaded, i32> {
         eprintln!("keyturn: invalid configuration: {e}");
         EXIT_CONFIG
     })
-}
-
-fn check_config(path: &Path) -> i32 {
-    match config::load(path) {
-        Ok(loaded) => {
-            println!(
-                "{}: OK, {} account(s), {} identity(ies)",
-                path.display(),
-                loaded.accounts.len(),
-                loaded.config.identities.len()
-            );
-            for a in &loaded.accounts {
-                println!(
-                    "  {:<24} {} in {} ({}) schedule {:?}",
-                    a.name,
-                    a.secret,
-                    a.vault,
-                    a.user,
-                    a.schedule.pattern()
-                );
-            }
-            0
-        }
-        Err(e) => {
-            let problems = e.problems();
-            eprintln!("{}: {} problem(s):", path.display(), problems.len());
-            for p in problems {
-                eprintln!("  {}: {}", p.key, p.message);
-            }
-            EXIT_CONFIG
-        }
-    }
-}
-
-fn audit_path(source: &AuditSource) -> Result<PathBuf, i32> {
-    match &source.file {
-        Some(f) => Ok(f.clone()),
-        None => load(&source.config).map(|l| l.config.daemon.audit_log),
-    }
-}
-
-/// `keyturn audit show|verify|tail`; returns the exit code.
-pub fn audit_command(command: AuditCmd) -> i32 {
-    use crate::audit::tools;
-    let unreadable = |e: tools::Unreadable| {
-        eprintln!("keyturn: {e}");
-        tools::EXIT_UNREADABLE
-    };
-    match command {
-        AuditCmd::Show {
-            source,
-            account,
-            since,
-            event,
-            outcome,
-            json,
-        } => {
-            let path = match audit_path(&source) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            let since = match since
-                .map(|s| tools::parse_since(&s, time::OffsetDateTime::now_utc()))
-                .transpose()
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("keyturn: {e}");
-                    return EXIT_CONFIG;
-                }
-            };
-            let files = match tools::log_files(&path) {
-                Ok(f) => f,
-                Err(source) => return unreadable(tools::Unreadable { path, source }),
-            };
-            let records = match tools::read_records(&files, &mut std::io::stderr()) {
-                Ok(r) => r,
-                Err(e) => return unreadable(e),
-            };
-            let filter = tools::Filter {
-                account,
-                since,
-                events: event,
-                outcome,
-            };
-            match tools::show(&records, &filter, json, &mut std::io::stdout().lock()) {
-                Ok(_) => 0,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-                Err(e) => {
-                    eprintln!("keyturn: {e}");
-                    1
-                }
-            }
-        }
-        AuditCmd::Verify {
-            files,
-            source,
-            partial,
-        } => {
-            let files = if files.is_empty() {
-                let path = match audit_path(&source) {
-                    Ok(p) => p,
-                    Err(code) => return code,
-                };
-                match tools::log_files(&path) {
-                    Ok(f) => f,
-                    Err(source) => return unreadable(tools::Unreadable { path, source }),
-                }
-            } else {
-                files
-            };
-            tools::verify_command(&files, partial, &mut std::io::stdout().lock())
-        }
-        AuditCmd::Tail {
-            source,
-            lines,
-            json,
-        } => {
-            let path = match audit_path(&source) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            match tools::tail(&path, lines, json, &mut std::io::stdout(), &|| false) {
-                Ok(()) => 0,
-                Err(e) => unreadable(e),
-            }
-        }
-    }
 }
