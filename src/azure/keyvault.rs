@@ -65,11 +65,7 @@ impl KeyVaultStore {
         let body: azure_core::Bytes = response.into_body().into();
         let secret = serde_json::from_slice::<Secret>(&body).map_err(|e| StoreError::BadAnswer {
             vault: self.vault.clone(),
-            detail: super::bounded(
-                &format!("the secret bundle cannot be read: {e}"),
-                None,
-                super::MAX_DETAIL_CHARS,
-            ),
+            detail: unreadable_bundle(&e),
         });
         // Unique unless the SDK kept a reference; then it frees it unwiped.
         if let Ok(mut owned) = body.try_into_mut() {
@@ -77,6 +73,23 @@ impl KeyVaultStore {
         }
         secret
     }
+}
+
+/// Why a secret bundle did not parse, without serde's own text: that quotes the offending
+/// token (`invalid type: string "…"`), which in a bundle may be the secret's value or part
+/// of it. The error's category and position are enough to find the fault in a capture.
+fn unreadable_bundle(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "an I/O error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "JSON of the wrong shape",
+        serde_json::error::Category::Eof => "JSON cut short",
+    };
+    format!(
+        "the secret bundle cannot be read: {kind} at line {} column {}",
+        e.line(),
+        e.column()
+    )
 }
 
 fn request_id(headers: &Headers) -> Option<String> {
@@ -427,5 +440,29 @@ mod tests {
         assert!(text.contains("BadParameter"), "{text}");
         assert!(text.contains("the value <redacted> is bad"), "{text}");
         assert!(text.chars().count() < 600, "{} chars", text.chars().count());
+    }
+
+    /// A bundle that does not parse is described by where and how, never by serde's text,
+    /// which quotes the token it choked on: here the value itself.
+    #[test]
+    fn an_unreadable_bundle_does_not_quote_its_value() {
+        // A value where a flag belongs: serde's text quotes it.
+        let quoted =
+            r#"{"value": "hunter2-Secret!", "attributes": {"enabled": "hunter2-Secret!"}}"#;
+        let e = serde_json::from_str::<Secret>(quoted).unwrap_err();
+        assert!(e.to_string().contains("hunter2"), "serde quotes it: {e}");
+        for body in [
+            quoted,
+            r#"{"value": ["hunter2-Secret!"]}"#,
+            r#"{"value": "hunter2-Secret!"#,
+        ] {
+            let e = serde_json::from_str::<Secret>(body).unwrap_err();
+            let detail = unreadable_bundle(&e);
+            assert!(!detail.contains("hunter2"), "{detail}");
+            assert!(
+                detail.starts_with("the secret bundle cannot be read: "),
+                "{detail}"
+            );
+        }
     }
 }
