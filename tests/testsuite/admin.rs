@@ -2,9 +2,8 @@
 //! peer-credential checks with a second uid, hostile clients, sd_notify messages and
 //! SIGTERM during a rotation, all against a real daemon process and the emulator.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use keyturn_emulator::FaultKind;
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader, Write};

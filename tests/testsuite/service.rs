@@ -1,9 +1,8 @@
 //! The whole service in-process through `keyturn::service::run`, stopped by the shutdown
 //! future it is given (no process, no signal): what `keyturn run` and `keyturn demo` start.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use keyturn::admin::{client, proto::Request};
 use keyturn::daemon::InstanceLock;
 use std::time::Duration;

@@ -1,12 +1,11 @@
 //! The official ManagedIdentityCredential (App Service shape, from IDENTITY_ENDPOINT and
 //! IDENTITY_HEADER) against the emulator. Its own test binary: it sets process environment.
 
-mod common;
 
 use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn managed_identity_credential_reads_a_secret_and_unknown_identity_fails() {

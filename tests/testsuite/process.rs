@@ -2,9 +2,8 @@
 //! the middle of rotations and recovery at restart, catch-up at start-up, signals, the CLI's
 //! exit codes, and a search of everything it printed for every password Key Vault holds.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use keyturn_emulator::{FaultKind, FaultRule};
 use nix::sys::signal::Signal;
 use std::path::Path;

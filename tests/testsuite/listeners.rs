@@ -4,9 +4,8 @@
 //! admin socket (allowed groups through an ACL, the daemon's own group, groups read from
 //! the socket rather than from `/proc`). Each runs a real daemon process.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,9 +3,8 @@
 //! that never comes. Each gives a clear error in bounded time, loses no password (the
 //! invariant holds), and the account rotates once the service behaves.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use keyturn::audit::{MemorySink, Trigger};
 use keyturn::clock::SystemClock;
 use keyturn::protocol::{Engine, Request, Tuning};
