@@ -1,10 +1,13 @@
-//! Shared by the emulator's integration tests: a scenario, an emulator on 127.0.0.1:0, and
-//! clients that reach it over real TLS.
+//! Shared by the emulator's integration tests: their scenario and its entities. Starting an
+//! emulator and the clients that reach it over real TLS come from the harness keyturn's tests
+//! share, `keyturn_emulator::testkit`.
 #![allow(dead_code)]
 
-use keyturn_emulator::{Emulator, EmulatorConfig, Scenario};
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub use keyturn_emulator::testkit::{
+    client_options, http, http_with_ca, now, start_with, token_request, transport_options,
+    unsigned_jwt, GRAPH_SCOPE, VAULT_SCOPE,
+};
+use keyturn_emulator::{testkit, Emulator, Scenario};
 
 pub const TENANT: &str = "contoso";
 pub const VAULT: &str = "keyturn-demo";
@@ -97,71 +100,7 @@ pub async fn start() -> Emulator {
     start_with(scenario()).await
 }
 
-pub async fn start_with(sc: Scenario) -> Emulator {
-    Emulator::start(EmulatorConfig {
-        scenario: Some(sc),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .expect("emulator starts")
-}
-
-/// A reqwest 0.13 client that trusts `ca_pem` and resolves the emulator's host names.
-pub fn http_with_ca(emu: &Emulator, ca_pem: &str) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_certs_merge([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM")]);
-    let addr: SocketAddr = emu.addr();
-    for h in emu.resolve_hosts() {
-        b = b.resolve(&h, addr);
-    }
-    b.build().expect("reqwest client")
-}
-
-pub fn http(emu: &Emulator) -> reqwest::Client {
-    http_with_ca(emu, emu.ca_pem())
-}
-
-/// `ClientOptions` for Azure SDK clients: transport over `http`, cloud = the emulator.
-pub fn client_options(emu: &Emulator, http: reqwest::Client) -> azure_core::http::ClientOptions {
-    let mut cloud = azure_core::cloud::CustomConfiguration::default();
-    cloud.authority_host = emu.authority_host();
-    azure_core::http::ClientOptions {
-        transport: Some(azure_core::http::Transport::new(Arc::new(http))),
-        cloud: Some(Arc::new(cloud.into())),
-        ..Default::default()
-    }
-}
-
-/// Same, without cloud (for the SecretClient, whose audience comes from the challenge).
-pub fn transport_options(http: reqwest::Client) -> azure_core::http::ClientOptions {
-    azure_core::http::ClientOptions {
-        transport: Some(azure_core::http::Transport::new(Arc::new(http))),
-        ..Default::default()
-    }
-}
-
-/// POSTs to the token endpoint; returns (status, JSON body).
-pub async fn token_request(
-    http: &reqwest::Client,
-    emu: &Emulator,
-    tenant: &str,
-    form: &[(&str, &str)],
-) -> (u16, serde_json::Value) {
-    let r = http
-        .post(format!(
-            "{}/{tenant}/oauth2/v2.0/token",
-            emu.authority_host()
-        ))
-        .form(form)
-        .send()
-        .await
-        .expect("token request");
-    let status = r.status().as_u16();
-    (status, r.json().await.expect("token JSON"))
-}
-
-/// A client-credentials token for `scope` (e.g. `https://graph.microsoft.com/.default`).
+/// A client-credentials token in [`TENANT`] for `scope` (e.g. [`GRAPH_SCOPE`]).
 pub async fn app_token(
     http: &reqwest::Client,
     emu: &Emulator,
@@ -169,41 +108,5 @@ pub async fn app_token(
     secret: &str,
     scope: &str,
 ) -> String {
-    let (status, body) = token_request(
-        http,
-        emu,
-        TENANT,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", secret),
-            ("scope", scope),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "token: {body}");
-    body["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
-}
-
-pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
-pub const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
-
-/// An unsigned JWT with the given claims (client assertions; the emulator does not check
-/// assertion signatures).
-pub fn unsigned_jwt(claims: &serde_json::Value) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims"));
-    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(b"not-checked"))
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
+    testkit::app_token(http, emu, TENANT, client_id, secret, scope).await
 }

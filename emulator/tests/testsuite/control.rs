@@ -1,6 +1,5 @@
 //! Fault injection, the control API, persistence and the scenario format, over real HTTPS.
 
-
 use crate::common::*;
 use keyturn_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, InvariantQuery, Scenario};
 use serde_json::{json, Value};

@@ -1,7 +1,6 @@
 //! Microsoft Graph users over real HTTPS: reads with $select, password resets with Entra's
 //! rules and permissions, every error, write throttling.
 
-
 use crate::common::*;
 use keyturn_emulator::{Emulator, Limits, Scenario};
 use serde_json::{json, Value};

@@ -1,7 +1,6 @@
 //! Key Vault secrets over raw HTTPS: the challenge, validation, soft delete, paging, token
 //! checks and per-vault throttling, as a client sees them.
 
-
 use crate::common::*;
 use keyturn_emulator::{Emulator, Limits};
 use serde_json::{json, Value};

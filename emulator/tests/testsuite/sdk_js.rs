@@ -6,7 +6,6 @@
 //! `package-lock.json` into `<target>/sdk-js/`, and installed again only when one of those two
 //! files changes. Skipped, with the reason printed, only when `node` or `npm` is missing.
 
-
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,7 +6,6 @@
 //! reason printed, only when `python3` is missing. `KEYTURN_SDK_PYTEST_ARGS` adds pytest
 //! arguments (e.g. `-k msal`).
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
