@@ -6,8 +6,7 @@
 //! every account must converge, and no password may appear in anything keyturn wrote.
 //!
 //! CI runs a short version. The long one:
-//! `KEYTURN_CHAOS_ACCOUNTS=200 KEYTURN_CHAOS_TENANTS=8 KEYTURN_CHAOS_ROUNDS=300 cargo test --release --test chaos -- --nocapture`
-
+//! `KEYTURN_CHAOS_ACCOUNTS=200 KEYTURN_CHAOS_TENANTS=8 KEYTURN_CHAOS_ROUNDS=300 cargo test --release --test testsuite chaos:: -- --nocapture`
 
 use crate::common::{count, wait_for, Daemon, BIN};
 use keyturn_emulator::{

@@ -1,7 +1,6 @@
 //! End to end, in-process: the protocol through the real adapters (the official Key Vault
 //! SDK, azure_identity, reqwest for Graph) against the emulator over TLS.
 
-
 use crate::common::*;
 use keyturn::audit::{EventKind, MemorySink, Outcome, Trigger};
 use keyturn::clock::SystemClock;

@@ -2,7 +2,6 @@
 //! process, the emulator enforcing lowered limits that keyturn is configured to respect.
 //! Every account is rotated at once: no 429, every invariant holds, one token per identity.
 
-
 use crate::common::{count, wait_for, Daemon, BIN};
 use keyturn_bench::{EmulatorLimits, Fleet, KeyturnOpts};
 use keyturn_emulator::{Emulator, EmulatorConfig, InvariantQuery, Scenario};
