@@ -22,6 +22,8 @@
 //!   rules), `roles` (built-in directory roles), `jwt` (token signing and checking),
 //!   [`faults`] (fault rules, [`FaultRule`], and [`Counters`]), `clock` (the adjustable clock),
 //!   `http` (request and response helpers), [`tls`] (certificates), [`Error`].
+//! - Beside the layers, `testkit` (cargo feature `testkit`, for tests only): the harness
+//!   keyturn's and the emulator's integration tests share; it uses only the public API.
 //!
 //! Wire facts follow `shared/design/azure-wire.md`; `docs/emulator.md` lists what is and is
 //! not emulated.
@@ -47,6 +49,8 @@ pub mod scenario;
 mod server;
 mod shared;
 mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 
 pub use control::{Control, InvariantQuery, InvariantReport, UserInfo};

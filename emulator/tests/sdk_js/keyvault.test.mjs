@@ -1,5 +1,5 @@
 // @azure/identity + @azure/keyvault-secrets against keyturn-emulator, run by
-// emulator/tests/sdk_js.rs with `node --require ./resolver.cjs --test`. The vault URL keeps its
+// emulator/tests/testsuite/sdk_js.rs with `node --require ./resolver.cjs --test`. The vault URL keeps its
 // real form (https://{vault}.vault.azure.net/) and the challenge-resource check stays on.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -9,7 +9,7 @@ import { SecretClient } from "@azure/keyvault-secrets";
 
 const env = (k) => {
   const v = process.env[k];
-  assert.ok(v, `${k} must be set (run through cargo test --test sdk_js)`);
+  assert.ok(v, `${k} must be set (run through cargo test --test testsuite sdk_js::)`);
   return v;
 };
 const TENANT = env("KT_TENANT");

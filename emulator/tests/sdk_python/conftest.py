@@ -1,7 +1,7 @@
 """Shared set-up for the Python SDK tests against keyturn-emulator.
 
-Run by ``emulator/tests/sdk_python.rs`` (``cargo test -p keyturn-emulator --test sdk_python``),
-which starts an emulator seeded with ``emulator/tests/common/mod.rs::scenario()`` and passes:
+Run by ``emulator/tests/testsuite/sdk_python.rs`` (``cargo test -p keyturn-emulator --test testsuite sdk_python::``),
+which starts an emulator seeded with ``emulator/tests/testsuite/common.rs::scenario()`` and passes:
 
 * ``KEYTURN_EMU_PORT``             the emulator's port on 127.0.0.1
 * ``KEYTURN_EMU_CA``               PEM of the emulator's throwaway CA
@@ -56,7 +56,7 @@ PORT = int(os.environ["KEYTURN_EMU_PORT"])
 CA = os.environ["KEYTURN_EMU_CA"]
 TMP = os.environ.get("KEYTURN_EMU_TMP", "/tmp")
 
-# --- the seeded scenario (emulator/tests/common/mod.rs, config/demo-scenario.toml) ---
+# --- the seeded scenario (emulator/tests/testsuite/common.rs, config/demo-scenario.toml) ---
 TENANT = "contoso"
 TENANT_DOMAIN = "contoso.onmicrosoft.com"
 VAULT = "keyturn-demo"

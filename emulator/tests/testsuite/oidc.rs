@@ -1,12 +1,10 @@
 //! Entra discovery: OpenID configuration (v2.0 and v1, by tenant id and domain), instance
 //! discovery, user realm, and RS256 tokens whose `kid` is published at `jwks_uri`.
 
-mod common;
-
+use crate::common::*;
 use aws_lc_rs::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use keyturn_emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 

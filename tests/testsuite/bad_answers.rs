@@ -3,9 +3,7 @@
 //! that never comes. Each gives a clear error in bounded time, loses no password (the
 //! invariant holds), and the account rotates once the service behaves.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn::audit::{MemorySink, Trigger};
 use keyturn::clock::SystemClock;
 use keyturn::protocol::{Engine, Request, Tuning};
@@ -255,17 +253,13 @@ async fn a_token_endpoint_that_never_answers_is_timed_out() {
 /// reply keep a short record of it, and no password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echoing_error_page_leaves_no_password_and_a_short_record() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            accounts: vec![("svc-1", "rotator")],
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        accounts: vec![("svc-1", "rotator")],
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     // No `"` or `\` in passwords: the echo and the logs would JSON-escape them, and the
     // search below looks for the passwords as they are.
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -274,8 +268,7 @@ async fn an_echoing_error_page_leaves_no_password_and_a_short_record() {
     );
     std::fs::write(&config, text).unwrap();
     let sock = dir.path().join("admin.sock");
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let d = w.daemon().await;
     let rotate = |sock: std::path::PathBuf| {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(BIN)
@@ -338,14 +331,14 @@ async fn an_echoing_error_page_leaves_no_password_and_a_short_record() {
         let out = rotate(sock.clone()).await.unwrap();
         replies.push_str(&String::from_utf8_lossy(&out.stdout));
         replies.push_str(&String::from_utf8_lossy(&out.stderr));
-        assert!(invariant(&emu, "svc-1").holds);
+        assert!(invariant(emu, "svc-1").holds);
     }
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let stderr = d.stderr();
     d.wait().await;
 
     let loaded = load(&config);
-    let passwords = all_values(&reader(&emu, &loaded), &["svc-1"]).await;
+    let passwords = all_values(&reader(emu, &loaded), &["svc-1"]).await;
     assert!(passwords.len() >= 3, "{passwords:?}");
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     for (what, text) in [

@@ -1,9 +1,7 @@
 //! Microsoft Graph users over real HTTPS: reads with $select, password resets with Entra's
 //! rules and permissions, every error, write throttling.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_emulator::{Emulator, Limits, Scenario};
 use serde_json::{json, Value};
 

@@ -6,9 +6,7 @@
 //! `package-lock.json` into `<target>/sdk-js/`, and installed again only when one of those two
 //! files changes. Skipped, with the reason printed, only when `node` or `npm` is missing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

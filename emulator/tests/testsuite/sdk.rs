@@ -1,8 +1,7 @@
 //! The official Azure SDK clients against the emulator over real TLS: client-secret and
 //! workload-identity credentials, SecretClient with `verify_challenge_resource` left on.
 
-mod common;
-
+use crate::common::*;
 use azure_core::credentials::TokenCredential;
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
@@ -13,7 +12,6 @@ use azure_security_keyvault_secrets::models::{
     SetSecretParameters, UpdateSecretPropertiesParameters,
 };
 use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
-use common::*;
 use futures::TryStreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;

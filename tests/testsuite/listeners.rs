@@ -2,11 +2,10 @@
 //! than its cap, more than the process's file-descriptor limit), accept errors, clients
 //! that hold admin slots with blank lines, the `busy` answer, and who may connect to the
 //! admin socket (allowed groups through an ACL, the daemon's own group, groups read from
-//! the socket rather than from `/proc`). Each runs a real daemon process.
+//! the socket rather than from `/proc`). All but one run a real daemon process (open files,
+//! CPU, the file limit, the busy answer); the blank-lines one runs the service in-process.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -67,14 +66,6 @@ fn stop(mut child: Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A configuration for the emulator with the metrics listener on `port`.
@@ -204,7 +195,7 @@ fn closed(conns: &[TcpStream]) -> usize {
 
 /// The measurement for issue 11 item 12: 1,100 idle connections to the metrics port of a
 /// daemon limited to 1,024 open files. Prints figures; run with
-/// `cargo test --test listeners flood_figures -- --ignored --nocapture`
+/// `cargo test --test testsuite listeners::flood_figures -- --ignored --nocapture`
 /// (`KEYTURN_BIN=…` measures another build).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement that prints figures; run by hand"]
@@ -370,13 +361,17 @@ async fn metrics_accept_errors_are_logged_and_paced() {
     stop(child);
 }
 
+/// Runs the CLI against `socket`, off the runtime's worker (`block_in_place`): the service
+/// under test may run in this process.
 fn cli(args: &[&str], socket: &Path) -> Output {
-    Command::new(bin())
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    tokio::task::block_in_place(|| {
+        Command::new(bin())
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+    })
 }
 
 fn text(o: &Output) -> String {
@@ -403,33 +398,30 @@ fn is_closed(s: &UnixStream) -> bool {
 /// Item 16: blank lines neither extend the request timeout nor hold a slot for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blank_lines_do_not_hold_admin_slots() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            admin: "request_timeout = \"1s\"\nmax_connections = 2",
-            ..Opts::default()
-        },
-    );
-    let sock = dir.path().join("admin.sock");
-    let (child, stderr) = start_limited(&config, dir.path(), 1024);
-    wait_ready(&stderr).await;
+    let w = World::new(Opts {
+        verify: false,
+        admin: "request_timeout = \"1s\"\nmax_connections = 2",
+        ..Opts::default()
+    })
+    .await;
+    let sock = w.socket();
+    let service = w.service().await;
     let holders: Vec<UnixStream> = (0..2)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
     let started = Instant::now();
     let mut closed_after = [None, None];
-    while started.elapsed() < Duration::from_secs(4) {
-        for (i, h) in holders.iter().enumerate() {
-            if closed_after[i].is_none() && ((&*h).write_all(b"\n").is_err() || is_closed(h)) {
-                closed_after[i] = Some(started.elapsed());
+    // Off the runtime's worker: the service runs in this process.
+    tokio::task::block_in_place(|| {
+        while started.elapsed() < Duration::from_secs(4) {
+            for (i, h) in holders.iter().enumerate() {
+                if closed_after[i].is_none() && ((&*h).write_all(b"\n").is_err() || is_closed(h)) {
+                    closed_after[i] = Some(started.elapsed());
+                }
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     for (i, c) in closed_after.iter().enumerate() {
         let c = c.unwrap_or_else(|| panic!("client {i} sending blank lines was never closed"));
         assert!(
@@ -439,25 +431,20 @@ async fn blank_lines_do_not_hold_admin_slots() {
     }
     let out = cli(&["status"], &sock);
     assert!(out.status.success(), "{}", text(&out));
-    stop(child);
+    assert_eq!(service.stop().await, 0);
 }
 
 /// Item 16: when every slot is taken, the CLI says the daemon is busy and exits 75.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_shows_busy() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            admin: "request_timeout = \"20s\"\nmax_connections = 1",
-            ..Opts::default()
-        },
-    );
-    let sock = dir.path().join("admin.sock");
-    let (child, stderr) = start_limited(&config, dir.path(), 1024);
+    let w = World::new(Opts {
+        verify: false,
+        admin: "request_timeout = \"20s\"\nmax_connections = 1",
+        ..Opts::default()
+    })
+    .await;
+    let sock = w.socket();
+    let (child, stderr) = start_limited(&w.config, w.path(), 1024);
     wait_ready(&stderr).await;
     let holder = UnixStream::connect(&sock).unwrap();
     std::thread::sleep(Duration::from_millis(200));

@@ -1,15 +1,48 @@
 //! The official ManagedIdentityCredential (App Service shape, from IDENTITY_ENDPOINT and
-//! IDENTITY_HEADER) against the emulator. Its own test binary: it sets process environment.
+//! IDENTITY_HEADER) against the emulator. The credential reads only the process environment,
+//! and the other tests share this process: the test runs its body in a child process of this
+//! test binary, the only test there, where setting the environment disturbs no one.
 
-mod common;
-
+use crate::common::*;
 use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use common::*;
 
+/// Set in the child that runs [`in_its_own_process`].
+const CHILD: &str = "KEYTURN_EMULATOR_TEST_MSI_CHILD";
+
+#[test]
+fn managed_identity_credential_reads_a_secret_and_unknown_identity_fails() {
+    let name = "msi::in_its_own_process";
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("the test binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // It ran, and only it (a renamed test would otherwise pass by running nothing).
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// The test itself, run by the one above in a child process (it sets the environment).
 #[tokio::test]
-async fn managed_identity_credential_reads_a_secret_and_unknown_identity_fails() {
+#[ignore = "run in its own process by managed_identity_credential_reads_a_secret_and_unknown_identity_fails"]
+async fn in_its_own_process() {
+    assert!(
+        std::env::var_os(CHILD).is_some(),
+        "sets the process environment: run only in a child process of its own"
+    );
     let emu = start().await;
     std::env::set_var("IDENTITY_ENDPOINT", emu.identity_endpoint());
     std::env::set_var("IDENTITY_HEADER", emu.identity_header());

@@ -6,8 +6,6 @@
 //! reason printed, only when `python3` is missing. `KEYTURN_SDK_PYTEST_ARGS` adds pytest
 //! arguments (e.g. `-k msal`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -83,7 +81,7 @@ async fn microsoft_python_sdks_pass_against_the_emulator() {
     .await
     .expect("venv task");
 
-    let emu = common::start().await;
+    let emu = crate::common::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("emulator-ca.pem");
     std::fs::write(&ca, emu.ca_pem()).expect("write CA");

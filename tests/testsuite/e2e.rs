@@ -1,9 +1,7 @@
 //! End to end, in-process: the protocol through the real adapters (the official Key Vault
 //! SDK, azure_identity, reqwest for Graph) against the emulator over TLS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn::audit::{EventKind, MemorySink, Outcome, Trigger};
 use keyturn::clock::SystemClock;
 use keyturn::daemon::Managed;

@@ -2,9 +2,7 @@
 //! process, the emulator enforcing lowered limits that keyturn is configured to respect.
 //! Every account is rotated at once: no 429, every invariant holds, one token per identity.
 
-mod common;
-
-use common::{count, wait_for, Daemon, BIN};
+use crate::common::{count, wait_for, Daemon, BIN};
 use keyturn_bench::{EmulatorLimits, Fleet, KeyturnOpts};
 use keyturn_emulator::{Emulator, EmulatorConfig, InvariantQuery, Scenario};
 use nix::sys::signal::Signal;

@@ -1,10 +1,10 @@
 //! Operating keyturn: the admin socket and its CLI clients, reload by socket and SIGHUP,
 //! peer-credential checks with a second uid, hostile clients, sd_notify messages and
-//! SIGTERM during a rotation, all against a real daemon process and the emulator.
+//! SIGTERM during a rotation, against the emulator. Signals, sd_notify, a second uid and the
+//! metrics listener's counters need a daemon process; the socket's commands and its hostile
+//! clients run the service in-process (`common::Service`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_emulator::FaultKind;
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader, Write};
@@ -13,13 +13,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// Runs the CLI against `socket`. The service under test may run in this process, on this
+/// runtime: the wait moves off the worker (`block_in_place`) so the service's tasks go on.
 fn cli(args: &[&str], socket: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    tokio::task::block_in_place(|| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+    })
 }
 
 async fn cli_async(args: Vec<String>, socket: std::path::PathBuf) -> Output {
@@ -45,29 +49,25 @@ fn text(o: &Output) -> String {
 
 /// One raw exchange: send `bytes`, read one line back (or None if the daemon closed).
 fn raw(socket: &Path, bytes: &[u8]) -> Option<serde_json::Value> {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    serde_json::from_str(&line).ok()
+    tokio::task::block_in_place(|| {
+        let mut s = UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        serde_json::from_str(&line).ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_call_commands_through_the_socket() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            ..Opts::default()
-        },
-    );
-    let sock = dir.path().join("admin.sock");
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let w = World::new(Opts {
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    let (emu, sock) = (&w.emu, w.socket());
+    let service = w.service().await;
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -106,8 +106,8 @@ async fn on_call_commands_through_the_socket() {
         "{}",
         text(&out)
     );
-    assert!(invariant(&emu, "svc-1").latest_matches);
-    let records = audit_records(dir.path());
+    assert!(invariant(emu, "svc-1").latest_matches);
+    let records = w.records();
     let accepted = records
         .iter()
         .find(|r| r["event"] == "admin.command_accepted")
@@ -135,7 +135,7 @@ async fn on_call_commands_through_the_socket() {
     assert_eq!(ids.len(), 3);
     assert!(
         wait_for(Duration::from_secs(20), || {
-            let recs = audit_records(dir.path());
+            let recs = w.records();
             ids.iter().all(|id| {
                 recs.iter()
                     .any(|r| r["event"] == "rotation.completed" && r["rotation_id"] == id.as_str())
@@ -180,8 +180,7 @@ async fn on_call_commands_through_the_socket() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no account named \"nobody\""));
 
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait().await.success());
+    assert_eq!(service.stop().await, 0);
     assert!(!sock.exists(), "the socket is removed at exit");
     let out = cli(&["status"], &sock);
     assert_eq!(out.status.code(), Some(69), "no daemon: EX_UNAVAILABLE");
@@ -194,20 +193,15 @@ async fn on_call_commands_through_the_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_good_configs_and_keeps_the_old_one_on_bad_ones() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     let sock = dir.path().join("admin.sock");
     let good3 = std::fs::read_to_string(&config).unwrap();
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let d = w.daemon().await;
     let accounts = |sock: &Path| -> usize {
         let out = cli(&["status", "--json"], sock);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -216,7 +210,7 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_bad_ones() {
 
     // Two accounts only.
     write_config(
-        &emu,
+        emu,
         dir.path(),
         &Opts {
             verify: false,
@@ -293,20 +287,14 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_bad_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_and_slow_clients_do_not_disturb_the_daemon() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            admin: "request_timeout = \"1s\"\nmax_connections = 80",
-            ..Opts::default()
-        },
-    );
-    let sock = dir.path().join("admin.sock");
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let w = World::new(Opts {
+        verify: false,
+        admin: "request_timeout = \"1s\"\nmax_connections = 80",
+        ..Opts::default()
+    })
+    .await;
+    let (emu, sock) = (&w.emu, w.socket());
+    let service = w.service().await;
 
     let r = raw(&sock, b"this is not json\n").unwrap();
     assert_eq!(r["error"]["code"], "bad_request");
@@ -330,7 +318,7 @@ async fn hostile_and_slow_clients_do_not_disturb_the_daemon() {
         .unwrap();
     let started = std::time::Instant::now();
     let mut buf = String::new();
-    let n = BufReader::new(&silent).read_line(&mut buf).unwrap();
+    let n = tokio::task::block_in_place(|| BufReader::new(&silent).read_line(&mut buf).unwrap());
     assert_eq!(n, 0, "closed without an answer");
     assert!(started.elapsed() < Duration::from_secs(4));
 
@@ -369,17 +357,14 @@ async fn hostile_and_slow_clients_do_not_disturb_the_daemon() {
         started.elapsed()
     );
     assert!(
-        wait_for(Duration::from_secs(10), || count(
-            dir.path(),
-            "rotation.completed",
-            Some("svc-1")
-        ) == 1)
+        wait_for(Duration::from_secs(10), || w
+            .count("rotation.completed", Some("svc-1"))
+            == 1)
         .await
     );
-    assert!(invariant(&emu, "svc-1").latest_matches);
+    assert!(invariant(emu, "svc-1").latest_matches);
     drop(half);
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait().await.success());
+    assert_eq!(service.stop().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,16 +444,12 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_notifications_and_sigterm_during_a_rotation() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     let sock = dir.path().join("admin.sock");
     let notify = dir.path().join("notify.sock");
     let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
@@ -551,7 +532,7 @@ async fn systemd_notifications_and_sigterm_during_a_rotation() {
     assert!(d.wait().await.success());
     collector.join().unwrap();
     assert!(has("STOPPING=1"));
-    let report = invariant(&emu, "svc-2");
+    let report = invariant(emu, "svc-2");
     assert!(report.latest_matches, "{report:?}");
     assert_eq!(report.pending_tag.as_deref(), Some("committed"));
     let kinds: Vec<String> = audit_records(dir.path())
@@ -571,27 +552,18 @@ async fn systemd_notifications_and_sigterm_during_a_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_endpoints() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            ..Opts::default()
-        },
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let w = World::new(Opts {
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    let (dir, config) = (&w.dir, w.config.clone());
+    let port = free_port();
     let mut text_cfg = std::fs::read_to_string(&config).unwrap();
     text_cfg.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     std::fs::write(&config, text_cfg).unwrap();
     let sock = dir.path().join("admin.sock");
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let d = w.daemon().await;
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let http = http.clone();
@@ -674,18 +646,14 @@ async fn metrics_and_health_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_connections_do_not_stop_rotations() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            schedule: "*/2 * * * * *",
-            admin: "request_timeout = \"2s\"",
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        schedule: "*/2 * * * * *",
+        admin: "request_timeout = \"2s\"",
+        ..Opts::default()
+    })
+    .await;
+    let (dir, config) = (&w.dir, w.config.clone());
     let sock = dir.path().join("admin.sock");
     let d = Daemon::start_with_log(&config, dir.path(), "run", "info");
     d.ready().await;

@@ -1,9 +1,7 @@
 //! Key Vault secrets over raw HTTPS: the challenge, validation, soft delete, paging, token
 //! checks and per-vault throttling, as a client sees them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_emulator::{Emulator, Limits};
 use serde_json::{json, Value};
 

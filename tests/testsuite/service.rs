@@ -1,53 +1,22 @@
 //! The whole service in-process through `keyturn::service::run`, stopped by the shutdown
 //! future it is given (no process, no signal): what `keyturn run` and `keyturn demo` start.
 
-mod common;
-
-use common::*;
-use keyturn::admin::{client, proto::Request};
+use crate::common::*;
 use keyturn::daemon::InstanceLock;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_run_becomes_ready_rotates_and_stops_when_its_shutdown_future_completes() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            // Every second: a scheduled rotation comes soon after start-up.
-            schedule: "* * * * * *",
-            accounts: vec![("svc-1", "rotator")],
-            ..Opts::default()
-        },
-    );
-    let loaded = load(&path);
-    let socket = loaded.config.admin.socket.clone();
-    let state_dir = loaded.config.daemon.state_dir.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(keyturn::service::run(loaded, async {
-        let _ = stopped.await;
-    }));
-
+    let w = World::new(Opts {
+        // Every second: a scheduled rotation comes soon after start-up.
+        schedule: "* * * * * *",
+        accounts: vec![("svc-1", "rotator")],
+        ..Opts::default()
+    })
+    .await;
+    let state_dir = w.loaded().config.daemon.state_dir;
     // Ready: the admin socket answers and says so.
-    let ready = wait_for(Duration::from_secs(30), || socket.exists()).await
-        && async {
-            for _ in 0..600 {
-                if let Ok(r) = client::send(&socket, &Request::Status).await {
-                    if r.result.as_ref().is_some_and(|v| v["ready"] == true) {
-                        return true;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        }
-        .await;
-    assert!(
-        ready,
-        "the service never reported ready on its admin socket"
-    );
+    let service = w.service().await;
     // The instance lock is held while it runs.
     assert!(
         InstanceLock::acquire(&state_dir).is_err(),
@@ -56,30 +25,67 @@ async fn service_run_becomes_ready_rotates_and_stops_when_its_shutdown_future_co
 
     // The schedule rotates the account, and the password is where it should be.
     assert!(
-        wait_for(Duration::from_secs(30), || count(
-            dir.path(),
+        w.wait_count(
+            Duration::from_secs(30),
             "rotation.completed",
-            Some("svc-1")
-        ) >= 1)
+            Some("svc-1"),
+            1
+        )
         .await,
         "no scheduled rotation completed: {:#?}",
-        audit_records(dir.path())
+        w.records()
     );
 
     // Completing the shutdown future stops it like SIGTERM: exit code 0, the socket removed,
     // the lock released cleanly (the next start is not taken for one after a crash).
-    stop.send(()).unwrap();
-    let code = tokio::time::timeout(Duration::from_secs(30), service)
-        .await
-        .expect("the service did not stop after its shutdown future completed")
-        .unwrap()
-        .unwrap();
-    assert_eq!(code, 0);
-    assert!(!socket.exists(), "the admin socket was left behind");
-    assert_eq!(count(dir.path(), "daemon.stopping", None), 1);
+    assert_eq!(service.stop().await, 0);
+    assert!(!w.socket().exists(), "the admin socket was left behind");
+    assert_eq!(w.count("daemon.stopping", None), 1);
     let next = InstanceLock::acquire(&state_dir).expect("the lock was not released");
     assert!(!next.unclean, "a clean stop left the lock marked unclean");
-    assert!(invariant(&emu, "svc-1").holds);
+    assert!(invariant(&w.emu, "svc-1").holds);
+}
+
+/// The metrics are handed to the rate limits by the wiring (no longer reached for by
+/// `limits` itself): a request the service paces is counted in its `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_run_hands_its_metrics_to_the_rate_limits() {
+    let port = free_port();
+    // 100 reads per 10 s: a burst of one, so start-up recovery's reads queue.
+    let extra = format!(
+        "\n[limits]\nvault_other_per_10s = 100\nheadroom = 0.0\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let w = World::new(Opts {
+        admin: Box::leak(extra.into_boxed_str()),
+        ..Opts::default()
+    })
+    .await;
+    let service = w.service().await;
+    // Read from this service's own endpoint, as Prometheus would (the test binary runs other
+    // services beside it).
+    let http = reqwest::Client::new();
+    let mut paced = 0.0;
+    for _ in 0..600 {
+        let text = match http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        paced = text
+            .lines()
+            .find(|l| l.starts_with("keyturn_paced_requests_total{budget=\"keyvault_other\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0);
+        if paced >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(paced >= 1.0, "no paced request was counted");
+    assert_eq!(service.stop().await, 0);
 }
 
 /// Puts `loaded`'s metrics listener on a free loopback port; returns the port.
@@ -119,45 +125,6 @@ async fn sample_reaches(port: u16, line_start: &str, at_least: f64) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-/// The metrics are handed to the rate limits by the wiring (no longer reached for by
-/// `limits` itself): a request the service paces is counted in its `/metrics`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_run_hands_its_metrics_to_the_rate_limits() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            // 100 reads per 10 s: a burst of one, so start-up recovery's reads queue.
-            admin: "\n[limits]\nvault_other_per_10s = 100\nheadroom = 0.0\n",
-            ..Opts::default()
-        },
-    );
-    let mut loaded = load(&path);
-    let port = listen_for_metrics(&mut loaded);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(keyturn::service::run(loaded, async {
-        let _ = stopped.await;
-    }));
-    assert!(
-        sample_reaches(
-            port,
-            r#"keyturn_paced_requests_total{budget="keyvault_other"}"#,
-            1.0
-        )
-        .await,
-        "no paced request was counted"
-    );
-    stop.send(()).unwrap();
-    let code = tokio::time::timeout(Duration::from_secs(30), service)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(code, 0);
 }
 
 /// Each service counts its own Azure requests: one started in the same process as another

@@ -1,10 +1,10 @@
 //! keyturn as a real child process against the emulator (in this test process): SIGKILL in
-//! the middle of rotations and recovery at restart, catch-up at start-up, signals, the CLI's
-//! exit codes, and a search of everything it printed for every password Key Vault holds.
+//! the middle of rotations and recovery at restart, signals, the CLI's exit codes, and a
+//! search of everything it printed for every password Key Vault holds. What needs no process
+//! of its own (catch-up at start-up; the daemon whose lock `rotate --offline` meets) runs the
+//! service in-process (`common::Service`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_emulator::{FaultKind, FaultRule};
 use nix::sys::signal::Signal;
 use std::path::Path;
@@ -13,17 +13,13 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            unclean_delay: "2s",
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        unclean_delay: "2s",
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     // Every PATCH takes 1.5 s: the kill lands while the emulator is applying them.
     emu.control()
         .add_fault(FaultRule {
@@ -51,7 +47,7 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
     assert!(!status.success());
     for (name, ..) in USERS {
         assert!(
-            invariant(&emu, name).holds,
+            invariant(emu, name).holds,
             "{name}: invariant broken right after SIGKILL"
         );
     }
@@ -59,7 +55,7 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
     // the request); either way the staged password is pending and the invariant holds.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     for (name, ..) in USERS {
-        let report = invariant(&emu, name);
+        let report = invariant(emu, name);
         assert!(report.holds, "{name}: {report:?}");
         assert_eq!(
             report.pending_tag.as_deref(),
@@ -76,7 +72,7 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
     assert!(d.stderr().contains("stopped uncleanly"), "{}", d.stderr());
     assert!(restarted.elapsed() >= Duration::from_secs(2));
     for (name, ..) in USERS {
-        let report = invariant(&emu, name);
+        let report = invariant(emu, name);
         assert!(report.latest_matches, "{name}: {report:?}");
         assert_eq!(report.pending_tag.as_deref(), Some("committed"), "{name}");
         assert_eq!(
@@ -98,59 +94,47 @@ async fn sigkill_in_the_middle_of_rotations_is_recovered_at_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_accounts_catch_up_at_start_up() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
     // Every 5 s. The secrets were created (adopted) just now; once the next 5-second mark
     // has passed, every account is overdue when keyturn starts.
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            schedule: "*/5 * * * * *",
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        schedule: "*/5 * * * * *",
+        ..Opts::default()
+    })
+    .await;
     let now = time::OffsetDateTime::now_utc();
     let to_mark = 5.0 - (now.second() % 5) as f64 - now.nanosecond() as f64 / 1e9;
     tokio::time::sleep(Duration::from_secs_f64(to_mark + 0.2)).await;
 
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let service = w.service().await;
     assert!(
-        wait_for(Duration::from_secs(20), || USERS.iter().all(|u| count(
-            dir.path(),
-            "rotation.completed",
-            Some(u.0)
-        ) >= 1))
+        wait_for(Duration::from_secs(20), || USERS
+            .iter()
+            .all(|u| w.count("rotation.completed", Some(u.0)) >= 1))
         .await,
         "every overdue account is rotated"
     );
     for (name, ..) in USERS {
-        let first = audit_records(dir.path())
+        let first = w
+            .records()
             .into_iter()
             .find(|r| r["event"] == "rotation.completed" && r["account"] == name)
             .unwrap();
         assert_eq!(first["trigger"], "catch-up", "{name}");
-        assert!(invariant(&emu, name).latest_matches);
+        assert!(invariant(&w.emu, name).latest_matches);
     }
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait().await.success());
+    assert_eq!(service.stop().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_appears_in_anything_keyturn_prints_or_records() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            schedule: "*/2 * * * * *",
-            audit_stdout: "json",
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        schedule: "*/2 * * * * *",
+        audit_stdout: "json",
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     for (route, kind, status, p) in [
         ("graph.patch", FaultKind::CommitThenFail, Some(500), 0.3),
         ("graph.patch", FaultKind::Status, Some(503), 0.2),
@@ -167,8 +151,7 @@ async fn no_password_appears_in_anything_keyturn_prints_or_records() {
             })
             .unwrap();
     }
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    let d = w.daemon().await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         d.signal(Signal::SIGUSR1);
@@ -189,7 +172,7 @@ async fn no_password_appears_in_anything_keyturn_prints_or_records() {
     assert!(d.wait().await.success());
 
     let loaded = load(&config);
-    let values = all_values(&reader(&emu, &loaded), &["svc-1", "svc-2", "svc-ca"]).await;
+    let values = all_values(&reader(emu, &loaded), &["svc-1", "svc-2", "svc-ca"]).await;
     let output = [
         std::fs::read_to_string(stdout).unwrap(),
         std::fs::read_to_string(stderr).unwrap(),
@@ -219,7 +202,7 @@ async fn no_password_appears_in_anything_keyturn_prints_or_records() {
         values.len()
     );
     for (name, ..) in USERS {
-        assert!(invariant(&emu, name).holds, "{name}");
+        assert!(invariant(emu, name).holds, "{name}");
     }
     eprintln!(
         "searched {} bytes of output for {} passwords from {completed} rotations: 0 hits",
@@ -230,16 +213,12 @@ async fn no_password_appears_in_anything_keyturn_prints_or_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     let out = tokio::task::spawn_blocking({
         let config = config.clone();
         move || {
@@ -268,7 +247,7 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("rotated svc-2"));
-    assert!(invariant(&emu, "svc-2").latest_matches);
+    assert!(invariant(emu, "svc-2").latest_matches);
     let rec = audit_records(dir.path())
         .into_iter()
         .find(|r| r["event"] == "rotation.completed")
@@ -277,8 +256,8 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
     assert_eq!(rec["ticket"], "CHG-1");
     assert_eq!(rec["actor"]["kind"], "user");
 
-    let d = Daemon::start(&config, dir.path(), "run");
-    d.ready().await;
+    // The daemon (in-process: what counts is that it holds the lock).
+    let service = Service::start(load(&config)).await;
     let out = tokio::task::spawn_blocking({
         let config = config.clone();
         move || {
@@ -295,8 +274,7 @@ async fn the_cli_rotates_offline_and_refuses_while_the_daemon_runs() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another keyturn holds the lock"), "{err}");
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait().await.success());
+    assert_eq!(service.stop().await, 0);
 }
 
 /// A `rotate --offline` that cannot start still leaves a record of who tried, with the
@@ -764,17 +742,13 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_start_does_not_make_the_next_start_look_like_a_crash() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            unclean_delay: "10s",
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        unclean_delay: "10s",
+        ..Opts::default()
+    })
+    .await;
+    let (dir, config) = (&w.dir, w.config.clone());
     // The metrics port is taken: keyturn fails after it took the instance lock.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -908,16 +882,12 @@ fn run_and_offline_rotate_refuse_root_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_links_at_the_lock_and_audit_log_are_refused_and_their_targets_untouched() {
-    let emu = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        &emu,
-        dir.path(),
-        &Opts {
-            verify: false,
-            ..Opts::default()
-        },
-    );
+    let w = World::new(Opts {
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    let (emu, dir, config) = (&w.emu, &w.dir, w.config.clone());
     let victim = dir.path().join("root-owned");
     std::fs::write(&victim, "do not overwrite\n").unwrap();
     let rotate = || {
@@ -955,5 +925,5 @@ async fn planted_links_at_the_lock_and_audit_log_are_refused_and_their_targets_u
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("audit.jsonl: it is a symbolic link"), "{err}");
-    assert!(invariant(&emu, "svc-2").holds);
+    assert!(invariant(emu, "svc-2").holds);
 }

@@ -1,8 +1,6 @@
 //! Fault injection, the control API, persistence and the scenario format, over real HTTPS.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, InvariantQuery, Scenario};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

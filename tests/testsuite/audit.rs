@@ -934,8 +934,8 @@ async fn the_cli_tail_follows_new_records_across_a_rotation() {
     assert!(seal_path(&path).exists());
 }
 
-/// Throughput, one writer (a sync per record) and 50 (group commit): `cargo test -p keyturn --release --test audit
-/// throughput -- --ignored --nocapture`.
+/// Throughput, one writer (a sync per record) and 50 (group commit): `cargo test -p keyturn
+/// --release --test testsuite audit::throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput() {

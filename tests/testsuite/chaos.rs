@@ -6,11 +6,9 @@
 //! every account must converge, and no password may appear in anything keyturn wrote.
 //!
 //! CI runs a short version. The long one:
-//! `KEYTURN_CHAOS_ACCOUNTS=200 KEYTURN_CHAOS_TENANTS=8 KEYTURN_CHAOS_ROUNDS=300 cargo test --release --test chaos -- --nocapture`
+//! `KEYTURN_CHAOS_ACCOUNTS=200 KEYTURN_CHAOS_TENANTS=8 KEYTURN_CHAOS_ROUNDS=300 cargo test --release --test testsuite chaos:: -- --nocapture`
 
-mod common;
-
-use common::{count, wait_for, Daemon, BIN};
+use crate::common::{count, wait_for, Daemon, BIN};
 use keyturn_emulator::{
     Emulator, EmulatorConfig, FaultKind, FaultRule, InvariantQuery, Scenario, TlsSource,
 };
@@ -340,7 +338,7 @@ async fn chaos_never_breaks_the_invariant() {
     // Every staged rotation ended once everything converged: completed or abandoned, or at
     // least committed (a kill after the commit and the finish, before the `completed`
     // record, leaves nothing to recover: the password is already the latest `<secret>`).
-    let records = common::audit_records(dir.path());
+    let records = crate::common::audit_records(dir.path());
     let mut staged = HashSet::new();
     let mut ended = HashSet::new();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();

@@ -1,9 +1,7 @@
 //! The Entra token endpoint over real HTTPS: every AADSTS answer the issue lists, client
 //! errors, lock-out with the emulator clock, client assertions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_emulator::{Emulator, UserFlags};
 use serde_json::{json, Value};
 

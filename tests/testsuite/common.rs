@@ -1,5 +1,8 @@
 //! Shared set-up for the end-to-end tests: an emulator seeded with a test tenant, a keyturn
-//! configuration pointing at it, and ways to look at what Key Vault and Entra hold.
+//! configuration pointing at it ([`World`]), keyturn running on it in-process ([`Service`]) or
+//! as a process ([`Daemon`]), and ways to look at what Key Vault and Entra hold. What the
+//! emulator's own tests need too (starting an emulator, clients that trust it, waiting) is in
+//! the harness both share, `keyturn_emulator::testkit`.
 #![allow(dead_code)]
 
 use azure_core::credentials::Secret;
@@ -8,10 +11,8 @@ use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
 use futures::TryStreamExt;
 use keyturn::config::Loaded;
-use keyturn_emulator::FaultRule;
-use keyturn_emulator::{
-    Emulator, EmulatorConfig, InvariantQuery, InvariantReport, Scenario, TlsSource,
-};
+pub use keyturn_emulator::testkit::wait_for;
+use keyturn_emulator::{testkit, Emulator, FaultRule, InvariantQuery, InvariantReport};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -109,14 +110,9 @@ secrets = [
 ]
 "#;
 
+/// An emulator seeded with [`SCENARIO`] (through the shared harness, `keyturn_emulator::testkit`).
 pub async fn emulator() -> Emulator {
-    Emulator::start(EmulatorConfig {
-        scenario: Some(Scenario::from_toml_str(SCENARIO).unwrap()),
-        tls: TlsSource::Generate { ca_out: None },
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    testkit::start_toml(SCENARIO).await
 }
 
 /// Options for [`write_config`].
@@ -272,18 +268,6 @@ pub async fn all_values(client: &SecretClient, names: &[&str]) -> Vec<String> {
     out
 }
 
-/// Polls `f` every 50 ms until it is true or `timeout` passes.
-pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
-}
-
 /// The audit log's records as JSON values.
 pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("audit.jsonl"))
@@ -291,6 +275,15 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago (for a metrics listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn shared<T>(t: T) -> Arc<T> {
@@ -371,4 +364,128 @@ pub fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
 
 pub fn rule() -> FaultRule {
     FaultRule::default()
+}
+
+/// The emulator seeded with [`SCENARIO`], a temporary folder and a keyturn configuration in
+/// it (`keyturn.toml`, audit log `audit.jsonl`, admin socket `admin.sock`, `state/`): the
+/// set-up most end-to-end tests start from.
+pub struct World {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    /// The configuration file.
+    pub config: PathBuf,
+}
+
+impl World {
+    pub async fn new(o: Opts) -> World {
+        let emu = emulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(&emu, dir.path(), &o);
+        World { emu, dir, config }
+    }
+
+    /// The temporary folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The admin socket's path.
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("admin.sock")
+    }
+
+    /// Writes the configuration again with other options.
+    pub fn rewrite(&self, o: &Opts) {
+        write_config(&self.emu, self.path(), o);
+    }
+
+    /// The configuration, loaded and validated.
+    pub fn loaded(&self) -> Loaded {
+        load(&self.config)
+    }
+
+    /// The audit log's records.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        audit_records(self.path())
+    }
+
+    /// How many `event` records (of `account`, if given) the audit log holds.
+    pub fn count(&self, event: &str, account: Option<&str>) -> usize {
+        count(self.path(), event, account)
+    }
+
+    /// Waits up to `timeout` until the audit log holds at least `n` `event` records (of
+    /// `account`, if given); false if it never did.
+    pub async fn wait_count(
+        &self,
+        timeout: Duration,
+        event: &str,
+        account: Option<&str>,
+        n: usize,
+    ) -> bool {
+        wait_for(timeout, || self.count(event, account) >= n).await
+    }
+
+    /// keyturn in-process on this configuration, ready.
+    pub async fn service(&self) -> Service {
+        Service::start(self.loaded()).await
+    }
+
+    /// `keyturn run` as a process on this configuration (output in `run.stdout` and
+    /// `run.stderr`), ready.
+    pub async fn daemon(&self) -> Daemon {
+        let d = Daemon::start(&self.config, self.path(), "run");
+        d.ready().await;
+        d
+    }
+}
+
+/// keyturn's whole service in-process (`keyturn::service::run`), stopped by the shutdown
+/// future it was given: what `keyturn run` starts, without a process. Tests that need a
+/// process (signals, exit codes, what it prints) use [`Daemon`].
+pub struct Service {
+    task: tokio::task::JoinHandle<Result<i32, keyturn::service::ServiceError>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The admin socket.
+    pub socket: PathBuf,
+}
+
+impl Service {
+    /// Starts the service and waits until its admin socket reports it ready.
+    pub async fn start(loaded: Loaded) -> Service {
+        let socket = loaded.config.admin.socket.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(keyturn::service::run(loaded, async {
+            let _ = stopped.await;
+        }));
+        let s = Service { task, stop, socket };
+        s.ready().await;
+        s
+    }
+
+    async fn ready(&self) {
+        use keyturn::admin::{client, proto::Request};
+        for _ in 0..600 {
+            if self.task.is_finished() {
+                break;
+            }
+            if let Ok(r) = client::send(&self.socket, &Request::Status).await {
+                if r.result.as_ref().is_some_and(|v| v["ready"] == true) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the service never reported ready on its admin socket");
+    }
+
+    /// Completes its shutdown future (as SIGTERM would) and returns its exit code.
+    pub async fn stop(self) -> i32 {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the service did not stop after its shutdown future completed")
+            .expect("the service task")
+            .expect("the service ran")
+    }
 }

@@ -1,6 +1,6 @@
 //! Bad and dangerous configurations, as a table, through the real `keyturn check-config`:
 //! each exits 64 and names the key (and, where there is one, the fix). SIGHUP with a bad
-//! file keeping the old configuration is tested in tests/admin.rs.
+//! file keeping the old configuration is tested in tests/testsuite/admin.rs.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,0 +1,15 @@
+//! keyturn-emulator's integration tests, one binary (as rust-lang/cargo's `tests/testsuite`):
+//! one module per area, sharing `common`.
+
+mod common;
+
+mod cli;
+mod control;
+mod entra;
+mod graph;
+mod keyvault;
+mod msi;
+mod oidc;
+mod sdk;
+mod sdk_js;
+mod sdk_python;

@@ -1,0 +1,20 @@
+//! keyturn's integration tests, one binary (as rust-lang/cargo's `tests/testsuite`): one module
+//! per area, sharing `common`.
+
+mod common;
+
+mod admin;
+mod audit;
+mod bad_answers;
+mod bad_configs;
+mod chaos;
+mod config;
+mod daemon;
+mod deploy;
+mod e2e;
+mod listeners;
+mod process;
+mod protocol;
+mod scale;
+mod scale_e2e;
+mod service;
