@@ -76,8 +76,12 @@ pub struct Settings {
 pub enum DaemonError {
     #[error("another keyturn holds the lock {path} (pid {holder}); stop it first, or use another daemon.state_dir")]
     Locked { path: PathBuf, holder: String },
-    #[error("cannot create or lock {path}: {detail}; check that daemon.state_dir exists and is writable")]
-    LockFile { path: PathBuf, detail: String },
+    #[error("cannot create or lock {path}: {source}; check that daemon.state_dir exists and is writable")]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
 }
