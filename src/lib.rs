@@ -52,7 +52,7 @@
 //!   emulator.
 #![forbid(unsafe_code)]
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod admin;
 pub mod app;
 pub mod audit;
@@ -67,13 +67,13 @@ pub mod directory;
 pub mod idle;
 pub mod limits;
 pub mod memory;
-pub mod metrics;
-pub mod notify;
+pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod observe;
 pub mod password;
 pub mod protocol;
 pub mod reload;
 pub mod schedule;
 pub mod service;
-pub mod signals;
+pub(crate) mod signals;
 pub mod store;

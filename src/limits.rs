@@ -40,9 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Key Vault's window for secret operations.
-pub const VAULT_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const VAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Graph's window for writes per app and tenant.
-pub const GRAPH_WINDOW: Duration = Duration::from_secs(150);
+pub(crate) const GRAPH_WINDOW: Duration = Duration::from_secs(150);
 
 pub use crate::config::LimitsConfig;
 
@@ -50,22 +50,22 @@ pub use crate::config::LimitsConfig;
 /// [`crate::config::LimitsConfig`]).
 impl LimitsConfig {
     /// The budget of one vault's sets.
-    pub fn vault_writes(&self) -> Budget {
+    pub(crate) fn vault_writes(&self) -> Budget {
         Budget::new(self.vault_writes_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of one vault's other operations.
-    pub fn vault_other(&self) -> Budget {
+    pub(crate) fn vault_other(&self) -> Budget {
         Budget::new(self.vault_other_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of every vault's operations together (the subscription-wide limit).
-    pub fn vault_subscription(&self) -> Budget {
+    pub(crate) fn vault_subscription(&self) -> Budget {
         Budget::new(self.vault_subscription_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of one app's writes in one tenant.
-    pub fn graph_writes(&self) -> Budget {
+    pub(crate) fn graph_writes(&self) -> Budget {
         Budget::new(self.graph_writes_per_150s, GRAPH_WINDOW, self.headroom)
     }
 }
@@ -119,7 +119,7 @@ impl governor::clock::Clock for TokioClock {
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
 /// One budget and the queue of requests waiting for it.
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`,
     /// `keyvault_subscription`, `graph_write`.
     name: &'static str,
@@ -225,7 +225,7 @@ impl Limiter {
 
     /// Where these buckets report their waits (for the buckets of a reloaded `[limits]`
     /// and the HTTP client a reload builds).
-    pub fn observer(&self) -> Arc<dyn Observer> {
+    pub(crate) fn observer(&self) -> Arc<dyn Observer> {
         self.observer.clone()
     }
 
@@ -286,7 +286,7 @@ impl Limiter {
 }
 
 /// A [`SecretStore`] that waits for its vault's budget before each request.
-pub struct LimitedStore {
+pub(crate) struct LimitedStore {
     inner: Arc<dyn SecretStore>,
     buckets: VaultBuckets,
 }
@@ -316,7 +316,7 @@ impl SecretStore for LimitedStore {
 }
 
 /// A [`Directory`] that waits for its app and tenant's write budget before each reset.
-pub struct LimitedDirectory {
+pub(crate) struct LimitedDirectory {
     inner: Arc<dyn Directory>,
     writes: Arc<Bucket>,
 }

@@ -20,7 +20,7 @@ pub trait Observer: Send + Sync {
 /// An observer that keeps nothing: for work no `/metrics` reports on (`keyturn rotate
 /// --offline`, tools, tests).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Unobserved;
+pub(crate) struct Unobserved;
 
 impl Observer for Unobserved {
     fn request(&self, _: &'static str, _: Option<u16>, _: Duration) {}

@@ -194,7 +194,7 @@ mod tests {
             socket: file.join("run").join("admin.sock"),
             ..AdminConfig::default()
         };
-        let err = bind(&cfg).err().expect("a file as a directory is refused");
+        let err = bind(&cfg).expect_err("a file as a directory is refused");
         let source = std::error::Error::source(&err).expect("the io error is kept");
         let io = source
             .downcast_ref::<std::io::Error>()

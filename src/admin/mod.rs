@@ -16,12 +16,12 @@ pub mod proto;
 mod refusals;
 mod server;
 
-pub use access::{peer_of, Access, Names, Peer};
+pub(crate) use access::Access;
 pub use bind::{bind, AdminError};
-pub use error::{CommandError, ErrorCode, Reply};
-pub use handler::Handler;
-pub use refusals::{Refusals, SEVERAL_USERS};
-pub use server::{serve, Limits};
+pub(crate) use error::Reply;
+pub use error::{CommandError, ErrorCode};
+pub(crate) use handler::Handler;
+pub(crate) use server::{serve, Limits};
 
 use crate::config::AdminConfig;
 use std::path::{Path, PathBuf};

@@ -17,10 +17,10 @@ mod jobs;
 mod lock;
 mod queues;
 
-pub use board::{AccountStatus, DaemonStatus, StatusBoard};
-pub use commands::{
-    AccountAck, AccountError, AccountFailure, AccountResult, Command, RotationSummary,
-};
+pub(crate) use board::StatusBoard;
+pub use board::{AccountStatus, DaemonStatus};
+pub(crate) use commands::{AccountAck, AccountResult};
+pub use commands::{AccountError, AccountFailure, Command, RotationSummary};
 pub use lock::InstanceLock;
 
 use jobs::{Done, Job, Queued};
@@ -171,7 +171,7 @@ impl Daemon {
     }
 
     /// Makes the main loop mark the board's heartbeat every `period`.
-    pub fn with_heartbeat(mut self, period: Duration) -> Self {
+    pub(crate) fn with_heartbeat(mut self, period: Duration) -> Self {
         self.heartbeat = Some(period);
         self
     }

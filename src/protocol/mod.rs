@@ -147,7 +147,7 @@ pub struct Drift {
     /// Graph's `lastPasswordChangeDateTime`.
     pub changed_at: OffsetDateTime,
     /// When keyturn last rotated (or the adopted secret was created).
-    pub rotated_at: OffsetDateTime,
+    pub(crate) rotated_at: OffsetDateTime,
 }
 
 /// Why a rotation did not complete. Every variant says what state it left.
@@ -266,7 +266,7 @@ impl Engine {
     }
 
     /// Replaces the tuning (a configuration reload); steps that start later use it.
-    pub fn set_tuning(&self, tuning: Tuning) {
+    pub(crate) fn set_tuning(&self, tuning: Tuning) {
         *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = tuning;
     }
 
@@ -313,7 +313,7 @@ impl Engine {
 
 /// When the version's password became Entra's: its `keyturn-rotated-at` tag, or its
 /// creation time for a secret keyturn adopted.
-pub fn rotated_at(record: &SecretRecord) -> Option<OffsetDateTime> {
+pub(crate) fn rotated_at(record: &SecretRecord) -> Option<OffsetDateTime> {
     record
         .tag(tag::ROTATED_AT)
         .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
