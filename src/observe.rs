@@ -1,6 +1,6 @@
 //! What the Azure adapters and the rate limits report as they work: each Azure request,
 //! and each wait for a client-side budget. They report to an [`Observer`] the wiring hands
-//! them (the daemon's [`crate::metrics::Metrics`], whose `/metrics` shows the counts), so
+//! them (the daemon's `metrics::Metrics`, whose `/metrics` shows the counts), so
 //! neither reaches for the metrics, and each service started in one process counts its own.
 
 use std::sync::Arc;

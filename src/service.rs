@@ -140,7 +140,7 @@ pub(crate) fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, Service
 /// it the same way: in-flight rotations get the grace period); returns the exit code.
 ///
 /// `keyturn run` passes a future that never completes, `keyturn demo --for` a timer, tests
-/// whatever they like. SIGUSR1 and SIGHUP are handled here too ([`crate::signals`]). Whether
+/// whatever they like. SIGUSR1 and SIGHUP are handled here too (`crate::signals`). Whether
 /// the process may run as root is the command line's decision, not this function's.
 pub async fn run(
     mut loaded: Loaded,
