@@ -13,7 +13,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Back-off state of one accept loop.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// Which listener, for the log (`admin socket`, `metrics`).
     listener: &'static str,
     /// The next pause.
@@ -74,7 +74,8 @@ impl Backoff {
     }
 
     /// The pause the next failure will take.
-    pub fn next_pause(&self) -> Duration {
+    #[cfg(test)]
+    fn next_pause(&self) -> Duration {
         self.pause
     }
 }
@@ -85,7 +86,7 @@ const RESERVED_FILES: u64 = 128;
 
 /// Warns when the process's open-file limit leaves less than [`RESERVED_FILES`] beside
 /// `connections` (the listeners' caps together): accepts would then fail with `EMFILE`.
-pub fn check_file_limit(connections: usize) {
+pub(crate) fn check_file_limit(connections: usize) {
     use nix::sys::resource::{getrlimit, Resource};
     if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let needed = connections as u64 + RESERVED_FILES;

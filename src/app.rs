@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Default Entra authority.
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub(crate) const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Default Graph base URL.
-pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
+pub(crate) const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 
 /// Builds every managed account from the configuration, with new rate-limit buckets that
 /// report their waits to `http`'s observer.
@@ -34,7 +34,7 @@ pub fn accounts(loaded: &Loaded, http: &azure::Http) -> Result<Vec<Managed>, Set
 
 /// Builds every managed account, paced by `limiter`'s buckets (shared with the accounts
 /// built before from the same limiter, so a reload does not hand out a fresh budget).
-pub fn accounts_with(
+pub(crate) fn accounts_with(
     loaded: &Loaded,
     http: &azure::Http,
     limiter: &Limiter,

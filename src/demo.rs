@@ -205,7 +205,7 @@ pub async fn run(
 
 /// The on-call commands to try against the running demo, one per line, each runnable as
 /// printed (the tests run them).
-pub fn try_these(config: &Path, metrics: SocketAddr) -> String {
+pub(crate) fn try_these(config: &Path, metrics: SocketAddr) -> String {
     // The binary that runs now: `cargo run` leaves no `keyturn` on the PATH.
     let exe = std::env::current_exe()
         .map(|p| quote(&p.display().to_string()))

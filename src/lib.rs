@@ -4,7 +4,9 @@
 //! # Layout
 //!
 //! Dependencies point down this list's groups, never up (`docs/architecture.md` has the map
-//! and what is still to move).
+//! and what is still to move). What nothing outside the crate uses is `pub(crate)`: the
+//! modules named here without a link (`signals`, `notify`, `accept`, `metrics`) and, inside
+//! the public ones, the items the binary, `tests/`, `bench/` and `fuzz/` do not name.
 //!
 //! Core, depending on nothing above it:
 //! - [`password`]: the password policy, the generator and the zeroized [`password::Password`].
@@ -14,11 +16,11 @@
 //!   stdout and journald, and `keyturn audit show | verify | tail` (`docs/audit.md`).
 //! - [`clock`]: time as an input.
 //! - [`schedule`]: when an account is due (cron in a time zone, plus a stable offset).
-//! - [`signals`]: SIGTERM/SIGINT/SIGUSR1/SIGHUP as a [`signals::Signal`] enum; imports
+//! - `signals`: SIGTERM/SIGINT/SIGUSR1/SIGHUP as a `signals::Signal` enum; imports
 //!   nothing from keyturn.
-//! - [`notify`]: systemd notifications (READY, STOPPING, the watchdog).
+//! - `notify`: systemd notifications (READY, STOPPING, the watchdog).
 //! - [`idle`]: the hook that gives memory back to the kernel when the daemon goes idle.
-//! - [`accept`]: what the accept loops of the admin socket and the metrics listener do on
+//! - `accept`: what the accept loops of the admin socket and the metrics listener do on
 //!   an error (log, pause, retry).
 //! - [`observe`]: the [`observe::Observer`] trait the Azure client and the rate limits
 //!   report requests and paced waits to (the wiring hands them the service's metrics).
@@ -38,7 +40,7 @@
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators;
 //!   waits are reported to an observer the wiring hands in.
 //! - [`azure`]: the real adapters (Key Vault SDK, Graph over reqwest, azure_identity).
-//! - [`metrics`]: one service's counters (an [`observe::Observer`]), and `/metrics`,
+//! - `metrics`: one service's counters (an [`observe::Observer`]), and `/metrics`,
 //!   `/healthz`, `/readyz` over HTTP.
 //! - [`admin`]: the admin Unix socket: server, wire protocol and client.
 //! - [`app`]: a validated configuration into accounts backed by the real adapters.
@@ -52,7 +54,7 @@
 //!   emulator.
 #![forbid(unsafe_code)]
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod admin;
 pub mod app;
 pub mod audit;
@@ -67,13 +69,13 @@ pub mod directory;
 pub mod idle;
 pub mod limits;
 pub mod memory;
-pub mod metrics;
-pub mod notify;
+pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod observe;
 pub mod password;
 pub mod protocol;
 pub mod reload;
 pub mod schedule;
 pub mod service;
-pub mod signals;
+pub(crate) mod signals;
 pub mod store;

@@ -40,9 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Key Vault's window for secret operations.
-pub const VAULT_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const VAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Graph's window for writes per app and tenant.
-pub const GRAPH_WINDOW: Duration = Duration::from_secs(150);
+pub(crate) const GRAPH_WINDOW: Duration = Duration::from_secs(150);
 
 pub use crate::config::LimitsConfig;
 
@@ -50,22 +50,22 @@ pub use crate::config::LimitsConfig;
 /// [`crate::config::LimitsConfig`]).
 impl LimitsConfig {
     /// The budget of one vault's sets.
-    pub fn vault_writes(&self) -> Budget {
+    pub(crate) fn vault_writes(&self) -> Budget {
         Budget::new(self.vault_writes_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of one vault's other operations.
-    pub fn vault_other(&self) -> Budget {
+    pub(crate) fn vault_other(&self) -> Budget {
         Budget::new(self.vault_other_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of every vault's operations together (the subscription-wide limit).
-    pub fn vault_subscription(&self) -> Budget {
+    pub(crate) fn vault_subscription(&self) -> Budget {
         Budget::new(self.vault_subscription_per_10s, VAULT_WINDOW, self.headroom)
     }
 
     /// The budget of one app's writes in one tenant.
-    pub fn graph_writes(&self) -> Budget {
+    pub(crate) fn graph_writes(&self) -> Budget {
         Budget::new(self.graph_writes_per_150s, GRAPH_WINDOW, self.headroom)
     }
 }
@@ -94,11 +94,6 @@ impl Budget {
             period: Duration::from_nanos(u64::try_from(period).unwrap_or(u64::MAX)),
         }
     }
-
-    /// Requests per second, sustained.
-    pub fn rate(&self) -> f64 {
-        1.0 / self.period.as_secs_f64()
-    }
 }
 
 /// `governor`'s clock on tokio's time, so that paced waits are tokio timers (one per waiting
@@ -119,7 +114,7 @@ impl governor::clock::Clock for TokioClock {
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
 /// One budget and the queue of requests waiting for it.
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`,
     /// `keyvault_subscription`, `graph_write`.
     name: &'static str,
@@ -225,7 +220,7 @@ impl Limiter {
 
     /// Where these buckets report their waits (for the buckets of a reloaded `[limits]`
     /// and the HTTP client a reload builds).
-    pub fn observer(&self) -> Arc<dyn Observer> {
+    pub(crate) fn observer(&self) -> Arc<dyn Observer> {
         self.observer.clone()
     }
 
@@ -286,7 +281,7 @@ impl Limiter {
 }
 
 /// A [`SecretStore`] that waits for its vault's budget before each request.
-pub struct LimitedStore {
+pub(crate) struct LimitedStore {
     inner: Arc<dyn SecretStore>,
     buckets: VaultBuckets,
 }
@@ -316,7 +311,7 @@ impl SecretStore for LimitedStore {
 }
 
 /// A [`Directory`] that waits for its app and tenant's write budget before each reset.
-pub struct LimitedDirectory {
+pub(crate) struct LimitedDirectory {
     inner: Arc<dyn Directory>,
     writes: Arc<Bucket>,
 }

@@ -57,7 +57,7 @@ struct BudgetLabel {
 /// The counters of one running service, handed by the wiring to its Azure client and rate
 /// limits (as their [`Observer`]) and read by its `/metrics`: Azure requests, paced waits,
 /// connections closed early. Each service started in one process has its own.
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Azure requests by service and HTTP status.
     requests: Family<ServiceStatus, Counter>,
     /// Azure answers with HTTP 429, by service.
@@ -130,7 +130,11 @@ impl Observer for Metrics {
 }
 
 /// The Prometheus text for the daemon's state now and the counters in `metrics`.
-pub fn render(metrics: &Metrics, status: &DaemonStatus, now: time::OffsetDateTime) -> String {
+pub(crate) fn render(
+    metrics: &Metrics,
+    status: &DaemonStatus,
+    now: time::OffsetDateTime,
+) -> String {
     let mut reg = Registry::with_prefix("keyturn");
     let rotations = Family::<AccountOutcome, Counter>::default();
     let last_success = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
@@ -338,7 +342,7 @@ fn route(
 
 /// How long a client has to send a request's headers (also the longest a kept-alive
 /// connection may sit idle between requests).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -356,7 +360,7 @@ struct Held {
 /// the process's file descriptors (the admin socket needs some). Each connection has
 /// [`HEADER_TIMEOUT`] to send its request headers and lives at most 30 s. A failed accept
 /// (out of file descriptors) is logged and retried after a pause ([`crate::accept`]).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     board: StatusBoard,

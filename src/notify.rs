@@ -15,13 +15,8 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// A status line for `systemctl status`.
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 /// A reload starts (send [`ready`] when it ends).
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -40,7 +35,7 @@ pub fn stopping() {
 /// unless `$WATCHDOG_PID` names another process (as sd_watchdog_enabled(3) reads them;
 /// the `sd-notify` crate also requires `WATCHDOG_PID` to be set, which systemd always does
 /// but a supervisor need not).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {

@@ -1,6 +1,6 @@
 //! What the Azure adapters and the rate limits report as they work: each Azure request,
 //! and each wait for a client-side budget. They report to an [`Observer`] the wiring hands
-//! them (the daemon's [`crate::metrics::Metrics`], whose `/metrics` shows the counts), so
+//! them (the daemon's `metrics::Metrics`, whose `/metrics` shows the counts), so
 //! neither reaches for the metrics, and each service started in one process counts its own.
 
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub trait Observer: Send + Sync {
 /// An observer that keeps nothing: for work no `/metrics` reports on (`keyturn rotate
 /// --offline`, tools, tests).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Unobserved;
+pub(crate) struct Unobserved;
 
 impl Observer for Unobserved {
     fn request(&self, _: &'static str, _: Option<u16>, _: Duration) {}

@@ -20,11 +20,11 @@ pub const DIGITS: &str = "0123456789";
 pub const SYMBOLS: &str = "@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<>";
 
 /// Shortest password Entra ID accepts.
-pub const MIN_LENGTH: usize = 8;
+pub(crate) const MIN_LENGTH: usize = 8;
 /// Longest password Entra ID accepts.
-pub const MAX_LENGTH: usize = 256;
+pub(crate) const MAX_LENGTH: usize = 256;
 /// The default length: the CoreView management account's policy.
-pub const DEFAULT_LENGTH: usize = 16;
+pub(crate) const DEFAULT_LENGTH: usize = 16;
 
 /// A password held in memory. Zeroized on drop; never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]

@@ -44,7 +44,7 @@ pub enum ReloadError {
 }
 
 /// Reloads one configuration file into a running daemon.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     audit: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,

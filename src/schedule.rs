@@ -84,7 +84,11 @@ impl Schedule {
     }
 
     /// The first fire time of `account` strictly after `t`.
-    pub fn next_fire_after(&self, account: &str, t: OffsetDateTime) -> Option<OffsetDateTime> {
+    pub(crate) fn next_fire_after(
+        &self,
+        account: &str,
+        t: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
         let offset = time::Duration::try_from(self.offset(account)).ok()?;
         // Checked: `t` may come from a Key Vault tag, which anyone with write access can set.
         let from = self.to_chrono(t.checked_sub(offset)?)?;
@@ -93,7 +97,7 @@ impl Schedule {
     }
 
     /// The typical time between two fires (the longest of a few consecutive gaps), for `exp`.
-    pub fn period_hint(&self) -> Duration {
+    pub(crate) fn period_hint(&self) -> Duration {
         self.gaps()
             .into_iter()
             .max()

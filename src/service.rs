@@ -77,7 +77,7 @@ impl ServiceError {
     /// `RestartPreventExitStatus=64` does not restart) when the configuration must change
     /// before a restart can work (a credential or a CA file that cannot be used), 1 for the
     /// rest. No `_` arm: a new failure must choose.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             ServiceError::Setup(e) => match e {
                 SetupError::Identity { .. } | SetupError::Ca { .. } => EXIT_CONFIG,
@@ -95,7 +95,7 @@ impl ServiceError {
 }
 
 /// The audit sinks the configuration asks for: the file first (record of truth).
-pub fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, ServiceError> {
+pub(crate) fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, ServiceError> {
     let path = &loaded.config.daemon.audit_log;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ServiceError::AuditFolder {
@@ -140,7 +140,7 @@ pub fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, ServiceError> 
 /// it the same way: in-flight rotations get the grace period); returns the exit code.
 ///
 /// `keyturn run` passes a future that never completes, `keyturn demo --for` a timer, tests
-/// whatever they like. SIGUSR1 and SIGHUP are handled here too ([`crate::signals`]). Whether
+/// whatever they like. SIGUSR1 and SIGHUP are handled here too (`crate::signals`). Whether
 /// the process may run as root is the command line's decision, not this function's.
 pub async fn run(
     mut loaded: Loaded,
@@ -312,7 +312,7 @@ pub async fn run(
 
 /// `keyturn rotate --offline ACCOUNT`: one rotation in the foreground, under the daemon's
 /// lock, with the result printed for the command line; returns the exit code.
-pub async fn rotate_offline(
+pub(crate) async fn rotate_offline(
     loaded: Loaded,
     account: &str,
     reason: Option<String>,

@@ -35,13 +35,13 @@ pub mod tag {
 }
 
 /// The `contentType` of every version keyturn writes.
-pub const CONTENT_TYPE: &str = "password";
+pub(crate) const CONTENT_TYPE: &str = "password";
 
 /// What the staging secret's name adds to `<secret>`.
-pub const STAGING_SUFFIX: &str = "-pending";
+pub(crate) const STAGING_SUFFIX: &str = "-pending";
 
 /// The staging (write-ahead) secret's name for `secret`: `<secret>-pending`.
-pub fn staging_name(secret: &str) -> String {
+pub(crate) fn staging_name(secret: &str) -> String {
     format!("{secret}{STAGING_SUFFIX}")
 }
 

@@ -20,7 +20,7 @@ pub struct Access {
 /// A connected client, from `SO_PEERCRED` and `SO_PEERGROUPS` (both recorded by the kernel
 /// at `connect`: a pid reused since cannot change them).
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
@@ -44,7 +44,7 @@ impl Peer {
 impl Access {
     /// Root, this process's user, and the members of `group` (the daemon's own group when
     /// empty: the socket file belongs to it) and `allowed_groups`.
-    pub fn from_config(cfg: &AdminConfig) -> Result<Self, AdminError> {
+    pub(crate) fn from_config(cfg: &AdminConfig) -> Result<Self, AdminError> {
         let gids = admin_gids(cfg)?;
         Ok(Access {
             own_uid: nix::unistd::getuid().as_raw(),
@@ -63,7 +63,7 @@ impl Access {
 
 /// Reads the peer's credentials: uid, gid and pid from `SO_PEERCRED`, supplementary
 /// groups from `SO_PEERGROUPS` (no file is read), the user name from `names`.
-pub async fn peer_of(stream: &UnixStream, names: &Names) -> std::io::Result<Peer> {
+pub(crate) async fn peer_of(stream: &UnixStream, names: &Names) -> std::io::Result<Peer> {
     let cred = stream.peer_cred()?;
     let groups = keyturn_sys::peer_groups(stream)?;
     Ok(Peer {
@@ -122,7 +122,8 @@ impl Names {
     }
 
     /// NSS look-ups made so far.
-    pub fn lookups(&self) -> u64 {
+    #[cfg(test)]
+    fn lookups(&self) -> u64 {
         self.lookups.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

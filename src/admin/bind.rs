@@ -9,14 +9,26 @@ use tokio::net::UnixListener;
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin socket {path}: {detail}")]
-    Bind { path: PathBuf, detail: String },
+    #[error("admin socket {path}: {detail}{}", .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Bind {
+        path: PathBuf,
+        /// What failed, and what to do when no io error says more.
+        detail: String,
+        /// The io error, when one caused it.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     #[error(
         "admin group {group:?} does not exist; create it or fix admin.group / admin.allowed_groups"
     )]
     NoGroup { group: String },
-    #[error("admin socket {path}: cannot let admin.allowed_groups connect through a POSIX ACL: {detail}; put the socket on a file system with ACLs (tmpfs and ext4 have them), or use admin.group alone")]
-    Acl { path: PathBuf, detail: String },
+    #[error("admin socket {path}: cannot let admin.allowed_groups connect through a POSIX ACL: {source}; put the socket on a file system with ACLs (tmpfs and ext4 have them), or use admin.group alone")]
+    Acl {
+        path: PathBuf,
+        /// Why the ACL could not be set.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn gid_of(group: &str) -> Result<u32, AdminError> {
@@ -72,40 +84,44 @@ fn acl_xattr(gids: &[u32]) -> Vec<u8> {
 /// one, then sets mode 0660, the group, and an ACL entry for each of `allowed_groups`.
 pub fn bind(cfg: &AdminConfig) -> Result<UnixListener, AdminError> {
     let path = &cfg.socket;
-    let err = |detail: String| AdminError::Bind {
+    let err = |detail: &str| AdminError::Bind {
         path: path.clone(),
-        detail,
+        detail: detail.to_owned(),
+        source: None,
+    };
+    let io = |detail: String| {
+        move |e: std::io::Error| AdminError::Bind {
+            path: path.clone(),
+            detail,
+            source: Some(e),
+        }
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
             return Err(err(
-                "exists and is not a socket; remove it or choose another admin.socket".into(),
+                "exists and is not a socket; remove it or choose another admin.socket",
             ));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(err(
-                "another process is listening on it (is keyturn already running?)".into(),
+                "another process is listening on it (is keyturn already running?)",
             ));
         }
-        std::fs::remove_file(path)
-            .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+        std::fs::remove_file(path).map_err(io("cannot remove the stale socket".into()))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| err(format!("cannot bind: {e}")))?;
+    let listener = UnixListener::bind(path).map_err(io("cannot bind".into()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| err(format!("cannot chmod 0660: {e}")))?;
+        .map_err(io("cannot chmod 0660".into()))?;
     if !cfg.group.is_empty() {
         let gid = gid_of(&cfg.group)?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
-            err(format!(
-                "cannot give the socket to group {:?}: {e}",
-                cfg.group
-            ))
-        })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io(format!(
+            "cannot give the socket to group {:?}",
+            cfg.group
+        )))?;
     }
     if cfg.allowed_groups.iter().any(|g| !g.is_empty()) {
         // admin_gids' first entry is the owning group, covered by the mode.
@@ -118,7 +134,7 @@ pub fn bind(cfg: &AdminConfig) -> Result<UnixListener, AdminError> {
         )
         .map_err(|e| AdminError::Acl {
             path: path.clone(),
-            detail: std::io::Error::from(e).to_string(),
+            source: std::io::Error::from(e),
         })?;
         // Connecting also needs search permission on the socket's directory.
         if let Some(dir) = path.parent() {
@@ -166,6 +182,31 @@ mod tests {
                 (0x10, 6, u32::MAX),
                 (0x20, 0, u32::MAX),
             ]
+        );
+    }
+
+    #[test]
+    fn a_socket_that_cannot_be_bound_keeps_the_io_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let cfg = AdminConfig {
+            socket: file.join("run").join("admin.sock"),
+            ..AdminConfig::default()
+        };
+        let err = bind(&cfg).expect_err("a file as a directory is refused");
+        let source = std::error::Error::source(&err).expect("the io error is kept");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "admin socket {}: cannot create {}: {io}",
+                cfg.socket.display(),
+                file.join("run").display()
+            )
         );
     }
 }

@@ -47,11 +47,11 @@ pub async fn send(socket: &Path, req: &Request) -> Result<Response, ClientError>
 }
 
 /// Exit code of a CLI command when the daemon is busy (`EX_TEMPFAIL`: try again).
-pub const EXIT_BUSY: i32 = 75;
+pub(crate) const EXIT_BUSY: i32 = 75;
 
 /// The exit code for the daemon's answer: 0 done, [`EXIT_BUSY`] when every admin slot is
 /// taken, 1 for any other refusal or failure (`docs/admin-protocol.md`).
-pub fn exit_code(r: &Response) -> i32 {
+pub(crate) fn exit_code(r: &Response) -> i32 {
     match &r.error {
         _ if r.ok => 0,
         Some(e) if e.code == super::ErrorCode::Busy.as_str() => EXIT_BUSY,

@@ -149,7 +149,7 @@ impl CommandError {
 
 /// Which command's answer a per-account result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// `rotate`.
     Rotate,
     /// `pause`, `resume`, `reconcile`.
@@ -160,7 +160,7 @@ impl CommandError {
     /// The error an answer is given when `failure` is among its accounts' results (each
     /// account's entry carries the failure's own text). No `_` arm: a new failure must
     /// choose whether it fails the whole answer, and with which code.
-    pub fn for_account(reply: Reply, failure: &AccountFailure) -> CommandError {
+    pub(crate) fn for_account(reply: Reply, failure: &AccountFailure) -> CommandError {
         let whole = match reply {
             Reply::Rotate => CommandError::RotationFailed,
             Reply::Ack => CommandError::Failed,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the server needs from the daemon.
-pub struct Handler {
+pub(crate) struct Handler {
     /// The daemon's command channel.
     pub commands: mpsc::Sender<Command>,
     /// The daemon's status.
@@ -24,9 +24,9 @@ pub struct Handler {
     /// Configuration reload.
     pub reload: Option<Arc<dyn Reload>>,
     /// Refuse `rotate` without a reason.
-    pub require_reason: bool,
+    pub(crate) require_reason: bool,
     /// Refuse `rotate` without a ticket.
-    pub require_ticket: bool,
+    pub(crate) require_ticket: bool,
 }
 
 async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<(), Response> {

@@ -16,20 +16,9 @@ pub mod proto;
 mod refusals;
 mod server;
 
-pub use access::{peer_of, Access, Names, Peer};
+pub(crate) use access::Access;
 pub use bind::{bind, AdminError};
-pub use error::{CommandError, ErrorCode, Reply};
-pub use handler::Handler;
-pub use refusals::{Refusals, SEVERAL_USERS};
-pub use server::{serve, Limits};
-
-use crate::config::AdminConfig;
-use std::path::{Path, PathBuf};
-
-/// The socket path a client should use: `--socket`, else the config's, else the default.
-pub fn socket_path(explicit: Option<&Path>, config: Option<&crate::config::Config>) -> PathBuf {
-    explicit
-        .map(Path::to_path_buf)
-        .or_else(|| config.map(|c| c.admin.socket.clone()))
-        .unwrap_or_else(|| AdminConfig::default().socket)
-}
+pub(crate) use error::Reply;
+pub use error::{CommandError, ErrorCode};
+pub(crate) use handler::Handler;
+pub(crate) use server::{serve, Limits};

@@ -6,10 +6,10 @@ use super::error::{CommandError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// Longest request line accepted, in bytes.
-pub const MAX_REQUEST: usize = 64 * 1024;
+pub(crate) const MAX_REQUEST: usize = 64 * 1024;
 
 /// Which accounts a command is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ const REFUSERS_KEPT: usize = 1024;
 /// recorded with its details; the rest of that minute are counted and recorded as one
 /// summary once the minute is over (2,000 refusals are two records, not 2,000 fsyncs).
 #[derive(Debug, Default)]
-pub struct Refusals {
+pub(crate) struct Refusals {
     /// uid → (start of its window, refusals counted but not recorded in it).
     by_uid: HashMap<u32, (Instant, u64)>,
     /// Counts of windows that ended, not yet handed out by [`Refusals::summaries`].
@@ -20,7 +20,7 @@ pub struct Refusals {
 }
 
 /// The key under which refusals are counted once [`REFUSERS_KEPT`] uids are tracked.
-pub const SEVERAL_USERS: u32 = u32::MAX;
+pub(crate) const SEVERAL_USERS: u32 = u32::MAX;
 
 impl Refusals {
     /// Notes a refusal of `uid` at `now`; true when it is to be recorded in full.
@@ -52,7 +52,7 @@ impl Refusals {
 
     /// The refusals counted but not recorded, per uid, of every window that has ended by
     /// `now` (of every window with `all`); those windows are forgotten.
-    pub fn summaries(&mut self, now: Instant, all: bool) -> Vec<(u32, u64)> {
+    pub(crate) fn summaries(&mut self, now: Instant, all: bool) -> Vec<(u32, u64)> {
         let mut out = std::mem::take(&mut self.ended);
         self.by_uid.retain(|uid, (start, counted)| {
             if all || now.duration_since(*start) >= REFUSAL_WINDOW {

@@ -25,7 +25,7 @@ pub struct Limits {
 }
 
 /// Serves the socket until `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: UnixListener,
     access: Access,
     handler: Arc<Handler>,

@@ -5,7 +5,7 @@
 //! a password or anything derived from one.
 //!
 //! - `event` (re-exported here): the record's fields, [`AuditEvent`] and its kinds.
-//! - `sinks` (re-exported here): standard output, memory, [`Tee`] and [`Detached`]; the
+//! - `sinks` (re-exported here): standard output, memory, [`Tee`] and `Detached`; the
 //!   [`AuditSink`] trait they implement and [`AuditError`] are here.
 //! - [`chain`]: the record's bytes, canonical form and hash chain.
 //! - [`file`]: the file sink (the record of truth): append-only, fsync, rotation, seal,
@@ -27,7 +27,8 @@ pub use journald::JournaldSink;
 
 pub(crate) use event::{format_time, SCHEMA_VERSION};
 pub use event::{Actor, AuditEvent, ErrorInfo, EventKind, Outcome, Trigger};
-pub use sinks::{Detached, MemorySink, Tee};
+pub(crate) use sinks::Detached;
+pub use sinks::{MemorySink, Tee};
 pub(crate) use sinks::{StdoutFormat, StdoutSink};
 
 use async_trait::async_trait;

@@ -92,7 +92,7 @@ impl AuditSink for Tee {
 /// A copy that never holds up the caller: records are queued (up to `capacity`) to a
 /// thread that writes them to the inner sink; when the queue is full the copy is
 /// dropped, counted and reported with a warning. Use it for stdout and journald.
-pub struct Detached {
+pub(crate) struct Detached {
     tx: std::sync::mpsc::SyncSender<AuditEvent>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
     name: &'static str,
@@ -120,11 +120,6 @@ impl Detached {
             dropped: Arc::default(),
             name,
         })
-    }
-
-    /// How many copies were dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -15,11 +15,11 @@ use zeroize::Zeroizing;
 const MAX_BODY: usize = 256 * 1024;
 
 /// The default Graph scope (the global cloud's Graph).
-pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// Microsoft Graph's own hosts: the global cloud and the national clouds (US Government L4
 /// and L5 (DoD), China operated by 21Vianet). Each accepts tokens for its own resource only.
-pub const GRAPH_HOSTS: &[&str] = &[
+pub(crate) const GRAPH_HOSTS: &[&str] = &[
     "graph.microsoft.com",
     "graph.microsoft.us",
     "dod-graph.microsoft.us",
@@ -43,7 +43,7 @@ pub fn graph_scope(base: &str) -> String {
 }
 
 /// One tenant's Graph, through one app identity.
-pub struct GraphDirectory {
+pub(crate) struct GraphDirectory {
     /// The shared client, and the observer each request is told to.
     http: super::Http,
     credential: Arc<dyn TokenCredential>,
@@ -61,7 +61,7 @@ pub struct GraphDirectory {
 }
 
 /// Settings for [`GraphDirectory::new`].
-pub struct GraphSettings {
+pub(crate) struct GraphSettings {
     /// Graph base URL, default `https://graph.microsoft.com`.
     pub base: String,
     /// Scope for Graph tokens, default [`GRAPH_SCOPE`].

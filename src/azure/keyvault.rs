@@ -22,7 +22,7 @@ use zeroize::Zeroize;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
 
 /// One vault.
-pub struct KeyVaultStore {
+pub(crate) struct KeyVaultStore {
     client: SecretClient,
     vault: String,
 }

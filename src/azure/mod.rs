@@ -39,7 +39,7 @@ pub enum SetupError {
 }
 
 /// The error behind a [`SetupError`].
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 impl SetupError {
     /// Identity `identity` cannot be used: `detail`, caused by `source` (its text, which
@@ -64,7 +64,7 @@ pub struct Http {
     /// The shared `reqwest` client (its connection pool serves every account).
     pub client: reqwest::Client,
     /// Told the service, status and duration of every request.
-    pub observer: Arc<dyn Observer>,
+    pub(crate) observer: Arc<dyn Observer>,
 }
 
 impl std::fmt::Debug for Http {
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Http {
 }
 
 /// Which Azure service a URL belongs to: `keyvault`, `graph`, `entra` or `other`.
-pub fn service_of(url: &url::Url) -> &'static str {
+pub(crate) fn service_of(url: &url::Url) -> &'static str {
     let path = url.path();
     if path.contains("/oauth2/")
         || path.starts_with("/msi/")
@@ -137,7 +137,7 @@ pub fn http_client(
 }
 
 /// Like [`http_client`], with certificates already parsed.
-pub fn http_client_with(
+pub(crate) fn http_client_with(
     extra_roots: Vec<reqwest::Certificate>,
     net: &NetworkConfig,
     observer: Arc<dyn Observer>,
@@ -160,7 +160,7 @@ pub fn http_client_with(
 }
 
 /// Like [`client_options`], with the SDK's retry budget from `[network]`.
-pub fn client_options_for(
+pub(crate) fn client_options_for(
     http: &Http,
     authority_host: Option<&str>,
     net: &NetworkConfig,
@@ -192,7 +192,7 @@ pub fn client_options(http: &Http, authority_host: Option<&str>) -> ClientOption
 }
 
 /// An error and its causes on one line (the SDK's and reqwest's `Display` hide the cause).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -207,13 +207,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Longest text keyturn keeps from a service's error answer, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 256;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 256;
 
 /// Longest error code or request id keyturn keeps from an answer, in characters.
-pub const MAX_CODE_CHARS: usize = 64;
+pub(crate) const MAX_CODE_CHARS: usize = 64;
 
 /// Longest error chain (the SDK's message and its causes) keyturn keeps, in characters.
-pub const MAX_DETAIL_CHARS: usize = 512;
+pub(crate) const MAX_DETAIL_CHARS: usize = 512;
 
 /// A service's error text made fit for the audit log, the journal and admin replies: every
 /// occurrence of `secret` (the password the request carried) replaced by `<redacted>`,
@@ -278,7 +278,7 @@ pub(crate) fn zeroizing_bytes<E>(
 
 /// Reads a client secret from where the identity says it is, into memory that is wiped when
 /// it is dropped (the file's text too).
-pub fn read_client_secret(
+pub(crate) fn read_client_secret(
     name: &str,
     id: &IdentityConfig,
 ) -> Result<Zeroizing<String>, SetupError> {

@@ -22,4 +22,4 @@ pub use model::*;
 pub use validate::{validate, DURATION_MAXIMUMS};
 
 /// Exit code for a bad configuration (`EX_USAGE` in sysexits.h, as linkerd2-proxy uses).
-pub const EXIT_CONFIG: i32 = 64;
+pub(crate) const EXIT_CONFIG: i32 = 64;

@@ -344,7 +344,7 @@ impl IdentityKind {
     ];
 
     /// Every kind's name in the file, in the order of [`IdentityKind::ALL`].
-    pub const NAMES: [&'static str; 5] = [
+    pub(crate) const NAMES: [&'static str; 5] = [
         "client_secret",
         "client_certificate",
         "managed_identity",

@@ -70,4 +70,4 @@ pub struct DaemonStatus {
 }
 
 /// Shared view of the daemon's state.
-pub type StatusBoard = Arc<Mutex<DaemonStatus>>;
+pub(crate) type StatusBoard = Arc<Mutex<DaemonStatus>>;

@@ -40,10 +40,10 @@ impl From<&Rotated> for RotationSummary {
 }
 
 /// The result of one account's rotation, as sent back to a requester.
-pub type AccountResult = (String, Result<RotationSummary, AccountFailure>);
+pub(crate) type AccountResult = (String, Result<RotationSummary, AccountFailure>);
 
 /// The result of a pause/resume/reconcile for one account.
-pub type AccountAck = (String, Result<String, AccountFailure>);
+pub(crate) type AccountAck = (String, Result<String, AccountFailure>);
 
 /// Why a command did not complete for one account, as sent back to a requester. The
 /// `Display` text is what the admin socket shows for the account.

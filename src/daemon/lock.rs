@@ -25,7 +25,7 @@ impl InstanceLock {
         let path = state_dir.join("keyturn.lock");
         let io = |e: std::io::Error| DaemonError::LockFile {
             path: path.clone(),
-            detail: e.to_string(),
+            source: e,
         };
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let mut file = crate::audit::file::open_owned(
@@ -148,5 +148,26 @@ mod tests {
         let err = InstanceLock::acquire(&state).err().expect("refused");
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_lock_file_that_cannot_be_created_keeps_the_io_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let state = file.join("state");
+        let err = InstanceLock::acquire(&state).err().expect("refused");
+        let source = std::error::Error::source(&err).expect("the io error is kept");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot create or lock {}: {io}; check that daemon.state_dir exists and is writable",
+                state.join("keyturn.lock").display()
+            )
+        );
     }
 }

@@ -17,10 +17,10 @@ mod jobs;
 mod lock;
 mod queues;
 
-pub use board::{AccountStatus, DaemonStatus, StatusBoard};
-pub use commands::{
-    AccountAck, AccountError, AccountFailure, AccountResult, Command, RotationSummary,
-};
+pub(crate) use board::StatusBoard;
+pub use board::{AccountStatus, DaemonStatus};
+pub(crate) use commands::{AccountAck, AccountResult};
+pub use commands::{AccountError, AccountFailure, Command, RotationSummary};
 pub use lock::InstanceLock;
 
 use jobs::{Done, Job, Queued};
@@ -76,8 +76,12 @@ pub struct Settings {
 pub enum DaemonError {
     #[error("another keyturn holds the lock {path} (pid {holder}); stop it first, or use another daemon.state_dir")]
     Locked { path: PathBuf, holder: String },
-    #[error("cannot create or lock {path}: {detail}; check that daemon.state_dir exists and is writable")]
-    LockFile { path: PathBuf, detail: String },
+    #[error("cannot create or lock {path}: {source}; check that daemon.state_dir exists and is writable")]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
 }
@@ -167,7 +171,7 @@ impl Daemon {
     }
 
     /// Makes the main loop mark the board's heartbeat every `period`.
-    pub fn with_heartbeat(mut self, period: Duration) -> Self {
+    pub(crate) fn with_heartbeat(mut self, period: Duration) -> Self {
         self.heartbeat = Some(period);
         self
     }

@@ -24,7 +24,7 @@ impl Engine {
 
     /// [`Engine::check_drift`] against a `<secret>` version the caller has just read (the
     /// daemon reads it once for the drift check and the due time).
-    pub async fn check_drift_of(
+    pub(crate) async fn check_drift_of(
         &self,
         account: &Account,
         current: &SecretRecord,

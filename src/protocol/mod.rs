@@ -147,7 +147,7 @@ pub struct Drift {
     /// Graph's `lastPasswordChangeDateTime`.
     pub changed_at: OffsetDateTime,
     /// When keyturn last rotated (or the adopted secret was created).
-    pub rotated_at: OffsetDateTime,
+    pub(crate) rotated_at: OffsetDateTime,
 }
 
 /// Why a rotation did not complete. Every variant says what state it left.
@@ -266,18 +266,13 @@ impl Engine {
     }
 
     /// Replaces the tuning (a configuration reload); steps that start later use it.
-    pub fn set_tuning(&self, tuning: Tuning) {
+    pub(crate) fn set_tuning(&self, tuning: Tuning) {
         *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = tuning;
     }
 
     fn lock_for(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(account.to_owned()).or_default().clone()
-    }
-
-    /// True while a rotation of `account` runs in this process.
-    pub fn is_busy(&self, account: &str) -> bool {
-        self.lock_for(account).try_lock().is_err()
     }
 
     /// Rotates the account's password. A pending rotation is completed first, and then
@@ -313,7 +308,7 @@ impl Engine {
 
 /// When the version's password became Entra's: its `keyturn-rotated-at` tag, or its
 /// creation time for a secret keyturn adopted.
-pub fn rotated_at(record: &SecretRecord) -> Option<OffsetDateTime> {
+pub(crate) fn rotated_at(record: &SecretRecord) -> Option<OffsetDateTime> {
     record
         .tag(tag::ROTATED_AT)
         .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
