@@ -138,6 +138,8 @@ pub fn render(metrics: &Metrics, status: &DaemonStatus, now: time::OffsetDateTim
     let next = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
     let pending = Family::<AccountLabel, Gauge>::default();
     let paused = Family::<AccountLabel, Gauge>::default();
+    let awaiting = Family::<AccountLabel, Gauge>::default();
+    let enabled = Family::<AccountLabel, Gauge>::default();
     let failures = Family::<AccountLabel, Gauge>::default();
     let ts = |t: time::OffsetDateTime| t.unix_timestamp_nanos() as f64 / 1e9;
     for a in &status.accounts {
@@ -165,6 +167,10 @@ pub fn render(metrics: &Metrics, status: &DaemonStatus, now: time::OffsetDateTim
         }
         pending.get_or_create(&l).set(a.pending as i64);
         paused.get_or_create(&l).set(a.paused as i64);
+        awaiting
+            .get_or_create(&l)
+            .set(a.awaiting_adoption as i64);
+        enabled.get_or_create(&l).set(a.enabled as i64);
         failures.get_or_create(&l).set(a.failures as i64);
     }
     reg.register(
@@ -196,6 +202,16 @@ pub fn render(metrics: &Metrics, status: &DaemonStatus, now: time::OffsetDateTim
         "paused",
         "1 while scheduled rotations of the account are paused",
         paused,
+    );
+    reg.register(
+        "awaiting_adoption",
+        "1 while the account has no secret in Key Vault and waits for keyturn adopt",
+        awaiting,
+    );
+    reg.register(
+        "enabled",
+        "0 for an account with enabled = false, which keyturn leaves alone",
+        enabled,
     );
     reg.register(
         "consecutive_failures",

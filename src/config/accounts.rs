@@ -216,6 +216,10 @@ pub(super) fn validate_accounts(
                 vault: a.vault.clone(),
                 secret: a.secret.clone(),
                 verify: a.verify.unwrap_or(config.defaults.verify),
+                enabled: a.enabled.unwrap_or(config.defaults.enabled),
+                on_missing_secret: a
+                    .on_missing_secret
+                    .unwrap_or(config.defaults.on_missing_secret),
                 policy,
                 // Both terms are bounded (the grace by validation, the period by the cron
                 // expression); saturating, so that nothing here can panic regardless.

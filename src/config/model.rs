@@ -236,6 +236,34 @@ pub struct Defaults {
     pub verify: bool,
     /// The password policy.
     pub policy: PasswordPolicy,
+    /// Manage the accounts at all: `false` makes the daemon leave them alone (no Azure
+    /// calls; `status` shows them disabled).
+    pub enabled: bool,
+    /// What start-up does with an account whose secret is not in Key Vault yet: wait for
+    /// `keyturn adopt` (the default) or rotate it at once.
+    pub on_missing_secret: OnMissingSecret,
+}
+
+/// What the daemon does with an account that has no secret in Key Vault (`on_missing_secret`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissingSecret {
+    /// Report it (status `awaiting_adoption`, an audit record, a metric) and wait for
+    /// `keyturn adopt` or for the secret to be stored by hand.
+    #[default]
+    Wait,
+    /// Take it over at once with a first rotation, which creates the secret.
+    Rotate,
+}
+
+impl OnMissingSecret {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMissingSecret::Wait => "wait",
+            OnMissingSecret::Rotate => "rotate",
+        }
+    }
 }
 
 impl Default for Defaults {
@@ -247,6 +275,8 @@ impl Default for Defaults {
             expiry_grace: Duration::from_secs(2 * 86400),
             verify: false,
             policy: PasswordPolicy::default(),
+            enabled: true,
+            on_missing_secret: OnMissingSecret::Wait,
         }
     }
 }
@@ -397,6 +427,10 @@ pub struct AccountConfig {
     pub verify: Option<bool>,
     /// Overrides `defaults.policy`.
     pub policy: Option<PasswordPolicy>,
+    /// Overrides `defaults.enabled`.
+    pub enabled: Option<bool>,
+    /// Overrides `defaults.on_missing_secret`.
+    pub on_missing_secret: Option<OnMissingSecret>,
 }
 
 /// An account after defaults were applied and everything was checked.
@@ -413,6 +447,10 @@ pub struct ResolvedAccount {
     pub policy: PasswordPolicy,
     /// Period + grace, for `exp`.
     pub expiry: time::Duration,
+    /// The daemon manages it (`enabled`).
+    pub enabled: bool,
+    /// What start-up does when its secret does not exist.
+    pub on_missing_secret: OnMissingSecret,
 }
 
 /// One problem, at one key.
