@@ -167,9 +167,7 @@ pub fn render(metrics: &Metrics, status: &DaemonStatus, now: time::OffsetDateTim
         }
         pending.get_or_create(&l).set(a.pending as i64);
         paused.get_or_create(&l).set(a.paused as i64);
-        awaiting
-            .get_or_create(&l)
-            .set(a.awaiting_adoption as i64);
+        awaiting.get_or_create(&l).set(a.awaiting_adoption as i64);
         enabled.get_or_create(&l).set(a.enabled as i64);
         failures.get_or_create(&l).set(a.failures as i64);
     }
@@ -479,6 +477,28 @@ mod tests {
             accounts,
             ..Default::default()
         }))
+    }
+
+    #[test]
+    fn disabled_and_unadopted_accounts_are_exported() {
+        let b = board(2);
+        {
+            let mut s = b.lock().unwrap();
+            s.accounts[0].awaiting_adoption = true;
+            s.accounts[0].enabled = true;
+        }
+        let text = render(
+            &Metrics::new(),
+            &b.lock().unwrap(),
+            time::OffsetDateTime::now_utc(),
+        );
+        assert!(
+            text.contains("keyturn_awaiting_adoption{account=\"account-0\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("keyturn_awaiting_adoption{account=\"account-1\"} 0"));
+        assert!(text.contains("keyturn_enabled{account=\"account-0\"} 1"));
+        assert!(text.contains("keyturn_enabled{account=\"account-1\"} 0"));
     }
 
     #[test]

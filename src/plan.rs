@@ -222,3 +222,110 @@ async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -
 fn rfc(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::OnMissingSecret;
+    use crate::memory::{MemoryDirectory, MemoryVault};
+    use crate::password::PasswordPolicy;
+    use crate::protocol::Account;
+    use crate::schedule::Schedule;
+    use crate::store::Tags;
+    use std::sync::Arc;
+    use time::macros::datetime;
+
+    #[tokio::test]
+    async fn each_account_gets_the_action_start_up_would_take() {
+        let now = datetime!(2026-11-20 10:00 UTC);
+        let clock = Arc::new(ManualClock::new(now));
+        let vault = Arc::new(MemoryVault::new(
+            "https://kv.vault.azure.net/",
+            clock.clone(),
+        ));
+        let dir = Arc::new(MemoryDirectory::new(clock.clone()));
+        let password = || PasswordPolicy::default().generate().unwrap();
+        let rotated = |t: OffsetDateTime| -> Tags {
+            [(tag::ROTATED_AT.to_owned(), t.format(&Rfc3339).unwrap())].into()
+        };
+        // Rotated yesterday: next Monday 03:00. Rotated a month ago: overdue.
+        vault.seed("fresh", &password(), rotated(now - time::Duration::days(1)));
+        vault.seed(
+            "stale",
+            &password(),
+            rotated(now - time::Duration::days(30)),
+        );
+        vault.seed(
+            "paused",
+            &password(),
+            rotated(now - time::Duration::days(1)),
+        );
+        vault.seed(
+            "staged",
+            &password(),
+            rotated(now - time::Duration::days(1)),
+        );
+        vault.seed(
+            "staged-pending",
+            &password(),
+            [
+                (tag::STATE.to_owned(), tag::PENDING.to_owned()),
+                (tag::ROTATION_ID.to_owned(), "r-1".to_owned()),
+            ]
+            .into(),
+        );
+        let managed = |name: &str, enabled, on_missing| Managed {
+            account: Account {
+                name: name.into(),
+                user: format!("{name}@contoso.onmicrosoft.com"),
+                secret: name.into(),
+                policy: PasswordPolicy::default(),
+                verify: false,
+                expiry: None,
+                store: vault.clone(),
+                directory: dir.clone(),
+            },
+            schedule: Schedule::new("0 3 * * MON", "UTC", std::time::Duration::ZERO).unwrap(),
+            enabled,
+            on_missing_secret: on_missing,
+        };
+        let paused: BTreeSet<String> = ["paused".to_owned()].into();
+        let cases = [
+            (
+                managed("fresh", true, OnMissingSecret::Wait),
+                "next_rotation",
+            ),
+            (managed("stale", true, OnMissingSecret::Wait), "rotate_now"),
+            (managed("paused", true, OnMissingSecret::Wait), "paused"),
+            (
+                managed("staged", true, OnMissingSecret::Wait),
+                "complete_pending",
+            ),
+            (
+                managed("new", true, OnMissingSecret::Wait),
+                "awaiting_adoption",
+            ),
+            (managed("new", true, OnMissingSecret::Rotate), "rotate_now"),
+            (managed("off", false, OnMissingSecret::Wait), "disabled"),
+        ];
+        for (m, action) in cases {
+            let p = plan_one(&m, &paused, now).await;
+            assert_eq!(p.action, action, "{}: {p:?}", m.account.name);
+            match action {
+                "next_rotation" => {
+                    assert_eq!(p.at, Some(datetime!(2026-11-23 03:00 UTC)));
+                }
+                "awaiting_adoption" => {
+                    assert!(p.detail.contains("keyturn adopt new --reason R"), "{p:?}");
+                }
+                "paused" => assert!(p.detail.contains("keyturn resume paused"), "{p:?}"),
+                "complete_pending" => assert!(p.detail.contains("rotation r-1"), "{p:?}"),
+                _ => {}
+            }
+        }
+        // Nothing was written: only the seeded versions are there.
+        assert!(vault.peek("new").is_none());
+        assert_eq!(vault.versions("stale").len(), 1);
+    }
+}

@@ -195,3 +195,42 @@ pub fn human(req: &Request, r: &Response) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_each_state_and_how_to_adopt() {
+        let account = |name: &str, state: &str| serde_json::json!({"name": name, "state": state, "busy": false, "paused": state == "paused", "pending": false});
+        let r = Response::ok(serde_json::json!({
+            "version": "1", "started_at": "2026-11-20T10:00:00Z", "ready": true,
+            "accounts": [
+                account("svc-1", "idle"),
+                account("svc-2", "awaiting_adoption"),
+                account("svc-3", "disabled"),
+                account("svc-4", "paused"),
+            ],
+        }));
+        let out = human(&Request::Status, &r);
+        for (name, state) in [
+            ("svc-1", "idle"),
+            ("svc-2", "awaiting_adoption"),
+            ("svc-3", "disabled"),
+            ("svc-4", "paused"),
+        ] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some(state)),
+                "{name} {state}:\n{out}"
+            );
+        }
+        assert!(
+            out.contains(
+                "1 account(s) have no secret in Key Vault and are left alone until adopted: svc-2"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("keyturn adopt ACCOUNT --reason R"), "{out}");
+    }
+}

@@ -138,7 +138,9 @@ pub enum CommandError {
     #[error("an account has no secret in Key Vault yet and waits for adoption: use `keyturn adopt`; see each account")]
     AwaitingAdoption,
     /// `adopt` (without `--force`) of an account whose secret exists.
-    #[error("the account is managed already (its secret exists): nothing was done; see the account")]
+    #[error(
+        "the account is managed already (its secret exists): nothing was done; see the account"
+    )]
     AlreadyAdopted,
 }
 

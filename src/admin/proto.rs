@@ -375,7 +375,11 @@ mod tests {
                 "bad_request",
                 "unknown field \"all\"",
             ),
-            (r#"{"v":1,"cmd":"adopt"}"#, "bad_request", "needs \"account\""),
+            (
+                r#"{"v":1,"cmd":"adopt"}"#,
+                "bad_request",
+                "needs \"account\"",
+            ),
         ];
         for (line, code, text) in cases {
             let e = decode(line).unwrap_err();

@@ -239,14 +239,14 @@ pub struct Defaults {
     /// Manage the accounts at all: `false` makes the daemon leave them alone (no Azure
     /// calls; `status` shows them disabled).
     pub enabled: bool,
-    /// What start-up does with an account whose secret is not in Key Vault yet: wait for
-    /// `keyturn adopt` (the default) or rotate it at once.
-    pub on_missing_secret: OnMissingSecret,
+    /// What start-up does with an account whose secret is not in Key Vault yet: `wait` for
+    /// `keyturn adopt` (the default) or `rotate` it at once. A string in the file's model,
+    /// like `kind`, so that a bad value is one listed problem with the accepted ones.
+    pub on_missing_secret: String,
 }
 
 /// What the daemon does with an account that has no secret in Key Vault (`on_missing_secret`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnMissingSecret {
     /// Report it (status `awaiting_adoption`, an audit record, a metric) and wait for
     /// `keyturn adopt` or for the secret to be stored by hand.
@@ -264,6 +264,13 @@ impl OnMissingSecret {
             OnMissingSecret::Rotate => "rotate",
         }
     }
+
+    /// The value a string in the file names, exactly.
+    pub fn parse(value: &str) -> Option<OnMissingSecret> {
+        [OnMissingSecret::Wait, OnMissingSecret::Rotate]
+            .into_iter()
+            .find(|v| v.as_str() == value)
+    }
 }
 
 impl Default for Defaults {
@@ -276,7 +283,7 @@ impl Default for Defaults {
             verify: false,
             policy: PasswordPolicy::default(),
             enabled: true,
-            on_missing_secret: OnMissingSecret::Wait,
+            on_missing_secret: OnMissingSecret::Wait.as_str().into(),
         }
     }
 }
@@ -430,7 +437,7 @@ pub struct AccountConfig {
     /// Overrides `defaults.enabled`.
     pub enabled: Option<bool>,
     /// Overrides `defaults.on_missing_secret`.
-    pub on_missing_secret: Option<OnMissingSecret>,
+    pub on_missing_secret: Option<String>,
 }
 
 /// An account after defaults were applied and everything was checked.

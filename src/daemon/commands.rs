@@ -237,31 +237,26 @@ impl Daemon {
                     Ok(targets) => match self.save_pauses(&targets, paused) {
                         Err(e) => targets
                             .iter()
-                            .map(|idx| {
-                                (
-                                    self.slots[*idx].name().to_owned(),
-                                    Err(e.clone().into()),
-                                )
-                            })
+                            .map(|idx| (self.slots[*idx].name().to_owned(), Err(e.clone().into())))
                             .collect(),
                         Ok(()) => targets
-                        .into_iter()
-                        .map(|idx| {
-                            self.slots[idx].paused = paused;
-                            self.board_mut(idx, |b| b.paused = paused);
-                            if paused {
-                                // Not due while paused; `next_due` stays for the resume.
-                                self.heap.remove(idx);
-                            } else {
-                                if let Some(due) = self.slots[idx].next_due {
-                                    let trigger = self.slots[idx].next_trigger;
-                                    self.set_due(idx, due, trigger);
+                            .into_iter()
+                            .map(|idx| {
+                                self.slots[idx].paused = paused;
+                                self.board_mut(idx, |b| b.paused = paused);
+                                if paused {
+                                    // Not due while paused; `next_due` stays for the resume.
+                                    self.heap.remove(idx);
+                                } else {
+                                    if let Some(due) = self.slots[idx].next_due {
+                                        let trigger = self.slots[idx].next_trigger;
+                                        self.set_due(idx, due, trigger);
+                                    }
                                 }
-                            }
-                            let what = if paused { "paused" } else { "resumed" };
-                            (self.slots[idx].name().to_owned(), Ok(what.to_owned()))
-                        })
-                        .collect(),
+                                let what = if paused { "paused" } else { "resumed" };
+                                (self.slots[idx].name().to_owned(), Ok(what.to_owned()))
+                            })
+                            .collect(),
                     },
                 };
                 if let Some(reply) = reply {

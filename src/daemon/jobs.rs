@@ -474,10 +474,9 @@ pub fn first_due(
 fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTime) -> TaskOut {
     let account = &managed.account;
     match first_due(managed, current.as_ref(), now) {
-        FirstDue::At(due, trigger, rotated) => TaskOut::Idle(
-            Some((due, trigger)),
-            current.map(|c| (c.version, rotated)),
-        ),
+        FirstDue::At(due, trigger, rotated) => {
+            TaskOut::Idle(Some((due, trigger)), current.map(|c| (c.version, rotated)))
+        }
         FirstDue::Missing => TaskOut::Missing,
         FirstDue::RotateMissing => {
             tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; on_missing_secret = \"rotate\": keyturn creates it with a first rotation");

@@ -81,8 +81,8 @@ impl PauseFile {
         };
         // serde_json's message names the line and column and the token kind, never the
         // file's text; the file holds account names only.
-        let c: Contents =
-            serde_json::from_slice(&text).map_err(|e| corrupt(format!("not JSON of the expected form: {e}")))?;
+        let c: Contents = serde_json::from_slice(&text)
+            .map_err(|e| corrupt(format!("not JSON of the expected form: {e}")))?;
         if c.version != VERSION {
             return Err(corrupt(format!(
                 "version {} is not {VERSION}, the one this keyturn writes",
@@ -151,11 +151,19 @@ mod tests {
     fn a_corrupt_file_names_itself_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let f = PauseFile::in_dir(dir.path());
-        for text in ["{\"paused\":", "[]", "{\"version\":2,\"paused\":[]}", "{\"version\":1,\"paused\":[],\"x\":1}"] {
+        for text in [
+            "{\"paused\":",
+            "[]",
+            "{\"version\":2,\"paused\":[]}",
+            "{\"version\":1,\"paused\":[],\"x\":1}",
+        ] {
             std::fs::write(f.path(), text).unwrap();
             let e = f.load().unwrap_err().to_string();
             assert!(e.contains(&f.path().display().to_string()), "{e}");
-            assert!(e.contains("or delete it, which resumes every account"), "{e}");
+            assert!(
+                e.contains("or delete it, which resumes every account"),
+                "{e}"
+            );
         }
     }
 }
