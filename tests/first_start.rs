@@ -481,3 +481,41 @@ async fn plan_says_what_start_up_would_do_and_changes_nothing() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("paused.json is not valid"), "{err}");
 }
+
+/// The code block after `marker` in a docs page.
+fn doc_block(page: &str, marker: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(page)).unwrap();
+    let after = &text[text.find(marker).unwrap()..];
+    let start = after.find("```text\n").unwrap() + "```text\n".len();
+    let len = after[start..].find("```").unwrap();
+    after[start..start + len].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_deployment_page_plan_is_what_plan_prints() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The page's step 3: every account off in [defaults], the first one on; its secret not
+    // stored yet.
+    let path = config(&emu, dir.path(), &["svc-1", "svc-2"], |t| {
+        t.replace("[defaults]\n", "[defaults]\nenabled = false\n")
+            .replace(
+                "name = \"svc-1\"",
+                "name = \"coreview-1\"",
+            )
+            .replace("secret = \"svc-1\"\n", "secret = \"coreview-1\"\nenabled = true\n")
+            .replace("name = \"svc-2\"", "name = \"coreview-2\"")
+            .replace("secret = \"svc-2\"\n", "secret = \"coreview-2\"\n")
+    });
+    let (code, out, err) = plan(&path, false);
+    assert_eq!(code, 0, "{out}{err}");
+    let vault = load(&path).accounts[0].vault.clone();
+    let shown = out
+        .replace(&vault, "https://contoso-keyturn.vault.azure.net/")
+        .replace(&path.display().to_string(), "/etc/keyturn/keyturn.toml");
+    assert_eq!(
+        shown,
+        doc_block("docs/first-deployment.md", "<!-- plan-example"),
+        "docs/first-deployment.md's plan example is not what keyturn plan prints"
+    );
+}
