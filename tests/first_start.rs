@@ -499,11 +499,11 @@ async fn first_deployment_page_plan_is_what_plan_prints() {
     // stored yet.
     let path = config(&emu, dir.path(), &["svc-1", "svc-2"], |t| {
         t.replace("[defaults]\n", "[defaults]\nenabled = false\n")
+            .replace("name = \"svc-1\"", "name = \"coreview-1\"")
             .replace(
-                "name = \"svc-1\"",
-                "name = \"coreview-1\"",
+                "secret = \"svc-1\"\n",
+                "secret = \"coreview-1\"\nenabled = true\n",
             )
-            .replace("secret = \"svc-1\"\n", "secret = \"coreview-1\"\nenabled = true\n")
             .replace("name = \"svc-2\"", "name = \"coreview-2\"")
             .replace("secret = \"svc-2\"\n", "secret = \"coreview-2\"\n")
     });
@@ -518,4 +518,43 @@ async fn first_deployment_page_plan_is_what_plan_prints() {
         doc_block("docs/first-deployment.md", "<!-- plan-example"),
         "docs/first-deployment.md's plan example is not what keyturn plan prints"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_offline_refuses_a_disabled_account_with_exit_64() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(&emu, dir.path(), &["svc-1"], |t| {
+        t.replace(
+            "secret = \"svc-1\"\n",
+            "secret = \"svc-1\"\nenabled = false\n",
+        )
+    });
+    let out = std::process::Command::new(BIN)
+        .args([
+            "rotate",
+            "svc-1",
+            "--offline",
+            "--reason",
+            "test",
+            "--config",
+        ])
+        .arg(&path)
+        .env("KEYTURN_ALLOW_ROOT", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("account \"svc-1\" is disabled (enabled = false"),
+        "{stderr}"
+    );
+    assert_eq!(requests(&emu, "kv.get"), 0);
+    assert_eq!(requests(&emu, "graph.patch"), 0);
+    // Who tried is on the record.
+    let tried = audit_records(dir.path())
+        .into_iter()
+        .find(|r| r["event"] == "rotation.failed")
+        .expect("the refused rotate --offline is recorded");
+    assert_eq!(tried["reason"], "test");
 }
