@@ -1,5 +1,5 @@
-//! The command line: `run`, `rotate`, `check-config`, `audit`, `demo` (with the `demo`
-//! feature). `main.rs` only calls [`main`]. This module holds argument parsing (the clap
+//! The command line: `run`, `rotate`, `adopt`, `plan`, `check-config`, `audit`, `demo`
+//! (with the `demo` feature). `main.rs` only calls [`main`]. This module holds argument parsing (the clap
 //! types) and dispatch; `client` the commands sent to the daemon over the admin socket,
 //! `audit` the `keyturn audit …` commands, `check` `keyturn check-config`. The service
 //! itself is wired in [`crate::service`].

@@ -3,12 +3,14 @@
 //! bounded concurrency, global and per tenant (jobs wait in per-tenant queues served
 //! round-robin, O(1) per event; a task exists only while its job runs), backoff with jitter
 //! for failing accounts, drift checks, commands from signals and the admin socket (rotate,
-//! pause, resume, reconcile, reload), and a graceful shutdown.
+//! adopt, pause, resume, reconcile, reload), accounts left alone (`enabled = false`) or
+//! awaiting adoption (no secret, `on_missing_secret = "wait"`), and a graceful shutdown.
 //!
 //! This file holds [`Daemon`], its run loop and its scheduling (due times, retries, drift);
 //! `due` the due-time heap and `queues` the per-tenant queues (plain data structures),
 //! `jobs` starting jobs as tasks and taking in their results, `commands` the [`Command`]s,
-//! `board` the status read model ([`StatusBoard`]), `lock` the [`InstanceLock`].
+//! `board` the status read model ([`StatusBoard`]), `lock` the [`InstanceLock`], `pauses`
+//! the [`PauseFile`] that keeps pauses across restarts.
 
 mod board;
 mod commands;
