@@ -269,19 +269,22 @@ impl Daemon {
                 force,
                 reply,
             } => {
-                let answer = match self.targets(&Some(account.clone())) {
-                    Err(e) => Err(e),
-                    Ok(t) => {
-                        let idx = t[0];
-                        if self.slots[idx].busy {
-                            Err(AccountError::AlreadyRotating)
-                        } else if self.slots[idx].paused {
-                            Err(AccountError::Paused)
-                        } else {
-                            Ok(idx)
-                        }
+                // (A named account is one target.)
+                let answer = self.targets(&Some(account.clone())).and_then(|t| {
+                    let idx = t
+                        .first()
+                        .copied()
+                        .ok_or_else(|| AccountError::NoSuchAccount {
+                            name: account.clone(),
+                        })?;
+                    if self.slots[idx].busy {
+                        Err(AccountError::AlreadyRotating)
+                    } else if self.slots[idx].paused {
+                        Err(AccountError::Paused)
+                    } else {
+                        Ok(idx)
                     }
-                };
+                });
                 match answer {
                     Err(e) => {
                         if let Some(reply) = reply {
