@@ -123,6 +123,8 @@ pub(crate) fn accounts_with(
                 directory,
             },
             schedule: a.schedule.clone(),
+            enabled: a.enabled,
+            on_missing_secret: a.on_missing_secret,
         });
     }
     Ok(out)

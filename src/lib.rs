@@ -45,6 +45,7 @@
 //! - [`admin`]: the admin Unix socket: server, wire protocol and client.
 //! - [`app`]: a validated configuration into accounts backed by the real adapters.
 //! - [`reload`]: SIGHUP and `keyturn reload`: load, validate, swap, or keep the old.
+//! - [`plan`]: `keyturn plan`: what start-up would do to each account, read-only.
 //!
 //! Wiring and entry points:
 //! - [`service`]: `service::run(loaded, shutdown)`, the one place that starts keyturn (lock,
@@ -73,6 +74,7 @@ pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod observe;
 pub mod password;
+pub mod plan;
 pub mod protocol;
 pub mod reload;
 pub mod schedule;

@@ -142,6 +142,8 @@ pub(crate) fn render(
     let next = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
     let pending = Family::<AccountLabel, Gauge>::default();
     let paused = Family::<AccountLabel, Gauge>::default();
+    let awaiting = Family::<AccountLabel, Gauge>::default();
+    let enabled = Family::<AccountLabel, Gauge>::default();
     let failures = Family::<AccountLabel, Gauge>::default();
     let ts = |t: time::OffsetDateTime| t.unix_timestamp_nanos() as f64 / 1e9;
     for a in &status.accounts {
@@ -169,6 +171,8 @@ pub(crate) fn render(
         }
         pending.get_or_create(&l).set(a.pending as i64);
         paused.get_or_create(&l).set(a.paused as i64);
+        awaiting.get_or_create(&l).set(a.awaiting_adoption as i64);
+        enabled.get_or_create(&l).set(a.enabled as i64);
         failures.get_or_create(&l).set(a.failures as i64);
     }
     reg.register(
@@ -200,6 +204,16 @@ pub(crate) fn render(
         "paused",
         "1 while scheduled rotations of the account are paused",
         paused,
+    );
+    reg.register(
+        "awaiting_adoption",
+        "1 while the account has no secret in Key Vault and waits for keyturn adopt",
+        awaiting,
+    );
+    reg.register(
+        "enabled",
+        "0 for an account with enabled = false, which keyturn leaves alone",
+        enabled,
     );
     reg.register(
         "consecutive_failures",
@@ -467,6 +481,28 @@ mod tests {
             accounts,
             ..Default::default()
         }))
+    }
+
+    #[test]
+    fn disabled_and_unadopted_accounts_are_exported() {
+        let b = board(2);
+        {
+            let mut s = b.lock().unwrap();
+            s.accounts[0].awaiting_adoption = true;
+            s.accounts[0].enabled = true;
+        }
+        let text = render(
+            &Metrics::new(),
+            &b.lock().unwrap(),
+            time::OffsetDateTime::now_utc(),
+        );
+        assert!(
+            text.contains("keyturn_awaiting_adoption{account=\"account-0\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("keyturn_awaiting_adoption{account=\"account-1\"} 0"));
+        assert!(text.contains("keyturn_enabled{account=\"account-0\"} 1"));
+        assert!(text.contains("keyturn_enabled{account=\"account-1\"} 0"));
     }
 
     #[test]

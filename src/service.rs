@@ -13,7 +13,7 @@ use crate::audit::{
 use crate::azure::SetupError;
 use crate::clock::SystemClock;
 use crate::config::{AuditStdout, Loaded, EXIT_CONFIG};
-use crate::daemon::{Command, Daemon, DaemonError, InstanceLock};
+use crate::daemon::{Command, Daemon, DaemonError, InstanceLock, PauseFile, PauseFileError};
 use crate::metrics::Metrics;
 use crate::protocol::{Engine, Request};
 use crate::signals::{Signal, Signals};
@@ -70,6 +70,9 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    /// The pause file in `daemon.state_dir` cannot be read.
+    #[error(transparent)]
+    Pauses(#[from] PauseFileError),
 }
 
 impl ServiceError {
@@ -83,6 +86,8 @@ impl ServiceError {
                 SetupError::Identity { .. } | SetupError::Ca { .. } => EXIT_CONFIG,
                 SetupError::Http(..) => 1,
             },
+            // A restart cannot mend the file: someone must fix or delete it.
+            ServiceError::Pauses(_) => EXIT_CONFIG,
             ServiceError::Daemon(_)
             | ServiceError::AuditFolder { .. }
             | ServiceError::Audit(_)
@@ -148,6 +153,8 @@ pub async fn run(
 ) -> Result<i32, ServiceError> {
     // Released when dropped, on every return below: a failed start is not a crash.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
+    let pause_file = PauseFile::in_dir(&loaded.config.daemon.state_dir);
+    let paused = pause_file.load()?;
     let audit = audit_sinks(&loaded)?;
     // This service's counters: its Azure client and rate limits report to them, and its
     // `/metrics` reads them.
@@ -173,7 +180,8 @@ pub async fn run(
     if lock.unclean {
         settings.startup_delay = loaded.config.daemon.unclean_start_delay;
     }
-    let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts);
+    let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts)
+        .with_pauses(pause_file, paused);
     if let Some(w) = watchdog {
         daemon = daemon.with_heartbeat(w / 4);
     }
@@ -354,6 +362,16 @@ pub(crate) async fn rotate_offline(
         eprintln!("keyturn: {missing}");
         return Ok(EXIT_CONFIG);
     };
+    if !managed.enabled {
+        let disabled = format!(
+            "account {account:?} is disabled (enabled = false in {}): keyturn leaves it alone; set enabled = true to rotate it",
+            loaded.path.display()
+        );
+        offline_not_started(&*audit, account, &request, disabled.clone()).await;
+        lock.release();
+        eprintln!("keyturn: {disabled}");
+        return Ok(EXIT_CONFIG);
+    }
     let engine = Engine::new(
         audit.clone(),
         Arc::new(SystemClock),

@@ -88,7 +88,7 @@ pub fn human(req: &Request, r: &Response) -> String {
                 }
             ));
             out.push_str(&format!(
-                "{:<20} {:<8} {:<18} {:<21} {:<21} {:<8} {}\n",
+                "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {}\n",
                 "ACCOUNT",
                 "STATE",
                 "LAST OUTCOME",
@@ -97,21 +97,28 @@ pub fn human(req: &Request, r: &Response) -> String {
                 "VERSION",
                 "PENDING"
             ));
+            let mut waiting = Vec::new();
             for a in result["accounts"].as_array().into_iter().flatten() {
-                let state = if a["busy"].as_bool() == Some(true) {
-                    "rotating"
-                } else if a["paused"].as_bool() == Some(true) {
-                    "paused"
-                } else {
-                    "idle"
-                };
+                // `state`, or for an older daemon without it, from the flags.
+                let state = a["state"].as_str().unwrap_or_else(|| {
+                    if a["busy"].as_bool() == Some(true) {
+                        "rotating"
+                    } else if a["paused"].as_bool() == Some(true) {
+                        "paused"
+                    } else {
+                        "idle"
+                    }
+                });
+                if state == "awaiting_adoption" {
+                    waiting.push(a["name"].as_str().unwrap_or("?").to_owned());
+                }
                 let t = |k: &str| {
                     a[k].as_str()
                         .map(|s| prefix(s, 19))
                         .unwrap_or_else(|| "-".into())
                 };
                 out.push_str(&format!(
-                    "{:<20} {:<8} {:<18} {:<21} {:<21} {:<8} {}\n",
+                    "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {}\n",
                     a["name"].as_str().unwrap_or("?"),
                     state,
                     a["last_outcome"].as_str().unwrap_or("-"),
@@ -128,6 +135,13 @@ pub fn human(req: &Request, r: &Response) -> String {
                     }
                 ));
             }
+            if !waiting.is_empty() {
+                out.push_str(&format!(
+                    "\n{} account(s) have no secret in Key Vault and are left alone until adopted: {}\n  take one over (rotates it now; tell its consumer first): keyturn adopt ACCOUNT --reason R [--ticket T]\n  or store its current password in the secret and run `keyturn reconcile ACCOUNT`\n  (docs/first-deployment.md)\n",
+                    waiting.len(),
+                    waiting.join(", ")
+                ));
+            }
         }
         Request::Reload => {
             out.push_str(&format!(
@@ -142,8 +156,13 @@ pub fn human(req: &Request, r: &Response) -> String {
                     if let Some(rot) = a.get("rotation") {
                         let id = rot["rotation_id"].as_str().unwrap_or("?");
                         if rot["completed"].as_bool() == Some(true) {
+                            let what = if matches!(req, Request::Adopt { .. }) {
+                                "adopted: rotated"
+                            } else {
+                                "rotated"
+                            };
                             out.push_str(&format!(
-                                "{name}: rotated (rotation {id}, version {}){}\n",
+                                "{name}: {what} (rotation {id}, version {}){}\n",
                                 rot["version"].as_str().unwrap_or("?"),
                                 if rot["resumed"].as_bool() == Some(true) {
                                     ", completed a pending rotation"
@@ -175,4 +194,43 @@ pub fn human(req: &Request, r: &Response) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_each_state_and_how_to_adopt() {
+        let account = |name: &str, state: &str| serde_json::json!({"name": name, "state": state, "busy": false, "paused": state == "paused", "pending": false});
+        let r = Response::ok(serde_json::json!({
+            "version": "1", "started_at": "2026-11-20T10:00:00Z", "ready": true,
+            "accounts": [
+                account("svc-1", "idle"),
+                account("svc-2", "awaiting_adoption"),
+                account("svc-3", "disabled"),
+                account("svc-4", "paused"),
+            ],
+        }));
+        let out = human(&Request::Status, &r);
+        for (name, state) in [
+            ("svc-1", "idle"),
+            ("svc-2", "awaiting_adoption"),
+            ("svc-3", "disabled"),
+            ("svc-4", "paused"),
+        ] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some(state)),
+                "{name} {state}:\n{out}"
+            );
+        }
+        assert!(
+            out.contains(
+                "1 account(s) have no secret in Key Vault and are left alone until adopted: svc-2"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("keyturn adopt ACCOUNT --reason R"), "{out}");
+    }
 }

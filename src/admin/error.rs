@@ -38,6 +38,12 @@ pub enum ErrorCode {
     Failed,
     /// The daemon is shutting down.
     Stopping,
+    /// The account has `enabled = false`.
+    AccountDisabled,
+    /// The account has no secret yet and waits for `adopt`.
+    AwaitingAdoption,
+    /// `adopt` of an account whose secret exists (without `force`).
+    AlreadyAdopted,
 }
 
 impl ErrorCode {
@@ -58,6 +64,9 @@ impl ErrorCode {
             ErrorCode::RotationFailed => "rotation_failed",
             ErrorCode::Failed => "failed",
             ErrorCode::Stopping => "stopping",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::AwaitingAdoption => "awaiting_adoption",
+            ErrorCode::AlreadyAdopted => "already_adopted",
         }
     }
 }
@@ -94,6 +103,9 @@ pub enum CommandError {
     /// `admin.require_reason` is set and the rotation came without a reason.
     #[error("this daemon requires a reason for manual rotations: add --reason")]
     ReasonRequired,
+    /// `adopt` came without a reason (always required: it takes an account over).
+    #[error("adopt takes an account over: give a reason (--reason), recorded in the audit log with who asked")]
+    AdoptReasonRequired,
     /// `admin.require_ticket` is set and the rotation came without a ticket.
     #[error("this daemon requires a ticket for manual rotations: add --ticket")]
     TicketRequired,
@@ -119,6 +131,17 @@ pub enum CommandError {
     /// Pause, resume or reconcile failed for one or more accounts; each entry says why.
     #[error("the command failed for one or more accounts; see each account")]
     Failed,
+    /// The command named an account with `enabled = false`.
+    #[error("the account is disabled (enabled = false): nothing was done; see the account")]
+    AccountDisabled,
+    /// A rotation was asked for an account that waits for adoption.
+    #[error("an account has no secret in Key Vault yet and waits for adoption: use `keyturn adopt`; see each account")]
+    AwaitingAdoption,
+    /// `adopt` (without `--force`) of an account whose secret exists.
+    #[error(
+        "the account is managed already (its secret exists): nothing was done; see the account"
+    )]
+    AlreadyAdopted,
 }
 
 impl CommandError {
@@ -130,7 +153,9 @@ impl CommandError {
             CommandError::TooLarge => ErrorCode::TooLarge,
             CommandError::Unreadable { .. } => ErrorCode::BadRequest,
             CommandError::Decode(e) => e.code,
-            CommandError::ReasonRequired => ErrorCode::ReasonRequired,
+            CommandError::ReasonRequired | CommandError::AdoptReasonRequired => {
+                ErrorCode::ReasonRequired
+            }
             CommandError::TicketRequired => ErrorCode::TicketRequired,
             CommandError::AuditUnavailable { .. } => ErrorCode::AuditUnavailable,
             CommandError::Stopping => ErrorCode::Stopping,
@@ -143,6 +168,9 @@ impl CommandError {
             CommandError::ReloadUnsupported => ErrorCode::Unsupported,
             CommandError::RotationFailed => ErrorCode::RotationFailed,
             CommandError::Failed => ErrorCode::Failed,
+            CommandError::AccountDisabled => ErrorCode::AccountDisabled,
+            CommandError::AwaitingAdoption => ErrorCode::AwaitingAdoption,
+            CommandError::AlreadyAdopted => ErrorCode::AlreadyAdopted,
         }
     }
 }
@@ -150,7 +178,7 @@ impl CommandError {
 /// Which command's answer a per-account result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reply {
-    /// `rotate`.
+    /// `rotate`, `adopt`.
     Rotate,
     /// `pause`, `resume`, `reconcile`.
     Ack,
@@ -173,7 +201,11 @@ impl CommandError {
                 | AccountError::Paused
                 | AccountError::ReconcileWhileRotating
                 | AccountError::Removed
-                | AccountError::NothingToDo => whole,
+                | AccountError::NothingToDo
+                | AccountError::PauseNotSaved { .. } => whole,
+                AccountError::Disabled => CommandError::AccountDisabled,
+                AccountError::AwaitingAdoption => CommandError::AwaitingAdoption,
+                AccountError::AlreadyAdopted { .. } => CommandError::AlreadyAdopted,
             },
         }
     }
@@ -264,6 +296,9 @@ mod tests {
             AccountFailure::Refused(AccountError::ReconcileWhileRotating),
             AccountFailure::Refused(AccountError::Removed),
             AccountFailure::Refused(AccountError::NothingToDo),
+            AccountFailure::Refused(AccountError::PauseNotSaved {
+                detail: "disk full".into(),
+            }),
             AccountFailure::from(RotationError::Pending {
                 account: "x".into(),
                 rotation_id: uuid::Uuid::nil(),
@@ -276,6 +311,29 @@ mod tests {
             let ack = CommandError::for_account(Reply::Ack, f);
             assert_eq!(ack.code(), ErrorCode::Failed, "{f}");
         }
+    }
+
+    #[test]
+    fn refusals_of_disabled_and_unadopted_accounts_have_their_own_codes() {
+        for reply in [Reply::Rotate, Reply::Ack] {
+            for (e, code) in [
+                (AccountError::Disabled, "account_disabled"),
+                (AccountError::AwaitingAdoption, "awaiting_adoption"),
+                (
+                    AccountError::AlreadyAdopted {
+                        version: "v1".into(),
+                    },
+                    "already_adopted",
+                ),
+            ] {
+                let f = AccountFailure::Refused(e);
+                assert_eq!(CommandError::for_account(reply, &f).code().as_str(), code);
+            }
+        }
+        assert_eq!(
+            CommandError::AdoptReasonRequired.code().as_str(),
+            "reason_required"
+        );
     }
 
     #[test]

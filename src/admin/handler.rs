@@ -47,6 +47,9 @@ async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<
             format!("{} {}", req.name(), target(t))
         }
         Request::Status | Request::Reload => req.name().to_owned(),
+        Request::Adopt { account, force, .. } => {
+            format!("adopt {account}{}", if *force { " (force)" } else { "" })
+        }
     });
     if let Request::Rotate {
         target: Target::One(a),
@@ -61,6 +64,16 @@ async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<
     } else if let Request::Rotate { reason, ticket, .. } = req {
         ev.reason = reason.clone();
         ev.ticket = ticket.clone();
+    } else if let Request::Adopt {
+        account,
+        reason,
+        ticket,
+        ..
+    } = req
+    {
+        ev.account = Some(account.clone());
+        ev.reason = reason.clone();
+        ev.ticket = ticket.clone();
     }
     handler
         .audit
@@ -73,6 +86,14 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
     if let Request::Rotate { reason, ticket, .. } = &req {
         if handler.require_reason && reason.is_none() {
             return Response::error(&CommandError::ReasonRequired);
+        }
+        if handler.require_ticket && ticket.is_none() {
+            return Response::error(&CommandError::TicketRequired);
+        }
+    }
+    if let Request::Adopt { reason, ticket, .. } = &req {
+        if reason.is_none() {
+            return Response::error(&CommandError::AdoptReasonRequired);
         }
         if handler.require_ticket && ticket.is_none() {
             return Response::error(&CommandError::TicketRequired);
@@ -112,6 +133,34 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 account: target.name(),
                 request,
                 wait,
+                reply: Some(tx),
+            };
+            if handler.commands.send(cmd).await.is_err() {
+                return gone();
+            }
+            match rx.await {
+                Ok(results) => per_account(Reply::Rotate, "rotation", results),
+                Err(_) => gone(),
+            }
+        }
+        Request::Adopt {
+            account,
+            reason,
+            ticket,
+            force,
+        } => {
+            let (tx, rx) = oneshot::channel();
+            let request = crate::protocol::Request {
+                trigger: Trigger::Socket,
+                actor: peer.actor(),
+                reason,
+                ticket,
+                rotation_id: None,
+            };
+            let cmd = Command::Adopt {
+                account,
+                request,
+                force,
                 reply: Some(tx),
             };
             if handler.commands.send(cmd).await.is_err() {

@@ -44,6 +44,13 @@ pub enum Request {
     Resume(Target),
     Reload,
     Reconcile(Target),
+    /// `keyturn adopt`: a first rotation of an account with no secret yet.
+    Adopt {
+        account: String,
+        reason: Option<String>,
+        ticket: Option<String>,
+        force: bool,
+    },
 }
 
 impl Request {
@@ -56,6 +63,7 @@ impl Request {
             Request::Resume(_) => "resume",
             Request::Reload => "reload",
             Request::Reconcile(_) => "reconcile",
+            Request::Adopt { .. } => "adopt",
         }
     }
 
@@ -84,6 +92,21 @@ impl Request {
                 v["wait"] = (*wait).into();
             }
             Request::Pause(t) | Request::Resume(t) | Request::Reconcile(t) => put_target(&mut v, t),
+            Request::Adopt {
+                account,
+                reason,
+                ticket,
+                force,
+            } => {
+                v["account"] = account.clone().into();
+                if let Some(r) = reason {
+                    v["reason"] = r.clone().into();
+                }
+                if let Some(t) = ticket {
+                    v["ticket"] = t.clone().into();
+                }
+                v["force"] = (*force).into();
+            }
         }
         v.to_string()
     }
@@ -138,10 +161,11 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         "status" | "reload" => &["v", "cmd"],
         "rotate" => &["v", "cmd", "account", "all", "reason", "ticket", "wait"],
         "pause" | "resume" | "reconcile" => &["v", "cmd", "account", "all"],
+        "adopt" => &["v", "cmd", "account", "reason", "ticket", "force"],
         other => {
             return Err(bad(
                 ErrorCode::UnknownCommand,
-                format!("unknown command {other:?}; commands: status, rotate, pause, resume, reload, reconcile"),
+                format!("unknown command {other:?}; commands: status, rotate, pause, resume, reload, reconcile, adopt"),
             ))
         }
     };
@@ -162,6 +186,7 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         reason: Option<String>,
         ticket: Option<String>,
         wait: Option<bool>,
+        force: Option<bool>,
     }
     let f: Fields = serde_json::from_value(v.clone())
         .map_err(|e| bad(ErrorCode::BadRequest, format!("bad field in {cmd}: {e}")))?;
@@ -198,6 +223,21 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         },
         "pause" => Request::Pause(target()?),
         "resume" => Request::Resume(target()?),
+        "adopt" => match f.account {
+            Some(account) if !account.is_empty() => Request::Adopt {
+                account,
+                reason: f.reason.filter(|s| !s.trim().is_empty()),
+                ticket: f.ticket.filter(|s| !s.trim().is_empty()),
+                force: f.force.unwrap_or(false),
+            },
+            // (`all` is not among adopt's fields: refused above.)
+            _ => {
+                return Err(bad(
+                    ErrorCode::BadRequest,
+                    "adopt needs \"account\": NAME (one account at a time)",
+                ))
+            }
+        },
         _ => Request::Reconcile(target()?),
     })
 }
@@ -280,6 +320,12 @@ mod tests {
             Request::Pause(Target::All),
             Request::Resume(Target::One("b".into())),
             Request::Reconcile(Target::All),
+            Request::Adopt {
+                account: "c".into(),
+                reason: Some("first deployment".into()),
+                ticket: None,
+                force: false,
+            },
         ];
         for r in all {
             assert_eq!(decode(&r.encode()).unwrap(), r);
@@ -323,6 +369,16 @@ mod tests {
                 r#"{"v":1,"cmd":"status","account":"a"}"#,
                 "bad_request",
                 "unknown field",
+            ),
+            (
+                r#"{"v":1,"cmd":"adopt","all":true}"#,
+                "bad_request",
+                "unknown field \"all\"",
+            ),
+            (
+                r#"{"v":1,"cmd":"adopt"}"#,
+                "bad_request",
+                "needs \"account\"",
             ),
         ];
         for (line, code, text) in cases {

@@ -111,6 +111,10 @@ pub enum EventKind {
     RotationLeftPending,
     #[serde(rename = "drift.detected")]
     DriftDetected,
+    /// An account has no secret in Key Vault and `on_missing_secret = "wait"`: the daemon
+    /// leaves it alone until `keyturn adopt` (once per start, when first found).
+    #[serde(rename = "account.awaiting_adoption")]
+    AccountAwaitingAdoption,
     #[serde(rename = "admin.command_accepted")]
     AdminCommandAccepted,
     #[serde(rename = "admin.command_refused")]
@@ -149,6 +153,7 @@ impl EventKind {
             EventKind::RotationResumed => "rotation.resumed",
             EventKind::RotationLeftPending => "rotation.left_pending",
             EventKind::DriftDetected => "drift.detected",
+            EventKind::AccountAwaitingAdoption => "account.awaiting_adoption",
             EventKind::AdminCommandAccepted => "admin.command_accepted",
             EventKind::AdminCommandRefused => "admin.command_refused",
             EventKind::AuditGenesis => "audit.genesis",

@@ -1,5 +1,5 @@
 //! The commands sent to a running daemon over its admin socket (`rotate`, `status`,
-//! `pause`, `resume`, `reload`, `reconcile`): where the socket is, and printing the answer.
+//! `pause`, `resume`, `reload`, `reconcile`, `adopt`): where the socket is, and printing the answer.
 
 use super::Conn;
 use crate::admin;

@@ -1,5 +1,5 @@
-//! The command line: `run`, `rotate`, `check-config`, `audit`, `demo` (with the `demo`
-//! feature). `main.rs` only calls [`main`]. This module holds argument parsing (the clap
+//! The command line: `run`, `rotate`, `adopt`, `plan`, `check-config`, `audit`, `demo`
+//! (with the `demo` feature). `main.rs` only calls [`main`]. This module holds argument parsing (the clap
 //! types) and dispatch; `client` the commands sent to the daemon over the admin socket,
 //! `audit` the `keyturn audit …` commands, `check` `keyturn check-config`. The service
 //! itself is wired in [`crate::service`].
@@ -130,6 +130,40 @@ pub(crate) enum Cmd {
         all: bool,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Take over an account whose secret is not in Key Vault yet: rotate it now, so that its
+    /// password (unknown until then) is a known one in Key Vault. Tell the account's consumer
+    /// where to read it first (docs/first-deployment.md).
+    Adopt {
+        /// The account's name.
+        account: String,
+        /// Why (required; recorded in the audit log with who asked).
+        #[arg(long, required = true)]
+        reason: Option<String>,
+        /// Ticket number (recorded in the audit log).
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Adopt even if the secret exists already (its password is replaced).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print what `keyturn run` would do to each account at start-up, reading Key Vault
+    /// only: complete a pending rotation, rotate now, next rotation at T, await adoption,
+    /// disabled, paused. Writes nothing; needs no daemon.
+    Plan {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
     Reload {
@@ -312,6 +346,28 @@ pub fn main() -> i32 {
                 client(&conn, admin::proto::Request::Resume(target(account, all))).await
             }
             Cmd::Reload { conn } => client(&conn, admin::proto::Request::Reload).await,
+            Cmd::Adopt {
+                account,
+                reason,
+                ticket,
+                force,
+                conn,
+            } => {
+                client(
+                    &conn,
+                    admin::proto::Request::Adopt {
+                        account,
+                        reason,
+                        ticket,
+                        force,
+                    },
+                )
+                .await
+            }
+            Cmd::Plan { config, json } => match load(&config) {
+                Ok(loaded) => plan(&loaded, json).await,
+                Err(code) => code,
+            },
             Cmd::Audit { command } => audit_command(command),
             Cmd::Reconcile { account, all, conn } => {
                 client(
@@ -402,6 +458,25 @@ fn init_tracing(format: LogFormat, default_filter: &str) {
 /// (<https://no-color.org>): a pipe, a file, the journal or a container's log gets plain text.
 fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `keyturn plan`: prints the plan; exit 0, 1 when an account's Key Vault could not be
+/// read, or the code `keyturn run` would exit with when it cannot start.
+async fn plan(loaded: &Loaded, json: bool) -> i32 {
+    match crate::plan::plan(loaded, time::OffsetDateTime::now_utc()).await {
+        Ok(p) => {
+            if json {
+                println!("{}", serde_json::to_string(&p).unwrap_or_default());
+            } else {
+                print!("{}", p.human());
+            }
+            i32::from(p.has_errors())
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<Loaded, i32> {

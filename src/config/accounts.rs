@@ -1,7 +1,7 @@
 //! The `[[accounts]]` section: each account checked and resolved with the defaults, and no
 //! two accounts writing the same Key Vault secret.
 
-use super::model::{Config, ResolvedAccount};
+use super::model::{Config, OnMissingSecret, ResolvedAccount};
 use crate::schedule::Schedule;
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +22,22 @@ pub(super) fn validate_accounts(
     // Accounts with the same schedule share one parsed cron expression.
     let mut schedules: HashMap<(String, String, std::time::Duration), Schedule> = HashMap::new();
     let mut resolved = Vec::new();
+    let on_missing = |value: &str, key: String, p: &mut dyn FnMut(String, String)| {
+        let parsed = OnMissingSecret::parse(value);
+        if parsed.is_none() {
+            p(
+                key,
+                format!("{value:?} is not one of \"wait\" (leave an account without a secret alone until `keyturn adopt`) or \"rotate\" (take it over with a first rotation at start-up)"),
+            );
+        }
+        parsed
+    };
+    let default_on_missing = on_missing(
+        &config.defaults.on_missing_secret,
+        "defaults.on_missing_secret".into(),
+        p,
+    )
+    .unwrap_or_default();
     if config.accounts.is_empty() {
         p(
             "accounts".into(),
@@ -161,6 +177,13 @@ pub(super) fn validate_accounts(
             };
             bad(k, e.to_string(), &mut ok);
         }
+        let on_missing_secret = match &a.on_missing_secret {
+            None => default_on_missing,
+            Some(v) => {
+                let mut flag = |k: String, m: String| bad(k, m, &mut ok);
+                on_missing(v, key("on_missing_secret"), &mut flag).unwrap_or_default()
+            }
+        };
         let pattern = a
             .schedule
             .clone()
@@ -216,6 +239,8 @@ pub(super) fn validate_accounts(
                 vault: a.vault.clone(),
                 secret: a.secret.clone(),
                 verify: a.verify.unwrap_or(config.defaults.verify),
+                enabled: a.enabled.unwrap_or(config.defaults.enabled),
+                on_missing_secret,
                 policy,
                 // Both terms are bounded (the grace by validation, the period by the cron
                 // expression); saturating, so that nothing here can panic regardless.
@@ -318,4 +343,73 @@ fn check_vault_base(v: &str) -> bool {
             && u.username().is_empty()
             && u.password().is_none()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, OnMissingSecret};
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[identities.rotator]
+kind = "managed_identity"
+
+[[accounts]]
+name = "a"
+user = "a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "a"
+
+[[accounts]]
+name = "b"
+user = "b@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "b"
+"#;
+
+    fn resolved(text: &str) -> Vec<(bool, OnMissingSecret)> {
+        load_str(text, Path::new("t.toml"))
+            .unwrap()
+            .accounts
+            .iter()
+            .map(|a| (a.enabled, a.on_missing_secret))
+            .collect()
+    }
+
+    #[test]
+    fn accounts_are_enabled_and_wait_for_adoption_by_default() {
+        assert_eq!(
+            resolved(BASE),
+            vec![(true, OnMissingSecret::Wait), (true, OnMissingSecret::Wait)]
+        );
+    }
+
+    #[test]
+    fn enabled_and_on_missing_secret_come_from_defaults_and_each_account() {
+        let text = format!("[defaults]\nenabled = false\non_missing_secret = \"rotate\"\n{BASE}")
+            .replacen(
+                "secret = \"a\"\n",
+                "secret = \"a\"\nenabled = true\non_missing_secret = \"wait\"\n",
+                1,
+            );
+        assert_eq!(
+            resolved(&text),
+            vec![
+                (true, OnMissingSecret::Wait),
+                (false, OnMissingSecret::Rotate)
+            ]
+        );
+        let bad = BASE.replacen(
+            "secret = \"a\"\n",
+            "secret = \"a\"\non_missing_secret = \"later\"\n",
+            1,
+        );
+        let e = load_str(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("accounts[0].on_missing_secret: \"later\" is not one of \"wait\""),
+            "{e}"
+        );
+    }
 }

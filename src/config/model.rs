@@ -236,6 +236,41 @@ pub struct Defaults {
     pub verify: bool,
     /// The password policy.
     pub policy: PasswordPolicy,
+    /// Manage the accounts at all: `false` makes the daemon leave them alone (no Azure
+    /// calls; `status` shows them disabled).
+    pub enabled: bool,
+    /// What start-up does with an account whose secret is not in Key Vault yet: `wait` for
+    /// `keyturn adopt` (the default) or `rotate` it at once. A string in the file's model,
+    /// like `kind`, so that a bad value is one listed problem with the accepted ones.
+    pub on_missing_secret: String,
+}
+
+/// What the daemon does with an account that has no secret in Key Vault (`on_missing_secret`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMissingSecret {
+    /// Report it (status `awaiting_adoption`, an audit record, a metric) and wait for
+    /// `keyturn adopt` or for the secret to be stored by hand.
+    #[default]
+    Wait,
+    /// Take it over at once with a first rotation, which creates the secret.
+    Rotate,
+}
+
+impl OnMissingSecret {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMissingSecret::Wait => "wait",
+            OnMissingSecret::Rotate => "rotate",
+        }
+    }
+
+    /// The value a string in the file names, exactly.
+    pub fn parse(value: &str) -> Option<OnMissingSecret> {
+        [OnMissingSecret::Wait, OnMissingSecret::Rotate]
+            .into_iter()
+            .find(|v| v.as_str() == value)
+    }
 }
 
 impl Default for Defaults {
@@ -247,6 +282,8 @@ impl Default for Defaults {
             expiry_grace: Duration::from_secs(2 * 86400),
             verify: false,
             policy: PasswordPolicy::default(),
+            enabled: true,
+            on_missing_secret: OnMissingSecret::Wait.as_str().into(),
         }
     }
 }
@@ -397,6 +434,10 @@ pub struct AccountConfig {
     pub verify: Option<bool>,
     /// Overrides `defaults.policy`.
     pub policy: Option<PasswordPolicy>,
+    /// Overrides `defaults.enabled`.
+    pub enabled: Option<bool>,
+    /// Overrides `defaults.on_missing_secret`.
+    pub on_missing_secret: Option<String>,
 }
 
 /// An account after defaults were applied and everything was checked.
@@ -413,6 +454,10 @@ pub struct ResolvedAccount {
     pub policy: PasswordPolicy,
     /// Period + grace, for `exp`.
     pub expiry: time::Duration,
+    /// The daemon manages it (`enabled`).
+    pub enabled: bool,
+    /// What start-up does when its secret does not exist.
+    pub on_missing_secret: OnMissingSecret,
 }
 
 /// One problem, at one key.

@@ -23,8 +23,16 @@ pub struct AccountStatus {
     pub next_due: Option<OffsetDateTime>,
     /// A rotation or reconcile runs now.
     pub busy: bool,
-    /// Scheduled rotations are paused.
+    /// Scheduled rotations are paused (kept across restarts in the state folder).
     pub paused: bool,
+    /// The daemon manages it (`enabled`; false: no Azure calls, commands refused).
+    pub enabled: bool,
+    /// Its secret does not exist and `on_missing_secret = "wait"`: nothing is scheduled
+    /// until `keyturn adopt`.
+    pub awaiting_adoption: bool,
+    /// One word for all of the above: `disabled`, `rotating`, `paused`,
+    /// `awaiting_adoption` or `idle` ([`AccountStatus::state_name`]).
+    pub state: &'static str,
     /// Consecutive failures.
     pub failures: u32,
     /// The last rotation's outcome: `success`, `warning`, `failed: KIND`.
@@ -44,6 +52,24 @@ pub struct AccountStatus {
     pub pending: bool,
     /// Rotations by outcome since start (`success`, `warning`, `failed`).
     pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl AccountStatus {
+    /// The account's state in one word, the first that applies of: `disabled`,
+    /// `rotating` (a job runs), `paused`, `awaiting_adoption`, `idle`.
+    pub fn state_name(&self) -> &'static str {
+        if !self.enabled {
+            "disabled"
+        } else if self.busy {
+            "rotating"
+        } else if self.paused {
+            "paused"
+        } else if self.awaiting_adoption {
+            "awaiting_adoption"
+        } else {
+            "idle"
+        }
+    }
 }
 
 /// The daemon as a whole.

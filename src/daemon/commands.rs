@@ -88,6 +88,24 @@ pub enum AccountError {
     /// A rotation was asked for and reconciling found nothing to do.
     #[error("nothing to do")]
     NothingToDo,
+    /// The account has `enabled = false`: the daemon leaves it alone.
+    #[error("the account is disabled (enabled = false in the configuration): keyturn leaves it alone; set enabled = true and reload to manage it")]
+    Disabled,
+    /// A rotation was asked for an account whose secret does not exist yet.
+    #[error("the account has no secret in Key Vault yet and waits for adoption: take it over with `keyturn adopt ACCOUNT --reason R` (see docs/first-deployment.md)")]
+    AwaitingAdoption,
+    /// `adopt` found the secret there already: the account is managed already.
+    #[error("the account's secret exists already (version {version}): it is managed already; `keyturn rotate` changes its password, `keyturn adopt --force` rotates it anyway and records an adoption")]
+    AlreadyAdopted {
+        /// The current version of the secret.
+        version: String,
+    },
+    /// The pause file could not be written: the pause or resume was not applied.
+    #[error("not done: {detail}")]
+    PauseNotSaved {
+        /// Why the file could not be written.
+        detail: String,
+    },
 }
 
 /// A request from outside the schedule (signals, the admin socket).
@@ -106,6 +124,14 @@ pub enum Command {
         paused: bool,
         reply: Option<oneshot::Sender<Vec<AccountAck>>>,
     },
+    /// `keyturn adopt`: a first rotation of one account, whose secret does not exist yet
+    /// (or, with `force`, does).
+    Adopt {
+        account: String,
+        request: Request,
+        force: bool,
+        reply: Option<oneshot::Sender<Vec<AccountResult>>>,
+    },
     /// Run recovery and the drift check now.
     Reconcile {
         account: Option<String>,
@@ -123,14 +149,23 @@ pub enum Command {
 }
 
 impl Daemon {
+    /// The accounts a command is for: the one named (refused when it is disabled), or every
+    /// enabled one.
     fn targets(&self, account: &Option<String>) -> Result<Vec<usize>, AccountError> {
         match account {
-            Some(name) => self
-                .index
-                .get(name)
-                .map(|i| vec![*i])
-                .ok_or_else(|| AccountError::NoSuchAccount { name: name.clone() }),
-            None => Ok((0..self.slots.len()).collect()),
+            Some(name) => {
+                let idx = *self
+                    .index
+                    .get(name)
+                    .ok_or_else(|| AccountError::NoSuchAccount { name: name.clone() })?;
+                if !self.slots[idx].managed.enabled {
+                    return Err(AccountError::Disabled);
+                }
+                Ok(vec![idx])
+            }
+            None => Ok((0..self.slots.len())
+                .filter(|i| self.slots[*i].managed.enabled)
+                .collect()),
         }
     }
 
@@ -161,6 +196,10 @@ impl Daemon {
                     }
                     if self.slots[idx].paused {
                         immediate.push((name, Err(AccountError::Paused.into())));
+                        continue;
+                    }
+                    if self.slots[idx].awaiting {
+                        immediate.push((name, Err(AccountError::AwaitingAdoption.into())));
                         continue;
                     }
                     let id = Uuid::new_v4();
@@ -195,27 +234,72 @@ impl Daemon {
             } => {
                 let acks = match self.targets(&account) {
                     Err(e) => vec![(account.unwrap_or_default(), Err(e.into()))],
-                    Ok(targets) => targets
-                        .into_iter()
-                        .map(|idx| {
-                            self.slots[idx].paused = paused;
-                            self.board_mut(idx, |b| b.paused = paused);
-                            if paused {
-                                // Not due while paused; `next_due` stays for the resume.
-                                self.heap.remove(idx);
-                            } else {
-                                if let Some(due) = self.slots[idx].next_due {
-                                    let trigger = self.slots[idx].next_trigger;
-                                    self.set_due(idx, due, trigger);
+                    Ok(targets) => match self.save_pauses(&targets, paused) {
+                        Err(e) => targets
+                            .iter()
+                            .map(|idx| (self.slots[*idx].name().to_owned(), Err(e.clone().into())))
+                            .collect(),
+                        Ok(()) => targets
+                            .into_iter()
+                            .map(|idx| {
+                                self.slots[idx].paused = paused;
+                                self.board_mut(idx, |b| b.paused = paused);
+                                if paused {
+                                    // Not due while paused; `next_due` stays for the resume.
+                                    self.heap.remove(idx);
+                                } else {
+                                    if let Some(due) = self.slots[idx].next_due {
+                                        let trigger = self.slots[idx].next_trigger;
+                                        self.set_due(idx, due, trigger);
+                                    }
                                 }
-                            }
-                            let what = if paused { "paused" } else { "resumed" };
-                            (self.slots[idx].name().to_owned(), Ok(what.to_owned()))
-                        })
-                        .collect(),
+                                let what = if paused { "paused" } else { "resumed" };
+                                (self.slots[idx].name().to_owned(), Ok(what.to_owned()))
+                            })
+                            .collect(),
+                    },
                 };
                 if let Some(reply) = reply {
                     let _ = reply.send(acks);
+                }
+            }
+            Command::Adopt {
+                account,
+                request,
+                force,
+                reply,
+            } => {
+                // (A named account is one target.)
+                let answer = self.targets(&Some(account.clone())).and_then(|t| {
+                    let idx = t
+                        .first()
+                        .copied()
+                        .ok_or_else(|| AccountError::NoSuchAccount {
+                            name: account.clone(),
+                        })?;
+                    if self.slots[idx].busy {
+                        Err(AccountError::AlreadyRotating)
+                    } else if self.slots[idx].paused {
+                        Err(AccountError::Paused)
+                    } else {
+                        Ok(idx)
+                    }
+                });
+                match answer {
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(vec![(account, Err(e.into()))]);
+                        }
+                    }
+                    Ok(idx) => {
+                        let (tx, rx) = oneshot::channel();
+                        let request = Request {
+                            rotation_id: Some(Uuid::new_v4()),
+                            ..request
+                        };
+                        self.spawn(idx, Job::Adopt { force }, request, Some(tx), None);
+                        reply_when_done(reply, Vec::new(), vec![rx]);
+                    }
                 }
             }
             Command::Reconcile {
@@ -282,6 +366,8 @@ impl Daemon {
                 Some(mut s) => {
                     let (old, new) = (&s.managed, &m);
                     let moved = old.schedule != new.schedule
+                        || (new.enabled && !old.enabled)
+                        || old.on_missing_secret != new.on_missing_secret
                         || old.account.secret != new.account.secret
                         || crate::config::normalize_vault(old.account.store.vault())
                             != crate::config::normalize_vault(new.account.store.vault());
@@ -306,7 +392,14 @@ impl Daemon {
         self.queues.set_limit(settings.max_per_tenant);
         self.settings = settings;
         self.set_slots(slots);
+        if removed > 0 {
+            // A removed account's pause goes with it.
+            self.save_pauses_or_warn();
+        }
         for idx in fresh {
+            if !self.slots[idx].managed.enabled {
+                continue;
+            }
             if self.slots[idx].busy {
                 self.slots[idx].reconcile_when_idle = true;
             } else {
@@ -327,6 +420,28 @@ impl Daemon {
         }
         tracing::info!("configuration reloaded: {summary}");
         summary
+    }
+}
+
+impl Daemon {
+    /// Writes the pause file as it is to be once `targets` are paused (or resumed); the
+    /// pause or resume is applied only when that succeeded, so the file and the daemon agree.
+    fn save_pauses(&self, targets: &[usize], paused: bool) -> Result<(), AccountError> {
+        let Some(file) = &self.pauses else {
+            return Ok(());
+        };
+        let mut names = self.paused_names();
+        for idx in targets {
+            let name = self.slots[*idx].name().to_owned();
+            if paused {
+                names.insert(name);
+            } else {
+                names.remove(&name);
+            }
+        }
+        file.save(&names).map_err(|e| AccountError::PauseNotSaved {
+            detail: e.to_string(),
+        })
     }
 }
 

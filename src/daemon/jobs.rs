@@ -5,8 +5,9 @@
 use super::{
     AccountAck, AccountError, AccountFailure, AccountResult, Daemon, Managed, RotationSummary,
 };
-use crate::audit::Trigger;
+use crate::audit::{Actor, AuditEvent, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
+use crate::config::OnMissingSecret;
 use crate::protocol::{self, Engine, Request, Rotated, RotationError};
 use crate::store::SecretRecord;
 use std::sync::Arc;
@@ -25,6 +26,11 @@ enum TaskOut {
     ),
     /// It failed; retried with backoff.
     Failed(RotationError),
+    /// The secret does not exist and `on_missing_secret = "wait"`: await adoption.
+    Missing,
+    /// `adopt` without `force` found the secret already there (its version): refused,
+    /// and the account scheduled from it.
+    HasSecret(String, (OffsetDateTime, Trigger), OffsetDateTime),
 }
 
 /// What a finished task reports.
@@ -53,6 +59,8 @@ pub(super) enum Job {
     Rotate,
     /// Recovery + drift check (+ a drift rotation) + due time from Key Vault.
     Reconcile,
+    /// `keyturn adopt`: a first rotation now; refused when the secret exists, unless forced.
+    Adopt { force: bool },
 }
 
 impl Daemon {
@@ -131,6 +139,9 @@ impl Daemon {
                     Err(e) => TaskOut::Failed(e),
                 },
                 Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
+                Job::Adopt { force } => {
+                    adopt(&engine, &managed, &request, force, clock.as_ref()).await
+                }
             };
             Done {
                 name,
@@ -195,6 +206,11 @@ impl Daemon {
             return;
         };
         self.slots[idx].busy = false;
+        // Anything but "no secret" shows the secret exists (or now does).
+        if !matches!(done.out, TaskOut::Missing | TaskOut::Failed(_)) {
+            self.slots[idx].awaiting = false;
+            self.board_mut(idx, |b| b.awaiting_adoption = false);
+        }
         let name = done.name.clone();
         let now = self.clock.now();
         let (result, ack_msg): (
@@ -239,6 +255,24 @@ impl Daemon {
                     Ok("consistent; nothing to do".into()),
                 )
             }
+            TaskOut::Missing => {
+                self.await_adoption(idx);
+                (
+                    Err(AccountError::AwaitingAdoption.into()),
+                    Ok("no secret in Key Vault; awaiting adoption (keyturn adopt)".into()),
+                )
+            }
+            TaskOut::HasSecret(version, (due, trigger), rotated) => {
+                self.board_mut(idx, |b| {
+                    b.version = Some(version.clone());
+                    b.rotated_at = Some(rotated);
+                });
+                self.set_due(idx, due, trigger);
+                (
+                    Err(AccountError::AlreadyAdopted { version }.into()),
+                    Ok("consistent; nothing to do".into()),
+                )
+            }
             TaskOut::Failed(e) => {
                 tracing::warn!(account = %name, error = %e, "rotation did not complete; retrying with backoff");
                 let pending = e.is_pending();
@@ -266,6 +300,45 @@ impl Daemon {
             let _ = ack.send((name, ack_msg));
         }
         self.reconcile_if_moved(idx);
+    }
+}
+
+impl Daemon {
+    /// The account's secret does not exist and it waits for `adopt`: nothing scheduled; the
+    /// first time (per start), a warning and an `account.awaiting_adoption` record.
+    fn await_adoption(&mut self, idx: usize) {
+        self.heap.remove(idx);
+        let slot = &mut self.slots[idx];
+        slot.next_due = None;
+        slot.failures = 0;
+        let first = !std::mem::replace(&mut slot.awaiting, true);
+        self.board_mut(idx, |b| {
+            b.awaiting_adoption = true;
+            b.next_due = None;
+        });
+        if !first {
+            return;
+        }
+        let account = &self.slots[idx].managed.account;
+        let detail = format!(
+            "no secret {:?} in {}: keyturn leaves the account alone until `keyturn adopt {} --reason R` (or the password is stored in the secret, or on_missing_secret = \"rotate\")",
+            account.secret,
+            account.store.vault(),
+            account.name
+        );
+        tracing::warn!(account = %account.name, "{detail}");
+        let mut ev = AuditEvent::new(EventKind::AccountAwaitingAdoption, self.clock.now());
+        ev.account = Some(account.name.clone());
+        ev.actor = Some(Actor::Daemon);
+        ev.outcome = Some(Outcome::Warning);
+        ev.detail = Some(detail);
+        let audit = self.audit.clone();
+        // The loop does not wait for the record: it is a report, not a step to order.
+        tokio::spawn(async move {
+            if let Err(e) = audit.record(&ev).await {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        });
     }
 }
 
@@ -319,12 +392,66 @@ async fn reconcile(
     due_from(managed, current, clock.now())
 }
 
-/// When the account is due, from the current version of `<secret>` (`None`: it does not exist).
-fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTime) -> TaskOut {
+/// `keyturn adopt`: a first rotation now. When the secret exists already, the account is
+/// managed already: refused (and scheduled from it) unless `force`.
+async fn adopt(
+    engine: &Engine,
+    managed: &Managed,
+    request: &Request,
+    force: bool,
+    clock: &dyn Clock,
+) -> TaskOut {
+    let account = &managed.account;
+    if !force {
+        match account.store.latest(&account.secret).await {
+            Ok(Some(current)) => {
+                let version = current.version.clone();
+                return match first_due(managed, Some(&current), clock.now()) {
+                    FirstDue::At(due, trigger, rotated) => {
+                        TaskOut::HasSecret(version, (due, trigger), rotated)
+                    }
+                    // Not reached: a secret that exists has a due time.
+                    FirstDue::Missing | FirstDue::RotateMissing => TaskOut::Idle(None, None),
+                };
+            }
+            Ok(None) => {}
+            Err(source) => {
+                return TaskOut::Failed(RotationError::Read {
+                    account: account.name.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    match engine.rotate(account, request).await {
+        Ok(r) => TaskOut::Rotated(r),
+        Err(e) => TaskOut::Failed(e),
+    }
+}
+
+/// What start-up makes of an account's secret (the daemon's reconcile and `keyturn plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstDue {
+    /// Due at this time (with the trigger it fires with); the password in force was set at
+    /// the last time.
+    At(OffsetDateTime, Trigger, OffsetDateTime),
+    /// No secret, `on_missing_secret = "wait"`: awaits adoption.
+    Missing,
+    /// No secret, `on_missing_secret = "rotate"`: a first rotation now creates it.
+    RotateMissing,
+}
+
+/// When the account is due, from the current version of `<secret>` (`None`: it does not
+/// exist) and its schedule.
+pub fn first_due(
+    managed: &Managed,
+    current: Option<&SecretRecord>,
+    now: OffsetDateTime,
+) -> FirstDue {
     let account = &managed.account;
     match current {
         Some(current) => {
-            let rotated = protocol::rotated_at(&current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let rotated = protocol::rotated_at(current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
             let due = managed
                 .schedule
                 .next_fire_after(&account.name, rotated)
@@ -334,10 +461,25 @@ fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTim
             } else {
                 Trigger::Schedule
             };
-            TaskOut::Idle(Some((due, trigger)), Some((current.version, rotated)))
+            FirstDue::At(due, trigger, rotated)
         }
-        None => {
-            tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; keyturn creates it with a first rotation");
+        None => match managed.on_missing_secret {
+            OnMissingSecret::Wait => FirstDue::Missing,
+            OnMissingSecret::Rotate => FirstDue::RotateMissing,
+        },
+    }
+}
+
+/// [`first_due`] as the reconcile's result.
+fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTime) -> TaskOut {
+    let account = &managed.account;
+    match first_due(managed, current.as_ref(), now) {
+        FirstDue::At(due, trigger, rotated) => {
+            TaskOut::Idle(Some((due, trigger)), current.map(|c| (c.version, rotated)))
+        }
+        FirstDue::Missing => TaskOut::Missing,
+        FirstDue::RotateMissing => {
+            tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; on_missing_secret = \"rotate\": keyturn creates it with a first rotation");
             TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
         }
     }

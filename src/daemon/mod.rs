@@ -3,34 +3,40 @@
 //! bounded concurrency, global and per tenant (jobs wait in per-tenant queues served
 //! round-robin, O(1) per event; a task exists only while its job runs), backoff with jitter
 //! for failing accounts, drift checks, commands from signals and the admin socket (rotate,
-//! pause, resume, reconcile, reload), and a graceful shutdown.
+//! adopt, pause, resume, reconcile, reload), accounts left alone (`enabled = false`) or
+//! awaiting adoption (no secret, `on_missing_secret = "wait"`), and a graceful shutdown.
 //!
 //! This file holds [`Daemon`], its run loop and its scheduling (due times, retries, drift);
 //! `due` the due-time heap and `queues` the per-tenant queues (plain data structures),
 //! `jobs` starting jobs as tasks and taking in their results, `commands` the [`Command`]s,
-//! `board` the status read model ([`StatusBoard`]), `lock` the [`InstanceLock`].
+//! `board` the status read model ([`StatusBoard`]), `lock` the [`InstanceLock`], `pauses`
+//! the [`PauseFile`] that keeps pauses across restarts.
 
 mod board;
 mod commands;
 mod due;
 mod jobs;
 mod lock;
+mod pauses;
 mod queues;
 
 pub(crate) use board::StatusBoard;
 pub use board::{AccountStatus, DaemonStatus};
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary};
+pub(crate) use jobs::{first_due, FirstDue};
 pub use lock::InstanceLock;
+pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};
 
 use jobs::{Done, Job, Queued};
 
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
+use crate::config::OnMissingSecret;
 use crate::protocol::{Account, Engine, Request};
 use crate::schedule::Schedule;
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -49,6 +55,10 @@ pub struct Managed {
     pub account: Account,
     /// When it is due.
     pub schedule: Schedule,
+    /// The daemon manages it at all (`enabled`); a disabled account gets no Azure calls.
+    pub enabled: bool,
+    /// What the daemon does when its secret does not exist (`on_missing_secret`).
+    pub on_missing_secret: OnMissingSecret,
 }
 
 /// How the daemon behaves.
@@ -93,6 +103,9 @@ struct Slot {
     next_trigger: Trigger,
     busy: bool,
     paused: bool,
+    /// Its secret does not exist and `on_missing_secret = "wait"`: nothing is scheduled
+    /// until `adopt` (or the secret appears). Reported once, when it is first found.
+    awaiting: bool,
     failures: u32,
     /// A reload changed where or when the account is due while a job of it ran: reconcile
     /// it (due time from the new secret and schedule) once that job ends.
@@ -107,6 +120,7 @@ impl Slot {
             next_trigger: Trigger::Schedule,
             busy: false,
             paused: false,
+            awaiting: false,
             failures: 0,
             reconcile_when_idle: false,
         }
@@ -135,6 +149,8 @@ pub struct Daemon {
     board: StatusBoard,
     /// When set, the main loop marks the board this often (watchdog, health).
     heartbeat: Option<Duration>,
+    /// Where pauses are kept across restarts; `None`: in memory only (tests).
+    pauses: Option<PauseFile>,
 }
 
 impl Daemon {
@@ -165,6 +181,7 @@ impl Daemon {
             queues,
             board,
             heartbeat: None,
+            pauses: None,
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -174,6 +191,43 @@ impl Daemon {
     pub(crate) fn with_heartbeat(mut self, period: Duration) -> Self {
         self.heartbeat = Some(period);
         self
+    }
+
+    /// Keeps pauses in `file` across restarts, starting with the accounts named in
+    /// `paused` (read from it at start-up) paused. A name the configuration no longer has
+    /// is dropped, and the file rewritten without it.
+    pub fn with_pauses(mut self, file: PauseFile, paused: BTreeSet<String>) -> Self {
+        for idx in 0..self.slots.len() {
+            if paused.contains(self.slots[idx].name()) {
+                self.slots[idx].paused = true;
+                self.heap.remove(idx);
+                self.board_mut(idx, |b| b.paused = true);
+            }
+        }
+        self.pauses = Some(file);
+        if self.paused_names() != paused {
+            self.save_pauses_or_warn();
+        }
+        self
+    }
+
+    /// The names of the paused accounts.
+    fn paused_names(&self) -> BTreeSet<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.paused)
+            .map(|s| s.name().to_owned())
+            .collect()
+    }
+
+    /// Rewrites the pause file (after a reload dropped accounts); a failure is logged: the
+    /// pauses in force are unchanged, and a pause of a removed account is harmless.
+    fn save_pauses_or_warn(&self) {
+        if let Some(file) = &self.pauses {
+            if let Err(e) = file.save(&self.paused_names()) {
+                tracing::warn!(error = %e, "cannot drop removed accounts from the pause file");
+            }
+        }
     }
 
     /// The shared status board.
@@ -190,8 +244,12 @@ impl Daemon {
         self.slots = slots;
         self.heap.clear();
         for idx in 0..self.slots.len() {
-            if let Some(due) = self.slots[idx].next_due {
-                let trigger = self.slots[idx].next_trigger;
+            let s = &self.slots[idx];
+            if !s.managed.enabled || s.paused {
+                continue;
+            }
+            if let Some(due) = s.next_due {
+                let trigger = s.next_trigger;
                 self.set_due(idx, due, trigger);
             }
         }
@@ -212,6 +270,9 @@ impl Daemon {
                 st.next_due = s.next_due;
                 st.busy = s.busy;
                 st.paused = s.paused;
+                st.enabled = s.managed.enabled;
+                st.awaiting_adoption = s.awaiting;
+                st.state = st.state_name();
                 st
             })
             .collect();
@@ -221,6 +282,7 @@ impl Daemon {
         let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = b.accounts.get_mut(idx) {
             f(s);
+            s.state = s.state_name();
         }
     }
 
@@ -251,6 +313,13 @@ impl Daemon {
             ),
         )
         .await;
+        let disabled = self.slots.iter().filter(|s| !s.managed.enabled).count();
+        if disabled > 0 {
+            tracing::info!(
+                disabled,
+                "accounts with enabled = false are left alone: no Azure calls, no rotations"
+            );
+        }
 
         if !self.settings.startup_delay.is_zero() {
             tracing::warn!(
@@ -262,8 +331,11 @@ impl Daemon {
                 _ = &mut shutdown => return Ok(()),
             }
         }
-        // Start-up: recover every account and read its due time from Key Vault.
+        // Start-up: recover every enabled account and read its due time from Key Vault.
         for idx in 0..self.slots.len() {
+            if !self.slots[idx].managed.enabled {
+                continue;
+            }
             self.spawn(
                 idx,
                 Job::Reconcile,
@@ -310,7 +382,8 @@ impl Daemon {
                 _ = tokio::time::sleep_until(wake) => self.fire_due(),
                 _ = async { drift.as_mut().expect("guarded by the if").tick().await }, if drift.is_some() => {
                     for idx in 0..self.slots.len() {
-                        if !self.slots[idx].busy && !self.slots[idx].paused {
+                        let s = &self.slots[idx];
+                        if !s.busy && !s.paused && s.managed.enabled {
                             self.spawn(idx, Job::Reconcile, Request::daemon(Trigger::Drift), None, None);
                         }
                     }
@@ -424,8 +497,9 @@ impl Daemon {
             let Some(slot) = self.slots.get(idx) else {
                 continue;
             };
-            // Running (rescheduled when it ends) or paused (rescheduled on resume).
-            if slot.busy || slot.paused {
+            // Running (rescheduled when it ends), paused (rescheduled on resume) or
+            // disabled.
+            if slot.busy || slot.paused || !slot.managed.enabled {
                 continue;
             }
             let trigger = slot.next_trigger;

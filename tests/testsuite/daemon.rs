@@ -52,6 +52,8 @@ fn fixture(n: usize, schedule: &str, rotated_ago: time::Duration) -> Fixture {
                 directory: dir.clone(),
             },
             schedule: Schedule::new(schedule, "UTC", Duration::ZERO).unwrap(),
+            enabled: true,
+            on_missing_secret: keyturn::config::OnMissingSecret::Rotate,
         });
     }
     Fixture {

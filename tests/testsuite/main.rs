@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod deploy;
 mod e2e;
+mod first_start;
 mod listeners;
 mod process;
 mod protocol;

@@ -226,6 +226,8 @@ async fn the_per_tenant_cap_holds_during_a_rotation_of_every_account() {
                     directory: dir.clone(),
                 },
                 schedule: Schedule::new("0 3 * * MON", "UTC", Duration::ZERO).unwrap(),
+                enabled: true,
+                on_missing_secret: keyturn::config::OnMissingSecret::Rotate,
             });
         }
     }
