@@ -423,8 +423,7 @@ impl State {
         let mut out: Vec<String> = Vec::new();
         for g in &self.permission_grants {
             let for_user = g.consent_type == "AllPrincipals"
-                || g
-                    .principal_id
+                || g.principal_id
                     .as_deref()
                     .is_some_and(|p| p.eq_ignore_ascii_case(user_id));
             if g.tenant == tenant

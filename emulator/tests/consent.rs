@@ -74,7 +74,10 @@ fn assert_consent_required(status: u16, body: &Value) {
         "{desc}"
     );
     for k in ["timestamp", "trace_id", "correlation_id"] {
-        assert!(body[k].as_str().is_some_and(|s| !s.is_empty()), "{k}: {body}");
+        assert!(
+            body[k].as_str().is_some_and(|s| !s.is_empty()),
+            "{k}: {body}"
+        );
     }
 }
 
@@ -109,10 +112,24 @@ async fn the_password_grant_needs_consent_for_every_scope_it_asks() {
     let (s, b) = ropc_as(&emu, &verifier(), "openid User.Read", PLAIN, PLAIN_PASSWORD).await;
     assert_consent_required(s, &b);
     // `.default` needs a grant too.
-    let (s, b) = ropc_as(&emu, &verifier(), "https://graph.microsoft.com/.default", PLAIN, PLAIN_PASSWORD).await;
+    let (s, b) = ropc_as(
+        &emu,
+        &verifier(),
+        "https://graph.microsoft.com/.default",
+        PLAIN,
+        PLAIN_PASSWORD,
+    )
+    .await;
     assert_consent_required(s, &b);
     // A wrong password is still the password's answer (50126), not consent's.
-    let (s, b) = ropc_as(&emu, &verifier(), "openid User.Read", PLAIN, "Wrong-Pass-1!").await;
+    let (s, b) = ropc_as(
+        &emu,
+        &verifier(),
+        "openid User.Read",
+        PLAIN,
+        "Wrong-Pass-1!",
+    )
+    .await;
     assert_eq!((s, &b["error_codes"]), (400, &json!([50126])), "{b}");
 
     // Tenant-wide consent for `openid User.Read`, seeded.
@@ -130,10 +147,24 @@ scope = "openid User.Read"
     let claims = peek_claims(b["access_token"].as_str().expect("token"));
     assert_eq!(claims["scp"], "openid User.Read", "{claims}");
     // Graph's URI in front of a permission is the same permission.
-    let (s, b) = ropc_as(&emu, &verifier(), "openid https://graph.microsoft.com/User.Read", PLAIN, PLAIN_PASSWORD).await;
+    let (s, b) = ropc_as(
+        &emu,
+        &verifier(),
+        "openid https://graph.microsoft.com/User.Read",
+        PLAIN,
+        PLAIN_PASSWORD,
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     // A permission outside the grant is refused.
-    let (s, b) = ropc_as(&emu, &verifier(), "openid User.Read Mail.Read", PLAIN, PLAIN_PASSWORD).await;
+    let (s, b) = ropc_as(
+        &emu,
+        &verifier(),
+        "openid User.Read Mail.Read",
+        PLAIN,
+        PLAIN_PASSWORD,
+    )
+    .await;
     assert_consent_required(s, &b);
 }
 
@@ -177,14 +208,22 @@ async fn grants_are_created_and_listed_through_graph() {
     assert_eq!(created["principalId"], Value::Null);
     assert_eq!(created["resourceId"], GRAPH_APP_ID);
     assert_eq!(created["scope"], "openid User.Read");
-    assert!(created["id"].as_str().is_some_and(|i| !i.is_empty()), "{created}");
+    assert!(
+        created["id"].as_str().is_some_and(|i| !i.is_empty()),
+        "{created}"
+    );
 
     // The same key again: 409.
     let (s, again) = create_grant(&emu, &granter, &body).await;
     assert_eq!(s, 409, "{again}");
 
     // Listed, and found by the client's object id.
-    let (s, list) = grants(&emu, &granter, Some(&format!("clientId eq '{VERIFIER_OID}'"))).await;
+    let (s, list) = grants(
+        &emu,
+        &granter,
+        Some(&format!("clientId eq '{VERIFIER_OID}'")),
+    )
+    .await;
     assert_eq!(s, 200, "{list}");
     let value = list["value"].as_array().expect("value");
     assert_eq!(value.len(), 1, "{list}");
@@ -202,12 +241,21 @@ async fn grants_are_created_and_listed_through_graph() {
     )
     .await;
     assert_eq!(s, 400, "{b}");
-    assert!(b["error"]["message"].as_str().is_some_and(|m| m.contains("object id")), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("object id")),
+        "{b}"
+    );
 
     // An app without the permission may neither create nor list grants.
     let reader = app_token(&h, &emu, READER, READER_SECRET, GRAPH_SCOPE).await;
     let (s, b) = create_grant(&emu, &reader, &body).await;
-    assert_eq!((s, &b["error"]["code"]), (403, &json!("Authorization_RequestDenied")), "{b}");
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (403, &json!("Authorization_RequestDenied")),
+        "{b}"
+    );
     let (s, b) = grants(&emu, &reader, None).await;
     assert_eq!(s, 403, "{b}");
 }
@@ -224,8 +272,19 @@ async fn a_confidential_client_must_authenticate_in_the_password_grant() {
         )
         .expect("seeded");
     // No secret and no assertion: AADSTS7000218, even with consent.
-    let (s, b) = ropc_as(&emu, &[("client_id", VERIFIER)], "openid User.Read", PLAIN, PLAIN_PASSWORD).await;
-    assert_eq!((s, &b["error"], &b["error_codes"]), (401, &json!("invalid_client"), &json!([7000218])), "{b}");
+    let (s, b) = ropc_as(
+        &emu,
+        &[("client_id", VERIFIER)],
+        "openid User.Read",
+        PLAIN,
+        PLAIN_PASSWORD,
+    )
+    .await;
+    assert_eq!(
+        (s, &b["error"], &b["error_codes"]),
+        (401, &json!("invalid_client"), &json!([7000218])),
+        "{b}"
+    );
     // A certificate assertion authenticates it.
     let assertion = unsigned_jwt(&json!({
         "iss": VERIFIER,
@@ -239,7 +298,10 @@ async fn a_confidential_client_must_authenticate_in_the_password_grant() {
         &emu,
         &[
             ("client_id", VERIFIER),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
             ("client_assertion", &assertion),
         ],
         "openid User.Read",

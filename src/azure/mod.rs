@@ -319,10 +319,7 @@ pub fn read_client_secret(
 
 /// Reads a `client_certificate` identity's PKCS#12 file (`certificate_file`, or the systemd
 /// credential `certificate_credential`) into memory that is wiped when it is dropped.
-pub fn read_certificate(
-    name: &str,
-    id: &IdentityConfig,
-) -> Result<Zeroizing<Vec<u8>>, SetupError> {
+pub fn read_certificate(name: &str, id: &IdentityConfig) -> Result<Zeroizing<Vec<u8>>, SetupError> {
     let err = |detail: String| SetupError::Identity {
         identity: name.to_owned(),
         detail,
@@ -355,15 +352,15 @@ pub fn ropc_client(
     tenant_id: String,
 ) -> Result<graph::RopcClient, SetupError> {
     let auth = match id.kind() {
-        Some(IdentityKind::ClientSecret) => {
-            graph::RopcAuth::Secret(read_client_secret(name, id)?)
-        }
+        Some(IdentityKind::ClientSecret) => graph::RopcAuth::Secret(read_client_secret(name, id)?),
         Some(IdentityKind::ClientCertificate) => {
             let bytes = read_certificate(name, id)?;
             let signer = assertion::CertificateSigner::from_pkcs12(&bytes).map_err(|detail| {
                 SetupError::Identity {
                     identity: name.to_owned(),
-                    detail: format!("cannot use the certificate to sign the verify sign-in in: {detail}"),
+                    detail: format!(
+                        "cannot use the certificate to sign the verify sign-in in: {detail}"
+                    ),
                     source: None,
                 }
             })?;

@@ -141,8 +141,7 @@ pub(super) fn validate_accounts(
         let verify = a.verify.unwrap_or(config.defaults.verify);
         if let Some(id) = config.identities.get(&a.identity) {
             let kind = id.kind();
-            if verify && id.verify_identity.is_none() && kind.is_some_and(|k| !k.signs_users_in())
-            {
+            if verify && id.verify_identity.is_none() && kind.is_some_and(|k| !k.signs_users_in()) {
                 let k = if a.verify.is_some() {
                     key("verify")
                 } else {

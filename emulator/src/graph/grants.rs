@@ -28,7 +28,10 @@ const READ_PERMS: [&str; 4] = [
     "Directory.ReadWrite.All",
 ];
 /// Application permissions that allow creating a grant.
-const WRITE_PERMS: [&str; 2] = ["DelegatedPermissionGrant.ReadWrite.All", "Directory.ReadWrite.All"];
+const WRITE_PERMS: [&str; 2] = [
+    "DelegatedPermissionGrant.ReadWrite.All",
+    "Directory.ReadWrite.All",
+];
 /// Directory roles of a signed-in user that may create a grant.
 const GRANTING_ROLES: [&str; 2] = ["Global Administrator", "Privileged Role Administrator"];
 
@@ -125,7 +128,11 @@ pub(crate) fn handle(shared: &Shared, req: &Req, rid: &str) -> Resp {
                 text("resourceId"),
                 text("scope"),
             ) else {
-                return bad_request(req, rid, "clientId, consentType, resourceId and scope are required.");
+                return bad_request(
+                    req,
+                    rid,
+                    "clientId, consentType, resourceId and scope are required.",
+                );
             };
             if !st
                 .apps
@@ -170,7 +177,13 @@ pub(crate) fn handle(shared: &Shared, req: &Req, rid: &str) -> Resp {
                     && g.principal_id == grant.principal_id
                     && g.resource_id.eq_ignore_ascii_case(&grant.resource_id)
             }) {
-                return graph_error(req, rid, 409, "Request_MultipleObjectsWithSameKeyValue", "Permission entry already exists.");
+                return graph_error(
+                    req,
+                    rid,
+                    409,
+                    "Request_MultipleObjectsWithSameKeyValue",
+                    "Permission entry already exists.",
+                );
             }
             let mut out = to_json(&grant);
             out["@odata.context"] = json!(format!("{CONTEXT}/$entity"));

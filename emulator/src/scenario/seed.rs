@@ -3,8 +3,8 @@
 
 use super::Scenario;
 use crate::state::{
-    new_version_id, random_password, App, ManagedIdentity, PermissionGrant, Secret,
-    SecretVersion, State, Tenant, User, Vault,
+    new_version_id, random_password, App, ManagedIdentity, PermissionGrant, Secret, SecretVersion,
+    State, Tenant, User, Vault,
 };
 use crate::Error;
 use std::collections::BTreeMap;
