@@ -859,14 +859,20 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
 fn the_azure_setup_script_widens_an_existing_consent() {
     let (code, _, err, calls) = run_setup(&["rg1", "kv1"], &[("AZ_GRANT_SCOPE", "openid")], None);
     assert_eq!(code, Some(0), "{err}");
-    assert!(calls_to(&calls, &["ad", "app", "permission", "grant"]).is_empty(), "{calls:#?}");
+    assert!(
+        calls_to(&calls, &["ad", "app", "permission", "grant"]).is_empty(),
+        "{calls:#?}"
+    );
     let patch = calls_to(&calls, &["rest", "--method", "PATCH"]);
     assert_eq!(patch.len(), 1, "{calls:#?}");
     assert_eq!(
         flag(patch[0], "--url"),
         Some("https://graph.microsoft.com/v1.0/oauth2PermissionGrants/grant-1")
     );
-    assert_eq!(flag(patch[0], "--body"), Some("{\"scope\":\"openid User.Read\"}"));
+    assert_eq!(
+        flag(patch[0], "--body"),
+        Some("{\"scope\":\"openid User.Read\"}")
+    );
 
     let (code, _, err, calls) = run_setup(
         &["rg1", "kv1"],
