@@ -68,20 +68,31 @@ pub(crate) fn accounts_with(
             Some(d) => d.clone(),
             None => {
                 let id = &config.identities[&a.identity];
-                let client_secret = if id.kind == "client_secret" {
-                    Some(azure::read_client_secret(&a.identity, id)?)
-                } else {
-                    None
+                let authority_of = |id: &crate::config::IdentityConfig| {
+                    id.authority_host
+                        .clone()
+                        .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok())
+                        .unwrap_or_else(|| DEFAULT_AUTHORITY.into())
                 };
-                let authority = id
-                    .authority_host
-                    .clone()
-                    .or_else(|| std::env::var("AZURE_AUTHORITY_HOST").ok())
-                    .unwrap_or_else(|| DEFAULT_AUTHORITY.into());
+                // The verify sign-in runs as the identity's `verify_identity` when it names
+                // one (validated: it exists, can sign a user in, same tenant).
+                let (verify_name, verify_id) = match &id.verify_identity {
+                    Some(v) => match config.identities.get(v) {
+                        Some(vid) => (v.as_str(), vid),
+                        None => (a.identity.as_str(), id),
+                    },
+                    None => (a.identity.as_str(), id),
+                };
                 let tenant_id = id
                     .tenant_id
                     .clone()
                     .unwrap_or_else(|| "organizations".into());
+                let verify = azure::ropc_client(
+                    verify_name,
+                    verify_id,
+                    authority_of(verify_id),
+                    tenant_id.clone(),
+                )?;
                 let client_id = id.client_id.clone().unwrap_or_default();
                 // Graph counts writes per app and tenant.
                 let app = if client_id.is_empty() {
@@ -100,10 +111,8 @@ pub(crate) fn accounts_with(
                     GraphSettings {
                         scope: id.graph_scope.clone().unwrap_or_else(|| graph_scope(&base)),
                         base,
-                        authority_host: authority,
                         tenant_id,
-                        client_id,
-                        client_secret,
+                        verify,
                     },
                 );
                 let d = limiter.directory(&budget_key, Arc::new(graph));

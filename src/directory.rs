@@ -26,6 +26,11 @@ pub struct Applied {
     pub request_id: Option<String>,
 }
 
+/// Microsoft Graph's application id (the same in every tenant): the resource of the
+/// delegated permissions the verify sign-in needs consent for (`az ad app permission grant
+/// --api`).
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+
 /// A sign-in with the new password worked, or was stopped by policy after the password was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verified {
@@ -33,6 +38,13 @@ pub enum Verified {
     SignedIn,
     /// The password was right, but MFA or Conditional Access blocked the sign-in (AADSTS code).
     BlockedByPolicy { aadsts: u32, message: String },
+    /// The password was right, but the app that signs in holds no consent for the delegated
+    /// permissions the sign-in asks (AADSTS65001): grant `scope` to `client_id`.
+    ConsentMissing {
+        client_id: String,
+        scope: String,
+        message: String,
+    },
 }
 
 /// A failed directory operation. Messages never contain a password.

@@ -6,6 +6,9 @@
 #   2. Microsoft Graph application permissions User-PasswordProfile.ReadWrite.All (reset
 #      passwords) and User.Read.All (lastPasswordChangeDateTime, drift checks), granted
 #      (admin consent = app role assignments on the service principal);
+#   2b. Microsoft Graph delegated permissions openid and User.Read, consented for all users
+#      (an oauth2PermissionGrant, AllPrincipals): keyturn's verify sign-in (verify = true,
+#      the password grant) asks them, and Entra answers AADSTS65001 without that consent;
 #   3. the directory role Privileged Authentication Administrator for the service principal
 #      (a management service account holds admin roles; only this role may reset the
 #      password of any privileged user);
@@ -40,6 +43,9 @@ consumer_type=${KEYTURN_CONSUMER_TYPE:-ServicePrincipal}
 graph_app=00000003-0000-0000-c000-000000000000                # Microsoft Graph (appId)
 perm_password=cc117bb9-00cf-4eb8-b580-ea2a878fe8f7            # User-PasswordProfile.ReadWrite.All (Role)
 perm_read=df021288-bdef-4463-88db-98f22de89214                # User.Read.All (Role)
+scope_openid=37f7f235-527c-4136-accd-4a02d197296e            # openid (delegated, Scope)
+scope_user_read=e1fe6dd8-ba31-4d61-89e7-88639da4683d         # User.Read (delegated, Scope)
+verify_scope="openid User.Read"                              # what keyturn's verify asks (src/azure/graph.rs VERIFY_SCOPE)
 role_paa=7be44c8a-adaf-4e2a-84d6-ab2649e08a13                 # Privileged Authentication Administrator (template id)
 role_kv_officer=b86a8fe4-44ce-4948-aee5-eccb2c155cd7          # Key Vault Secrets Officer (Azure RBAC)
 role_kv_user=4633458b-17de-408a-b874-0445c86b69e6             # Key Vault Secrets User (Azure RBAC)
@@ -96,6 +102,43 @@ for pair in "$perm_password:User-PasswordProfile.ReadWrite.All" "$perm_read:User
     say "granted $name"
   fi
 done
+
+# 2b. Delegated permissions for the verify sign-in: declared on the app, then consented for
+#     all users of the tenant (what `az ad app permission grant` creates: an
+#     oauth2PermissionGrant with consentType AllPrincipals on Graph's service principal).
+for pair in "$scope_openid:openid" "$scope_user_read:User.Read"; do
+  id=${pair%%:*}; name=${pair#*:}
+  actual=$(az ad sp show --id "$graph_app" --query "oauth2PermissionScopes[?value=='$name'].id | [0]" -o tsv)
+  if [ "$actual" != "$id" ]; then
+    die "Graph reports $name as delegated permission '$actual', not $id: stop and check"
+  fi
+  declared=$(az ad app show --id "$app_id" \
+    --query "requiredResourceAccess[?resourceAppId=='$graph_app'].resourceAccess[] | [?id=='$id'] | length(@)" -o tsv)
+  if [ "${declared:-0}" = "0" ]; then
+    if ! out=$(az ad app permission add --id "$app_id" --api "$graph_app" --api-permissions "$id=Scope" 2>&1); then
+      die "cannot declare $name on the app: $out"
+    fi
+    say "declared $name (delegated)"
+  fi
+done
+consented=$(az ad app permission list-grants --id "$app_id" \
+  --query "[?resourceId=='$graph_sp' && consentType=='AllPrincipals'].scope | [0]" -o tsv)
+missing=
+for name in $verify_scope; do
+  case " $consented " in *" $name "*) ;; *) missing="$missing $name" ;; esac
+done
+if [ -n "$missing" ]; then
+  if [ -n "$consented" ]; then
+    # One AllPrincipals grant per client and resource: widen it rather than add a second.
+    grant_id=$(az ad app permission list-grants --id "$app_id" \
+      --query "[?resourceId=='$graph_sp' && consentType=='AllPrincipals'].id | [0]" -o tsv)
+    retry az rest --method PATCH --url "$graph/oauth2PermissionGrants/$grant_id" \
+      --headers Content-Type=application/json --body "{\"scope\":\"$consented$missing\"}" >/dev/null
+  else
+    retry az ad app permission grant --id "$app_id" --api "$graph_app" --scope "$verify_scope" >/dev/null
+  fi
+  say "consented$missing (delegated, all users) for the verify sign-in"
+fi
 
 # 3. Directory role, tenant-wide. Built-in roles' definition id is their template id.
 actual=$(az rest --method GET --url "$graph/roleManagement/directory/roleDefinitions/$role_paa" --query displayName -o tsv)
@@ -161,7 +204,9 @@ fi
 
 tenant=$(az account show --query tenantId -o tsv)
 if [ -n "$issuer" ]; then
-  identity="  kind = \"workload_identity\"                  # AKS: the ServiceAccount's azure.workload.identity/client-id is $app_id"
+  identity="  kind = \"workload_identity\"                  # AKS: the ServiceAccount's azure.workload.identity/client-id is $app_id
+  # verify = true needs an identity that can sign a user in (a workload identity cannot):
+  # give this identity a verify_identity: an identity of this app with a secret or certificate."
 else
   identity="  kind = \"client_secret\"
   client_secret_credential = \"keyturn-client-secret\"   # systemd: LoadCredential=keyturn-client-secret:/etc/keyturn/client-secret

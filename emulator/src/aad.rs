@@ -24,6 +24,8 @@ pub(crate) struct AadError {
     error: &'static str,
     code: u32,
     message: String,
+    /// `suberror` of the answer (e.g. `consent_required` with AADSTS65001), when Entra sends one.
+    suberror: Option<&'static str>,
 }
 
 pub(crate) fn aad(
@@ -37,6 +39,15 @@ pub(crate) fn aad(
         error,
         code,
         message: message.into(),
+        suberror: None,
+    }
+}
+
+impl AadError {
+    /// The same error with a `suberror` field in its answer.
+    pub(crate) fn with_suberror(mut self, suberror: &'static str) -> AadError {
+        self.suberror = Some(suberror);
+        self
     }
 }
 
@@ -52,7 +63,7 @@ pub(crate) fn aad_response(shared: &Shared, req: &Req, e: AadError) -> Resp {
         "AADSTS{}: {} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}",
         e.code, e.message
     );
-    let body = json!({
+    let mut body = json!({
         "error": e.error,
         "error_description": desc,
         "error_codes": [e.code],
@@ -61,6 +72,9 @@ pub(crate) fn aad_response(shared: &Shared, req: &Req, e: AadError) -> Resp {
         "correlation_id": corr,
         "error_uri": format!("https://login.microsoftonline.com/error?code={}", e.code),
     });
+    if let Some(sub) = e.suberror {
+        body["suberror"] = json!(sub);
+    }
     let r = json(e.status, &body);
     let r = with_header(r, "x-ms-request-id", &trace);
     with_header(r, "cache-control", "no-store, no-cache")

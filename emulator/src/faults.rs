@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every route name a fault rule can select (besides `*` and `prefix.*`).
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 14] = [
     "token",
     "msi",
     "kv.set",
@@ -18,6 +18,7 @@ pub const ROUTES: [&str; 13] = [
     "kv.purge",
     "graph.get",
     "graph.patch",
+    "graph.grants",
     "kv.other",
     "graph.other",
 ];
@@ -65,7 +66,8 @@ pub struct FaultRule {
     #[serde(default)]
     pub id: Option<String>,
     /// Route selector: a route name (`token`, `msi`, `kv.set`, `kv.get`, `kv.list`,
-    /// `kv.update`, `kv.delete`, `kv.recover`, `kv.purge`, `graph.get`, `graph.patch`), a
+    /// `kv.update`, `kv.delete`, `kv.recover`, `kv.purge`, `graph.get`, `graph.patch`,
+    /// `graph.grants`), a
     /// prefix such as `kv.*`, or `*`.
     pub route: String,
     /// Only requests to this vault (Key Vault routes).

@@ -85,6 +85,8 @@ enum Target {
     Msi,
     Kv(String, KvOp),
     Graph(String),
+    /// `/v1.0/oauth2PermissionGrants`.
+    Grants,
     NotFound,
 }
 
@@ -114,6 +116,9 @@ fn classify(req: &Req) -> Target {
         if let Some(doc) = crate::oidc::Doc::parse(&segs) {
             return Target::Discovery(doc);
         }
+    }
+    if let ["v1.0", "oauth2PermissionGrants"] = segs.as_slice() {
+        return Target::Grants;
     }
     if let ["v1.0", "users", user] = segs.as_slice() {
         if !user.is_empty() {
@@ -195,6 +200,7 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
             };
             (r, None, graph::peek_tenant(&req))
         }
+        Target::Grants => ("graph.grants", None, graph::peek_tenant(&req)),
     };
     let plan = lock(&shared.faults).plan(route, vault.as_deref(), tenant.as_deref());
     if plan.latency_ms > 0 {
@@ -236,6 +242,7 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
         Target::Msi => entra::msi(shared, &req),
         Target::Kv(v, op) => keyvault::handle(shared, &req, v, op),
         Target::Graph(u) => graph::handle(shared, &req, u, &rid),
+        Target::Grants => graph::handle_grants(shared, &req, &rid),
         Target::Control | Target::NotFound => json(404, &json!({})),
     };
     let mut resp = finish(resp, &target, &req, &rid);
@@ -280,7 +287,7 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
                 "1.9.0.0 (keyturn-emulator)",
             )
         }
-        Target::Graph(_) => {
+        Target::Graph(_) | Target::Grants => {
             let r = with_header(r, "request-id", rid);
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
@@ -313,7 +320,7 @@ fn fault_response(
             };
             keyvault::kv_error(status, code, "The service encountered an internal error (injected by a keyturn-emulator fault rule).", None)
         }
-        Target::Graph(_) => {
+        Target::Graph(_) | Target::Grants => {
             let code = match status {
                 429 => "TooManyRequests",
                 503 => "serviceNotAvailable",

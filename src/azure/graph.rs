@@ -17,6 +17,16 @@ const MAX_BODY: usize = 256 * 1024;
 /// The default Graph scope (the global cloud's Graph).
 pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
+pub use crate::directory::GRAPH_APP_ID;
+
+/// The delegated permissions of Microsoft Graph the verify sign-in (ROPC) asks: `openid`
+/// signs the user in, `User.Read` (the user's own profile) names Graph as the token's
+/// resource. Entra issues the token only if the app holds consent for both, tenant-wide or
+/// for the user (Microsoft's "OAuth 2.0 Resource Owner Password Credentials" page; without it
+/// AADSTS65001 `consent_required`); `deploy/azure/setup.sh` grants them. Whether `openid`
+/// alone would do is *unconfirmed*; both are low-privilege permissions a user may consent to.
+pub const VERIFY_SCOPE: &str = "openid User.Read";
+
 /// Microsoft Graph's own hosts: the global cloud and the national clouds (US Government L4
 /// and L5 (DoD), China operated by 21Vianet). Each accepts tokens for its own resource only.
 pub(crate) const GRAPH_HOSTS: &[&str] = &[
@@ -52,12 +62,35 @@ pub(crate) struct GraphDirectory {
     scope: String,
     /// For ROPC verify: `{authority}/{tenant}/oauth2/v2.0/token`.
     token_url: String,
-    /// The client id used for ROPC.
-    client_id: String,
-    /// The client secret for ROPC with a confidential client, if the identity has one.
-    client_secret: Option<Zeroizing<String>>,
+    /// The app that signs the user in (ROPC) and how it authenticates.
+    verify: RopcClient,
     /// The tenant, for per-tenant concurrency.
     tenant_id: String,
+}
+
+/// The app the verify sign-in (ROPC) runs as: the account's identity, or its
+/// `verify_identity`. A confidential client must authenticate the password grant as its kind
+/// allows (a secret or a certificate's assertion; without either Entra answers AADSTS7000218).
+pub struct RopcClient {
+    /// Entra's authority host of that identity, e.g. `https://login.microsoftonline.com`.
+    pub authority_host: String,
+    /// The users' tenant (the sign-in goes to the tenant's own endpoint).
+    pub tenant_id: String,
+    /// Its client id.
+    pub client_id: String,
+    /// Its client authentication.
+    pub auth: RopcAuth,
+}
+
+/// How the verify sign-in authenticates its app.
+pub enum RopcAuth {
+    /// None (a public client; `check-config` refuses verify for kinds that have no secret or
+    /// certificate, so a confidential client never gets here).
+    None,
+    /// The app's client secret.
+    Secret(Zeroizing<String>),
+    /// An assertion signed with the app's certificate.
+    Certificate(Arc<super::assertion::CertificateSigner>),
 }
 
 /// Settings for [`GraphDirectory::new`].
@@ -66,14 +99,10 @@ pub(crate) struct GraphSettings {
     pub base: String,
     /// Scope for Graph tokens, default [`GRAPH_SCOPE`].
     pub scope: String,
-    /// Authority host, default `https://login.microsoftonline.com`.
-    pub authority_host: String,
     /// The user's tenant.
     pub tenant_id: String,
-    /// The app's client id.
-    pub client_id: String,
-    /// The app's secret, for ROPC with a confidential client.
-    pub client_secret: Option<Zeroizing<String>>,
+    /// The app the verify sign-in runs as.
+    pub verify: RopcClient,
 }
 
 /// The body of a password reset (`PATCH /users/{id}`).
@@ -142,11 +171,10 @@ impl GraphDirectory {
             scope: s.scope,
             token_url: format!(
                 "{}/{}/oauth2/v2.0/token",
-                s.authority_host.trim_end_matches('/'),
-                s.tenant_id
+                s.verify.authority_host.trim_end_matches('/'),
+                s.verify.tenant_id
             ),
-            client_id: s.client_id,
-            client_secret: s.client_secret,
+            verify: s.verify,
             tenant_id: s.tenant_id,
         }
     }
@@ -412,17 +440,31 @@ impl Directory for GraphDirectory {
     }
 
     async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError> {
-        // Unconfirmed: which scope needs the least consent for ROPC. `openid` asks for no
-        // resource permission; see docs/protocol.md.
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "password"),
-            ("client_id", &self.client_id),
-            ("scope", "openid"),
+            ("client_id", &self.verify.client_id),
+            ("scope", VERIFY_SCOPE),
             ("username", user),
             ("password", password.expose()),
         ];
-        if let Some(s) = &self.client_secret {
-            form.push(("client_secret", s.as_str()));
+        let assertion;
+        match &self.verify.auth {
+            RopcAuth::None => {}
+            RopcAuth::Secret(s) => form.push(("client_secret", s.as_str())),
+            RopcAuth::Certificate(signer) => {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                assertion = signer
+                    .assertion(&self.verify.client_id, &self.token_url, now)
+                    .map_err(|detail| DirectoryError::NotSent {
+                        user: user.to_owned(),
+                        detail,
+                    })?;
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ));
+                form.push(("client_assertion", assertion.as_str()));
+            }
         }
         // The form carries the password (and the client secret): built in memory that is
         // wiped once reqwest has sent it.
@@ -479,6 +521,11 @@ impl Directory for GraphDirectory {
         );
         match aadsts {
             50076 | 50079 | 53003 | 530035 => Ok(Verified::BlockedByPolicy { aadsts, message }),
+            65001 => Ok(Verified::ConsentMissing {
+                client_id: self.verify.client_id.clone(),
+                scope: VERIFY_SCOPE.to_owned(),
+                message,
+            }),
             0 => Err(DirectoryError::Unknown {
                 user: user.to_owned(),
                 status: Some(status),

@@ -4,10 +4,11 @@
 //! as an [`Http`] with the [`Observer`] the wiring hands in, told of every request (the
 //! SDK's through the transport it is handed, Graph's by the adapter).
 
+pub mod assertion;
 pub mod graph;
 pub mod keyvault;
 
-use crate::config::{IdentityConfig, NetworkConfig, TlsConfig};
+use crate::config::{IdentityConfig, IdentityKind, NetworkConfig, TlsConfig};
 use crate::observe::Observer;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
@@ -316,6 +317,65 @@ pub(crate) fn read_client_secret(
     Ok(Zeroizing::new(value.to_owned()))
 }
 
+/// Reads a `client_certificate` identity's PKCS#12 file (`certificate_file`, or the systemd
+/// credential `certificate_credential`) into memory that is wiped when it is dropped.
+pub fn read_certificate(name: &str, id: &IdentityConfig) -> Result<Zeroizing<Vec<u8>>, SetupError> {
+    let err = |detail: String| SetupError::Identity {
+        identity: name.to_owned(),
+        detail,
+        source: None,
+    };
+    let (what, path) = match (&id.certificate_credential, &id.certificate_file) {
+        (Some(c), _) => (
+            "credential",
+            credential_path("certificate_credential", c).map_err(err)?,
+        ),
+        (None, f) => ("certificate_file", f.clone().unwrap_or_default()),
+    };
+    std::fs::read(&path).map(Zeroizing::new).map_err(|e| {
+        SetupError::identity(
+            name,
+            format!("cannot read {what} {}: {e}", path.display()),
+            e,
+        )
+    })
+}
+
+/// The app the verify sign-in (ROPC) of an account runs as: the identity `name` (the
+/// account's, or its `verify_identity`), authenticated as its kind allows: its client secret,
+/// or an assertion signed with its certificate (kinds without either get no client
+/// authentication; `check-config` keeps them from verifying).
+pub fn ropc_client(
+    name: &str,
+    id: &IdentityConfig,
+    authority_host: String,
+    tenant_id: String,
+) -> Result<graph::RopcClient, SetupError> {
+    let auth = match id.kind() {
+        Some(IdentityKind::ClientSecret) => graph::RopcAuth::Secret(read_client_secret(name, id)?),
+        Some(IdentityKind::ClientCertificate) => {
+            let bytes = read_certificate(name, id)?;
+            let signer = assertion::CertificateSigner::from_pkcs12(&bytes).map_err(|detail| {
+                SetupError::Identity {
+                    identity: name.to_owned(),
+                    detail: format!(
+                        "cannot use the certificate to sign the verify sign-in in: {detail}"
+                    ),
+                    source: None,
+                }
+            })?;
+            graph::RopcAuth::Certificate(Arc::new(signer))
+        }
+        _ => graph::RopcAuth::None,
+    };
+    Ok(graph::RopcClient {
+        authority_host,
+        tenant_id: id.tenant_id.clone().unwrap_or(tenant_id),
+        client_id: id.client_id.clone().unwrap_or_default(),
+        auth,
+    })
+}
+
 /// Where systemd put the credential `name` (`LoadCredential=name:…`).
 fn credential_path(key: &str, name: &str) -> Result<PathBuf, String> {
     let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
@@ -356,25 +416,12 @@ pub fn credential(
         )
         .map_err(sdk)?,
         "client_certificate" => {
-            let (what, path) = match (&id.certificate_credential, &id.certificate_file) {
-                (Some(c), _) => (
-                    "credential",
-                    credential_path("certificate_credential", c).map_err(err)?,
-                ),
-                (None, f) => ("certificate_file", f.clone().unwrap_or_default()),
-            };
             // Moved into the SDK's `SecretBytes`, which keeps it for the credential's life.
-            let bytes = std::fs::read(&path).map_err(|e| {
-                SetupError::identity(
-                    name,
-                    format!("cannot read {what} {}: {e}", path.display()),
-                    e,
-                )
-            })?;
+            let bytes = read_certificate(name, id)?;
             azure_identity::ClientCertificateCredential::new(
                 tenant,
                 client_id,
-                bytes.into(),
+                bytes.to_vec().into(),
                 Some(azure_identity::ClientCertificateCredentialOptions {
                     client_options: options,
                     ..Default::default()

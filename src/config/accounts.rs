@@ -154,6 +154,25 @@ pub(super) fn validate_accounts(
                 &mut ok,
             );
         }
+        let verify = a.verify.unwrap_or(config.defaults.verify);
+        if let Some(id) = config.identities.get(&a.identity) {
+            let kind = id.kind();
+            if verify && id.verify_identity.is_none() && kind.is_some_and(|k| !k.signs_users_in()) {
+                let k = if a.verify.is_some() {
+                    key("verify")
+                } else {
+                    "defaults.verify".into()
+                };
+                bad(
+                    k,
+                    format!(
+                        "account {:?} verifies its password by signing in, but its identity {:?} is kind {:?}, which cannot sign a user in (Entra's password grant needs an app with a client secret or certificate); set verify = false for it, or give [identities.{}] a verify_identity naming a client_secret or client_certificate identity of the same tenant",
+                        a.name, a.identity, id.kind, a.identity
+                    ),
+                    &mut ok,
+                );
+            }
+        }
         let vault_identity = a
             .vault_identity
             .clone()
@@ -238,7 +257,7 @@ pub(super) fn validate_accounts(
                 vault_identity,
                 vault: a.vault.clone(),
                 secret: a.secret.clone(),
-                verify: a.verify.unwrap_or(config.defaults.verify),
+                verify,
                 enabled: a.enabled.unwrap_or(config.defaults.enabled),
                 on_missing_secret,
                 policy,

@@ -348,6 +348,11 @@ pub struct IdentityConfig {
     /// hosts (`https://graph.microsoft.us` → `https://graph.microsoft.us/.default`), else
     /// `https://graph.microsoft.com/.default`.
     pub graph_scope: Option<String>,
+    /// The identity whose app signs the accounts in when they verify (`verify = true`): a
+    /// `client_secret` or `client_certificate` identity of the same tenant. Needed when this
+    /// identity's kind cannot sign a user in (managed, workload identity, Azure CLI); default:
+    /// this identity itself.
+    pub verify_identity: Option<String>,
 }
 
 impl IdentityConfig {
@@ -398,6 +403,17 @@ impl IdentityKind {
             IdentityKind::WorkloadIdentity => "workload_identity",
             IdentityKind::AzureCli => "azure_cli",
         }
+    }
+
+    /// Whether an app of this kind can sign a user in with the password grant (ROPC), which
+    /// needs a confidential client's own authentication: a client secret or a certificate's
+    /// client assertion. A managed identity, a workload identity's federated token and the
+    /// Azure CLI's sign-in cannot authenticate that grant.
+    pub fn signs_users_in(self) -> bool {
+        matches!(
+            self,
+            IdentityKind::ClientSecret | IdentityKind::ClientCertificate
+        )
     }
 
     /// The kind a name in the file names (exactly, as today's check compares).

@@ -342,6 +342,47 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
                 check_https(v, &key(k), p);
             }
         }
+        if let Some(v) = &id.verify_identity {
+            check_verify_identity(config, name, id, v, &key("verify_identity"), p);
+        }
+    }
+}
+
+/// `identities.N.verify_identity`: another identity, of a kind that can sign a user in, in
+/// the same tenant (the verify sign-in goes to the user's tenant as that identity's app).
+fn check_verify_identity(
+    config: &Config,
+    name: &str,
+    id: &IdentityConfig,
+    v: &str,
+    key: &str,
+    p: &mut impl FnMut(String, String),
+) {
+    let Some(other) = config.identities.get(v) else {
+        p(
+            key.to_owned(),
+            format!("{v:?} is not defined under [identities]"),
+        );
+        return;
+    };
+    if v == name {
+        p(key.to_owned(), format!("names the identity {name:?} itself; leave it out (an identity verifies through itself by default)"));
+        return;
+    }
+    if other.kind().is_some_and(|k| !k.signs_users_in()) {
+        p(
+            key.to_owned(),
+            format!("identity {v:?} is kind {:?}, which cannot sign a user in either; name a client_secret or client_certificate identity", other.kind),
+        );
+    }
+    let tenant = |i: &IdentityConfig| i.tenant_id.as_deref().map(str::to_ascii_lowercase);
+    if let (Some(a), Some(b)) = (tenant(id), tenant(other)) {
+        if a != b {
+            p(
+                key.to_owned(),
+                format!("identity {v:?} is in tenant {b:?}, not this identity's {a:?}; the verify sign-in must go to the accounts' tenant"),
+            );
+        }
     }
 }
 

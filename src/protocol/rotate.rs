@@ -305,6 +305,23 @@ impl Engine {
                         }),
                     );
                 }
+                Ok(Verified::ConsentMissing {
+                    client_id,
+                    scope,
+                    message,
+                }) => {
+                    return (
+                        Outcome::Warning,
+                        consent_advice(&client_id, &scope),
+                        Some(ErrorInfo {
+                            kind: "consent_missing".into(),
+                            http_status: Some(400),
+                            code: Some("AADSTS65001".into()),
+                            request_id: None,
+                            message,
+                        }),
+                    );
+                }
                 Err(err) => {
                     let replicating = matches!(err, DirectoryError::SignIn { aadsts: 50126, .. })
                         || matches!(err, DirectoryError::Unknown { .. });
@@ -402,6 +419,15 @@ fn jitter(d: Duration) -> Duration {
     // Full jitter between d/2 and d: spreads retries of many accounts.
     let ms = d.as_millis().max(2) as u64;
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+/// The warning of a verify sign-in refused for want of consent (AADSTS65001): exactly what to
+/// grant, to which app, and the command that grants it tenant-wide (`docs/deploy.md`).
+fn consent_advice(client_id: &str, scope: &str) -> String {
+    format!(
+        "the new password was accepted, but the app {client_id} holds no consent to sign the account in (AADSTS65001): grant it Microsoft Graph's delegated permissions \"{scope}\" for all users, e.g. `az ad app permission grant --id {client_id} --api {graph} --scope \"{scope}\"` (deploy/azure/setup.sh does), or turn verify off for the account",
+        graph = crate::directory::GRAPH_APP_ID,
+    )
 }
 
 fn blocked_advice(aadsts: u32) -> String {

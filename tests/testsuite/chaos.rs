@@ -63,8 +63,9 @@ fn scenario(shape: &Shape) -> String {
             tenant(t)
         ));
         s.push_str(&format!(
-            "[[apps]]\ntenant = {:?}\nname = \"rotator-{t}\"\nclient_id = {:?}\nsecrets = [\"secret-{t}\"]\ngraph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\"]\ndirectory_roles = [\"Privileged Authentication Administrator\"]\n\n",
+            "[[apps]]\ntenant = {:?}\nname = \"rotator-{t}\"\nclient_id = {:?}\nsecrets = [\"secret-{t}\"]\ngraph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\"]\ndirectory_roles = [\"Privileged Authentication Administrator\"]\n\n[[oauth2_permission_grants]]\napp = {:?}\nscope = \"openid User.Read\"\n\n",
             tenant(t),
+            app(t),
             app(t)
         ));
     }

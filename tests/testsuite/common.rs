@@ -70,6 +70,15 @@ secrets = ["weak-secret"]
 graph_permissions = ["User.Read.All", "User-PasswordProfile.ReadWrite.All"]
 directory_roles = ["User Administrator"]
 
+# Tenant-wide consent for the verify sign-in (keyturn asks Graph's "openid User.Read").
+[[oauth2_permission_grants]]
+app = "11111111-1111-1111-1111-111111111111"
+scope = "openid User.Read"
+
+[[oauth2_permission_grants]]
+app = "44444444-4444-4444-4444-444444444444"
+scope = "openid User.Read"
+
 [[apps]]
 tenant = "contoso"
 name = "reader"

@@ -620,12 +620,18 @@ case "$args" in
   "ad sp show --id 00000003-0000-0000-c000-000000000000 --query id "*) echo 9e9e9e9e-8d8d-4c7c-8b6b-5a5a5a5a5a5a ;;
   *"appRoles[?value=='User-PasswordProfile.ReadWrite.All']"*) echo cc117bb9-00cf-4eb8-b580-ea2a878fe8f7 ;;
   *"appRoles[?value=='User.Read.All']"*) echo df021288-bdef-4463-88db-98f22de89214 ;;
+  *"oauth2PermissionScopes[?value=='openid']"*) echo 37f7f235-527c-4136-accd-4a02d197296e ;;
+  *"oauth2PermissionScopes[?value=='User.Read']"*) echo e1fe6dd8-ba31-4d61-89e7-88639da4683d ;;
   "ad app show "*) echo 0 ;;
   "ad app permission add "*) echo "WARNING: Invoking az ad app permission grant is needed" >&2 ;;
+  "ad app permission list-grants "*"].scope | [0]"*) cat "$AZ_STATE/grant-scope" 2>/dev/null || true ;;
+  "ad app permission list-grants "*"].id | [0]"*) [ -f "$AZ_STATE/grant-scope" ] && echo grant-1 ;;
+  "ad app permission grant "*) echo '{}' ;;
   "rest --method GET --url https://graph.microsoft.com/v1.0/servicePrincipals/"*) echo 0 ;;
   "rest --method GET --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleDefinitions/"*) echo "Privileged Authentication Administrator" ;;
   "rest --method GET --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments"*) echo 0 ;;
   "rest --method POST "*) echo '{}' ;;
+  "rest --method PATCH "*) echo '{}' ;;
   "keyvault show --name kv1 --resource-group rg1") [ -f "$AZ_STATE/vault" ] || { echo "ERROR: (ResourceNotFound)" >&2; exit 3; } ;;
   "keyvault create "*) touch "$AZ_STATE/vault"; echo '{}' ;;
   *"--query properties.enableRbacAuthorization"*) echo true ;;
@@ -656,6 +662,11 @@ fn run_setup(
     std::fs::create_dir_all(&state).unwrap();
     if let Some(apps) = apps {
         std::fs::write(state.join("apps"), apps).unwrap();
+    }
+    for (k, v) in env {
+        if *k == "AZ_GRANT_SCOPE" {
+            std::fs::write(state.join("grant-scope"), v).unwrap();
+        }
     }
     let az = bin.join("az");
     std::fs::write(&az, STUB_AZ).unwrap();
@@ -744,9 +755,24 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
         declared,
         [
             "cc117bb9-00cf-4eb8-b580-ea2a878fe8f7=Role",
-            "df021288-bdef-4463-88db-98f22de89214=Role"
+            "df021288-bdef-4463-88db-98f22de89214=Role",
+            "37f7f235-527c-4136-accd-4a02d197296e=Scope", // openid
+            "e1fe6dd8-ba31-4d61-89e7-88639da4683d=Scope", // User.Read
         ]
     );
+    // The verify sign-in's consent (issue 19, item 4): Graph's delegated "openid User.Read"
+    // granted for all users, as keyturn's AADSTS65001 warning asks.
+    let grants = calls_to(&calls, &["ad", "app", "permission", "grant"]);
+    assert_eq!(grants.len(), 1, "{calls:#?}");
+    assert_eq!(
+        flag(grants[0], "--id"),
+        Some("0a0a0a0a-1b1b-4c2c-8d3d-4e4e4e4e4e4e")
+    );
+    assert_eq!(
+        flag(grants[0], "--api"),
+        Some("00000003-0000-0000-c000-000000000000")
+    );
+    assert_eq!(flag(grants[0], "--scope"), Some("openid User.Read"));
     let posts: Vec<_> = calls_to(&calls, &["rest", "--method", "POST"])
         .iter()
         .filter_map(|c| flag(c, "--body"))
@@ -824,6 +850,38 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
     // Without a consumer, the output says nobody can read the passwords yet.
     assert!(out.contains("KEYTURN_CONSUMER="), "{out}");
     assert_eq!(calls_to(&calls, &["role", "assignment", "create"]).len(), 1);
+}
+
+/// Re-run where the app already holds a narrower consent (issue 19, item 4): setup.sh widens
+/// that grant to what the verify sign-in asks instead of adding a second one; where it holds
+/// it all, it changes nothing.
+#[test]
+fn the_azure_setup_script_widens_an_existing_consent() {
+    let (code, _, err, calls) = run_setup(&["rg1", "kv1"], &[("AZ_GRANT_SCOPE", "openid")], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        calls_to(&calls, &["ad", "app", "permission", "grant"]).is_empty(),
+        "{calls:#?}"
+    );
+    let patch = calls_to(&calls, &["rest", "--method", "PATCH"]);
+    assert_eq!(patch.len(), 1, "{calls:#?}");
+    assert_eq!(
+        flag(patch[0], "--url"),
+        Some("https://graph.microsoft.com/v1.0/oauth2PermissionGrants/grant-1")
+    );
+    assert_eq!(
+        flag(patch[0], "--body"),
+        Some("{\"scope\":\"openid User.Read\"}")
+    );
+
+    let (code, _, err, calls) = run_setup(
+        &["rg1", "kv1"],
+        &[("AZ_GRANT_SCOPE", "User.Read openid profile")],
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(calls_to(&calls, &["ad", "app", "permission", "grant"]).is_empty());
+    assert!(calls_to(&calls, &["rest", "--method", "PATCH"]).is_empty());
 }
 
 /// What must stop setup.sh, with a message and a non-zero exit, never "Done": two apps with

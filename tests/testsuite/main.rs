@@ -19,3 +19,4 @@ mod protocol;
 mod scale;
 mod scale_e2e;
 mod service;
+mod verify_consent;

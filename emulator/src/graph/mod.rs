@@ -1,10 +1,15 @@
-//! Microsoft Graph users: `GET` with `$select`, `PATCH` of `passwordProfile`.
+//! Microsoft Graph users: `GET` with `$select`, `PATCH` of `passwordProfile`; delegated
+//! permission grants.
 //!
 //! Here: the permissions and roles a request needs, the error answers, authentication,
 //! throttling and the two methods; `properties`: the user properties Graph knows (which
-//! are writable, read-only, selected by default), their values, and the check of a `PATCH`.
+//! are writable, read-only, selected by default), their values, and the check of a `PATCH`;
+//! `grants`: `oauth2PermissionGrants` (list, create), the consent the password grant needs.
 
+mod grants;
 mod properties;
+
+pub(crate) use grants::handle as handle_grants;
 
 use properties::{check_patch, known_property, property, DEFAULT_PROPERTIES, WRITABLE_FIXED};
 

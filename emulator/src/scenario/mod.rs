@@ -34,6 +34,10 @@ pub struct Scenario {
     /// Key Vaults.
     #[serde(default)]
     pub vaults: Vec<VaultSpec>,
+    /// Delegated permission grants on Microsoft Graph (consent), which the password grant
+    /// needs for the scopes it asks.
+    #[serde(default)]
+    pub oauth2_permission_grants: Vec<PermissionGrantSpec>,
     /// Throttling, lock-out and token limits; absent fields keep their defaults.
     #[serde(default)]
     pub limits: Option<Limits>,
@@ -155,6 +159,28 @@ pub struct UserSpec {
     /// AADSTS50055 too.
     #[serde(default)]
     pub force_change_password_next_sign_in: bool,
+}
+
+/// A delegated permission grant on Microsoft Graph (Graph's `oAuth2PermissionGrant`): the
+/// app may sign users in (the password grant) asking these scopes without AADSTS65001.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionGrantSpec {
+    /// Client id of the app (in `apps`) the grant is for; the grant itself names the app's
+    /// service principal object id, as Graph's does.
+    pub app: String,
+    /// `AllPrincipals` (tenant-wide admin consent, the default) or `Principal` (one user).
+    #[serde(default = "all_principals")]
+    pub consent_type: String,
+    /// `Principal`: the user (UPN or object id) the consent is for.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// Space-separated delegated permissions, e.g. `openid User.Read`.
+    pub scope: String,
+}
+
+fn all_principals() -> String {
+    "AllPrincipals".to_string()
 }
 
 /// A change of a user's sign-in state (control API `PATCH /_emulator/users/{tenant}/{user}`);
@@ -369,6 +395,30 @@ impl Scenario {
                     }
                     (None, Some(_)) => {}
                 }
+            }
+        }
+        for g in &self.oauth2_permission_grants {
+            let key = format!("oauth2_permission_grants[{}]", g.app);
+            if !self.apps.is_empty() && !app_ids.contains(g.app.as_str()) {
+                problems.push(format!("{key}.app {:?} is not in apps", g.app));
+            }
+            match (g.consent_type.as_str(), &g.principal) {
+                ("AllPrincipals", None) | ("Principal", Some(_)) => {}
+                ("AllPrincipals", Some(_)) => problems.push(format!(
+                    "{key}.principal: only a consent_type = \"Principal\" grant names a principal"
+                )),
+                ("Principal", None) => problems.push(format!(
+                    "{key}.principal: a consent_type = \"Principal\" grant needs the user's UPN or object id"
+                )),
+                (other, _) => problems.push(format!(
+                    "{key}.consent_type {other:?}: one of {:?}",
+                    crate::state::CONSENT_TYPES
+                )),
+            }
+            if g.scope.trim().is_empty() {
+                problems.push(format!(
+                    "{key}.scope: name at least one delegated permission, e.g. \"openid User.Read\""
+                ));
             }
         }
         for (i, f) in self.faults.iter().enumerate() {

@@ -3,8 +3,8 @@
 
 use super::Scenario;
 use crate::state::{
-    new_version_id, random_password, App, ManagedIdentity, Secret, SecretVersion, State, Tenant,
-    User, Vault,
+    new_version_id, random_password, App, ManagedIdentity, PermissionGrant, Secret, SecretVersion,
+    State, Tenant, User, Vault,
 };
 use crate::Error;
 use std::collections::BTreeMap;
@@ -166,6 +166,37 @@ impl Scenario {
                 );
             }
             st.vaults.insert(vault.name.clone(), vault);
+        }
+        for g in &sc.oauth2_permission_grants {
+            let Some(app) = st.apps.iter().find(|a| a.client_id == g.app).cloned() else {
+                problems.push(format!(
+                    "oauth2_permission_grants[{}].app does not exist",
+                    g.app
+                ));
+                continue;
+            };
+            let principal_id = match &g.principal {
+                None => None,
+                Some(p) => match st.user_idx(&app.tenant, p) {
+                    Some(i) => Some(st.users[i].id.clone()),
+                    None => {
+                        problems.push(format!(
+                            "oauth2_permission_grants[{}].principal {p:?} is not a user of tenant {:?}",
+                            g.app, app.tenant
+                        ));
+                        continue;
+                    }
+                },
+            };
+            st.put_permission_grant(PermissionGrant {
+                id: new_version_id(),
+                tenant: app.tenant.clone(),
+                client_id: app.object_id.clone(),
+                consent_type: g.consent_type.clone(),
+                principal_id,
+                resource_id: crate::state::GRAPH_APP_ID.to_string(),
+                scope: g.scope.split_whitespace().collect::<Vec<_>>().join(" "),
+            });
         }
         if problems.is_empty() {
             Ok(())

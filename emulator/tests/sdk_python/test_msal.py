@@ -76,7 +76,8 @@ def test_ropc_success_gives_tokens_and_an_account(new_user, validate):
 
 
 def test_ropc_as_a_public_client_needs_no_secret(control, new_user):
-    # keyturn's verify step may run as a public client; seed one.
+    # A public client needs no secret, but consent all the same (AADSTS65001 without it):
+    # seed one with tenant-wide consent for what MSAL asks.
     control.seed(
         {
             "apps": [
@@ -86,7 +87,13 @@ def test_ropc_as_a_public_client_needs_no_secret(control, new_user):
                     "client_id": "66666666-6666-6666-6666-666666666666",
                     "public_client": True,
                 }
-            ]
+            ],
+            "oauth2_permission_grants": [
+                {
+                    "app": "66666666-6666-6666-6666-666666666666",
+                    "scope": "openid profile offline_access User.Read",
+                }
+            ],
         }
     )
     upn, password = new_user()

@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod consent;
 mod control;
 mod entra;
 mod graph;
