@@ -163,7 +163,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         daemon,
         admin,
         metrics,
-        // Rebuilt at each reload: new HTTP client, credentials, stores and accounts.
+        // Rebuilt at each reload: new HTTP client, credentials, stores and accounts (the
+        // included files are read again at each reload, so their list is too).
+        include: _,
         tls: _,
         network: _,
         identities: _,

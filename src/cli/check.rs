@@ -7,10 +7,14 @@ pub(super) fn check_config(path: &Path) -> i32 {
     match config::load(path) {
         Ok(loaded) => {
             println!(
-                "{}: OK, {} account(s), {} identity(ies)",
+                "{}: OK, {} account(s), {} identity(ies){}",
                 path.display(),
                 loaded.accounts.len(),
-                loaded.config.identities.len()
+                loaded.config.identities.len(),
+                match loaded.includes.len() {
+                    0 => String::new(),
+                    n => format!(", {n} included file(s)"),
+                }
             );
             for a in &loaded.accounts {
                 println!(

@@ -6,11 +6,14 @@
 //! - `validate`: everything serde cannot check, one function per section, every problem
 //!   with its key; `accounts`: the `[[accounts]]` section, resolved with the defaults, and
 //!   the check that no two accounts write the same Key Vault secret.
+//! - `include`: the files `include = [...]` names (identities and accounts only), merged
+//!   into the main file's, their problems named with their paths.
 //! - `load`: the file and the environment into a validated [`Loaded`], or a [`ConfigError`].
 //!   Also `admin_socket`: only the socket, as the client commands read it (file and
 //!   environment, the rest unvalidated).
 
 mod accounts;
+mod include;
 mod load;
 mod model;
 mod validate;

@@ -11,6 +11,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default)]
 pub struct Config {
+    /// Further files that hold `[identities.NAME]` and `[[accounts]]` (an MSP's one file per
+    /// customer tenant): glob patterns, relative to the main file's folder, read in path
+    /// order after the main file (`config::load`; `docs/configuration.md`, "Includes").
+    pub include: Vec<String>,
     /// How the daemon runs.
     pub daemon: DaemonConfig,
     /// Extra trust for TLS.
