@@ -475,7 +475,7 @@ fn watch_signals(
 /// The command SIGUSR1 sends: rotate every account, trigger `signal`.
 fn rotate_all_command() -> Command {
     Command::Rotate {
-        account: None,
+        target: crate::daemon::Target::All,
         request: Request::daemon(Trigger::Signal),
         wait: false,
         reply: None,

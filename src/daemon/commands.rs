@@ -73,6 +73,12 @@ pub enum AccountError {
         /// The name asked for.
         name: String,
     },
+    /// The command named a tenant that no configured account is in.
+    #[error("no account is configured in tenant {tenant:?}; name the tenant as an identity's tenant_id has it (its id or its domain, as written there)")]
+    NoAccountInTenant {
+        /// The tenant asked for.
+        tenant: String,
+    },
     /// A manual rotation was asked for while one of the account runs.
     #[error("a rotation of this account is already running; try again when it ends")]
     AlreadyRotating,
@@ -90,25 +96,48 @@ pub enum AccountError {
     NothingToDo,
 }
 
+/// Which accounts a command is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One account by name.
+    One(String),
+    /// Every account in one tenant: those whose Graph identity's `tenant_id` is this
+    /// (compared case-insensitively; an id and a domain of one tenant are not matched).
+    Tenant(String),
+    /// Every account.
+    All,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::One(name) => f.write_str(name),
+            Target::Tenant(tenant) => write!(f, "tenant {tenant}"),
+            Target::All => f.write_str("all"),
+        }
+    }
+}
+
 /// A request from outside the schedule (signals, the admin socket).
 pub enum Command {
-    /// Rotate one account (`Some(name)`) or all now. With `wait = false` the reply comes
-    /// when the rotations are started.
+    /// Rotate one account, a tenant's or all now. With `wait = false` the reply comes when
+    /// the rotations are started.
     Rotate {
-        account: Option<String>,
+        target: Target,
         request: Request,
         wait: bool,
         reply: Option<oneshot::Sender<Vec<AccountResult>>>,
     },
-    /// Stop (`paused = true`) or restart scheduled rotations of one account or all.
+    /// Stop (`paused = true`) or restart scheduled rotations of one account, a tenant's or
+    /// all.
     Pause {
-        account: Option<String>,
+        target: Target,
         paused: bool,
         reply: Option<oneshot::Sender<Vec<AccountAck>>>,
     },
     /// Run recovery and the drift check now.
     Reconcile {
-        account: Option<String>,
+        target: Target,
         request: Request,
         reply: Option<oneshot::Sender<Vec<AccountAck>>>,
     },
@@ -123,30 +152,49 @@ pub enum Command {
 }
 
 impl Daemon {
-    fn targets(&self, account: &Option<String>) -> Result<Vec<usize>, AccountError> {
-        match account {
-            Some(name) => self
+    fn targets(&self, target: &Target) -> Result<Vec<usize>, AccountError> {
+        match target {
+            Target::One(name) => self
                 .index
                 .get(name)
                 .map(|i| vec![*i])
                 .ok_or_else(|| AccountError::NoSuchAccount { name: name.clone() }),
-            None => Ok((0..self.slots.len()).collect()),
+            Target::Tenant(tenant) => {
+                let found: Vec<usize> = (0..self.slots.len())
+                    .filter(|i| {
+                        self.slots[*i]
+                            .managed
+                            .account
+                            .directory
+                            .tenant()
+                            .is_some_and(|t| t.eq_ignore_ascii_case(tenant))
+                    })
+                    .collect();
+                if found.is_empty() {
+                    Err(AccountError::NoAccountInTenant {
+                        tenant: tenant.clone(),
+                    })
+                } else {
+                    Ok(found)
+                }
+            }
+            Target::All => Ok((0..self.slots.len()).collect()),
         }
     }
 
     pub(super) fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Rotate {
-                account,
+                target,
                 request,
                 wait,
                 reply,
             } => {
-                let targets = match self.targets(&account) {
+                let targets = match self.targets(&target) {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e.into()))]);
+                            let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
                         }
                         return;
                     }
@@ -189,12 +237,12 @@ impl Daemon {
                 reply_when_done(reply, immediate, waits);
             }
             Command::Pause {
-                account,
+                target,
                 paused,
                 reply,
             } => {
-                let acks = match self.targets(&account) {
-                    Err(e) => vec![(account.unwrap_or_default(), Err(e.into()))],
+                let acks = match self.targets(&target) {
+                    Err(e) => vec![(target.to_string(), Err(e.into()))],
                     Ok(targets) => targets
                         .into_iter()
                         .map(|idx| {
@@ -219,15 +267,15 @@ impl Daemon {
                 }
             }
             Command::Reconcile {
-                account,
+                target,
                 request,
                 reply,
             } => {
-                let targets = match self.targets(&account) {
+                let targets = match self.targets(&target) {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e.into()))]);
+                            let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
                         }
                         return;
                     }
@@ -374,6 +422,12 @@ mod tests {
                 "busy: a rotation runs now",
             ),
             (AccountError::Removed, "the account was removed"),
+            (
+                AccountError::NoAccountInTenant {
+                    tenant: "fabrikam.com".into(),
+                },
+                "no account is configured in tenant \"fabrikam.com\"; name the tenant as an identity's tenant_id has it (its id or its domain, as written there)",
+            ),
             (AccountError::NothingToDo, "nothing to do"),
         ] {
             assert_eq!(e.to_string(), text);

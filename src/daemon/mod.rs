@@ -19,7 +19,7 @@ mod queues;
 
 pub use board::{AccountStatus, DaemonStatus, StatusBoard};
 pub use commands::{
-    AccountAck, AccountError, AccountFailure, AccountResult, Command, RotationSummary,
+    AccountAck, AccountError, AccountFailure, AccountResult, Command, RotationSummary, Target,
 };
 pub use lock::InstanceLock;
 
