@@ -178,6 +178,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         state_dir,
         audit_log,
         audit_stdout,
+        audit_retention,
         unclean_start_delay,
         // The daemon's settings and the engine's tuning, replaced by the reload.
         drift_check_interval: _,
@@ -195,6 +196,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             old.daemon.audit_stdout != *audit_stdout,
             "daemon.audit_stdout",
+        ),
+        (
+            old.daemon.audit_retention != *audit_retention,
+            "daemon.audit_retention",
         ),
         (
             old.daemon.unclean_start_delay != *unclean_start_delay,

@@ -80,6 +80,10 @@ pub struct DaemonConfig {
     pub audit_log: PathBuf,
     /// Copy audit records to stdout: `off`, `json` or `human`.
     pub audit_stdout: AuditStdout,
+    /// Remove rotated audit files whose last record is older than this (absent: keep all);
+    /// never the live file nor the newest rotated one (`docs/audit.md`, "Retention").
+    #[serde(with = "humantime_serde::option")]
+    pub audit_retention: Option<Duration>,
     /// How often to compare Graph's last password change with Key Vault (drift); 0 = never.
     #[serde(with = "humantime_serde")]
     pub drift_check_interval: Duration,
@@ -110,6 +114,7 @@ impl Default for DaemonConfig {
             state_dir: PathBuf::from("/var/lib/keyturn"),
             audit_log: PathBuf::from("/var/log/keyturn/audit.jsonl"),
             audit_stdout: AuditStdout::Off,
+            audit_retention: None,
             drift_check_interval: Duration::from_secs(3600),
             max_concurrent_rotations: 8,
             max_concurrent_per_tenant: 4,
