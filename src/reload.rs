@@ -124,6 +124,7 @@ impl Reloader {
             )?;
             let limiter = limiter_for(&in_force, &loaded.config.limits);
             let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+            crate::app::report_credential_expiry(&loaded.config, &*in_force.observer());
             Ok::<_, ReloadError>((loaded, accounts, limiter))
         })
         .await

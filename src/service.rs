@@ -218,6 +218,7 @@ pub async fn run(
     // This service's counters: its Azure client and rate limits report to them, and its
     // `/metrics` reads them.
     let metrics = Metrics::new();
+    crate::app::report_credential_expiry(&loaded.config, &*metrics);
     let http =
         crate::azure::http_client(&loaded.config.tls, &loaded.config.network, metrics.clone())?;
     let limiter = Arc::new(crate::limits::Limiter::new(

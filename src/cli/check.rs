@@ -16,6 +16,11 @@ pub(super) fn check_config(path: &Path) -> i32 {
                     n => format!(", {n} included file(s)"),
                 }
             );
+            for (key, message) in
+                config::expiry_warnings(&loaded.config, time::OffsetDateTime::now_utc())
+            {
+                println!("  warning: {key}: {message}");
+            }
             for a in &loaded.accounts {
                 println!(
                     "  {:<24} {} in {} ({}) schedule {:?}",

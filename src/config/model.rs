@@ -305,6 +305,10 @@ pub struct IdentityConfig {
     pub client_secret: Option<InlineSecret>,
     /// Allows `client_secret` inline (demos and tests only).
     pub allow_inline_secret: bool,
+    /// `client_secret`: when the secret expires (`2027-06-01` or an RFC 3339 time), as set
+    /// when it was created: Entra's end date is not readable offline. Shown as a metric and
+    /// warned about 30 days before (`config::expiry_warnings`).
+    pub secret_expires: Option<String>,
     /// `client_certificate`: PKCS#12 file with the certificate and its RSA key (mode 0600 or
     /// 0400, owned by the service user or root).
     pub certificate_file: Option<PathBuf>,

@@ -344,6 +344,19 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
                 }
             }
         }
+        if let Some(text) = &id.secret_expires {
+            if kind != IdentityKind::ClientSecret {
+                p(
+                    key("secret_expires"),
+                    format!("is for kind \"client_secret\" only (this identity is {:?}); a certificate's expiry is read from the certificate", id.kind),
+                );
+            } else if super::expiry::parse_expiry(text).is_none() {
+                p(
+                    key("secret_expires"),
+                    format!("{text:?} is not a date: write the secret's end date as the app registration shows it, e.g. \"2027-06-01\" (or an RFC 3339 time)"),
+                );
+            }
+        }
         if let Some(scope) = &id.graph_scope {
             if !scope.ends_with("/.default") || !check_https_ok(scope) {
                 p(
