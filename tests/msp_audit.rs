@@ -36,6 +36,10 @@ async fn write_log(path: &Path, old: usize, recent: usize) {
     }
 }
 
+fn out_of(path: &Path) -> String {
+    verify(path).1
+}
+
 fn verify(path: &Path) -> (Option<i32>, String) {
     let out = Command::new(BIN)
         .args(["audit", "verify", "--file"])
@@ -119,6 +123,26 @@ async fn the_daemon_prunes_old_rotated_files_and_the_chain_still_verifies() {
             .unwrap()
             .contains("older than daemon.audit_retention (400days)"),
         "{pruned}"
+    );
+
+    // `keyturn audit export` (what `kubectl exec` can copy out of a distroless container):
+    // the stored bytes in chain order, which verify checks elsewhere with the same head.
+    let out = Command::new(BIN)
+        .args(["audit", "export", "--file"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("copy.jsonl");
+    std::fs::write(&copy, &out.stdout).unwrap();
+    let (code, copied) = verify(&copy);
+    assert_eq!(code, Some(0), "{copied}");
+    let head = |text: &str| text.split("head ").nth(1).unwrap()[..64].to_owned();
+    assert_eq!(head(&copied), head(&out_of(&log)));
+    assert!(
+        copied.contains(&format!("starts at record {first_left}")),
+        "{copied}"
     );
 
     // A file removed by hand is still caught: the chain no longer starts where the

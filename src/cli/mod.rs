@@ -253,6 +253,13 @@ pub(crate) enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write every file of the log (rotated files, then the live one) to stdout as stored,
+    /// byte for byte: a copy that `keyturn audit verify` checks elsewhere (`kubectl exec …
+    /// keyturn audit export > audit.jsonl` where the image has no tar for `kubectl cp`).
+    Export {
+        #[command(flatten)]
+        source: AuditSource,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
