@@ -226,3 +226,61 @@ fn what_an_included_file_may_hold() {
     assert!(matches!(e, ConfigError::Invalid { .. }));
     assert_eq!(e.problems()[0].key, "include");
 }
+
+/// The TOML block of `docs/msp.md` whose first line is `# {marker}`.
+fn doc_block(doc: &str, marker: &str) -> String {
+    let start = doc
+        .find(&format!("```toml\n# {marker}\n"))
+        .unwrap_or_else(|| panic!("docs/msp.md has no block {marker}"));
+    let body = &doc[start + "```toml\n".len()..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+/// `docs/msp.md`'s layout, as written there: the main file and a customer's file load and
+/// validate (with the certificate they name made in a folder of the test's own).
+#[test]
+fn the_msp_page_examples_load() {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/msp.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("{}/", dir.path().display());
+    let main = doc_block(&doc, "msp-main").replace("/etc/keyturn/", &root);
+    let tenant = doc_block(&doc, "msp-tenant").replace("/etc/keyturn/", &root);
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "keyturn-msp").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let der = openssl::pkcs12::Pkcs12::builder()
+        .name("keyturn")
+        .pkey(&key)
+        .cert(&b.build())
+        .build2("")
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let p12 = dir.path().join("msp-app.p12");
+    std::fs::write(&p12, der).unwrap();
+    std::fs::set_permissions(&p12, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = dir.path().join("keyturn.toml");
+    std::fs::write(&path, main).unwrap();
+    std::fs::create_dir(dir.path().join("tenants.d")).unwrap();
+    std::fs::write(dir.path().join("tenants.d/contoso.toml"), tenant).unwrap();
+    let loaded = load_with_env(&path, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.includes.len(), 1);
+    assert_eq!(loaded.accounts.len(), 1);
+    assert_eq!(loaded.accounts[0].vault_identity, "msp");
+    assert_eq!(
+        loaded.config.daemon.audit_retention,
+        Some(std::time::Duration::from_secs(400 * 86400))
+    );
+}
