@@ -142,7 +142,10 @@ fn a_problem_in_an_included_file_names_the_file_and_its_key() {
     let other = other.replace(&tenant_id(2), &tenant_id(0));
     std::fs::write(d.join("t0002.toml"), other).unwrap();
 
+    // An editor's hidden lock file beside them is not read.
+    std::fs::write(d.join(".#t0001.toml"), "not toml at all [").unwrap();
     let found = problems(&main);
+    assert!(!found.iter().any(|p| p.contains(".#t0001")), "{found:#?}");
     let at = |file: &str, key: &str| format!("{}: {key}: ", d.join(file).display());
     assert!(
         found.iter().any(
@@ -283,4 +286,37 @@ fn the_msp_page_examples_load() {
         loaded.config.daemon.audit_retention,
         Some(std::time::Duration::from_secs(400 * 86400))
     );
+}
+
+/// `daemon.audit_retention` takes at least a day (a shorter one would remove audit evidence
+/// within hours) and at most ten years.
+#[test]
+fn audit_retention_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = main_file(dir.path(), "tenants.d/*.toml");
+    write_tenants(dir.path(), 1);
+    let text = std::fs::read_to_string(&main).unwrap();
+    for (value, ok) in [
+        ("1h", false),
+        ("1day", true),
+        ("400days", true),
+        ("11years", false),
+    ] {
+        std::fs::write(
+            &main,
+            text.replace(
+                "[daemon]\n",
+                &format!("[daemon]\naudit_retention = {value:?}\n"),
+            ),
+        )
+        .unwrap();
+        let found = problems(&main);
+        assert_eq!(found.is_empty(), ok, "{value}: {found:#?}");
+        if !ok {
+            assert!(
+                found[0].starts_with("daemon.audit_retention: "),
+                "{found:#?}"
+            );
+        }
+    }
 }

@@ -71,7 +71,13 @@ pub(super) fn read(config: &mut Config, main: &Path, problems: &mut Vec<Problem>
             problem(format!("{} is not valid UTF-8", full.display()));
             continue;
         };
-        let entries = match glob::glob(full_text) {
+        // Hidden files (an editor's `.#acme.toml` lock, `.acme.toml.swp`) are not matched by
+        // `*`, as in a shell.
+        let options = glob::MatchOptions {
+            require_literal_leading_dot: true,
+            ..glob::MatchOptions::new()
+        };
+        let entries = match glob::glob_with(full_text, options) {
             Ok(entries) => entries,
             Err(e) => {
                 problem(format!(
