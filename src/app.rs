@@ -160,3 +160,20 @@ pub fn tuning(loaded: &Loaded) -> Tuning {
         ..Tuning::default()
     }
 }
+
+/// The identities' own credentials: their expiry to `observer` (the metric
+/// `keyturn_identity_credential_expiry_timestamp_seconds`), and a warning for each that has
+/// expired or expires within 30 days. At start-up and at each reload.
+pub fn report_credential_expiry(
+    config: &crate::config::Config,
+    observer: &dyn crate::observe::Observer,
+) {
+    let expiries = crate::config::credential_expiries(config)
+        .into_iter()
+        .map(|(name, at)| (name, at.unix_timestamp()))
+        .collect();
+    observer.credential_expiries(&expiries);
+    for (key, message) in crate::config::expiry_warnings(config, time::OffsetDateTime::now_utc()) {
+        tracing::warn!(key = %key, "{message}");
+    }
+}

@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     paced_seconds: Family<BudgetLabel, Counter<f64, AtomicU64>>,
     /// Connections closed to make room for newer ones (see [`serve`]).
     evicted: Counter,
+    /// When each identity's own credential expires (Unix seconds), where known offline.
+    credential_expiry: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,7 @@ impl Default for Metrics {
             paced: Family::default(),
             paced_seconds: Family::default(),
             evicted: Counter::default(),
+            credential_expiry: Default::default(),
         }
     }
 }
@@ -127,6 +130,18 @@ impl Observer for Metrics {
             .get_or_create(&label)
             .inc_by(waited.as_secs_f64());
     }
+
+    fn credential_expiries(&self, expiries: &std::collections::BTreeMap<String, i64>) {
+        *self
+            .credential_expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = expiries.clone();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabel {
+    identity: String,
 }
 
 /// The Prometheus text for the daemon's state now and the counters in `metrics`.
@@ -236,6 +251,24 @@ pub(crate) fn render(
             refused,
         );
     }
+    let expiry = Family::<IdentityLabel, Gauge>::default();
+    for (identity, at) in metrics
+        .credential_expiry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        expiry
+            .get_or_create(&IdentityLabel {
+                identity: identity.clone(),
+            })
+            .set(*at);
+    }
+    reg.register(
+        "identity_credential_expiry_timestamp_seconds",
+        "When the identity's own credential expires: a client certificate's notAfter, a client secret's declared secret_expires",
+        expiry,
+    );
     let ready = Gauge::<i64>::default();
     ready.set((status.ready && !status.stopping) as i64);
     reg.register(

@@ -3,6 +3,7 @@
 //! them (the daemon's `metrics::Metrics`, whose `/metrics` shows the counts), so
 //! neither reaches for the metrics, and each service started in one process counts its own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,11 @@ pub trait Observer: Send + Sync {
     /// One request waited `waited` for the client-side budget `budget` (`keyvault_write`,
     /// `keyvault_other`, `graph_write`; see `crate::limits`).
     fn paced(&self, budget: &'static str, waited: Duration);
+
+    /// When each identity's own credential expires (Unix seconds), where known offline
+    /// (`config::credential_expiries`): set at start-up and at each reload, replacing the
+    /// previous set.
+    fn credential_expiries(&self, _expiries: &BTreeMap<String, i64>) {}
 }
 
 /// An observer that keeps nothing: for work no `/metrics` reports on (`keyturn rotate

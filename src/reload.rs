@@ -124,6 +124,7 @@ impl Reloader {
             )?;
             let limiter = limiter_for(&in_force, &loaded.config.limits);
             let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+            crate::app::report_credential_expiry(&loaded.config, &*in_force.observer());
             Ok::<_, ReloadError>((loaded, accounts, limiter))
         })
         .await
@@ -163,7 +164,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         daemon,
         admin,
         metrics,
-        // Rebuilt at each reload: new HTTP client, credentials, stores and accounts.
+        // Rebuilt at each reload: new HTTP client, credentials, stores and accounts (the
+        // included files are read again at each reload, so their list is too).
+        include: _,
         tls: _,
         network: _,
         identities: _,
@@ -176,6 +179,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         state_dir,
         audit_log,
         audit_stdout,
+        audit_retention,
         unclean_start_delay,
         // The daemon's settings and the engine's tuning, replaced by the reload.
         drift_check_interval: _,
@@ -193,6 +197,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             old.daemon.audit_stdout != *audit_stdout,
             "daemon.audit_stdout",
+        ),
+        (
+            old.daemon.audit_retention != *audit_retention,
+            "daemon.audit_retention",
         ),
         (
             old.daemon.unclean_start_delay != *unclean_start_delay,

@@ -141,6 +141,72 @@ pub(crate) fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, Service
     Ok(Arc::new(Tee(sinks)))
 }
 
+/// How often the retention looks for rotated audit files to remove.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `daemon.audit_retention`: at start-up and then hourly until `stopped`, removes the
+/// oldest rotated audit files older than `retention` (`audit::file::plan_prune`), each
+/// removal announced first by an `audit.pruned` record; nothing is removed when that record
+/// cannot be written.
+async fn prune_audit_files(
+    log: PathBuf,
+    retention: std::time::Duration,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<SystemClock>,
+    stopped: impl Future<Output = ()>,
+) {
+    use crate::audit::file::{plan_prune, pruned_detail};
+    use crate::clock::Clock;
+    // In days when whole days (humantime would say "1year 1month 4days 7h 26m 24s" for 400).
+    let written = match retention.as_secs() {
+        s if s % 86400 == 0 => format!("{}days", s / 86400),
+        _ => humantime::format_duration(retention).to_string(),
+    };
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => return,
+        }
+        let now = clock.now();
+        let path = log.clone();
+        let plan = tokio::task::spawn_blocking(move || plan_prune(&path, retention, now)).await;
+        let plan = match plan {
+            Ok(Ok(Some(plan))) => plan,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(log = %log.display(), error = %e, "audit retention: cannot look at the rotated audit files; none removed");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit retention: the task failed; this is a bug in keyturn");
+                continue;
+            }
+        };
+        let mut ev = crate::audit::AuditEvent::new(crate::audit::EventKind::AuditPruned, now);
+        ev.outcome = Some(crate::audit::Outcome::Success);
+        ev.detail = Some(pruned_detail(&plan, &written));
+        if let Err(e) = audit.record(&ev).await {
+            tracing::error!(error = %e, "audit retention: cannot record audit.pruned; no file removed");
+            continue;
+        }
+        match tokio::task::spawn_blocking(move || plan.apply().map(|()| plan)).await {
+            Ok(Ok(plan)) => tracing::info!(
+                files = plan.files.len(),
+                starts_at = plan.starts_at,
+                "audit retention: removed the oldest rotated audit files"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "audit retention: a rotated audit file could not be removed; the next run tries again")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit retention: the task failed; this is a bug in keyturn")
+            }
+        }
+    }
+}
+
 /// Runs keyturn's service until SIGTERM or SIGINT, or until `shutdown` completes (both stop
 /// it the same way: in-flight rotations get the grace period); returns the exit code.
 ///
@@ -159,6 +225,7 @@ pub async fn run(
     // This service's counters: its Azure client and rate limits report to them, and its
     // `/metrics` reads them.
     let metrics = Metrics::new();
+    crate::app::report_credential_expiry(&loaded.config, &*metrics);
     let http =
         crate::azure::http_client(&loaded.config.tls, &loaded.config.network, metrics.clone())?;
     let limiter = Arc::new(crate::limits::Limiter::new(
@@ -202,10 +269,19 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let mut tasks = Vec::new();
+    if let Some(retention) = loaded.config.daemon.audit_retention {
+        tasks.push(tokio::spawn(prune_audit_files(
+            loaded.config.daemon.audit_log.clone(),
+            retention,
+            audit.clone(),
+            clock.clone(),
+            stopped(),
+        )));
+    }
 
     // The admin socket is bound (mode 0660, group) before readiness is reported.
     let admin_cfg = loaded.config.admin.clone();
-    let mut tasks = Vec::new();
     if !admin_cfg.socket.as_os_str().is_empty() {
         let listener = admin::bind(&admin_cfg)?;
         let access = admin::Access::from_config(&admin_cfg)?;
@@ -493,7 +569,7 @@ fn watch_signals(
 /// The command SIGUSR1 sends: rotate every account, trigger `signal`.
 fn rotate_all_command() -> Command {
     Command::Rotate {
-        account: None,
+        target: crate::daemon::Target::All,
         request: Request::daemon(Trigger::Signal),
         wait: false,
         reply: None,

@@ -197,6 +197,7 @@ impl CommandError {
             AccountFailure::Rotation(_) => whole,
             AccountFailure::Refused(e) => match e {
                 AccountError::NoSuchAccount { .. }
+                | AccountError::NoAccountInTenant { .. }
                 | AccountError::AlreadyRotating
                 | AccountError::Paused
                 | AccountError::ReconcileWhileRotating

@@ -34,17 +34,12 @@ async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<
     ev.actor = Some(peer.actor());
     ev.outcome = Some(Outcome::Success);
     ev.trigger = Some(Trigger::Socket);
-    let target = |t: &Target| t.name().unwrap_or_else(|| "all".into());
     ev.detail = Some(match req {
         Request::Rotate {
             target: t, wait, ..
-        } => format!(
-            "rotate {}{}",
-            target(t),
-            if *wait { "" } else { " (no wait)" }
-        ),
+        } => format!("rotate {}{}", t, if *wait { "" } else { " (no wait)" }),
         Request::Pause(t) | Request::Resume(t) | Request::Reconcile(t) => {
-            format!("{} {}", req.name(), target(t))
+            format!("{} {}", req.name(), t)
         }
         Request::Status | Request::Reload => req.name().to_owned(),
         Request::Adopt { account, force, .. } => {
@@ -130,7 +125,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 rotation_id: None,
             };
             let cmd = Command::Rotate {
-                account: target.name(),
+                target,
                 request,
                 wait,
                 reply: Some(tx),
@@ -192,7 +187,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
             if handler
                 .commands
                 .send(Command::Reconcile {
-                    account: t.name(),
+                    target: t,
                     request,
                     reply: Some(tx),
                 })
@@ -209,7 +204,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
 async fn pause(handler: &Handler, target: Target, paused: bool) -> Response {
     let (tx, rx) = oneshot::channel();
     let cmd = Command::Pause {
-        account: target.name(),
+        target,
         paused,
         reply: Some(tx),
     };

@@ -11,24 +11,9 @@ pub(crate) const VERSION: u32 = 1;
 /// Longest request line accepted, in bytes.
 pub(crate) const MAX_REQUEST: usize = 64 * 1024;
 
-/// Which accounts a command is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// One account by name.
-    One(String),
-    /// Every account.
-    All,
-}
-
-impl Target {
-    /// `Some(name)` or `None` for all.
-    pub fn name(&self) -> Option<String> {
-        match self {
-            Target::One(n) => Some(n.clone()),
-            Target::All => None,
-        }
-    }
-}
+/// Which accounts a command is for: an account (`"account"`), a tenant's (`"tenant"`) or
+/// all (`"all": true`); the daemon resolves it.
+pub use crate::daemon::Target;
 
 /// A decoded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +57,7 @@ impl Request {
         let mut v = serde_json::json!({ "v": VERSION, "cmd": self.name() });
         let put_target = |v: &mut serde_json::Value, t: &Target| match t {
             Target::One(n) => v["account"] = n.clone().into(),
+            Target::Tenant(t) => v["tenant"] = t.clone().into(),
             Target::All => v["all"] = true.into(),
         };
         match self {
@@ -159,8 +145,10 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         .ok_or_else(|| bad(ErrorCode::BadRequest, "missing \"cmd\" (a string)"))?;
     let allowed: &[&str] = match cmd {
         "status" | "reload" => &["v", "cmd"],
-        "rotate" => &["v", "cmd", "account", "all", "reason", "ticket", "wait"],
-        "pause" | "resume" | "reconcile" => &["v", "cmd", "account", "all"],
+        "rotate" => &[
+            "v", "cmd", "account", "tenant", "all", "reason", "ticket", "wait",
+        ],
+        "pause" | "resume" | "reconcile" => &["v", "cmd", "account", "tenant", "all"],
         "adopt" => &["v", "cmd", "account", "reason", "ticket", "force"],
         other => {
             return Err(bad(
@@ -181,6 +169,7 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
     #[derive(Deserialize)]
     struct Fields {
         account: Option<String>,
+        tenant: Option<String>,
         #[serde(default)]
         all: bool,
         reason: Option<String>,
@@ -191,16 +180,21 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
     let f: Fields = serde_json::from_value(v.clone())
         .map_err(|e| bad(ErrorCode::BadRequest, format!("bad field in {cmd}: {e}")))?;
     let target = || -> Result<Target, DecodeError> {
-        match (&f.account, f.all) {
-            (Some(a), false) if !a.is_empty() => Ok(Target::One(a.clone())),
-            (None, true) => Ok(Target::All),
-            (Some(_), true) => Err(bad(
+        match (&f.account, &f.tenant, f.all) {
+            (Some(a), None, false) if !a.is_empty() => Ok(Target::One(a.clone())),
+            (None, Some(t), false) if !t.is_empty() => Ok(Target::Tenant(t.clone())),
+            (None, None, true) => Ok(Target::All),
+            (None, None, false) => Err(bad(
                 ErrorCode::BadRequest,
-                "give either \"account\" or \"all\": true, not both",
+                format!("{cmd} needs \"account\": NAME, \"tenant\": TENANT or \"all\": true"),
+            )),
+            (Some(_), None, false) | (None, Some(_), false) => Err(bad(
+                ErrorCode::BadRequest,
+                format!("{cmd}: \"account\" or \"tenant\" is empty"),
             )),
             _ => Err(bad(
                 ErrorCode::BadRequest,
-                format!("{cmd} needs \"account\": NAME or \"all\": true"),
+                "give one of \"account\", \"tenant\" or \"all\": true, not more",
             )),
         }
     };
@@ -317,8 +311,18 @@ mod tests {
                 ticket: None,
                 wait: true,
             },
+            Request::Rotate {
+                target: Target::Tenant("contoso.onmicrosoft.com".into()),
+                reason: None,
+                ticket: None,
+                wait: true,
+            },
             Request::Pause(Target::All),
+            Request::Pause(Target::Tenant(
+                "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            )),
             Request::Resume(Target::One("b".into())),
+            Request::Resume(Target::Tenant("fabrikam.com".into())),
             Request::Reconcile(Target::All),
             Request::Adopt {
                 account: "c".into(),
@@ -353,7 +357,22 @@ mod tests {
             (
                 r#"{"v":1,"cmd":"rotate","account":"a","all":true}"#,
                 "bad_request",
-                "not both",
+                "not more",
+            ),
+            (
+                r#"{"v":1,"cmd":"pause","account":"a","tenant":"t"}"#,
+                "bad_request",
+                "not more",
+            ),
+            (
+                r#"{"v":1,"cmd":"resume","tenant":""}"#,
+                "bad_request",
+                "is empty",
+            ),
+            (
+                r#"{"v":1,"cmd":"status","tenant":"t"}"#,
+                "bad_request",
+                "unknown field \"tenant\"",
             ),
             (
                 r#"{"v":1,"cmd":"rotate","acount":"a"}"#,

@@ -132,6 +132,10 @@ pub enum EventKind {
     /// At start-up the log ended before the record its seal names: records were lost.
     #[serde(rename = "audit.seal_mismatch")]
     AuditSealMismatch,
+    /// The oldest rotated files are about to be removed (`daemon.audit_retention`); the
+    /// detail names the record the chain then starts at.
+    #[serde(rename = "audit.pruned")]
+    AuditPruned,
 }
 
 impl EventKind {
@@ -160,6 +164,7 @@ impl EventKind {
             EventKind::AuditRotated => "audit.rotated",
             EventKind::AuditRecovered => "audit.recovered",
             EventKind::AuditSealMismatch => "audit.seal_mismatch",
+            EventKind::AuditPruned => "audit.pruned",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `keyturn audit show | verify | tail`: where the log is, and the exit codes; the reading
+//! `keyturn audit show | verify | tail | export`: where the log is, and the exit codes; the reading
 //! and checking itself is [`crate::audit::tools`].
 
 use super::{load, AuditCmd, AuditSource};
@@ -83,6 +83,17 @@ pub(super) fn audit_command(command: AuditCmd) -> i32 {
                 files
             };
             tools::verify_command(&files, partial, &mut std::io::stdout().lock())
+        }
+        AuditCmd::Export { source } => {
+            let path = match audit_path(&source) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match tools::export(&path, &mut std::io::stdout().lock()) {
+                Ok(()) => 0,
+                Err(e) if e.source.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => unreadable(e),
+            }
         }
         AuditCmd::Tail {
             source,

@@ -7,11 +7,20 @@ pub(super) fn check_config(path: &Path) -> i32 {
     match config::load(path) {
         Ok(loaded) => {
             println!(
-                "{}: OK, {} account(s), {} identity(ies)",
+                "{}: OK, {} account(s), {} identity(ies){}",
                 path.display(),
                 loaded.accounts.len(),
-                loaded.config.identities.len()
+                loaded.config.identities.len(),
+                match loaded.includes.len() {
+                    0 => String::new(),
+                    n => format!(", {n} included file(s)"),
+                }
             );
+            for (key, message) in
+                config::expiry_warnings(&loaded.config, time::OffsetDateTime::now_utc())
+            {
+                println!("  warning: {key}: {message}");
+            }
             for a in &loaded.accounts {
                 println!(
                     "  {:<24} {} in {} ({}) schedule {:?}",

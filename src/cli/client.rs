@@ -7,10 +7,15 @@ use crate::admin;
 /// Exit code when the daemon cannot be reached (`EX_UNAVAILABLE`).
 pub(crate) const EXIT_UNAVAILABLE: i32 = 69;
 
-/// `--all`, or the one account named.
-pub(super) fn target(account: Option<String>, all: bool) -> admin::proto::Target {
-    match (account, all) {
-        (Some(a), false) => admin::proto::Target::One(a),
+/// The one account named, `--tenant`'s accounts, or (`--all`, or nothing) all.
+pub(super) fn target(
+    account: Option<String>,
+    tenant: Option<String>,
+    all: bool,
+) -> admin::proto::Target {
+    match (account, tenant, all) {
+        (Some(a), _, false) => admin::proto::Target::One(a),
+        (None, Some(t), false) => admin::proto::Target::Tenant(t),
         _ => admin::proto::Target::All,
     }
 }

@@ -79,12 +79,16 @@ pub(crate) enum Cmd {
         )]
         config: PathBuf,
     },
-    /// Rotate one account (or all) now: through the daemon's admin socket, or with
+    /// Rotate one account (a tenant's, or all) now: through the daemon's admin socket, or with
     /// `--offline` in the foreground when no daemon runs.
     Rotate {
         /// The account's name.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
         account: Option<String>,
+        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+        /// or its domain).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
         /// Every account.
         #[arg(long)]
         all: bool,
@@ -109,22 +113,30 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Stop scheduled rotations of an account (or all) until `resume`.
+    /// Stop scheduled rotations of an account (a tenant's, or all) until `resume`.
     Pause {
         /// The account's name.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
         account: Option<String>,
+        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+        /// or its domain).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
         /// Every account.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Restart scheduled rotations of an account (or all).
+    /// Restart scheduled rotations of an account (a tenant's, or all).
     Resume {
         /// The account's name.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
         account: Option<String>,
+        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+        /// or its domain).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
         /// Every account.
         #[arg(long)]
         all: bool,
@@ -173,8 +185,11 @@ pub(crate) enum Cmd {
     /// Run recovery and the drift check now for an account (default: all).
     Reconcile {
         /// The account's name.
-        #[arg(conflicts_with = "all")]
+        #[arg(conflicts_with_all = ["all", "tenant"])]
         account: Option<String>,
+        /// Every account in this tenant (an identity's `tenant_id` as written there).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
         /// Every account.
         #[arg(long)]
         all: bool,
@@ -272,6 +287,13 @@ pub(crate) enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write every file of the log (rotated files, then the live one) to stdout as stored,
+    /// byte for byte: a copy that `keyturn audit verify` checks elsewhere (`kubectl exec …
+    /// keyturn audit export > audit.jsonl` where the image has no tar for `kubectl cp`).
+    Export {
+        #[command(flatten)]
+        source: AuditSource,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -306,6 +328,7 @@ pub fn main() -> i32 {
             },
             Cmd::Rotate {
                 account,
+                tenant,
                 all,
                 reason,
                 ticket,
@@ -325,7 +348,7 @@ pub fn main() -> i32 {
                         Err(code) => code,
                     }
                 } else {
-                    let target = target(account, all);
+                    let target = target(account, tenant, all);
                     client(
                         &conn,
                         admin::proto::Request::Rotate {
@@ -339,11 +362,23 @@ pub fn main() -> i32 {
                 }
             }
             Cmd::Status { conn } => client(&conn, admin::proto::Request::Status).await,
-            Cmd::Pause { account, all, conn } => {
-                client(&conn, admin::proto::Request::Pause(target(account, all))).await
+            Cmd::Pause {
+                account,
+                tenant,
+                all,
+                conn,
+            } => {
+                let target = target(account, tenant, all);
+                client(&conn, admin::proto::Request::Pause(target)).await
             }
-            Cmd::Resume { account, all, conn } => {
-                client(&conn, admin::proto::Request::Resume(target(account, all))).await
+            Cmd::Resume {
+                account,
+                tenant,
+                all,
+                conn,
+            } => {
+                let target = target(account, tenant, all);
+                client(&conn, admin::proto::Request::Resume(target)).await
             }
             Cmd::Reload { conn } => client(&conn, admin::proto::Request::Reload).await,
             Cmd::Adopt {
@@ -369,12 +404,14 @@ pub fn main() -> i32 {
                 Err(code) => code,
             },
             Cmd::Audit { command } => audit_command(command),
-            Cmd::Reconcile { account, all, conn } => {
-                client(
-                    &conn,
-                    admin::proto::Request::Reconcile(target(account, all)),
-                )
-                .await
+            Cmd::Reconcile {
+                account,
+                tenant,
+                all,
+                conn,
+            } => {
+                let target = target(account, tenant, all);
+                client(&conn, admin::proto::Request::Reconcile(target)).await
             }
             #[cfg(feature = "demo")]
             Cmd::Demo {

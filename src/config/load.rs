@@ -1,5 +1,6 @@
 //! Reading the file and the environment into a validated [`Loaded`].
 
+use super::include::{self, Origins};
 use super::model::{Config, Problem, ResolvedAccount};
 use super::validate::validate;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct Loaded {
     pub accounts: Vec<ResolvedAccount>,
     /// The file it came from.
     pub path: PathBuf,
+    /// The files its `include` patterns matched, in the order they were read.
+    pub includes: Vec<PathBuf>,
 }
 
 /// Reads `path` (TOML) with `KEYTURN__…` environment overrides, and validates it.
@@ -66,8 +69,8 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
         });
     }
     let source = ::config::File::from(path).format(::config::FileFormat::Toml);
-    let loaded = load_source(source, path, env)?;
-    warn_inline_secrets(&loaded.config, path);
+    let (loaded, origins) = load_source(source, path, env, true)?;
+    warn_inline_secrets(&loaded.config, path, &origins);
     Ok(loaded)
 }
 
@@ -75,16 +78,17 @@ pub fn load_with_env(path: &Path, env: bool) -> Result<Loaded, ConfigError> {
 /// file its group or other users can read is readable by them too (the packaged
 /// `/etc/keyturn/keyturn.toml` is 0640 for the on-call group): warned, not refused, so that
 /// demos and tests keep working with emulator secrets.
-fn warn_inline_secrets(config: &Config, path: &Path) {
+fn warn_inline_secrets(config: &Config, main: &Path, origins: &Origins) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(mode) = std::fs::metadata(path).map(|m| m.mode() & 0o777) else {
-        return;
-    };
-    if mode & 0o077 == 0 {
-        return;
-    }
     for (name, id) in &config.identities {
         if id.client_secret.is_some() {
+            let path = origins.file_of_identity(name).unwrap_or(main);
+            let Ok(mode) = std::fs::metadata(path).map(|m| m.mode() & 0o777) else {
+                continue;
+            };
+            if mode & 0o077 == 0 {
+                continue;
+            }
             tracing::warn!(
                 identity = %name,
                 file = %path.display(),
@@ -96,15 +100,25 @@ fn warn_inline_secrets(config: &Config, path: &Path) {
 }
 
 /// Loads and validates configuration text (the fuzz target; `origin` names it in errors).
+/// Text has no folder to read included files from: an `include` is refused.
 pub fn load_str(text: &str, origin: &Path) -> Result<Loaded, ConfigError> {
     load_source(
         ::config::File::from_str(text, ::config::FileFormat::Toml),
         origin,
         false,
+        false,
     )
+    .map(|(loaded, _)| loaded)
 }
 
-fn load_source<S>(source: S, path: &Path, env: bool) -> Result<Loaded, ConfigError>
+/// Loads `source` (and the environment if `env`), reads the files its `include` names if
+/// `follow` (else refuses them), and validates the whole.
+fn load_source<S>(
+    source: S,
+    path: &Path,
+    env: bool,
+    follow: bool,
+) -> Result<(Loaded, Origins), ConfigError>
 where
     S: ::config::Source + Send + Sync + 'static,
 {
@@ -117,7 +131,7 @@ where
         source: Box::new(source),
     })?;
     let mut problems = Vec::new();
-    let config: Config = match serde_ignored::deserialize(raw, |p| {
+    let mut config: Config = match serde_ignored::deserialize(raw, |p| {
         let key = p.to_string();
         problems.push(Problem {
             // An empty key (`"" = 1`) is a key too; name it visibly.
@@ -129,13 +143,8 @@ where
         Err(e) => {
             // The config crate names the key at the end of its message: "… for key `a.b`".
             let text = e.to_string();
-            let key = text
-                .rsplit_once("for key `")
-                .and_then(|(_, rest)| rest.split_once('`'))
-                .map(|(k, _)| k.to_owned())
-                .unwrap_or_else(|| "(structure)".into());
             problems.push(Problem {
-                key,
+                key: include::key_of_serde_error(&text),
                 message: format!("{text}: fix this first; further checks need a readable file"),
             });
             return Err(ConfigError::Invalid {
@@ -144,13 +153,30 @@ where
             });
         }
     };
+    let origins = if config.include.is_empty() {
+        Origins::default()
+    } else if follow {
+        include::read(&mut config, path, &mut problems)
+    } else {
+        problems.push(Problem {
+            key: "include".into(),
+            message: "included files are read only from a configuration file on disk (keyturn check-config --config FILE)".into(),
+        });
+        Origins::default()
+    };
     let accounts = validate(&config, &mut problems);
+    origins.relabel(&mut problems);
     if problems.is_empty() {
-        Ok(Loaded {
-            config,
-            accounts,
-            path: path.to_owned(),
-        })
+        let includes = origins.files.clone();
+        Ok((
+            Loaded {
+                config,
+                accounts,
+                path: path.to_owned(),
+                includes,
+            },
+            origins,
+        ))
     } else {
         Err(ConfigError::Invalid {
             path: path.to_owned(),

@@ -6,16 +6,23 @@
 //! - `validate`: everything serde cannot check, one function per section, every problem
 //!   with its key; `accounts`: the `[[accounts]]` section, resolved with the defaults, and
 //!   the check that no two accounts write the same Key Vault secret.
+//! - `include`: the files `include = [...]` names (identities and accounts only), merged
+//!   into the main file's, their problems named with their paths.
+//! - `expiry`: the app credential's own expiry where known offline (a certificate's
+//!   `notAfter`, a client secret's declared `secret_expires`) and the warnings before it.
 //! - `load`: the file and the environment into a validated [`Loaded`], or a [`ConfigError`].
 //!   Also `admin_socket`: only the socket, as the client commands read it (file and
 //!   environment, the rest unvalidated).
 
 mod accounts;
+mod expiry;
+mod include;
 mod load;
 mod model;
 mod validate;
 
 pub use accounts::normalize_vault;
+pub use expiry::{credential_expiries, expiry_warnings, EXPIRY_WARNING};
 pub(crate) use load::admin_socket;
 pub use load::{load, load_str, load_with_env, ConfigError, Loaded};
 pub use model::*;

@@ -11,6 +11,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default)]
 pub struct Config {
+    /// Further files that hold `[identities.NAME]` and `[[accounts]]` (an MSP's one file per
+    /// customer tenant): glob patterns, relative to the main file's folder, read in path
+    /// order after the main file (`config::load`; `docs/configuration.md`, "Includes").
+    pub include: Vec<String>,
     /// How the daemon runs.
     pub daemon: DaemonConfig,
     /// Extra trust for TLS.
@@ -76,6 +80,10 @@ pub struct DaemonConfig {
     pub audit_log: PathBuf,
     /// Copy audit records to stdout: `off`, `json` or `human`.
     pub audit_stdout: AuditStdout,
+    /// Remove rotated audit files whose last record is older than this (absent: keep all);
+    /// never the live file nor the newest rotated one (`docs/audit.md`, "Retention").
+    #[serde(with = "humantime_serde::option")]
+    pub audit_retention: Option<Duration>,
     /// How often to compare Graph's last password change with Key Vault (drift); 0 = never.
     #[serde(with = "humantime_serde")]
     pub drift_check_interval: Duration,
@@ -106,6 +114,7 @@ impl Default for DaemonConfig {
             state_dir: PathBuf::from("/var/lib/keyturn"),
             audit_log: PathBuf::from("/var/log/keyturn/audit.jsonl"),
             audit_stdout: AuditStdout::Off,
+            audit_retention: None,
             drift_check_interval: Duration::from_secs(3600),
             max_concurrent_rotations: 8,
             max_concurrent_per_tenant: 4,
@@ -333,6 +342,10 @@ pub struct IdentityConfig {
     pub client_secret: Option<InlineSecret>,
     /// Allows `client_secret` inline (demos and tests only).
     pub allow_inline_secret: bool,
+    /// `client_secret`: when the secret expires (`2027-06-01` or an RFC 3339 time), as set
+    /// when it was created: Entra's end date is not readable offline. Shown as a metric and
+    /// warned about 30 days before (`config::expiry_warnings`).
+    pub secret_expires: Option<String>,
     /// `client_certificate`: PKCS#12 file with the certificate and its RSA key (mode 0600 or
     /// 0400, owned by the service user or root).
     pub certificate_file: Option<PathBuf>,

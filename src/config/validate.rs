@@ -53,6 +53,10 @@ pub const DURATION_MAXIMUMS: &[(&str, Duration)] = &[
     ("daemon.retry_base_delay", DAY),
     ("daemon.retry_max_delay", Duration::from_secs(7 * 86400)),
     ("daemon.unclean_start_delay", HOUR),
+    (
+        "daemon.audit_retention",
+        Duration::from_secs(10 * 31_557_600),
+    ),
     ("admin.request_timeout", Duration::from_secs(10 * 60)),
     ("network.timeout", Duration::from_secs(10 * 60)),
     ("network.sdk_retry_budget", HOUR),
@@ -89,6 +93,13 @@ fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v, max_of(k)))
     .collect();
+    if let Some(r) = d.audit_retention {
+        out.push((
+            "daemon.audit_retention".to_owned(),
+            r,
+            max_of("daemon.audit_retention"),
+        ));
+    }
     for (i, a) in config.accounts.iter().enumerate() {
         if let Some(w) = a.window {
             out.push((
@@ -132,6 +143,13 @@ fn validate_daemon(config: &Config, p: &mut impl FnMut(String, String)) {
         p(
             "daemon.max_concurrent_per_tenant".into(),
             "must be at least 1".into(),
+        );
+    }
+    if d.audit_retention.is_some_and(|r| r < DAY) {
+        p(
+            "daemon.audit_retention".into(),
+            "must be at least 1day (e.g. \"400days\"); leave it out to keep every audit file"
+                .into(),
         );
     }
 }
@@ -324,6 +342,19 @@ fn validate_identities(config: &Config, p: &mut impl FnMut(String, String)) {
                         check_certificate(&path, &k, p);
                     }
                 }
+            }
+        }
+        if let Some(text) = &id.secret_expires {
+            if kind != IdentityKind::ClientSecret {
+                p(
+                    key("secret_expires"),
+                    format!("is for kind \"client_secret\" only (this identity is {:?}); a certificate's expiry is read from the certificate", id.kind),
+                );
+            } else if super::expiry::parse_expiry(text).is_none() {
+                p(
+                    key("secret_expires"),
+                    format!("{text:?} is not a date: write the secret's end date as the app registration shows it, e.g. \"2027-06-01\" (or an RFC 3339 time)"),
+                );
             }
         }
         if let Some(scope) = &id.graph_scope {

@@ -73,6 +73,12 @@ pub enum AccountError {
         /// The name asked for.
         name: String,
     },
+    /// The command named a tenant that no configured account is in.
+    #[error("no account is configured in tenant {tenant:?}; name the tenant as an identity's tenant_id has it (its id or its domain, as written there)")]
+    NoAccountInTenant {
+        /// The tenant asked for.
+        tenant: String,
+    },
     /// A manual rotation was asked for while one of the account runs.
     #[error("a rotation of this account is already running; try again when it ends")]
     AlreadyRotating,
@@ -108,19 +114,42 @@ pub enum AccountError {
     },
 }
 
+/// Which accounts a command is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One account by name.
+    One(String),
+    /// Every account in one tenant: those whose Graph identity's `tenant_id` is this
+    /// (compared case-insensitively; an id and a domain of one tenant are not matched).
+    Tenant(String),
+    /// Every account.
+    All,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::One(name) => f.write_str(name),
+            Target::Tenant(tenant) => write!(f, "tenant {tenant}"),
+            Target::All => f.write_str("all"),
+        }
+    }
+}
+
 /// A request from outside the schedule (signals, the admin socket).
 pub enum Command {
-    /// Rotate one account (`Some(name)`) or all now. With `wait = false` the reply comes
-    /// when the rotations are started.
+    /// Rotate one account, a tenant's or all now. With `wait = false` the reply comes when
+    /// the rotations are started.
     Rotate {
-        account: Option<String>,
+        target: Target,
         request: Request,
         wait: bool,
         reply: Option<oneshot::Sender<Vec<AccountResult>>>,
     },
-    /// Stop (`paused = true`) or restart scheduled rotations of one account or all.
+    /// Stop (`paused = true`) or restart scheduled rotations of one account, a tenant's or
+    /// all.
     Pause {
-        account: Option<String>,
+        target: Target,
         paused: bool,
         reply: Option<oneshot::Sender<Vec<AccountAck>>>,
     },
@@ -134,7 +163,7 @@ pub enum Command {
     },
     /// Run recovery and the drift check now.
     Reconcile {
-        account: Option<String>,
+        target: Target,
         request: Request,
         reply: Option<oneshot::Sender<Vec<AccountAck>>>,
     },
@@ -150,10 +179,10 @@ pub enum Command {
 
 impl Daemon {
     /// The accounts a command is for: the one named (refused when it is disabled), or every
-    /// enabled one.
-    fn targets(&self, account: &Option<String>) -> Result<Vec<usize>, AccountError> {
-        match account {
-            Some(name) => {
+    /// enabled one of a tenant or of all.
+    fn targets(&self, target: &Target) -> Result<Vec<usize>, AccountError> {
+        match target {
+            Target::One(name) => {
                 let idx = *self
                     .index
                     .get(name)
@@ -163,7 +192,29 @@ impl Daemon {
                 }
                 Ok(vec![idx])
             }
-            None => Ok((0..self.slots.len())
+            Target::Tenant(tenant) => {
+                let found: Vec<usize> = (0..self.slots.len())
+                    .filter(|i| {
+                        self.slots[*i]
+                            .managed
+                            .account
+                            .directory
+                            .tenant()
+                            .is_some_and(|t| t.eq_ignore_ascii_case(tenant))
+                    })
+                    .collect();
+                if found.is_empty() {
+                    Err(AccountError::NoAccountInTenant {
+                        tenant: tenant.clone(),
+                    })
+                } else {
+                    Ok(found
+                        .into_iter()
+                        .filter(|i| self.slots[*i].managed.enabled)
+                        .collect())
+                }
+            }
+            Target::All => Ok((0..self.slots.len())
                 .filter(|i| self.slots[*i].managed.enabled)
                 .collect()),
         }
@@ -172,16 +223,16 @@ impl Daemon {
     pub(super) fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Rotate {
-                account,
+                target,
                 request,
                 wait,
                 reply,
             } => {
-                let targets = match self.targets(&account) {
+                let targets = match self.targets(&target) {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e.into()))]);
+                            let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
                         }
                         return;
                     }
@@ -228,12 +279,12 @@ impl Daemon {
                 reply_when_done(reply, immediate, waits);
             }
             Command::Pause {
-                account,
+                target,
                 paused,
                 reply,
             } => {
-                let acks = match self.targets(&account) {
-                    Err(e) => vec![(account.unwrap_or_default(), Err(e.into()))],
+                let acks = match self.targets(&target) {
+                    Err(e) => vec![(target.to_string(), Err(e.into()))],
                     Ok(targets) => match self.save_pauses(&targets, paused) {
                         Err(e) => targets
                             .iter()
@@ -270,7 +321,7 @@ impl Daemon {
                 reply,
             } => {
                 // (A named account is one target.)
-                let answer = self.targets(&Some(account.clone())).and_then(|t| {
+                let answer = self.targets(&Target::One(account.clone())).and_then(|t| {
                     let idx = t
                         .first()
                         .copied()
@@ -303,15 +354,15 @@ impl Daemon {
                 }
             }
             Command::Reconcile {
-                account,
+                target,
                 request,
                 reply,
             } => {
-                let targets = match self.targets(&account) {
+                let targets = match self.targets(&target) {
                     Ok(t) => t,
                     Err(e) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(vec![(account.unwrap_or_default(), Err(e.into()))]);
+                            let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
                         }
                         return;
                     }
@@ -489,6 +540,12 @@ mod tests {
                 "busy: a rotation runs now",
             ),
             (AccountError::Removed, "the account was removed"),
+            (
+                AccountError::NoAccountInTenant {
+                    tenant: "fabrikam.com".into(),
+                },
+                "no account is configured in tenant \"fabrikam.com\"; name the tenant as an identity's tenant_id has it (its id or its domain, as written there)",
+            ),
             (AccountError::NothingToDo, "nothing to do"),
         ] {
             assert_eq!(e.to_string(), text);

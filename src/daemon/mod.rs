@@ -23,7 +23,7 @@ mod queues;
 pub(crate) use board::StatusBoard;
 pub use board::{AccountStatus, DaemonStatus};
 pub(crate) use commands::{AccountAck, AccountResult};
-pub use commands::{AccountError, AccountFailure, Command, RotationSummary};
+pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
 pub(crate) use jobs::{first_due, FirstDue};
 pub use lock::InstanceLock;
 pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};

@@ -264,7 +264,7 @@ async fn manual_rotations_reply_with_each_result() {
         ..Request::daemon(Trigger::Socket)
     };
     tx.send(Command::Rotate {
-        account: None,
+        target: keyturn::daemon::Target::All,
         request,
         wait: true,
         reply: Some(reply_tx),
@@ -277,7 +277,7 @@ async fn manual_rotations_reply_with_each_result() {
     assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
     let (reply_tx, reply_rx) = oneshot::channel();
     tx.send(Command::Rotate {
-        account: Some("nope".into()),
+        target: keyturn::daemon::Target::One("nope".into()),
         request: Request::daemon(Trigger::Socket),
         wait: true,
         reply: Some(reply_tx),
@@ -334,7 +334,7 @@ async fn shutdown_lets_in_flight_rotations_finish() {
         .await
     });
     tx.send(Command::Rotate {
-        account: None,
+        target: keyturn::daemon::Target::All,
         request: Request::daemon(Trigger::Signal),
         wait: false,
         reply: None,
@@ -443,7 +443,7 @@ async fn a_reload_applies_the_new_apply_attempts() {
         .inject(DirOp::Reset, throttled(Duration::from_secs(1)));
     let (reply, results) = oneshot::channel();
     tx.send(Command::Rotate {
-        account: Some("acct-0".into()),
+        target: keyturn::daemon::Target::One("acct-0".into()),
         request: Request::daemon(Trigger::Socket),
         wait: true,
         reply: Some(reply),
@@ -554,7 +554,7 @@ async fn an_account_changed_by_a_reload_while_it_rotates_is_reconciled_after() {
     });
     ready_rx.await.unwrap();
     tx.send(Command::Rotate {
-        account: None,
+        target: keyturn::daemon::Target::All,
         request: Request::daemon(Trigger::Signal),
         wait: false,
         reply: None,

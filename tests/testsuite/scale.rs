@@ -262,7 +262,7 @@ async fn the_per_tenant_cap_holds_during_a_rotation_of_every_account() {
     ready_rx.await.unwrap();
     let (reply, answer) = oneshot::channel();
     tx.send(Command::Rotate {
-        account: None,
+        target: keyturn::daemon::Target::All,
         request: Request::daemon(Trigger::Signal),
         wait: true,
         reply: Some(reply),

@@ -20,16 +20,19 @@
 //!
 //! Here: the options, the health, the sink and its writer queue. `open`: opening the log and
 //! continuing its chain (the checks of its end and of its seal); `write`: appending,
-//! syncing, rotating and repairing (`State`); `seal`: the seal file; `files`: opening the
+//! syncing, rotating and repairing (`State`); `seal`: the seal file; `prune`: removing the
+//! oldest rotated files under `daemon.audit_retention`; `files`: opening the
 //! files keyturn writes, the rotated files' names, reading a file's first and last line.
 
 mod files;
 mod open;
+mod prune;
 mod seal;
 mod write;
 
 pub(crate) use files::open_owned;
 pub use files::{rotated_files, seal_path};
+pub use prune::{parse_pruned_detail, plan_prune, pruned_detail, PrunePlan};
 pub(crate) use seal::{read_seal, SealError};
 
 use super::{AuditError, AuditEvent, AuditSink};

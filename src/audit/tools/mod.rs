@@ -35,6 +35,27 @@ pub fn log_files(live: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// `keyturn audit export`: every file of the log whose live file is `live`, in chain order,
+/// copied to `out` byte for byte (a file that cannot be read, or `out` failing, stops it).
+pub fn export(live: &Path, out: &mut dyn Write) -> Result<(), Unreadable> {
+    let files = log_files(live).map_err(|source| Unreadable {
+        path: live.to_owned(),
+        source,
+    })?;
+    for f in files {
+        let unreadable = |source| Unreadable {
+            path: f.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(&f).map_err(unreadable)?;
+        io::copy(&mut file, out).map_err(unreadable)?;
+    }
+    out.flush().map_err(|source| Unreadable {
+        path: live.to_owned(),
+        source,
+    })
+}
+
 /// A file could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}: {source}")]

@@ -4,7 +4,7 @@ use super::{
     chain_order, read_lines, short, Unreadable, EXIT_BROKEN, EXIT_INTACT, EXIT_UNREADABLE,
 };
 use crate::audit::chain::{LineError, Record, GENESIS_PREV};
-use crate::audit::file::{read_seal, SealError};
+use crate::audit::file::{parse_pruned_detail, read_seal, SealError};
 use crate::audit::EventKind;
 use std::collections::HashMap;
 use std::io::Write;
@@ -93,6 +93,9 @@ pub struct VerifyReport {
     pub head: Option<String>,
     /// The first break, if any.
     pub problem: Option<Break>,
+    /// The chain starts after records that `daemon.audit_retention` removed: the sequence
+    /// number of the `audit.pruned` record that announced it.
+    pub pruned_by: Option<u64>,
 }
 
 impl VerifyReport {
@@ -126,6 +129,7 @@ pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadab
         last_seq: None,
         head: None,
         problem: None,
+        pruned_by: None,
     };
     // Where each sequence number appears, for telling reordering from deletion.
     let mut positions: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -186,7 +190,18 @@ pub fn verify(files: &[PathBuf], partial: bool) -> Result<VerifyReport, Unreadab
                     ));
                     return Ok(report);
                 }
-                if r.seq != 0 && !partial {
+                // A start that retention made: an `audit.pruned` record later in the chain
+                // names this record and its prev (and the rest of the chain must verify).
+                let pruned_by = lines.iter().find_map(|l| {
+                    let p = l.parsed.as_ref().ok()?;
+                    (p.event() == EventKind::AuditPruned.as_str()
+                        && p.seq > r.seq
+                        && parse_pruned_detail(p.str("detail")?) == Some((r.seq, &r.prev)))
+                    .then_some(p.seq)
+                });
+                if r.seq != 0 && pruned_by.is_some() {
+                    report.pruned_by = pruned_by;
+                } else if r.seq != 0 && !partial {
                     report.problem = Some(at(
                         BreakKind::MissingStart,
                         Some(r.seq),
@@ -357,14 +372,18 @@ pub fn verify_command(files: &[PathBuf], partial: bool, out: &mut dyn Write) -> 
             let _ = match &report.problem {
                 None => writeln!(
                     out,
-                    "intact: {} record(s){} in {} file(s); head {}",
+                    "intact: {} record(s){} in {} file(s); head {}{}",
                     report.records,
                     match (report.first_seq, report.last_seq) {
                         (Some(a), Some(b)) => format!(" (seq {a}..{b})"),
                         _ => String::new(),
                     },
                     report.files.len(),
-                    report.head.as_deref().unwrap_or("-")
+                    report.head.as_deref().unwrap_or("-"),
+                    match (report.pruned_by, report.first_seq) {
+                        (Some(by), Some(first)) => format!("; starts at record {first}: the records before it were removed by daemon.audit_retention (audit.pruned, record {by})"),
+                        _ => String::new(),
+                    }
                 ),
                 Some(b) => writeln!(out, "{b}"),
             };
