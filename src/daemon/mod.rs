@@ -6,11 +6,12 @@
 //! adopt, pause, resume, reconcile, reload), accounts left alone (`enabled = false`) or
 //! awaiting adoption (no secret, `on_missing_secret = "wait"`), and a graceful shutdown.
 //!
-//! This file holds [`Daemon`], its run loop and its scheduling (due times, retries, drift);
-//! `due` the due-time heap and `queues` the per-tenant queues (plain data structures),
-//! `jobs` starting jobs as tasks and taking in their results, `commands` the [`Command`]s,
-//! `board` the status read model ([`StatusBoard`]), `lock` the [`InstanceLock`], `pauses`
-//! the [`PauseFile`] that keeps pauses across restarts.
+//! This file holds [`Daemon`] and its run loop; `scheduling` when each account runs next
+//! (due times, retries, the wake-up, drift); `due` the due-time heap and `queues` the
+//! per-tenant queues (plain data structures), `jobs` starting jobs as tasks and taking in
+//! their results, `commands` the [`Command`]s, `board` the status read model
+//! ([`StatusBoard`]), `lock` the [`InstanceLock`], `pauses` the [`PauseFile`] that keeps
+//! pauses across restarts and the daemon's use of it.
 
 mod board;
 mod commands;
@@ -19,6 +20,7 @@ mod jobs;
 mod lock;
 mod pauses;
 mod queues;
+mod scheduling;
 
 pub(crate) use board::StatusBoard;
 pub use board::{AccountStatus, DaemonStatus};
@@ -35,8 +37,7 @@ use crate::clock::Clock;
 use crate::config::OnMissingSecret;
 use crate::protocol::{Account, Engine, Request};
 use crate::schedule::Schedule;
-use rand::Rng;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -44,9 +45,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-
-/// The longest the main loop sleeps without looking at the heap of due times.
-const MAX_WAKE: Duration = Duration::from_secs(86400);
 
 /// An account with its schedule.
 #[derive(Clone)]
@@ -191,43 +189,6 @@ impl Daemon {
     pub(crate) fn with_heartbeat(mut self, period: Duration) -> Self {
         self.heartbeat = Some(period);
         self
-    }
-
-    /// Keeps pauses in `file` across restarts, starting with the accounts named in
-    /// `paused` (read from it at start-up) paused. A name the configuration no longer has
-    /// is dropped, and the file rewritten without it.
-    pub fn with_pauses(mut self, file: PauseFile, paused: BTreeSet<String>) -> Self {
-        for idx in 0..self.slots.len() {
-            if paused.contains(self.slots[idx].name()) {
-                self.slots[idx].paused = true;
-                self.heap.remove(idx);
-                self.board_mut(idx, |b| b.paused = true);
-            }
-        }
-        self.pauses = Some(file);
-        if self.paused_names() != paused {
-            self.save_pauses_or_warn();
-        }
-        self
-    }
-
-    /// The names of the paused accounts.
-    fn paused_names(&self) -> BTreeSet<String> {
-        self.slots
-            .iter()
-            .filter(|s| s.paused)
-            .map(|s| s.name().to_owned())
-            .collect()
-    }
-
-    /// Rewrites the pause file (after a reload dropped accounts); a failure is logged: the
-    /// pauses in force are unchanged, and a pause of a removed account is harmless.
-    fn save_pauses_or_warn(&self) {
-        if let Some(file) = &self.pauses {
-            if let Err(e) = file.save(&self.paused_names()) {
-                tracing::warn!(error = %e, "cannot drop removed accounts from the pause file");
-            }
-        }
     }
 
     /// The shared status board.
@@ -394,16 +355,6 @@ impl Daemon {
         Ok(())
     }
 
-    fn drift_timer(&self) -> Option<tokio::time::Interval> {
-        (!self.settings.drift_interval.is_zero()).then(|| {
-            let period = self.settings.drift_interval;
-            let start = tokio::time::Instant::now()
-                .checked_add(period)
-                .unwrap_or_else(tokio::time::Instant::now);
-            tokio::time::interval_at(start, period)
-        })
-    }
-
     fn joined(&mut self, done: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
         match done {
             Ok((id, done)) => {
@@ -430,81 +381,6 @@ impl Daemon {
 
     fn board_ready(&self) -> bool {
         self.board.lock().unwrap_or_else(|e| e.into_inner()).ready
-    }
-
-    fn set_due(&mut self, idx: usize, due: OffsetDateTime, trigger: Trigger) {
-        let slot = &mut self.slots[idx];
-        slot.next_due = Some(due);
-        slot.next_trigger = trigger;
-        self.heap.schedule(idx, due);
-        self.board_mut(idx, |b| b.next_due = Some(due));
-    }
-
-    fn schedule_after_success(&mut self, idx: usize) {
-        let slot = &self.slots[idx];
-        let now = self.clock.now();
-        let due = slot
-            .managed
-            .schedule
-            .next_fire_after(slot.name(), now)
-            .unwrap_or(now.saturating_add(time::Duration::days(7)));
-        self.slots[idx].failures = 0;
-        self.set_due(idx, due, Trigger::Schedule);
-    }
-
-    fn schedule_retry(&mut self, idx: usize) {
-        let failures = {
-            let slot = &mut self.slots[idx];
-            slot.failures = slot.failures.saturating_add(1);
-            slot.failures
-        };
-        // Saturating throughout: the delays are bounded by validation, but no setting may
-        // make the daemon's arithmetic panic.
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let base = millis(self.settings.retry_base);
-        let max = millis(self.settings.retry_max);
-        let exp = base
-            .saturating_mul(1u64 << failures.saturating_sub(1).min(20))
-            .min(max)
-            .max(1);
-        let ms = rand::rng().random_range(exp / 2..=exp);
-        let due = self
-            .clock
-            .now()
-            .saturating_add(time::Duration::milliseconds(
-                i64::try_from(ms).unwrap_or(i64::MAX),
-            ));
-        let trigger = self.slots[idx].next_trigger;
-        self.set_due(idx, due, trigger);
-    }
-
-    fn next_wake(&mut self) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        match self.heap.next() {
-            Some(due) => {
-                // At most a day ahead: a due time further out is looked at again then (and
-                // an `Instant` that far ahead could overflow).
-                let wait = Duration::try_from(due - self.clock.now()).unwrap_or(Duration::ZERO);
-                now + wait.min(MAX_WAKE)
-            }
-            None => now + MAX_WAKE,
-        }
-    }
-
-    fn fire_due(&mut self) {
-        let now = self.clock.now();
-        while let Some(idx) = self.heap.pop_due(now) {
-            let Some(slot) = self.slots.get(idx) else {
-                continue;
-            };
-            // Running (rescheduled when it ends), paused (rescheduled on resume) or
-            // disabled.
-            if slot.busy || slot.paused || !slot.managed.enabled {
-                continue;
-            }
-            let trigger = slot.next_trigger;
-            self.spawn(idx, Job::Rotate, Request::daemon(trigger), None, None);
-        }
     }
 
     async fn stop(&mut self) {

@@ -2,6 +2,8 @@
 //! `<daemon.state_dir>/paused.json`, written atomically (a temporary file at mode 0600,
 //! fsynced, renamed over the old one, the folder fsynced) each time `pause` or `resume`
 //! changes them. A file that cannot be read as one is a start-up error naming it and the fix.
+//! Also the daemon's side: `Daemon::with_pauses` (the pauses it starts with) and the file
+//! rewritten after a reload drops accounts.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -124,6 +126,46 @@ impl PauseFile {
                 .map_err(write)?;
         }
         Ok(())
+    }
+}
+
+/// The daemon's side: the pauses it starts with, and the file rewritten when they change.
+impl super::Daemon {
+    /// Keeps pauses in `file` across restarts, starting with the accounts named in
+    /// `paused` (read from it at start-up) paused. A name the configuration no longer has
+    /// is dropped, and the file rewritten without it.
+    pub fn with_pauses(mut self, file: PauseFile, paused: BTreeSet<String>) -> Self {
+        for idx in 0..self.slots.len() {
+            if paused.contains(self.slots[idx].name()) {
+                self.slots[idx].paused = true;
+                self.heap.remove(idx);
+                self.board_mut(idx, |b| b.paused = true);
+            }
+        }
+        self.pauses = Some(file);
+        if self.paused_names() != paused {
+            self.save_pauses_or_warn();
+        }
+        self
+    }
+
+    /// The names of the paused accounts.
+    pub(super) fn paused_names(&self) -> BTreeSet<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.paused)
+            .map(|s| s.name().to_owned())
+            .collect()
+    }
+
+    /// Rewrites the pause file (after a reload dropped accounts); a failure is logged: the
+    /// pauses in force are unchanged, and a pause of a removed account is harmless.
+    pub(super) fn save_pauses_or_warn(&self) {
+        if let Some(file) = &self.pauses {
+            if let Err(e) = file.save(&self.paused_names()) {
+                tracing::warn!(error = %e, "cannot drop removed accounts from the pause file");
+            }
+        }
     }
 }
 

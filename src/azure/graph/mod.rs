@@ -1,4 +1,11 @@
 //! [`Directory`] on Microsoft Graph (`reqwest`) and the Entra token endpoint (ROPC verify).
+//!
+//! This file holds [`GraphDirectory`], the password reset and the user read; `verify` the
+//! verify sign-in (ROPC) and the app it runs as ([`RopcClient`]).
+
+mod verify;
+
+pub use verify::{RopcAuth, RopcClient, VERIFY_SCOPE};
 
 use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
 use crate::password::Password;
@@ -9,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
 
 /// Largest answer body keyturn reads from Graph or Entra (a bigger one is an error).
 const MAX_BODY: usize = 256 * 1024;
@@ -18,14 +24,6 @@ const MAX_BODY: usize = 256 * 1024;
 pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 pub use crate::directory::GRAPH_APP_ID;
-
-/// The delegated permissions of Microsoft Graph the verify sign-in (ROPC) asks: `openid`
-/// signs the user in, `User.Read` (the user's own profile) names Graph as the token's
-/// resource. Entra issues the token only if the app holds consent for both, tenant-wide or
-/// for the user (Microsoft's "OAuth 2.0 Resource Owner Password Credentials" page; without it
-/// AADSTS65001 `consent_required`); `deploy/azure/setup.sh` grants them. Whether `openid`
-/// alone would do is *unconfirmed*; both are low-privilege permissions a user may consent to.
-pub const VERIFY_SCOPE: &str = "openid User.Read";
 
 /// Microsoft Graph's own hosts: the global cloud and the national clouds (US Government L4
 /// and L5 (DoD), China operated by 21Vianet). Each accepts tokens for its own resource only.
@@ -66,31 +64,6 @@ pub(crate) struct GraphDirectory {
     verify: RopcClient,
     /// The tenant, for per-tenant concurrency.
     tenant_id: String,
-}
-
-/// The app the verify sign-in (ROPC) runs as: the account's identity, or its
-/// `verify_identity`. A confidential client must authenticate the password grant as its kind
-/// allows (a secret or a certificate's assertion; without either Entra answers AADSTS7000218).
-pub struct RopcClient {
-    /// Entra's authority host of that identity, e.g. `https://login.microsoftonline.com`.
-    pub authority_host: String,
-    /// The users' tenant (the sign-in goes to the tenant's own endpoint).
-    pub tenant_id: String,
-    /// Its client id.
-    pub client_id: String,
-    /// Its client authentication.
-    pub auth: RopcAuth,
-}
-
-/// How the verify sign-in authenticates its app.
-pub enum RopcAuth {
-    /// None (a public client; `check-config` refuses verify for kinds that have no secret or
-    /// certificate, so a confidential client never gets here).
-    None,
-    /// The app's client secret.
-    Secret(Zeroizing<String>),
-    /// An assertion signed with the app's certificate.
-    Certificate(Arc<super::assertion::CertificateSigner>),
 }
 
 /// Settings for [`GraphDirectory::new`].
@@ -149,16 +122,6 @@ struct GraphUser {
     user_principal_name: String,
     account_enabled: Option<bool>,
     last_password_change_date_time: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TokenError {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
-    #[serde(default)]
-    error_codes: Vec<u32>,
 }
 
 impl GraphDirectory {
@@ -440,105 +403,7 @@ impl Directory for GraphDirectory {
     }
 
     async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError> {
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "password"),
-            ("client_id", &self.verify.client_id),
-            ("scope", VERIFY_SCOPE),
-            ("username", user),
-            ("password", password.expose()),
-        ];
-        let assertion;
-        match &self.verify.auth {
-            RopcAuth::None => {}
-            RopcAuth::Secret(s) => form.push(("client_secret", s.as_str())),
-            RopcAuth::Certificate(signer) => {
-                let now = OffsetDateTime::now_utc().unix_timestamp();
-                assertion = signer
-                    .assertion(&self.verify.client_id, &self.token_url, now)
-                    .map_err(|detail| DirectoryError::NotSent {
-                        user: user.to_owned(),
-                        detail,
-                    })?;
-                form.push((
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ));
-                form.push(("client_assertion", assertion.as_str()));
-            }
-        }
-        // The form carries the password (and the client secret): built in memory that is
-        // wiped once reqwest has sent it.
-        let body = super::zeroizing_bytes(|w| {
-            for (i, (k, v)) in form.iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b"&")?;
-                }
-                w.write_all(k.as_bytes())?;
-                w.write_all(b"=")?;
-                for part in url::form_urlencoded::byte_serialize(v.as_bytes()) {
-                    w.write_all(part.as_bytes())?;
-                }
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .map_err(|e| DirectoryError::NotSent {
-            user: user.to_owned(),
-            detail: format!("cannot build the request: {e}"),
-        })?;
-        let resp = self
-            .http
-            .client
-            .post(&self.token_url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
-            .send()
-            .timed(&self.http)
-            .await
-            .map_err(|e| Self::transport_error(user, &e))?;
-        let status = resp.status().as_u16();
-        let body = read_capped(resp).await.unwrap_or_default();
-        if status == 200 {
-            return Ok(Verified::SignedIn);
-        }
-        let err: TokenError =
-            serde_json::from_slice(&body).map_err(|_| DirectoryError::Unknown {
-                user: user.to_owned(),
-                status: Some(status),
-                detail: "the token endpoint's answer has no OAuth error body".into(),
-                request_id: None,
-                retry_after: None,
-            })?;
-        let aadsts = err.error_codes.first().copied().unwrap_or(0);
-        // Only the first sentences: Entra appends trace and correlation ids and a time.
-        let first = err.error_description.lines().next().unwrap_or_default();
-        let message = super::bounded(
-            first.split(" Trace ID:").next().unwrap_or_default(),
-            Some(password.expose()),
-            super::MAX_MESSAGE_CHARS,
-        );
-        match aadsts {
-            50076 | 50079 | 53003 | 530035 => Ok(Verified::BlockedByPolicy { aadsts, message }),
-            65001 => Ok(Verified::ConsentMissing {
-                client_id: self.verify.client_id.clone(),
-                scope: VERIFY_SCOPE.to_owned(),
-                message,
-            }),
-            0 => Err(DirectoryError::Unknown {
-                user: user.to_owned(),
-                status: Some(status),
-                detail: format!("sign-in failed: {} {message}", err.error),
-                request_id: None,
-                retry_after: None,
-            }),
-            _ => Err(DirectoryError::SignIn {
-                user: user.to_owned(),
-                aadsts,
-                message,
-            }),
-        }
+        self.sign_in(user, password).await
     }
 
     fn tenant(&self) -> Option<&str> {

@@ -3,11 +3,18 @@
 //! ([`FederatedCredential`], [`AccessSpec`], [`Limits`]) live here and are re-exported by
 //! `scenario`, whose file format they are part of; `scenario` merges a scenario into a state
 //! with the `put_*` operations below.
+//!
+//! This file holds the state's types, its lookup tables and the `put_*` operations;
+//! `grants` the delegated permission grants (consent); `file` loading and saving the state
+//! file.
 
-use crate::Error;
+mod file;
+mod grants;
+
+pub(crate) use grants::{PermissionGrant, CONSENT_TYPES, GRAPH_APP_ID};
+
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 /// Default value of the `x-identity-header` the managed-identity endpoint expects.
 pub const DEFAULT_IDENTITY_HEADER: &str = "keyturn-emulator-identity-header";
@@ -110,36 +117,6 @@ pub(crate) struct ManagedIdentity {
     pub app: String,
     pub system_assigned: bool,
 }
-
-/// A delegated permission grant (Graph's `oAuth2PermissionGrant`): the client app may act
-/// for signed-in users (all of them, or one) with these delegated permissions of a resource.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct PermissionGrant {
-    /// The grant's id.
-    pub id: String,
-    /// The tenant the grant lives in.
-    pub tenant: String,
-    /// The client app's service principal object id (Graph's `clientId`, not the app id).
-    pub client_id: String,
-    /// `AllPrincipals` (admin consent for every user) or `Principal` (one user).
-    pub consent_type: String,
-    /// The user's object id when `consent_type` is `Principal`.
-    pub principal_id: Option<String>,
-    /// The resource: [`GRAPH_APP_ID`] for Microsoft Graph (the emulator's stand-in
-    /// for Graph's service principal object id).
-    pub resource_id: String,
-    /// The delegated permissions, space-separated (e.g. `openid User.Read`).
-    pub scope: String,
-}
-
-/// Microsoft Graph's application (client) id, the same in every tenant. A delegated permission
-/// grant names Graph by its service principal's object id, which differs per tenant; the
-/// emulator keeps no service principal objects for Microsoft's own apps, so its grants name
-/// Graph by this id instead (**choice**, docs/emulator.md).
-pub(crate) const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
-
-/// `AllPrincipals` or `Principal`: the consent types of a delegated permission grant.
-pub(crate) const CONSENT_TYPES: [&str; 2] = ["AllPrincipals", "Principal"];
 
 /// A directory user.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -388,59 +365,6 @@ impl State {
             .filter(|a| a.tenant == tenant)
     }
 
-    /// Adds a delegated permission grant, replacing the one for the same client, consent type,
-    /// principal and resource (there is one grant per such key, as in Entra). Returns false
-    /// when it replaced one.
-    pub(crate) fn put_permission_grant(&mut self, grant: PermissionGrant) -> bool {
-        let same = |g: &PermissionGrant| {
-            g.tenant == grant.tenant
-                && g.client_id.eq_ignore_ascii_case(&grant.client_id)
-                && g.consent_type == grant.consent_type
-                && g.principal_id == grant.principal_id
-                && g.resource_id.eq_ignore_ascii_case(&grant.resource_id)
-        };
-        match self.permission_grants.iter().position(same) {
-            Some(i) => {
-                self.permission_grants[i] = grant;
-                false
-            }
-            None => {
-                self.permission_grants.push(grant);
-                true
-            }
-        }
-    }
-
-    /// The delegated permissions on `resource` that the client (service principal object id)
-    /// holds for the user: the tenant-wide (`AllPrincipals`) grants and the user's own.
-    pub(crate) fn granted_scopes(
-        &self,
-        tenant: &str,
-        client_object_id: &str,
-        user_id: &str,
-        resource: &str,
-    ) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for g in &self.permission_grants {
-            let for_user = g.consent_type == "AllPrincipals"
-                || g.principal_id
-                    .as_deref()
-                    .is_some_and(|p| p.eq_ignore_ascii_case(user_id));
-            if g.tenant == tenant
-                && g.client_id.eq_ignore_ascii_case(client_object_id)
-                && g.resource_id.eq_ignore_ascii_case(resource)
-                && for_user
-            {
-                for s in g.scope.split_whitespace() {
-                    if !out.iter().any(|x| x.eq_ignore_ascii_case(s)) {
-                        out.push(s.to_string());
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Index of a user by object id or UPN (case-insensitive) within a tenant (id or domain).
     pub(crate) fn user_idx(&self, tenant: &str, user: &str) -> Option<usize> {
         let tid = self
@@ -496,43 +420,6 @@ impl State {
             }
         };
         self.index.add_user(i, &self.users[i]);
-    }
-
-    /// Loads a state file.
-    pub(crate) fn load(path: &Path) -> Result<State, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut st: State = serde_json::from_str(&text).map_err(|e| Error::State {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        st.reindex();
-        st.ensure_signer();
-        Ok(st)
-    }
-
-    /// Writes the state atomically (temporary file in the same directory, then rename).
-    pub(crate) fn save(&self, path: &Path) -> Result<(), Error> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::State {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&text).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)
     }
 }
 
