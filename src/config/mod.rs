@@ -16,6 +16,7 @@
 
 mod accounts;
 mod expiry;
+mod identities;
 mod include;
 mod load;
 mod model;
