@@ -4,8 +4,9 @@
 //!
 //! - `model`: the serde types and their defaults, as read from the file.
 //! - `validate`: everything serde cannot check, one function per section, every problem
-//!   with its key; `accounts`: the `[[accounts]]` section, resolved with the defaults, and
-//!   the check that no two accounts write the same Key Vault secret.
+//!   with its key; `identities`: the `[identities]` section (kinds, credential files, the
+//!   form of Entra ids, `verify_identity`); `accounts`: the `[[accounts]]` section, resolved
+//!   with the defaults, and the check that no two accounts write the same Key Vault secret.
 //! - `include`: the files `include = [...]` names (identities and accounts only), merged
 //!   into the main file's, their problems named with their paths.
 //! - `expiry`: the app credential's own expiry where known offline (a certificate's
@@ -16,6 +17,7 @@
 
 mod accounts;
 mod expiry;
+mod identities;
 mod include;
 mod load;
 mod model;

@@ -5,18 +5,23 @@
 //! `keyturn demo` and the in-process tests all start keyturn through it.
 //! [`rotate_offline`] wires the same pieces for one rotation without a daemon.
 
+mod audit;
+mod offline;
+
 use crate::admin;
-use crate::audit::{
-    Actor, AuditError, AuditSink, Detached, FileSink, JournaldSink, StdoutFormat, StdoutSink, Tee,
-    Trigger,
-};
+use crate::audit::{Actor, AuditError, Trigger};
 use crate::azure::SetupError;
 use crate::clock::SystemClock;
-use crate::config::{AuditStdout, Loaded, EXIT_CONFIG};
+use crate::config::{Loaded, EXIT_CONFIG};
 use crate::daemon::{Command, Daemon, DaemonError, InstanceLock, PauseFile, PauseFileError};
 use crate::metrics::Metrics;
 use crate::protocol::{Engine, Request};
 use crate::signals::{Signal, Signals};
+
+pub(crate) use audit::audit_sinks;
+use audit::prune_audit_files;
+pub(crate) use offline::rotate_offline;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,114 +100,6 @@ impl ServiceError {
             | ServiceError::Admin(_)
             | ServiceError::MetricsListen { .. }
             | ServiceError::Signals { .. } => 1,
-        }
-    }
-}
-
-/// The audit sinks the configuration asks for: the file first (record of truth).
-pub(crate) fn audit_sinks(loaded: &Loaded) -> Result<Arc<dyn AuditSink>, ServiceError> {
-    let path = &loaded.config.daemon.audit_log;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| ServiceError::AuditFolder {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let mut sinks: Vec<Arc<dyn AuditSink>> = vec![Arc::new(FileSink::open(path)?)];
-    // Copies go through a queue so a slow stdout or journal never holds up a rotation.
-    let stdout: Option<Arc<dyn AuditSink>> = match loaded.config.daemon.audit_stdout {
-        AuditStdout::Off => None,
-        AuditStdout::Json => Some(Arc::new(StdoutSink(StdoutFormat::Json))),
-        AuditStdout::Human => Some(Arc::new(StdoutSink(StdoutFormat::Human))),
-    };
-    if let Some(s) = stdout {
-        let copy =
-            Detached::spawn("stdout", s, 4096).map_err(|source| ServiceError::AuditCopy {
-                sink: "stdout",
-                source,
-            })?;
-        sinks.push(Arc::new(copy));
-    }
-    // Under systemd, a structured copy in the journal.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        match JournaldSink::connect() {
-            Ok(j) => {
-                let copy = Detached::spawn("journald", Arc::new(j), 4096).map_err(|source| {
-                    ServiceError::AuditCopy {
-                        sink: "journald",
-                        source,
-                    }
-                })?;
-                sinks.push(Arc::new(copy));
-            }
-            Err(e) => tracing::warn!(error = %e, "no audit copy in the journal"),
-        }
-    }
-    Ok(Arc::new(Tee(sinks)))
-}
-
-/// How often the retention looks for rotated audit files to remove.
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// `daemon.audit_retention`: at start-up and then hourly until `stopped`, removes the
-/// oldest rotated audit files older than `retention` (`audit::file::plan_prune`), each
-/// removal announced first by an `audit.pruned` record; nothing is removed when that record
-/// cannot be written.
-async fn prune_audit_files(
-    log: PathBuf,
-    retention: std::time::Duration,
-    audit: Arc<dyn AuditSink>,
-    clock: Arc<SystemClock>,
-    stopped: impl Future<Output = ()>,
-) {
-    use crate::audit::file::{plan_prune, pruned_detail};
-    use crate::clock::Clock;
-    // In days when whole days (humantime would say "1year 1month 4days 7h 26m 24s" for 400).
-    let written = match retention.as_secs() {
-        s if s % 86400 == 0 => format!("{}days", s / 86400),
-        _ => humantime::format_duration(retention).to_string(),
-    };
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut stopped => return,
-        }
-        let now = clock.now();
-        let path = log.clone();
-        let plan = tokio::task::spawn_blocking(move || plan_prune(&path, retention, now)).await;
-        let plan = match plan {
-            Ok(Ok(Some(plan))) => plan,
-            Ok(Ok(None)) => continue,
-            Ok(Err(e)) => {
-                tracing::warn!(log = %log.display(), error = %e, "audit retention: cannot look at the rotated audit files; none removed");
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit retention: the task failed; this is a bug in keyturn");
-                continue;
-            }
-        };
-        let mut ev = crate::audit::AuditEvent::new(crate::audit::EventKind::AuditPruned, now);
-        ev.outcome = Some(crate::audit::Outcome::Success);
-        ev.detail = Some(pruned_detail(&plan, &written));
-        if let Err(e) = audit.record(&ev).await {
-            tracing::error!(error = %e, "audit retention: cannot record audit.pruned; no file removed");
-            continue;
-        }
-        match tokio::task::spawn_blocking(move || plan.apply().map(|()| plan)).await {
-            Ok(Ok(plan)) => tracing::info!(
-                files = plan.files.len(),
-                starts_at = plan.starts_at,
-                "audit retention: removed the oldest rotated audit files"
-            ),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "audit retention: a rotated audit file could not be removed; the next run tries again")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit retention: the task failed; this is a bug in keyturn")
-            }
         }
     }
 }
@@ -392,126 +289,6 @@ pub async fn run(
         lock.release();
     }
     Ok(0)
-}
-
-/// `keyturn rotate --offline ACCOUNT`: one rotation in the foreground, under the daemon's
-/// lock, with the result printed for the command line; returns the exit code.
-pub(crate) async fn rotate_offline(
-    loaded: Loaded,
-    account: &str,
-    reason: Option<String>,
-    ticket: Option<String>,
-) -> Result<i32, ServiceError> {
-    // Released when dropped on an early return (kept unclean if it inherited a crash it has
-    // not waited out yet); `release` below once it has.
-    let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
-    let audit = audit_sinks(&loaded)?;
-    let request = Request {
-        trigger: Trigger::Cli,
-        actor: crate::audit::Actor::current_user(),
-        reason,
-        ticket,
-        rotation_id: None,
-    };
-    // No listener reports on one rotation's requests.
-    let http = crate::azure::http_client(
-        &loaded.config.tls,
-        &loaded.config.network,
-        crate::observe::unobserved(),
-    )?;
-    let accounts = match crate::app::accounts(&loaded, &http) {
-        Ok(a) => a,
-        Err(e) => {
-            offline_not_started(&*audit, account, &request, e.to_string()).await;
-            return Err(e.into());
-        }
-    };
-    if lock.unclean {
-        let delay = loaded.config.daemon.unclean_start_delay;
-        eprintln!("keyturn: the previous keyturn stopped uncleanly; waiting {} for its in-flight requests to settle", humantime::format_duration(delay));
-        tokio::time::sleep(delay).await;
-    }
-    let Some(managed) = accounts.into_iter().find(|m| m.account.name == account) else {
-        let missing = format!("no account named {account:?} in {}", loaded.path.display());
-        offline_not_started(&*audit, account, &request, missing.clone()).await;
-        lock.release();
-        eprintln!("keyturn: {missing}");
-        return Ok(EXIT_CONFIG);
-    };
-    if !managed.enabled {
-        let disabled = format!(
-            "account {account:?} is disabled (enabled = false in {}): keyturn leaves it alone; set enabled = true to rotate it",
-            loaded.path.display()
-        );
-        offline_not_started(&*audit, account, &request, disabled.clone()).await;
-        lock.release();
-        eprintln!("keyturn: {disabled}");
-        return Ok(EXIT_CONFIG);
-    }
-    let engine = Engine::new(
-        audit.clone(),
-        Arc::new(SystemClock),
-        crate::app::tuning(&loaded),
-    );
-    let result = engine.rotate(&managed.account, &request).await;
-    // A first read of Key Vault that failed stops the engine before its first record.
-    if let Err(e @ crate::protocol::RotationError::Read { .. }) = &result {
-        offline_not_started(&*audit, account, &request, e.to_string()).await;
-    }
-    lock.release();
-    match result {
-        Ok(r) => {
-            println!(
-                "rotated {account}: rotation {} version {}{}",
-                r.rotation_id,
-                r.version,
-                if r.resumed {
-                    " (completed a pending rotation)"
-                } else {
-                    ""
-                }
-            );
-            for w in r.warnings {
-                println!("warning: {w}");
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("keyturn: {e}");
-            Ok(if e.is_pending() { 75 } else { 1 })
-        }
-    }
-}
-
-/// Records who tried `keyturn rotate --offline` on `account` when it stopped before the
-/// engine recorded anything (credentials, an unknown account, Key Vault unreadable): a
-/// `rotation.failed` with the actor, reason and ticket. A record that cannot be written is
-/// logged; the command fails anyway.
-async fn offline_not_started(
-    audit: &dyn AuditSink,
-    account: &str,
-    request: &Request,
-    message: String,
-) {
-    let mut ev = crate::audit::AuditEvent::new(
-        crate::audit::EventKind::RotationFailed,
-        time::OffsetDateTime::now_utc(),
-    );
-    ev.account = Some(account.to_owned());
-    ev.trigger = Some(request.trigger);
-    ev.actor = Some(request.actor.clone());
-    ev.reason = request.reason.clone();
-    ev.ticket = request.ticket.clone();
-    ev.outcome = Some(crate::audit::Outcome::Failure);
-    ev.error = Some(crate::audit::ErrorInfo {
-        kind: "not_started".into(),
-        message: crate::azure::bounded(&message, None, crate::azure::MAX_DETAIL_CHARS),
-        ..Default::default()
-    });
-    ev.detail = Some("keyturn rotate --offline could not start; nothing was changed".into());
-    if let Err(e) = audit.record(&ev).await {
-        tracing::error!(error = %e, "cannot record the failed rotate --offline in the audit log");
-    }
 }
 
 /// Maps each [`Signal`] to what it asks of the daemon: the returned future completes on the

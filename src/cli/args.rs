@@ -1,0 +1,283 @@
+//! The command line's clap types: the global options, the subcommands and their arguments.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Rotates the passwords of Entra ID management service accounts through Azure Key Vault.
+#[derive(Parser, Debug)]
+#[command(name = "keyturn", version, about)]
+pub(crate) struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Let `run` and `rotate --offline` run as root (refused by default: exit 64).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYTURN_ALLOW_ROOT",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub allow_root: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Log output formats.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Readable lines (no timestamps under systemd: journald adds them).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How a client command reaches the daemon.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Conn {
+    /// The configuration file (its admin.socket is used).
+    #[arg(
+        long,
+        short,
+        env = "KEYTURN_CONFIG",
+        default_value = "/etc/keyturn/keyturn.toml"
+    )]
+    pub config: PathBuf,
+    /// The admin socket (overrides the configuration's).
+    #[arg(long, env = "KEYTURN_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Run the daemon: recover, schedule and rotate every configured account.
+    Run {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Rotate one account (a tenant's, or all) now: through the daemon's admin socket, or with
+    /// `--offline` in the foreground when no daemon runs.
+    Rotate {
+        /// The account's name.
+        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
+        account: Option<String>,
+        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+        /// or its domain).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ticket number (recorded in the audit log).
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Return once started, with the rotation ids, instead of waiting for the end.
+        #[arg(long)]
+        no_wait: bool,
+        /// Rotate in this process without a daemon (takes the daemon's lock and uses the
+        /// whole configuration file).
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show the daemon's state and every account's last and next rotation.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop scheduled rotations of an account (a tenant's, or all) until `resume`.
+    Pause {
+        /// The account's name.
+        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
+        account: Option<String>,
+        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+        /// or its domain).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Restart scheduled rotations of an account (a tenant's, or all).
+    Resume {
+        /// The account's name.
+        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
+        account: Option<String>,
+        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+        /// or its domain).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Take over an account whose secret is not in Key Vault yet: rotate it now, so that its
+    /// password (unknown until then) is a known one in Key Vault. Tell the account's consumer
+    /// where to read it first (docs/first-deployment.md).
+    Adopt {
+        /// The account's name.
+        account: String,
+        /// Why (required; recorded in the audit log with who asked).
+        #[arg(long, required = true)]
+        reason: Option<String>,
+        /// Ticket number (recorded in the audit log).
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Adopt even if the secret exists already (its password is replaced).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print what `keyturn run` would do to each account at start-up, reading Key Vault
+    /// only: complete a pending rotation, rotate now, next rotation at T, await adoption,
+    /// disabled, paused. Writes nothing; needs no daemon.
+    Plan {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run recovery and the drift check now for an account (default: all).
+    Reconcile {
+        /// The account's name.
+        #[arg(conflicts_with_all = ["all", "tenant"])]
+        account: Option<String>,
+        /// Every account in this tenant (an identity's `tenant_id` as written there).
+        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every account.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Validate the configuration and report every problem (exit 64 on error).
+    CheckConfig {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Read, check and follow the audit log (see docs/audit.md).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+    /// Run keyturn against the embedded Azure emulator: no Azure account needed.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Stop after this long (e.g. "45s"); runs until Ctrl-C when absent.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Seconds between scheduled rotations of each account.
+        #[arg(long, default_value_t = 10)]
+        every: u32,
+        /// Where the demo keeps its files (audit log, CA, lock); a temporary folder by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Where the audit tools read: `--file`, or the configuration's `daemon.audit_log`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct AuditSource {
+    /// The audit log (its rotated files beside it are read too); overrides --config.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// The configuration file whose `daemon.audit_log` is read.
+    #[arg(
+        long,
+        short,
+        env = "KEYTURN_CONFIG",
+        default_value = "/etc/keyturn/keyturn.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// `keyturn audit …`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCmd {
+    /// Show records as a table (or JSON lines), oldest first, across rotated files.
+    Show {
+        #[command(flatten)]
+        source: AuditSource,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only records since: a duration back from now (7d, 12h), a date or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these event types (repeat or comma-separate; `rotation` means rotation.*).
+        #[arg(long, value_delimiter = ',')]
+        event: Vec<String>,
+        /// Only this outcome: success, warning, failure (or failed), pending.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; exit 0 intact, 1 broken (the first broken record is named), 2 unreadable.
+    Verify {
+        /// The files to check (any order); the log and its rotated files by default.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        source: AuditSource,
+        /// The files hold a piece of the chain: no genesis needed at the start, more may follow.
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Follow the live log (Ctrl-C to stop).
+    Tail {
+        #[command(flatten)]
+        source: AuditSource,
+        /// Records shown before following.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+        /// JSON lines instead of readable lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every file of the log (rotated files, then the live one) to stdout as stored,
+    /// byte for byte: a copy that `keyturn audit verify` checks elsewhere (`kubectl exec …
+    /// keyturn audit export > audit.jsonl` where the image has no tar for `kubectl cp`).
+    Export {
+        #[command(flatten)]
+        source: AuditSource,
+    },
+}
