@@ -67,6 +67,7 @@ pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory;
+pub mod doctor;
 pub mod idle;
 pub mod limits;
 pub mod memory;

@@ -163,6 +163,27 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check, read-only, what would make a rotation fail: each identity's tokens, Graph
+    /// permissions and clock, then each account's user (exists, enabled, not synced from
+    /// on-premises), secret (readable, nothing pending) and its age (docs/doctor.md).
+    /// Exit 0 when nothing fails, 1 when a check fails, 64 bad configuration, 69 when no
+    /// identity can get a token.
+    Doctor {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
+        /// Check only this account (and the identities it uses).
+        #[arg(long)]
+        account: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
     Reload {
         #[command(flatten)]

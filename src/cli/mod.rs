@@ -1,4 +1,4 @@
-//! The command line: `run`, `rotate`, `adopt`, `plan`, `check-config`, `audit`, `demo`
+//! The command line: `run`, `rotate`, `adopt`, `plan`, `doctor`, `check-config`, `audit`, `demo`
 //! (with the `demo` feature). `main.rs` only calls [`main`]. This module holds dispatch;
 //! `args` the clap types; `client` the commands sent to the daemon over the admin socket,
 //! `audit` the `keyturn audit …` commands, `check` `keyturn check-config`. The service
@@ -126,6 +126,14 @@ pub fn main() -> i32 {
                 Ok(loaded) => plan(&loaded, json).await,
                 Err(code) => code,
             },
+            Cmd::Doctor {
+                config,
+                account,
+                json,
+            } => match load(&config) {
+                Ok(loaded) => doctor(&loaded, account.as_deref(), json).await,
+                Err(code) => code,
+            },
             Cmd::Audit { command } => audit_command(command),
             Cmd::Reconcile {
                 account,
@@ -231,6 +239,24 @@ async fn plan(loaded: &Loaded, json: bool) -> i32 {
                 print!("{}", p.human());
             }
             i32::from(p.has_errors())
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// `keyturn doctor`: prints the report; its exit code (0, 1, 69), or 64 / 1 when it cannot run.
+async fn doctor(loaded: &Loaded, account: Option<&str>, json: bool) -> i32 {
+    match crate::doctor::doctor(loaded, account, time::OffsetDateTime::now_utc()).await {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.human());
+            }
+            r.exit_code()
         }
         Err(e) => {
             eprintln!("keyturn: {e}");

@@ -11,6 +11,7 @@ mod chaos;
 mod config;
 mod daemon;
 mod deploy;
+mod doctor;
 mod e2e;
 mod first_start;
 mod listeners;

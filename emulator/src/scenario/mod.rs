@@ -159,6 +159,10 @@ pub struct UserSpec {
     /// AADSTS50055 too.
     #[serde(default)]
     pub force_change_password_next_sign_in: bool,
+    /// Synced from on-premises Active Directory: Graph's `onPremisesSyncEnabled` is true
+    /// (null, as for a cloud-only user, when false).
+    #[serde(default)]
+    pub on_premises_sync_enabled: bool,
 }
 
 /// A delegated permission grant on Microsoft Graph (Graph's `oAuth2PermissionGrant`): the

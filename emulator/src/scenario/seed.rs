@@ -109,7 +109,14 @@ impl Scenario {
                 created: now,
                 failed_attempts: 0,
                 locked_until_ms: None,
-                properties: BTreeMap::new(),
+                properties: if u.on_premises_sync_enabled {
+                    BTreeMap::from([(
+                        "onPremisesSyncEnabled".to_string(),
+                        serde_json::Value::Bool(true),
+                    )])
+                } else {
+                    BTreeMap::new()
+                },
             });
         }
         for v in &sc.vaults {

@@ -1,0 +1,224 @@
+//! The account checks: the Entra user (exists, enabled, not synced from on-premises), the
+//! Key Vault secret (readable, present, nothing left pending) and its age.
+
+use super::{AccountReport, Check};
+use crate::azure::Http;
+use crate::config::{IdentityConfig, ResolvedAccount};
+use crate::daemon::{first_due, FirstDue, Managed};
+use crate::store::tag;
+use azure_core::credentials::Secret;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// How long past its due time a secret may be before its age is a warning (a rotation due
+/// and retried with backoff is normal; a day late is not).
+const AGE_GRACE: time::Duration = time::Duration::days(1);
+
+pub(super) async fn check(
+    a: &ResolvedAccount,
+    id: &IdentityConfig,
+    m: &Managed,
+    graph_token: Option<&Secret>,
+    http: &Http,
+    now: OffsetDateTime,
+) -> AccountReport {
+    let mut checks = Vec::new();
+    if !a.enabled {
+        checks.push(Check::warn(
+            "account_enabled",
+            "enabled = false: keyturn leaves this account alone",
+            "set enabled = true and `keyturn reload` to manage it",
+        ));
+    }
+    match graph_token {
+        Some(token) => checks.extend(user(a, id, token, http).await),
+        None => checks.push(Check::fail(
+            "user_exists",
+            format!("not checked: identity {:?} has no Graph token", a.identity),
+            format!("fix identity {:?}'s graph_token check first", a.identity),
+        )),
+    }
+    checks.extend(vault(m, a, now).await);
+    AccountReport {
+        account: a.name.clone(),
+        checks,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    account_enabled: Option<bool>,
+    on_premises_sync_enabled: Option<bool>,
+}
+
+async fn user(a: &ResolvedAccount, id: &IdentityConfig, token: &Secret, http: &Http) -> Vec<Check> {
+    let base = super::identity::graph_base(id);
+    let mut url = match url::Url::parse(&format!("{base}/v1.0/users")) {
+        Ok(u) => u,
+        Err(e) => {
+            return vec![Check::fail(
+                "user_exists",
+                format!("graph_base {base:?} is not a URL: {e}"),
+                "fix the identity's graph_base",
+            )]
+        }
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.push(&a.user);
+    }
+    url.query_pairs_mut()
+        .append_pair("$select", "id,accountEnabled,onPremisesSyncEnabled");
+    let resp = match http
+        .client
+        .get(url)
+        .bearer_auth(token.secret())
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Check::fail(
+                "user_exists",
+                format!(
+                    "Graph did not answer: {}",
+                    crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)
+                ),
+                "check the network path to Graph (proxy, firewall, [network.resolve])",
+            )]
+        }
+    };
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return vec![Check::fail(
+            "user_exists",
+            format!("no user {:?} in the tenant", a.user),
+            "check the account's `user` (its userPrincipalName or object id) and the identity's tenant_id",
+        )];
+    }
+    if status == reqwest::StatusCode::FORBIDDEN {
+        return vec![Check::fail(
+            "user_exists",
+            format!("Graph refused to read {:?} (403)", a.user),
+            "add the Microsoft Graph application permission User.Read.All to the app and grant admin consent",
+        )];
+    }
+    if !status.is_success() {
+        return vec![Check::fail(
+            "user_exists",
+            format!("Graph answered {status} reading {:?}", a.user),
+            "run doctor again; if it persists, check Graph's service health",
+        )];
+    }
+    let user: User = match resp.json().await {
+        Ok(u) => u,
+        Err(e) => {
+            return vec![Check::fail(
+                "user_exists",
+                format!("Graph's answer for {:?} cannot be read: {e}", a.user),
+                "check graph_base points at Microsoft Graph",
+            )]
+        }
+    };
+    let mut checks = vec![Check::pass("user_exists", format!("{} exists", a.user))];
+    checks.push(match user.account_enabled {
+        Some(false) => Check::fail(
+            "user_enabled",
+            format!(
+                "{} is disabled (accountEnabled = false): its sign-ins fail",
+                a.user
+            ),
+            "enable the user in Entra ID, or set enabled = false for this account",
+        ),
+        _ => Check::pass("user_enabled", "accountEnabled"),
+    });
+    checks.push(match user.on_premises_sync_enabled {
+        Some(true) => Check::fail(
+            "user_cloud_only",
+            format!("{} is synced from on-premises (onPremisesSyncEnabled): the next sync overwrites a password keyturn sets", a.user),
+            "manage the account where it is mastered (Active Directory), or use a cloud-only account",
+        ),
+        _ => Check::pass("user_cloud_only", "not synced from on-premises"),
+    });
+    checks
+}
+
+async fn vault(m: &Managed, a: &ResolvedAccount, now: OffsetDateTime) -> Vec<Check> {
+    let store = &m.account.store;
+    let current = match store.latest(&a.secret).await {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Check::fail(
+                "secret_readable",
+                format!("cannot read {:?} in {}: {e}", a.secret, store.vault()),
+                format!(
+                    "give identity {:?} the role Key Vault Secrets Officer on the vault (reads and writes), and check the vault's firewall",
+                    a.vault_identity
+                ),
+            )]
+        }
+    };
+    let mut checks = Vec::new();
+    match &current {
+        Some(_) => checks.push(Check::pass(
+            "secret_readable",
+            format!("{:?} in {} can be read", a.secret, store.vault()),
+        )),
+        None => checks.push(Check::warn(
+            "secret_readable",
+            format!(
+                "no secret {:?} in {}: awaiting adoption",
+                a.secret,
+                store.vault()
+            ),
+            format!(
+                "`keyturn adopt {} --reason R`, or store the current password in it, or set on_missing_secret = \"rotate\"",
+                a.name
+            ),
+        )),
+    }
+    let staging = m.account.staging();
+    match store.latest(&staging).await {
+        Ok(Some(s)) if s.tag(tag::STATE) == Some(tag::PENDING) => checks.push(Check::warn(
+            "nothing_pending",
+            format!(
+                "rotation {} was left pending in {staging:?}",
+                s.tag(tag::ROTATION_ID).unwrap_or("?")
+            ),
+            "start keyturn (`keyturn run`): its start-up completes or abandons it",
+        )),
+        Ok(_) => checks.push(Check::pass("nothing_pending", "no rotation left pending")),
+        Err(e) => checks.push(Check::fail(
+            "nothing_pending",
+            format!("cannot read {staging:?} in {}: {e}", store.vault()),
+            format!(
+                "give identity {:?} the role Key Vault Secrets Officer on the vault",
+                a.vault_identity
+            ),
+        )),
+    }
+    if let FirstDue::At(due, _, rotated) = first_due(m, current.as_ref(), now) {
+        checks.push(if now > due + AGE_GRACE {
+            Check::warn(
+                "secret_age",
+                format!(
+                    "the password was set {} and was due again {} (schedule {:?})",
+                    rfc(rotated),
+                    rfc(due),
+                    m.schedule.pattern()
+                ),
+                "start keyturn or check why it did not rotate (`keyturn status`, the audit log); `keyturn rotate` rotates it now",
+            )
+        } else {
+            Check::pass(
+                "secret_age",
+                format!("set {}, next due {}", rfc(rotated), rfc(due)),
+            )
+        });
+    }
+    checks
+}
+
+fn rfc(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}

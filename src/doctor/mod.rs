@@ -1,0 +1,265 @@
+//! `keyturn doctor`: before anything changes, what will fail and why. Read-only against
+//! Azure: for each identity the accounts use (tokens, Graph permissions, clock skew), then
+//! for each account (the Entra user, the Key Vault secret, its age), a list of checks with
+//! `pass`, `warn` or `fail`, a one-line finding and the fix. It builds the accounts as
+//! [`crate::app`] does (like [`crate::plan`]) and writes nothing: no Key Vault write, no
+//! Graph write, no audit record, no lock. Never prints a password or a token.
+//! `docs/doctor.md` lists every check.
+
+mod account;
+mod identity;
+
+use crate::azure::SetupError;
+use crate::config::Loaded;
+use serde::Serialize;
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+/// Exit code when no identity can get a token (`EX_UNAVAILABLE`).
+pub const EXIT_NO_TOKEN: i32 = 69;
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Nothing to do.
+    Pass,
+    /// Works today, but look at it (exit 0).
+    Warn,
+    /// A rotation would fail (exit 1).
+    Fail,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// The check's name (`graph_token`, `user_enabled`, ... as `docs/doctor.md` lists them).
+    pub check: &'static str,
+    /// Its verdict.
+    pub status: Status,
+    /// The finding, one line.
+    pub detail: String,
+    /// What to do about it ("" on a pass).
+    pub fix: String,
+}
+
+impl Check {
+    fn pass(check: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            check,
+            status: Status::Pass,
+            detail: detail.into(),
+            fix: String::new(),
+        }
+    }
+    fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            check,
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+    fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            check,
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// The checks of one identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityReport {
+    /// The identity's name in the configuration.
+    pub identity: String,
+    /// Its checks.
+    pub checks: Vec<Check>,
+    /// Whether it got any token (exit 69 when none did).
+    #[serde(skip)]
+    pub got_token: bool,
+}
+
+/// The checks of one account.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountReport {
+    /// The account's name.
+    pub account: String,
+    /// Its checks.
+    pub checks: Vec<Check>,
+}
+
+/// Everything doctor found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Each identity the checked accounts use, in the configuration's order.
+    pub identities: Vec<IdentityReport>,
+    /// Each checked account, in the configuration's order.
+    pub accounts: Vec<AccountReport>,
+}
+
+impl Report {
+    /// 0 when nothing fails (warnings allowed), 1 when a check fails, 69 when no identity
+    /// could get a token.
+    pub fn exit_code(&self) -> i32 {
+        if !self.identities.is_empty() && self.identities.iter().all(|i| !i.got_token) {
+            return EXIT_NO_TOKEN;
+        }
+        let failed = self
+            .identities
+            .iter()
+            .flat_map(|i| &i.checks)
+            .chain(self.accounts.iter().flat_map(|a| &a.checks))
+            .any(|c| c.status == Status::Fail);
+        i32::from(failed)
+    }
+
+    /// The report for a person.
+    pub fn human(&self) -> String {
+        let mut out = String::from("keyturn doctor (read-only: nothing was changed)\n");
+        let mut section = |kind: &str, name: &str, checks: &[Check]| {
+            out.push_str(&format!("\n{kind} {name}\n"));
+            for c in checks {
+                out.push_str(&format!(
+                    "  {:<5} {:<18} {}\n",
+                    c.status.word(),
+                    c.check,
+                    c.detail
+                ));
+                if !c.fix.is_empty() {
+                    out.push_str(&format!("        fix: {}\n", c.fix));
+                }
+            }
+        };
+        for i in &self.identities {
+            section("identity", &i.identity, &i.checks);
+        }
+        for a in &self.accounts {
+            section("account", &a.account, &a.checks);
+        }
+        let count = |s: Status| {
+            self.identities
+                .iter()
+                .flat_map(|i| &i.checks)
+                .chain(self.accounts.iter().flat_map(|a| &a.checks))
+                .filter(|c| c.status == s)
+                .count()
+        };
+        out.push_str(&format!(
+            "\n{} passed, {} warnings, {} failed\n",
+            count(Status::Pass),
+            count(Status::Warn),
+            count(Status::Fail)
+        ));
+        out
+    }
+}
+
+/// Why doctor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    /// The HTTP client or a credential cannot be built (as `keyturn run` would fail).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// `--account` names no account of the configuration.
+    #[error("no account {0:?} in the configuration: `keyturn check-config` lists them; or leave out --account to check every account")]
+    UnknownAccount(String),
+}
+
+impl DoctorError {
+    /// The exit code: 64 for a configuration or usage problem, 1 for the rest.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DoctorError::Setup(e) => match e {
+                SetupError::Identity { .. } | SetupError::Ca { .. } => crate::config::EXIT_CONFIG,
+                SetupError::Http(..) => 1,
+            },
+            DoctorError::UnknownAccount(_) => crate::config::EXIT_CONFIG,
+        }
+    }
+}
+
+/// Runs every check for the accounts (`only`: that one) and the identities they use.
+pub async fn doctor(
+    loaded: &Loaded,
+    only: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Report, DoctorError> {
+    if let Some(name) = only {
+        if !loaded.accounts.iter().any(|a| a.name == name) {
+            return Err(DoctorError::UnknownAccount(name.to_owned()));
+        }
+    }
+    let http = crate::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        crate::observe::unobserved(),
+    )?;
+    let managed = crate::app::accounts(loaded, &http)?;
+    let selected: Vec<usize> = (0..loaded.accounts.len())
+        .filter(|&i| only.is_none_or(|n| loaded.accounts[i].name == n))
+        .collect();
+    // The identities the selected accounts use, in the configuration's order, with the
+    // vault each is first asked about (for the clock-skew probe).
+    let mut names: Vec<(&str, Option<&str>)> = Vec::new();
+    for &i in &selected {
+        let a = &loaded.accounts[i];
+        for (name, vault) in [
+            (a.identity.as_str(), None),
+            (a.vault_identity.as_str(), Some(a.vault.as_str())),
+        ] {
+            match names.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => {
+                    if entry.1.is_none() {
+                        entry.1 = vault;
+                    }
+                }
+                None => names.push((name, vault)),
+            }
+        }
+    }
+    let mut identities = Vec::new();
+    let mut graph_tokens = HashMap::new();
+    for (name, vault) in names {
+        let Some(id) = loaded.config.identities.get(name) else {
+            continue;
+        };
+        let checked = identity::check(name, id, vault, &http, &loaded.config.network, now).await?;
+        if let Some(t) = checked.graph_token {
+            graph_tokens.insert(name.to_owned(), t);
+        }
+        identities.push(checked.report);
+    }
+    let mut accounts = Vec::new();
+    for &i in &selected {
+        let a = &loaded.accounts[i];
+        let id = &loaded.config.identities[&a.identity];
+        accounts.push(
+            account::check(
+                a,
+                id,
+                &managed[i],
+                graph_tokens.get(&a.identity),
+                &http,
+                now,
+            )
+            .await,
+        );
+    }
+    Ok(Report {
+        identities,
+        accounts,
+    })
+}

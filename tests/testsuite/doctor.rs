@@ -1,0 +1,414 @@
+//! `keyturn doctor`: each check's failure against the emulator, the all-pass case, the exit
+//! codes and the `--json` shape, and that it never prints a password or a token.
+
+use crate::common::*;
+use keyturn::password::PasswordPolicy;
+use keyturn::store::{tag, NewVersion, Step};
+use serde_json::Value;
+use std::path::Path;
+
+/// Runs `keyturn doctor`: (exit code, stdout, stderr).
+fn doctor(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["doctor", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("KEYTURN_SOCKET")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    // Never a password, a client secret or a token (JWTs start with `eyJ`).
+    for text in [&stdout, &stderr] {
+        for leak in [
+            "Initial-Pass-",
+            "rotator-secret",
+            "weak-secret",
+            "eyJ",
+            "Bearer",
+        ] {
+            assert!(!text.contains(leak), "doctor printed {leak:?}: {text}");
+        }
+    }
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// An emulator with `SCENARIO` changed by `edit`, and a configuration for `accounts`.
+async fn world(
+    edit: impl Fn(String) -> String,
+    accounts: &[&'static str],
+) -> (
+    keyturn_emulator::Emulator,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let emu = keyturn_emulator::testkit::start_toml(&edit(SCENARIO.to_owned())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &emu,
+        dir.path(),
+        &Opts {
+            accounts: accounts.iter().map(|a| (*a, "rotator")).collect(),
+            ..Opts::default()
+        },
+    );
+    (emu, dir, config)
+}
+
+/// The report as JSON: exit code and the document.
+fn json(config: &Path, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = doctor(config, &all);
+    let v = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    (code, v)
+}
+
+/// The check named `check` of `section` ("identities"/"accounts") entry `name`.
+fn find<'a>(v: &'a Value, section: &str, name: &str, check: &str) -> &'a Value {
+    let key = if section == "identities" {
+        "identity"
+    } else {
+        "account"
+    };
+    let entry = v[section]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[key] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"));
+    entry["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .unwrap_or_else(|| panic!("no check {check} for {name} in {v}"))
+}
+
+fn statuses(v: &Value) -> Vec<String> {
+    ["identities", "accounts"]
+        .iter()
+        .flat_map(|s| v[*s].as_array().unwrap().iter())
+        .flat_map(|e| e["checks"].as_array().unwrap().iter())
+        .map(|c| c["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
+    let (_emu, _dir, config) = world(|s| s, &["svc-1", "svc-2"]).await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert!(statuses(&v).iter().all(|s| s == "pass"), "{v}");
+    // Exactly the documented keys.
+    let top: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(top, ["accounts", "identities"]);
+    assert_eq!(v["identities"][0]["identity"], "rotator");
+    assert_eq!(v["accounts"][0]["account"], "svc-1");
+    assert_eq!(v["accounts"][1]["account"], "svc-2");
+    for c in v["accounts"][0]["checks"].as_array().unwrap() {
+        let mut keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["check", "detail", "fix", "status"], "{c}");
+    }
+    for check in [
+        "graph_token",
+        "vault_token",
+        "graph_permission",
+        "clock_skew",
+    ] {
+        assert_eq!(find(&v, "identities", "rotator", check)["status"], "pass");
+    }
+    for check in [
+        "user_exists",
+        "user_enabled",
+        "user_cloud_only",
+        "secret_readable",
+        "nothing_pending",
+        "secret_age",
+    ] {
+        assert_eq!(find(&v, "accounts", "svc-2", check)["status"], "pass");
+    }
+
+    // The text form says the same, and --account narrows it to one account.
+    let (code, text, _) = doctor(&config, &["--account", "svc-2"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("identity rotator"), "{text}");
+    assert!(text.contains("account svc-2"), "{text}");
+    assert!(!text.contains("account svc-1"), "{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_secret_is_named_by_its_aadsts_code_and_exits_69() {
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                "secrets = [\"rotator-secret\"]",
+                "expired_secrets = [\"rotator-secret\"]",
+                1,
+            )
+        },
+        &["svc-1"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 69, "no identity can get a token: {v}");
+    let c = find(&v, "identities", "rotator", "graph_token");
+    assert_eq!(c["status"], "fail");
+    assert!(
+        c["detail"].as_str().unwrap().contains("AADSTS7000222"),
+        "{c}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("expired"), "{c}");
+    assert_eq!(
+        find(&v, "identities", "rotator", "vault_token")["status"],
+        "fail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_graph_permission_fails_naming_the_permission_to_add() {
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\"]\ndirectory_roles = [\"Privileged",
+                "graph_permissions = [\"User.Read.All\"]\ndirectory_roles = [\"Privileged",
+                1,
+            )
+        },
+        &["svc-1"],
+    )
+    .await;
+    let (code, text, _) = doctor(&config, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("fail  graph_permission   the Graph token's roles lack User-PasswordProfile.ReadWrite.All"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: add the Microsoft Graph application permission User-PasswordProfile.ReadWrite.All"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_fails() {
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                "password = \"Initial-Pass-2!\"\n",
+                "password = \"Initial-Pass-2!\"\ndisabled = true\n",
+                1,
+            )
+        },
+        &["svc-1", "svc-2"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 1, "{v}");
+    let c = find(&v, "accounts", "svc-2", "user_enabled");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("accountEnabled = false"),
+        "{c}"
+    );
+    assert_eq!(
+        find(&v, "accounts", "svc-1", "user_enabled")["status"],
+        "pass"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_synced_from_on_premises_fails() {
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                "password = \"Initial-Pass-2!\"\n",
+                "password = \"Initial-Pass-2!\"\non_premises_sync_enabled = true\n",
+                1,
+            )
+        },
+        &["svc-2"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 1, "{v}");
+    let c = find(&v, "accounts", "svc-2", "user_cloud_only");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("onPremisesSyncEnabled"),
+        "{c}"
+    );
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("next sync overwrites"),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_that_does_not_exist_fails() {
+    let (_emu, _dir, config) = world(|s| s, &["svc-2"]).await;
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("svc-2@contoso", "nobody@contoso");
+    std::fs::write(&config, text).unwrap();
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 1, "{v}");
+    let c = find(&v, "accounts", "svc-2", "user_exists");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no user \"nobody@contoso.onmicrosoft.com\""),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_the_identity_cannot_read_fails_and_a_missing_secret_awaits_adoption() {
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                "  { client_id = \"11111111-1111-1111-1111-111111111111\", role = \"Key Vault Secrets Officer\" },\n",
+                "",
+                1,
+            )
+        },
+        &["svc-1"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 1, "{v}");
+    let c = find(&v, "accounts", "svc-1", "secret_readable");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Key Vault Secrets Officer"),
+        "{c}"
+    );
+
+    // A secret that is not there yet: a warning (awaiting adoption), exit 0.
+    let (_emu, _dir, config) = world(|s| s, &["svc-1"]).await;
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("secret = \"svc-1\"", "secret = \"svc-new\"");
+    std::fs::write(&config, text).unwrap();
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "{v}");
+    let c = find(&v, "accounts", "svc-1", "secret_readable");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("awaiting adoption"),
+        "{c}"
+    );
+    assert!(
+        c["fix"].as_str().unwrap().contains("keyturn adopt svc-1"),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_left_pending_and_an_old_secret_are_warnings() {
+    let (_emu, _dir, config) = world(|s| s, &["svc-1", "svc-2"]).await;
+    let loaded = load(&config);
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
+    let accounts = keyturn::app::accounts(&loaded, &http).unwrap();
+    let value = PasswordPolicy::default().generate().unwrap();
+    let store = &accounts[0].account.store;
+    store
+        .set(
+            "svc-1-pending",
+            NewVersion {
+                value: &value,
+                tags: [
+                    (tag::STATE.to_owned(), tag::PENDING.to_owned()),
+                    (tag::ROTATION_ID.to_owned(), "r-42".to_owned()),
+                ]
+                .into(),
+                expires: None,
+                step: Step::Stage,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set(
+            "svc-2",
+            NewVersion {
+                value: &value,
+                tags: [(
+                    tag::ROTATED_AT.to_owned(),
+                    "2020-01-06T03:00:00Z".to_owned(),
+                )]
+                .into(),
+                expires: None,
+                step: Step::Commit,
+            },
+        )
+        .await
+        .unwrap();
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "warnings only: {v}");
+    let c = find(&v, "accounts", "svc-1", "nothing_pending");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("rotation r-42"),
+        "{c}"
+    );
+    assert_eq!(
+        find(&v, "accounts", "svc-2", "nothing_pending")["status"],
+        "pass"
+    );
+    let c = find(&v, "accounts", "svc-2", "secret_age");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2020-01-06T03:00:00Z"),
+        "{c}"
+    );
+    assert_eq!(
+        find(&v, "accounts", "svc-1", "secret_age")["status"],
+        "pass"
+    );
+    // The generated password is not printed either.
+    assert!(!v.to_string().contains(value.expose()), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_or_an_unknown_account_exits_64() {
+    let (_emu, dir, config) = world(|s| s, &["svc-1"]).await;
+    let (code, _, stderr) = doctor(&config, &["--account", "nope"]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("no account \"nope\" in the configuration"),
+        "{stderr}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[daemon]\nmax_concurrent_rotations = \"many\"\n").unwrap();
+    let (code, _, stderr) = doctor(&bad, &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("invalid configuration"), "{stderr}");
+}
