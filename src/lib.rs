@@ -46,6 +46,7 @@
 //! - [`app`]: a validated configuration into accounts backed by the real adapters.
 //! - [`reload`]: SIGHUP and `keyturn reload`: load, validate, swap, or keep the old.
 //! - [`plan`]: `keyturn plan`: what start-up would do to each account, read-only.
+//! - [`doctor`]: `keyturn doctor`: read-only checks of each identity and account, with fixes.
 //!
 //! Wiring and entry points:
 //! - [`service`]: `service::run(loaded, shutdown)`, the one place that starts keyturn (lock,
