@@ -8,9 +8,10 @@ use crate::config::{IdentityConfig, NetworkConfig};
 use azure_core::credentials::{Secret, TokenCredential};
 use base64::Engine as _;
 use std::sync::Arc;
+use std::time::Instant;
 use time::OffsetDateTime;
 
-/// Key Vault's token scope (every public-cloud vault; the SDK asks the same).
+/// Key Vault's token scope in the public cloud (the SDK asks the same).
 const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 /// Clock skew beyond this is a warning (Entra accepts tokens a few minutes either side).
 const SKEW_WARN: time::Duration = time::Duration::minutes(2);
@@ -46,6 +47,7 @@ pub(super) async fn check(
     http: &Http,
     network: &NetworkConfig,
     now: OffsetDateTime,
+    started: Instant,
 ) -> Result<Checked, SetupError> {
     let credential: Arc<dyn TokenCredential> = crate::azure::credential(name, id, http, network)?;
     let base = graph_base(id);
@@ -70,28 +72,29 @@ pub(super) async fn check(
     match &graph_token {
         Some(t) => checks.extend(permissions(t)),
         None => checks.push(Check::warn(
-            "graph_permissions",
+            "graph_permission",
             "not checked: no Graph token",
             "fix graph_token first",
         )),
     }
-    if vault.is_some() {
-        match credential.get_token(&[VAULT_SCOPE], None).await {
+    if let Some(vault) = vault {
+        let scope = vault_scope(vault);
+        match credential.get_token(&[scope.as_str()], None).await {
             Ok(_) => {
                 got_token = true;
                 checks.push(Check::pass(
                     "vault_token",
-                    format!("a token for Key Vault ({VAULT_SCOPE})"),
+                    format!("a token for Key Vault ({scope})"),
                 ));
             }
-            Err(e) => checks.push(token_failure("vault_token", "Key Vault", VAULT_SCOPE, &e)),
+            Err(e) => checks.push(token_failure("vault_token", "Key Vault", &scope, &e)),
         }
     }
     let mut probes = vec![("Graph", base.clone())];
     if let Some(v) = vault {
         probes.push(("Key Vault", v.to_owned()));
     }
-    checks.push(clock_skew(http, &probes, now).await);
+    checks.push(clock_skew(http, &probes, now, started).await);
     Ok(Checked {
         report: IdentityReport {
             identity: name.to_owned(),
@@ -100,6 +103,21 @@ pub(super) async fn check(
         },
         graph_token,
     })
+}
+
+/// The token scope of the cloud a vault is in: `https://vault.azure.cn/.default` for
+/// `https://kv.vault.azure.cn/`; the public cloud's when the host is not `<name>.vault.…`.
+fn vault_scope(vault: &str) -> String {
+    url::Url::parse(vault.trim())
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+            let (_, cloud) = host.split_once('.')?;
+            cloud
+                .starts_with("vault.")
+                .then(|| format!("https://{cloud}/.default"))
+        })
+        .unwrap_or_else(|| VAULT_SCOPE.to_owned())
 }
 
 pub(super) fn graph_base(id: &IdentityConfig) -> String {
@@ -188,7 +206,14 @@ fn permissions(token: &Secret) -> Vec<Check> {
 }
 
 /// The clock against each service's `Date` header.
-async fn clock_skew(http: &Http, probes: &[(&str, String)], now: OffsetDateTime) -> Check {
+/// `now` is the time doctor started at, `started` the same instant on the monotonic clock: the
+/// host's time at each answer is `now` plus the time since.
+async fn clock_skew(
+    http: &Http,
+    probes: &[(&str, String)],
+    now: OffsetDateTime,
+    started: Instant,
+) -> Check {
     let mut worst: Option<(time::Duration, &str)> = None;
     for (service, url) in probes {
         let Ok(resp) = http.client.get(url.as_str()).send().await else {
@@ -205,7 +230,8 @@ async fn clock_skew(http: &Http, probes: &[(&str, String)], now: OffsetDateTime)
         let Ok(theirs) = OffsetDateTime::from_unix_timestamp(date.timestamp()) else {
             continue;
         };
-        let skew = now - theirs;
+        let ours = now + started.elapsed();
+        let skew = ours - theirs;
         if worst.is_none_or(|(w, _)| skew.abs() > w.abs()) {
             worst = Some((skew, service));
         }
@@ -244,6 +270,23 @@ mod tests {
             Some("7000222")
         );
         assert_eq!(aadsts("connection refused"), None);
+    }
+
+    #[test]
+    fn the_vault_scope_follows_the_vault_s_cloud() {
+        assert_eq!(
+            vault_scope("https://kv1.vault.azure.net/"),
+            "https://vault.azure.net/.default"
+        );
+        assert_eq!(
+            vault_scope("https://kv1.vault.azure.cn:443/"),
+            "https://vault.azure.cn/.default"
+        );
+        assert_eq!(
+            vault_scope("https://kv1.vault.usgovcloudapi.net/"),
+            "https://vault.usgovcloudapi.net/.default"
+        );
+        assert_eq!(vault_scope("not a url"), VAULT_SCOPE);
     }
 
     #[test]

@@ -230,13 +230,15 @@ pub async fn doctor(
             }
         }
     }
+    let started = std::time::Instant::now();
     let mut identities = Vec::new();
     let mut graph_tokens = HashMap::new();
     for (name, vault) in names {
         let Some(id) = loaded.config.identities.get(name) else {
             continue;
         };
-        let checked = identity::check(name, id, vault, &http, &loaded.config.network, now).await?;
+        let checked =
+            identity::check(name, id, vault, &http, &loaded.config.network, now, started).await?;
         if let Some(t) = checked.graph_token {
             graph_tokens.insert(name.to_owned(), t);
         }
@@ -262,4 +264,47 @@ pub async fn doctor(
         identities,
         accounts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(got_token: bool, status: Status) -> IdentityReport {
+        IdentityReport {
+            identity: "id".into(),
+            checks: vec![Check {
+                check: "graph_token",
+                status,
+                detail: String::new(),
+                fix: String::new(),
+            }],
+            got_token,
+        }
+    }
+
+    #[test]
+    fn the_exit_code_is_0_with_warnings_1_with_a_failure_69_without_any_token() {
+        let report = |identities| Report {
+            identities,
+            accounts: vec![],
+        };
+        assert_eq!(report(vec![identity(true, Status::Warn)]).exit_code(), 0);
+        assert_eq!(
+            report(vec![
+                identity(true, Status::Pass),
+                identity(false, Status::Fail)
+            ])
+            .exit_code(),
+            1
+        );
+        assert_eq!(
+            report(vec![
+                identity(false, Status::Fail),
+                identity(false, Status::Fail)
+            ])
+            .exit_code(),
+            EXIT_NO_TOKEN
+        );
+    }
 }
