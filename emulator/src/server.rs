@@ -128,7 +128,20 @@ fn classify(req: &Req) -> Target {
     Target::NotFound
 }
 
+/// Answers one request, with a `Date` header from the emulator's clock (so an advanced clock
+/// shows in it, as a skewed one would at Azure; hyper's own would be the wall clock).
 async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Dropped> {
+    let clock = control.shared.clock.clone();
+    let resp = answer(control, req).await?;
+    let now = clock.now();
+    Ok(with_header(
+        resp,
+        "date",
+        &httpdate::fmt_http_date(std::time::SystemTime::from(now)),
+    ))
+}
+
+async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Dropped> {
     let (parts, body) = req.into_parts();
     let body: Bytes = body.collect().await.map_err(|_| Dropped)?.to_bytes();
     let authority = parts

@@ -397,6 +397,29 @@ async fn a_rotation_left_pending_and_an_old_secret_are_warnings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_minutes_off_the_services_is_a_warning() {
+    let (emu, _dir, config) = world(|s| s, &["svc-1"]).await;
+    // The services' `Date` is 10 minutes ahead of this host's clock.
+    emu.control()
+        .advance_clock(std::time::Duration::from_secs(600));
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "a warning only: {v}");
+    let c = find(&v, "identities", "rotator", "clock_skew");
+    assert_eq!(c["status"], "warn", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(detail.contains("behind"), "{c}");
+    let secs: i64 = detail
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix('s').and_then(|n| n.parse().ok()))
+        .unwrap();
+    assert!((595..=605).contains(&secs), "{c}");
+    assert!(
+        c["fix"].as_str().unwrap().contains("synchronise the clock"),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_configuration_or_an_unknown_account_exits_64() {
     let (_emu, dir, config) = world(|s| s, &["svc-1"]).await;
     let (code, _, stderr) = doctor(&config, &["--account", "nope"]);
