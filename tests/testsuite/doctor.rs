@@ -106,6 +106,12 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
     let top: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(top, ["accounts", "identities"]);
     assert_eq!(v["identities"][0]["identity"], "rotator");
+    let mut keys: Vec<&String> = v["identities"][0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["checks", "identity"]);
+    let mut keys: Vec<&String> = v["accounts"][0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["account", "checks"]);
     assert_eq!(v["accounts"][0]["account"], "svc-1");
     assert_eq!(v["accounts"][1]["account"], "svc-2");
     for c in v["accounts"][0]["checks"].as_array().unwrap() {
