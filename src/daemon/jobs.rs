@@ -64,6 +64,12 @@ pub(super) enum Job {
 }
 
 impl Daemon {
+    /// Queues a reconcile the daemon starts itself (start-up recovery, a reload, the drift
+    /// timer): nobody waits for its answer.
+    pub(super) fn spawn_reconcile(&mut self, idx: usize, trigger: Trigger) {
+        self.spawn(idx, Job::Reconcile, Request::daemon(trigger), None, None);
+    }
+
     /// Queues a job for the account; it starts when the global and its tenant's allowances
     /// have room.
     pub(super) fn spawn(
@@ -190,13 +196,7 @@ impl Daemon {
     /// Reconciles an account a reload changed while it was busy (see [`Daemon::reload`]).
     pub(super) fn reconcile_if_moved(&mut self, idx: usize) {
         if std::mem::take(&mut self.slots[idx].reconcile_when_idle) && !self.slots[idx].busy {
-            self.spawn(
-                idx,
-                Job::Reconcile,
-                Request::daemon(Trigger::Recovery),
-                None,
-                None,
-            );
+            self.spawn_reconcile(idx, Trigger::Recovery);
         }
     }
 

@@ -30,12 +30,12 @@ pub(crate) use jobs::{first_due, FirstDue};
 pub use lock::InstanceLock;
 pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};
 
-use jobs::{Done, Job, Queued};
+use jobs::{Done, Queued};
 
 use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
 use crate::config::OnMissingSecret;
-use crate::protocol::{Account, Engine, Request};
+use crate::protocol::{Account, Engine};
 use crate::schedule::Schedule;
 use std::collections::HashMap;
 use std::future::Future;
@@ -297,13 +297,7 @@ impl Daemon {
             if !self.slots[idx].managed.enabled {
                 continue;
             }
-            self.spawn(
-                idx,
-                Job::Reconcile,
-                Request::daemon(Trigger::Recovery),
-                None,
-                None,
-            );
+            self.spawn_reconcile(idx, Trigger::Recovery);
         }
         let mut stopped = false;
         while !self.tasks.is_empty() {
@@ -345,7 +339,7 @@ impl Daemon {
                     for idx in 0..self.slots.len() {
                         let s = &self.slots[idx];
                         if !s.busy && !s.paused && s.managed.enabled {
-                            self.spawn(idx, Job::Reconcile, Request::daemon(Trigger::Drift), None, None);
+                            self.spawn_reconcile(idx, Trigger::Drift);
                         }
                     }
                 }

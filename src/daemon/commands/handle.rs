@@ -63,12 +63,7 @@ impl Daemon {
             } => {
                 let targets = match self.targets(&target) {
                     Ok(t) => t,
-                    Err(e) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
-                        }
-                        return;
-                    }
+                    Err(e) => return refuse(reply, &target, e),
                 };
                 let mut immediate = Vec::new();
                 let mut waits = Vec::new();
@@ -193,12 +188,7 @@ impl Daemon {
             } => {
                 let targets = match self.targets(&target) {
                     Ok(t) => t,
-                    Err(e) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
-                        }
-                        return;
-                    }
+                    Err(e) => return refuse(reply, &target, e),
                 };
                 let mut immediate = Vec::new();
                 let mut waits = Vec::new();
@@ -287,13 +277,7 @@ impl Daemon {
             if self.slots[idx].busy {
                 self.slots[idx].reconcile_when_idle = true;
             } else {
-                self.spawn(
-                    idx,
-                    Job::Reconcile,
-                    Request::daemon(Trigger::Recovery),
-                    None,
-                    None,
-                );
+                self.spawn_reconcile(idx, Trigger::Recovery);
             }
         }
         let mut summary = format!("{kept} account(s) kept, {added} added, {removed} removed");
@@ -331,6 +315,17 @@ impl Daemon {
 
 /// Sends `reply` the immediate answers followed by each awaited one, once all have come,
 /// without holding up the daemon's loop.
+/// One account's answer (`AccountResult` when `T` is a rotation's summary, `AccountAck`
+/// when it is a text).
+type Answer<T> = (String, Result<T, super::AccountFailure>);
+
+/// Answers a command refused as a whole: its target names no account it may act on.
+fn refuse<T>(reply: Option<oneshot::Sender<Vec<Answer<T>>>>, target: &Target, e: AccountError) {
+    if let Some(reply) = reply {
+        let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
+    }
+}
+
 fn reply_when_done<T: Send + 'static>(
     reply: Option<oneshot::Sender<Vec<T>>>,
     immediate: Vec<T>,
