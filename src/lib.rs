@@ -5,7 +5,7 @@
 //!
 //! Dependencies point down this list's groups, never up (`docs/architecture.md` has the map
 //! and what is still to move). What nothing outside the crate uses is `pub(crate)`: the
-//! modules named here without a link (`signals`, `notify`, `accept`, `metrics`) and, inside
+//! modules named here without a link (`signals`, `notify`, `accept`, `metrics`, `notifications`) and, inside
 //! the public ones, the items the binary, `tests/`, `bench/` and `fuzz/` do not name.
 //!
 //! Core, depending on nothing above it:
@@ -40,6 +40,9 @@
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators;
 //!   waits are reported to an observer the wiring hands in.
 //! - [`azure`]: the real adapters (Key Vault SDK, Graph over reqwest, azure_identity).
+//! - `notifications`: `[[notify]]`: chosen audit events as CloudEvents to webhooks (HMAC
+//!   signed) and Event Grid topics, queued and retried apart from the rotations
+//!   (`docs/notifications.md`).
 //! - `metrics`: one service's counters (an [`observe::Observer`]), and `/metrics`,
 //!   `/healthz`, `/readyz` over HTTP.
 //! - [`admin`]: the admin Unix socket: server, wire protocol and client.
@@ -73,6 +76,7 @@ pub mod idle;
 pub mod limits;
 pub mod memory;
 pub(crate) mod metrics;
+pub(crate) mod notifications;
 pub(crate) mod notify;
 pub mod observe;
 pub mod password;

@@ -50,6 +50,17 @@ fn latency_histogram() -> Histogram {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkReason {
+    sink: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BudgetLabel {
     budget: String,
 }
@@ -71,6 +82,10 @@ pub(crate) struct Metrics {
     evicted: Counter,
     /// When each identity's own credential expires (Unix seconds), where known offline.
     credential_expiry: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// Notifications delivered, by sink.
+    notify_delivered: Family<SinkLabel, Counter>,
+    /// Notifications dropped, by sink and reason.
+    notify_dropped: Family<SinkReason, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +98,8 @@ impl Default for Metrics {
             paced_seconds: Family::default(),
             evicted: Counter::default(),
             credential_expiry: Default::default(),
+            notify_delivered: Family::default(),
+            notify_dropped: Family::default(),
         }
     }
 }
@@ -136,6 +153,21 @@ impl Observer for Metrics {
             .credential_expiry
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = expiries.clone();
+    }
+
+    fn notify_delivered(&self, sink: &str) {
+        self.notify_delivered
+            .get_or_create(&SinkLabel { sink: sink.into() })
+            .inc();
+    }
+
+    fn notify_dropped(&self, sink: &str, reason: &'static str) {
+        self.notify_dropped
+            .get_or_create(&SinkReason {
+                sink: sink.into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 }
 
@@ -300,6 +332,16 @@ pub(crate) fn render(
         "paced_wait_seconds",
         "Time Azure requests spent waiting for keyturn's own rate limit, by budget",
         metrics.paced_seconds.clone(),
+    );
+    reg.register(
+        "notify_delivered",
+        "Notifications ([[notify]]) delivered, by sink",
+        metrics.notify_delivered.clone(),
+    );
+    reg.register(
+        "notify_dropped",
+        "Notifications ([[notify]]) dropped, by sink and reason (queue_full, gave_up, rejected, stopped)",
+        metrics.notify_dropped.clone(),
     );
     reg.register(
         "metrics_connections_closed_early",

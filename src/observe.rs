@@ -1,5 +1,5 @@
 //! What the Azure adapters and the rate limits report as they work: each Azure request,
-//! and each wait for a client-side budget. They report to an [`Observer`] the wiring hands
+//! and each wait for a client-side budget (and the notification sinks, each delivery and drop). They report to an [`Observer`] the wiring hands
 //! them (the daemon's `metrics::Metrics`, whose `/metrics` shows the counts), so
 //! neither reaches for the metrics, and each service started in one process counts its own.
 
@@ -21,6 +21,13 @@ pub trait Observer: Send + Sync {
     /// (`config::credential_expiries`): set at start-up and at each reload, replacing the
     /// previous set.
     fn credential_expiries(&self, _expiries: &BTreeMap<String, i64>) {}
+
+    /// One notification delivered by the `[[notify]]` sink `sink` (`crate::notifications`).
+    fn notify_delivered(&self, _sink: &str) {}
+
+    /// One notification of the sink `sink` dropped, for `reason` (`queue_full`, `gave_up`,
+    /// `rejected`, `stopped`).
+    fn notify_dropped(&self, _sink: &str, _reason: &'static str) {}
 }
 
 /// An observer that keeps nothing: for work no `/metrics` reports on (`keyturn rotate

@@ -164,6 +164,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         daemon,
         admin,
         metrics,
+        notify,
         // Rebuilt at each reload: new HTTP client, credentials, stores and accounts (the
         // included files are read again at each reload, so their list is too).
         include: _,
@@ -208,6 +209,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         (old.admin != *admin, "[admin]"),
         (old.metrics != *metrics, "[metrics]"),
+        (old.notify != *notify, "[[notify]]"),
     ] {
         if changed {
             out.push(key);

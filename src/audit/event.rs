@@ -136,6 +136,11 @@ pub enum EventKind {
     /// detail names the record the chain then starts at.
     #[serde(rename = "audit.pruned")]
     AuditPruned,
+    /// Notifications (`[[notify]]`) were dropped: a sink's queue was full, or a receiver
+    /// refused or never took them (at most one record per sink a minute; the detail counts
+    /// them by reason).
+    #[serde(rename = "notify.dropped")]
+    NotifyDropped,
 }
 
 impl EventKind {
@@ -165,6 +170,7 @@ impl EventKind {
             EventKind::AuditRecovered => "audit.recovered",
             EventKind::AuditSealMismatch => "audit.seal_mismatch",
             EventKind::AuditPruned => "audit.pruned",
+            EventKind::NotifyDropped => "notify.dropped",
         }
     }
 }

@@ -284,7 +284,11 @@ fn check_entra_ids(
 
 /// A systemd credential's file, `$CREDENTIALS_DIRECTORY/<name>`; `None` (and a problem
 /// at `key`) when `$CREDENTIALS_DIRECTORY` is not set.
-fn credential_file(name: &str, key: &str, p: &mut impl FnMut(String, String)) -> Option<PathBuf> {
+pub(super) fn credential_file(
+    name: &str,
+    key: &str,
+    p: &mut impl FnMut(String, String),
+) -> Option<PathBuf> {
     match std::env::var_os("CREDENTIALS_DIRECTORY") {
         Some(dir) => Some(PathBuf::from(dir).join(name)),
         None => {
@@ -375,7 +379,7 @@ fn check_https(v: &str, key: &str, p: &mut impl FnMut(String, String)) {
 /// on-call group, say) holds a credential that resets privileged users' passwords.
 /// systemd credentials (`LoadCredential=`) are not checked here: systemd makes them
 /// readable by the service's user only.
-fn check_secret_file(f: &Path, key: &str, p: &mut impl FnMut(String, String)) {
+pub(super) fn check_secret_file(f: &Path, key: &str, p: &mut impl FnMut(String, String)) {
     use std::os::unix::fs::MetadataExt;
     let m = match std::fs::metadata(f) {
         Err(e) => return p(key.into(), format!("cannot read {}: {e}", f.display())),

@@ -7,6 +7,7 @@
 //!   with its key; `identities`: the `[identities]` section (kinds, credential files, the
 //!   form of Entra ids, `verify_identity`); `accounts`: the `[[accounts]]` section, resolved
 //!   with the defaults, and the check that no two accounts write the same Key Vault secret.
+//! - `notify`: the `[[notify]]` sinks (kinds, URLs, HMAC key sources, event names, bounds).
 //! - `include`: the files `include = [...]` names (identities and accounts only), merged
 //!   into the main file's, their problems named with their paths.
 //! - `expiry`: the app credential's own expiry where known offline (a certificate's
@@ -21,6 +22,7 @@ mod identities;
 mod include;
 mod load;
 mod model;
+mod notify;
 mod validate;
 
 pub use accounts::normalize_vault;
@@ -28,6 +30,7 @@ pub use expiry::{credential_expiries, expiry_warnings, EXPIRY_WARNING};
 pub(crate) use load::admin_socket;
 pub use load::{load, load_str, load_with_env, ConfigError, Loaded};
 pub use model::*;
+pub use notify::{notify_url_ok, webhook_key_source, KeySource, NOTIFY_EVENTS, NOTIFY_KINDS};
 pub use validate::{validate, DURATION_MAXIMUMS};
 
 /// Exit code for a bad configuration (`EX_USAGE` in sysexits.h, as linkerd2-proxy uses).

@@ -33,6 +33,84 @@ pub struct Config {
     pub identities: BTreeMap<String, IdentityConfig>,
     /// The managed accounts.
     pub accounts: Vec<AccountConfig>,
+    /// Where chosen audit events are sent as CloudEvents (`[[notify]]`,
+    /// `docs/notifications.md`).
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One `[[notify]]` sink: a webhook or an Event Grid topic that receives chosen audit events
+/// as CloudEvents 1.0 (`crate::notifications`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct NotifyConfig {
+    /// A unique name: the `sink` label of the metrics, the audit records of drops.
+    pub name: String,
+    /// `webhook` or `event_grid`. A string, like an identity's `kind`, so that a bad kind is
+    /// one listed problem.
+    pub kind: String,
+    /// `webhook`: where events are POSTed (`https://`; `http://` only to a loopback address).
+    pub url: Option<String>,
+    /// `webhook`: a file that holds the HMAC key (mode 0600 or 0400, as a client secret).
+    pub secret_file: Option<PathBuf>,
+    /// `webhook`: a systemd credential name that holds the HMAC key (`$CREDENTIALS_DIRECTORY`).
+    pub secret_credential: Option<String>,
+    /// `webhook`: an environment variable that holds the HMAC key.
+    pub secret_env: Option<String>,
+    /// `event_grid`: the topic endpoint, `https://TOPIC.REGION-1.eventgrid.azure.net/api/events`.
+    pub endpoint: Option<String>,
+    /// `event_grid`: the identity (`[identities.NAME]`) whose Entra token publishes.
+    pub identity: Option<String>,
+    /// The audit events sent (`docs/notifications.md` lists the names); default
+    /// [`NotifyConfig::DEFAULT_EVENTS`].
+    pub events: Vec<String>,
+    /// The CloudEvents `source`; default `keyturn://HOSTNAME`.
+    pub source: Option<String>,
+    /// Events waiting for delivery at most; one more is dropped (and counted).
+    pub queue: usize,
+    /// Tries of one event before it is dropped (and counted).
+    pub max_attempts: u32,
+    /// First delay before a retry (doubled each time, with jitter, up to `retry_max_delay`).
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Longest delay before a retry, `Retry-After` included.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Timeout of one delivery request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl NotifyConfig {
+    /// The events a sink gets when `events` is not given.
+    pub const DEFAULT_EVENTS: [&'static str; 5] = [
+        "rotation.failed",
+        "drift.detected",
+        "rotation.manual",
+        "readiness.changed",
+        "config.rejected",
+    ];
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            name: String::new(),
+            kind: String::new(),
+            url: None,
+            secret_file: None,
+            secret_credential: None,
+            secret_env: None,
+            endpoint: None,
+            identity: None,
+            events: NotifyConfig::DEFAULT_EVENTS.map(String::from).to_vec(),
+            source: None,
+            queue: 1000,
+            max_attempts: 8,
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The `[limits]` table: client-side rate limits ([`crate::limits`] builds the budgets).

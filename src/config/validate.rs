@@ -114,7 +114,7 @@ fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
 
 /// Checks everything that serde cannot; returns the resolved accounts. Sections report in
 /// this order, which is the order `keyturn check-config` lists problems in: daemon, limits,
-/// retries and durations, admin, metrics, tls and network, identities, accounts.
+/// retries and durations, admin, metrics, tls and network, identities, accounts, notify.
 pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAccount> {
     let mut p = |key: String, message: String| problems.push(Problem { key, message });
     validate_daemon(config, &mut p);
@@ -125,6 +125,7 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
     validate_tls_network(config, &mut p);
     validate_identities(config, &mut p);
     let resolved = validate_accounts(config, &mut p);
+    super::notify::validate_notify(config, &mut p);
     problems.dedup();
     resolved
 }

@@ -78,6 +78,9 @@ pub enum ServiceError {
     /// The pause file in `daemon.state_dir` cannot be read.
     #[error(transparent)]
     Pauses(#[from] PauseFileError),
+    /// A `[[notify]]` sink cannot be set up (its HMAC key cannot be read).
+    #[error(transparent)]
+    Notify(#[from] crate::notifications::NotifySetupError),
 }
 
 impl ServiceError {
@@ -93,6 +96,7 @@ impl ServiceError {
             },
             // A restart cannot mend the file: someone must fix or delete it.
             ServiceError::Pauses(_) => EXIT_CONFIG,
+            ServiceError::Notify(_) => EXIT_CONFIG,
             ServiceError::Daemon(_)
             | ServiceError::AuditFolder { .. }
             | ServiceError::Audit(_)
@@ -103,6 +107,10 @@ impl ServiceError {
         }
     }
 }
+
+/// The longest a stop waits for queued notifications to be delivered (at most
+/// `daemon.shutdown_grace`).
+const NOTIFY_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs keyturn's service until SIGTERM or SIGINT, or until `shutdown` completes (both stop
 /// it the same way: in-flight rotations get the grace period); returns the exit code.
@@ -118,13 +126,29 @@ pub async fn run(
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
     let pause_file = PauseFile::in_dir(&loaded.config.daemon.state_dir);
     let paused = pause_file.load()?;
-    let audit = audit_sinks(&loaded)?;
+    let file_audit = audit_sinks(&loaded)?;
     // This service's counters: its Azure client and rate limits report to them, and its
     // `/metrics` reads them.
     let metrics = Metrics::new();
     crate::app::report_credential_expiry(&loaded.config, &*metrics);
     let http =
         crate::azure::http_client(&loaded.config.tls, &loaded.config.network, metrics.clone())?;
+    // `[[notify]]`: a copy beside the file that only queues; its drops are recorded to the
+    // file's sinks, never to itself.
+    let notifier = crate::notifications::Notifier::start(
+        &loaded.config,
+        &http,
+        metrics.clone(),
+        file_audit.clone(),
+    )
+    .map_err(|e| match e {
+        crate::notifications::StartError::Sink(e) => ServiceError::Notify(e),
+        crate::notifications::StartError::Identity(e) => ServiceError::Setup(e),
+    })?;
+    let audit: Arc<dyn crate::audit::AuditSink> = match &notifier {
+        Some(n) => Arc::new(crate::audit::Tee(vec![file_audit, n.sink()])),
+        None => file_audit,
+    };
     let limiter = Arc::new(crate::limits::Limiter::new(
         loaded.config.limits.clone(),
         metrics.clone(),
@@ -140,6 +164,7 @@ pub async fn run(
         crate::app::tuning(&loaded),
     ));
     let watchdog = crate::notify::watchdog_interval();
+    let shutdown_grace = loaded.config.daemon.shutdown_grace;
     let mut settings = crate::app::settings(&loaded);
     if lock.unclean {
         settings.startup_delay = loaded.config.daemon.unclean_start_delay;
@@ -279,6 +304,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(n) = notifier {
+        n.stop(NOTIFY_DRAIN.min(shutdown_grace)).await;
     }
     if !admin_cfg.socket.as_os_str().is_empty() {
         let _ = std::fs::remove_file(&admin_cfg.socket);
