@@ -11,6 +11,8 @@ use serde_json::json;
 pub(crate) const GRAPH_AUD: &str = "https://graph.microsoft.com";
 /// Audience of Key Vault tokens.
 pub(crate) const VAULT_AUD: &str = "https://vault.azure.net";
+/// Audience of Event Grid's data-plane tokens (scope `https://eventgrid.azure.net/.default`).
+pub(crate) const EVENTGRID_AUD: &str = "https://eventgrid.azure.net";
 
 /// `2024-01-01 12:00:00Z`, the format of Entra's error timestamps.
 fn aad_timestamp(now: time::OffsetDateTime) -> String {

@@ -244,6 +244,14 @@ impl Control {
         self.shared.clock.advance(by)
     }
 
+    /// The events the Event Grid topic `topic` took, in order.
+    pub fn event_grid_events(&self, topic: &str) -> Vec<crate::eventgrid::PublishedEvent> {
+        lock(&self.shared.events)
+            .get(&topic.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Names of the vaults that exist now.
     pub fn vault_names(&self) -> Vec<String> {
         lock(&self.shared.state).vaults.keys().cloned().collect()
@@ -349,6 +357,9 @@ fn route(c: &Control, req: &Req) -> Result<Resp, Error> {
             } else {
                 Err(Error::NotFound(format!("fault rule {id:?}")))
             }
+        }
+        (&Method::GET, ["eventgrid", topic]) => {
+            Ok(json(200, &json!({"events": c.event_grid_events(topic)})))
         }
         (&Method::GET, ["counters"]) => Ok(json(
             200,

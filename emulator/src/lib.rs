@@ -37,6 +37,7 @@ mod clock;
 pub mod control;
 mod entra;
 mod error;
+pub mod eventgrid;
 pub mod faults;
 mod graph;
 mod http;
@@ -168,6 +169,7 @@ impl Emulator {
             throttle: Mutex::new(shared::Throttle::default()),
             clock,
             state_file: cfg.state_file.clone(),
+            events: Mutex::default(),
         });
         shared.persist(&lock(&shared.state));
         let control = Control { shared };
@@ -224,6 +226,18 @@ impl Emulator {
         format!(
             "https://{}.vault.azure.net:{}/",
             vault.to_ascii_lowercase(),
+            self.addr.port()
+        )
+    }
+
+    /// The endpoint of the Event Grid topic `topic` (any name; CloudEvents 1.0 input):
+    /// `https://{topic}.westeurope-1.eventgrid.azure.net:{port}/api/events`. Its host is not in
+    /// [`Emulator::resolve_hosts`]: resolve it too.
+    pub fn event_grid_endpoint(&self, topic: &str) -> String {
+        format!(
+            "https://{}.{}.eventgrid.azure.net:{}/api/events",
+            topic.to_ascii_lowercase(),
+            eventgrid::REGION,
             self.addr.port()
         )
     }

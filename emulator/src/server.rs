@@ -87,6 +87,8 @@ enum Target {
     Graph(String),
     /// `/v1.0/oauth2PermissionGrants`.
     Grants,
+    /// An Event Grid topic's `/api/events`.
+    EventGrid(String),
     NotFound,
 }
 
@@ -97,6 +99,12 @@ fn classify(req: &Req) -> Target {
             return Target::Kv(vault.to_string(), KvOp::parse(&req.method, &req.path));
         }
         return Target::NotFound;
+    }
+    if host.ends_with(".eventgrid.azure.net") {
+        return match crate::eventgrid::topic_of(host, &req.path) {
+            Some(topic) => Target::EventGrid(topic),
+            None => Target::NotFound,
+        };
     }
     if req.path.starts_with("/_emulator/") {
         return if host == "localhost" || host == "127.0.0.1" {
@@ -214,6 +222,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
             (r, None, graph::peek_tenant(&req))
         }
         Target::Grants => ("graph.grants", None, graph::peek_tenant(&req)),
+        Target::EventGrid(_) => ("eventgrid.publish", None, None),
     };
     let plan = lock(&shared.faults).plan(route, vault.as_deref(), tenant.as_deref());
     if plan.latency_ms > 0 {
@@ -256,6 +265,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
         Target::Kv(v, op) => keyvault::handle(shared, &req, v, op),
         Target::Graph(u) => graph::handle(shared, &req, u, &rid),
         Target::Grants => graph::handle_grants(shared, &req, &rid),
+        Target::EventGrid(topic) => crate::eventgrid::publish(shared, &req, topic),
         Target::Control | Target::NotFound => json(404, &json!({})),
     };
     let mut resp = finish(resp, &target, &req, &rid);
@@ -305,6 +315,7 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
         }
+        Target::EventGrid(_) => with_header(r, "x-ms-request-id", rid),
         Target::Token(_) | Target::Msi | Target::Discovery(_) => {
             if r.headers().contains_key("x-ms-request-id") {
                 r
@@ -347,6 +358,10 @@ fn fault_response(
                 "Injected by a keyturn-emulator fault rule.",
             )
         }
+        Target::EventGrid(_) => json(
+            status,
+            &json!({"error": {"code": if status == 429 { "TooManyRequests" } else { "InternalServerError" }, "message": "Injected by a keyturn-emulator fault rule."}}),
+        ),
         _ => json(
             status,
             &json!({"error": "temporarily_unavailable", "error_description": "AADSTS90033: A transient error has occurred. Please try again. (injected by a keyturn-emulator fault rule)", "error_codes": [90033]}),

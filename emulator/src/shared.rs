@@ -38,6 +38,17 @@ impl Throttle {
     }
 }
 
+/// One event an Event Grid topic took (`eventgrid`).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct PublishedEvent {
+    /// The app (client id) whose token published it.
+    pub app_id: String,
+    /// The request's `Content-Type`.
+    pub content_type: String,
+    /// The CloudEvent as sent.
+    pub event: serde_json::Value,
+}
+
 /// Shared by all connections.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -46,6 +57,8 @@ pub(crate) struct Shared {
     pub throttle: Mutex<Throttle>,
     pub clock: Clock,
     pub state_file: Option<PathBuf>,
+    /// The events each Event Grid topic took, by topic (not kept in the state file).
+    pub events: Mutex<std::collections::BTreeMap<String, Vec<PublishedEvent>>>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicking handler must not wedge the emulator).

@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Host names the generated server certificate covers.
-pub const SERVER_NAMES: [&str; 5] = [
+pub const SERVER_NAMES: [&str; 6] = [
     "localhost",
     "127.0.0.1",
     "*.vault.azure.net",
+    "*.westeurope-1.eventgrid.azure.net",
     "login.microsoftonline.com",
     "graph.microsoft.com",
 ];

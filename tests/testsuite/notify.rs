@@ -391,3 +391,181 @@ async fn a_dead_receiver_neither_holds_up_nor_fails_a_rotation_and_its_drop_is_c
     // The audit log's chain holds with the new kind in it.
     assert_eq!(world.count("rotation.completed", Some("svc-1")), 1);
 }
+
+const BASE: &str = r#"
+[identities.rotator]
+kind = "client_secret"
+tenant_id = "contoso.onmicrosoft.com"
+client_id = "6f1c0a4e-8b2d-4c3e-9f5a-0b1c2d3e4f5a"
+client_secret = "s3cret"
+allow_inline_secret = true
+
+[[accounts]]
+name = "a"
+user = "svc-a@contoso.onmicrosoft.com"
+identity = "rotator"
+vault = "https://kv.vault.azure.net/"
+secret = "svc-a"
+"#;
+
+/// The configuration `BASE` + `text`, loaded from a file as `keyturn check-config` does.
+fn load_str(text: &str) -> Result<keyturn::config::Loaded, keyturn::config::ConfigError> {
+    let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(f.path(), format!("{BASE}\n{text}")).unwrap();
+    keyturn::config::load_with_env(f.path(), false)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load_str(text) {
+        Ok(_) => vec![],
+        Err(e) => e.problems().iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn notify_sinks_are_validated_with_the_fix_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path());
+    let webhook = |extra: &str| {
+        format!(
+            "[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nsecret_file = {:?}\n{extra}\n",
+            key.display().to_string()
+        )
+    };
+    // Good: https, http to loopback, Event Grid with an identity; the default events.
+    for good in [
+        webhook("url = \"https://hooks.example.com/keyturn\""),
+        webhook("url = \"http://127.0.0.1:8080/keyturn\""),
+        "[[notify]]\nname = \"grid\"\nkind = \"event_grid\"\nendpoint = \"https://keyturn.westeurope-1.eventgrid.azure.net/api/events\"\nidentity = \"rotator\"\nevents = [\"rotation.failed\", \"readiness.changed\"]\n".to_owned(),
+    ] {
+        assert_eq!(problems(&good), Vec::<String>::new(), "{good}");
+    }
+    let cfg = load_str(&webhook("url = \"https://h.example/\"")).unwrap();
+    assert_eq!(
+        cfg.config.notify[0].events,
+        [
+            "rotation.failed",
+            "drift.detected",
+            "rotation.manual",
+            "readiness.changed",
+            "config.rejected"
+        ]
+    );
+
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            webhook("url = \"http://hooks.example.com/k\""),
+            "notify[0].url",
+            "use https://",
+        ),
+        (
+            webhook("url = \"https://h.example/\"\nevents = [\"rotation.exploded\"]"),
+            "notify[0].events[0]",
+            "use one of rotation.failed, ",
+        ),
+        (
+            "[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://h.example/\"\n".into(),
+            "notify[0].secret_file",
+            "secret_file, secret_credential",
+        ),
+        (
+            "[[notify]]\nname = \"ops\"\nkind = \"teams\"\n".into(),
+            "notify[0].kind",
+            "use one of webhook, event_grid",
+        ),
+        (
+            "[[notify]]\nname = \"grid\"\nkind = \"event_grid\"\nendpoint = \"https://t.westeurope-1.eventgrid.azure.net/api/events\"\nidentity = \"nobody\"\n".into(),
+            "notify[0].identity",
+            "not defined under [identities]",
+        ),
+        (
+            "[[notify]]\nname = \"grid\"\nkind = \"event_grid\"\nendpoint = \"http://t.westeurope-1.eventgrid.azure.net/api/events\"\nidentity = \"rotator\"\n".into(),
+            "notify[0].endpoint",
+            "https:// endpoint",
+        ),
+        (
+            format!("{}{}", webhook("url = \"https://h.example/\""), webhook("url = \"https://h.example/\"")),
+            "notify[1].name",
+            "already named \"ops\"",
+        ),
+        (
+            webhook("url = \"https://h.example/\"\nqueue = 0\nretry_base_delay = \"0s\""),
+            "notify[0].queue",
+            "from 1 to 100000",
+        ),
+    ];
+    for (text, key, says) in cases {
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with(&format!("{key}: ")) && p.contains(says)),
+            "{key} should say {says:?}: {p:#?}"
+        );
+    }
+    // A key file others can read is refused, as a client secret file is.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = problems(&webhook("url = \"https://h.example/\""));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("notify[0].secret_file: ") && p.contains("chmod 600")),
+        "{p:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_an_event_grid_topic_with_an_entra_token() {
+    let world = World::new(one_account()).await;
+    let endpoint = world.emu.event_grid_endpoint("keyturn-events");
+    let host = url::Url::parse(&endpoint)
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_owned();
+    let port = free_port();
+    let mut t = std::fs::read_to_string(&world.config).unwrap();
+    t = t.replace(
+        "[network.resolve]\n",
+        &format!("[network.resolve]\n{host:?} = \"127.0.0.1\"\n"),
+    );
+    t.push_str(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[notify]]\nname = \"grid\"\nkind = \"event_grid\"\nendpoint = {endpoint:?}\nidentity = \"rotator\"\nevents = [\"rotation.manual\", \"rotation.failed\"]\nsource = \"keyturn://test-host\"\n"
+    ));
+    std::fs::write(&world.config, t).unwrap();
+    let svc = world.service().await;
+    assert!(rotate(&svc.socket, "svc-1").await.ok);
+    assert_eq!(
+        wait_metric(port, "keyturn_notify_delivered_total{sink=\"grid\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(svc.stop().await, 0);
+    let got = world.emu.control().event_grid_events("keyturn-events");
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Published by the identity's app, with a token the topic took (its audience Event
+    // Grid's), as a CloudEvents batch.
+    assert_eq!(got[0].app_id, ROTATOR);
+    assert_eq!(
+        got[0].content_type,
+        "application/cloudevents-batch+json; charset=utf-8"
+    );
+    let ev = &got[0].event;
+    assert_eq!(ev["specversion"], "1.0");
+    assert_eq!(ev["type"], "io.keyturn.rotation.completed");
+    assert_eq!(ev["source"], "keyturn://test-host");
+    assert_eq!(ev["subject"], "svc-1");
+    assert_eq!(ev["data"]["trigger"], "socket");
+    let counters = world.emu.control().counters();
+    assert!(
+        counters
+            .requests
+            .keys()
+            .any(|k| k.starts_with("eventgrid.publish")),
+        "{:?}",
+        counters.requests
+    );
+    let loaded = world.loaded();
+    let body = ev.to_string();
+    for s in all_values(&reader(&world.emu, &loaded), &["svc-1"]).await {
+        assert!(!body.contains(&s), "a password in {body}");
+    }
+}

@@ -7,6 +7,7 @@ mod cli;
 mod consent;
 mod control;
 mod entra;
+mod eventgrid;
 mod graph;
 mod keyvault;
 mod msi;
