@@ -67,7 +67,7 @@ pub struct FaultRule {
     pub id: Option<String>,
     /// Route selector: a route name (`token`, `msi`, `kv.set`, `kv.get`, `kv.list`,
     /// `kv.update`, `kv.delete`, `kv.recover`, `kv.purge`, `graph.get`, `graph.patch`,
-    /// `graph.grants`), a
+    /// `graph.grants`, `eventgrid.publish`), a
     /// prefix such as `kv.*`, or `*`.
     pub route: String,
     /// Only requests to this vault (Key Vault routes).
