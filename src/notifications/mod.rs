@@ -392,3 +392,102 @@ fn read_key(source: &KeySource) -> Result<Zeroizing<Vec<u8>>, String> {
     }
     Ok(Zeroizing::new(key.as_bytes().to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{MemorySink, Trigger};
+
+    /// Counts drops by reason.
+    #[derive(Default)]
+    struct Dropped(Mutex<Vec<(String, &'static str)>>);
+
+    impl Observer for Dropped {
+        fn request(&self, _: &'static str, _: Option<u16>, _: Duration) {}
+        fn paced(&self, _: &'static str, _: Duration) {}
+        fn notify_dropped(&self, sink: &str, reason: &'static str) {
+            self.0.lock().unwrap().push((sink.to_owned(), reason));
+        }
+    }
+
+    fn failed() -> AuditEvent {
+        let mut ev = AuditEvent::new(EventKind::RotationFailed, time::OffsetDateTime::now_utc());
+        ev.account = Some("svc-1".into());
+        ev.trigger = Some(Trigger::Schedule);
+        ev
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_new_event_and_never_waits() {
+        let observer = Arc::new(Dropped::default());
+        let drops = Arc::new(Drops::new(observer.clone()));
+        // Nobody takes from the queue: the first event waits in it, the second has no room.
+        let (tx, _rx) = mpsc::channel(1);
+        let sink = NotifySink {
+            queues: vec![Queue {
+                name: "ops".into(),
+                events: vec!["rotation.failed".into()],
+                source: "keyturn://t".into(),
+                batch: false,
+                tx,
+                drops: drops.clone(),
+            }],
+        };
+        sink.record(&failed()).await.unwrap();
+        assert!(observer.0.lock().unwrap().is_empty());
+        sink.record(&failed()).await.unwrap();
+        // A record the sink does not take is not queued (nor dropped).
+        let started = AuditEvent::new(EventKind::RotationStarted, time::OffsetDateTime::now_utc());
+        sink.record(&started).await.unwrap();
+        assert_eq!(
+            *observer.0.lock().unwrap(),
+            [("ops".to_owned(), "queue_full")]
+        );
+        assert_eq!(drops.pending.load(Ordering::SeqCst), 1);
+        let ev = drops.take_record("ops").unwrap();
+        assert_eq!(ev.event, EventKind::NotifyDropped);
+        let detail = ev.detail.unwrap();
+        assert!(
+            detail.contains("1 event(s)") && detail.contains("queue_full: 1"),
+            "{detail}"
+        );
+        assert!(detail.contains("rotation.failed"), "{detail}");
+        assert!(drops.take_record("ops").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drops_are_audited_at_once_then_at_most_once_a_minute() {
+        let drops = Arc::new(Drops::new(crate::observe::unobserved()));
+        let audit = MemorySink::default();
+        let reporter = tokio::spawn(report_drops(
+            "ops".into(),
+            drops.clone(),
+            Arc::new(audit.clone()),
+        ));
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        drops.dropped("ops", Reason::GaveUp, "rotation.failed");
+        settle().await;
+        assert_eq!(audit.kinds(), [EventKind::NotifyDropped]);
+        // Three more within the minute: no record until it is over, then one for the three.
+        for _ in 0..3 {
+            drops.dropped("ops", Reason::QueueFull, "drift.detected");
+        }
+        tokio::time::advance(AUDIT_DROPS_EVERY / 2).await;
+        settle().await;
+        assert_eq!(audit.events().len(), 1);
+        tokio::time::advance(AUDIT_DROPS_EVERY / 2).await;
+        settle().await;
+        let events = audit.events();
+        assert_eq!(events.len(), 2);
+        let detail = events[1].detail.clone().unwrap();
+        assert!(
+            detail.contains("3 event(s)") && detail.contains("queue_full: 3"),
+            "{detail}"
+        );
+        reporter.abort();
+    }
+}

@@ -400,6 +400,11 @@ mod tests {
         };
         assert_eq!(ServiceError::from(identity).exit_code(), 64);
         assert_eq!(ServiceError::from(ca).exit_code(), 64);
+        let key = crate::notifications::NotifySetupError {
+            sink: "ops".into(),
+            detail: "cannot read secret_file /etc/keyturn/webhook.key".into(),
+        };
+        assert_eq!(ServiceError::from(key).exit_code(), 64);
         for e in [
             ServiceError::from(DaemonError::Locked {
                 path: "/var/lib/keyturn/lock".into(),
