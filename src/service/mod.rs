@@ -141,10 +141,7 @@ pub async fn run(
         metrics.clone(),
         file_audit.clone(),
     )
-    .map_err(|e| match e {
-        crate::notifications::StartError::Sink(e) => ServiceError::Notify(e),
-        crate::notifications::StartError::Identity(e) => ServiceError::Setup(e),
-    })?;
+    .map_err(notify_error)?;
     let audit: Arc<dyn crate::audit::AuditSink> = match &notifier {
         Some(n) => Arc::new(crate::audit::Tee(vec![file_audit, n.sink()])),
         None => file_audit,
@@ -317,6 +314,14 @@ pub async fn run(
         lock.release();
     }
     Ok(0)
+}
+
+/// A notifier that could not start, as the service's error.
+fn notify_error(e: crate::notifications::StartError) -> ServiceError {
+    match e {
+        crate::notifications::StartError::Sink(e) => ServiceError::Notify(e),
+        crate::notifications::StartError::Identity(e) => ServiceError::Setup(e),
+    }
 }
 
 /// Maps each [`Signal`] to what it asks of the daemon: the returned future completes on the

@@ -10,7 +10,9 @@ use crate::protocol::{Engine, Request};
 use std::sync::Arc;
 
 /// `keyturn rotate --offline ACCOUNT`: one rotation in the foreground, under the daemon's
-/// lock, with the result printed for the command line; returns the exit code.
+/// lock, with the result printed for the command line; returns the exit code. The
+/// `[[notify]]` sinks get its events too: they are delivered (for a bounded time) before it
+/// returns.
 pub(crate) async fn rotate_offline(
     loaded: Loaded,
     account: &str,
@@ -20,7 +22,42 @@ pub(crate) async fn rotate_offline(
     // Released when dropped on an early return (kept unclean if it inherited a crash it has
     // not waited out yet); `release` below once it has.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;
-    let audit = audit_sinks(&loaded)?;
+    let file_audit = audit_sinks(&loaded)?;
+    // No listener reports on one rotation's requests.
+    let http = crate::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        crate::observe::unobserved(),
+    )?;
+    let notifier = crate::notifications::Notifier::start(
+        &loaded.config,
+        &http,
+        crate::observe::unobserved(),
+        file_audit.clone(),
+    )
+    .map_err(super::notify_error)?;
+    let audit: Arc<dyn AuditSink> = match &notifier {
+        Some(n) => Arc::new(crate::audit::Tee(vec![file_audit, n.sink()])),
+        None => file_audit,
+    };
+    let drain = super::NOTIFY_DRAIN.min(loaded.config.daemon.shutdown_grace);
+    let code = rotate_one(loaded, account, reason, ticket, lock, audit, http).await;
+    if let Some(n) = notifier {
+        n.stop(drain).await;
+    }
+    code
+}
+
+/// The rotation of [`rotate_offline`], its lock taken and its sinks and client built.
+async fn rotate_one(
+    loaded: Loaded,
+    account: &str,
+    reason: Option<String>,
+    ticket: Option<String>,
+    lock: InstanceLock,
+    audit: Arc<dyn AuditSink>,
+    http: crate::azure::Http,
+) -> Result<i32, ServiceError> {
     let request = Request {
         trigger: Trigger::Cli,
         actor: crate::audit::Actor::current_user(),
@@ -28,12 +65,6 @@ pub(crate) async fn rotate_offline(
         ticket,
         rotation_id: None,
     };
-    // No listener reports on one rotation's requests.
-    let http = crate::azure::http_client(
-        &loaded.config.tls,
-        &loaded.config.network,
-        crate::observe::unobserved(),
-    )?;
     let accounts = match crate::app::accounts(&loaded, &http) {
         Ok(a) => a,
         Err(e) => {

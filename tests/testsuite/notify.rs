@@ -119,8 +119,13 @@ fn key_file(dir: &Path) -> std::path::PathBuf {
 fn add_webhook(world: &World, url: &str, extra: &str) -> u16 {
     let port = free_port();
     let mut t = std::fs::read_to_string(&world.config).unwrap();
+    // Quick retries unless `extra` says otherwise.
+    let delays = match extra.contains("retry_base_delay") {
+        true => "",
+        false => "retry_base_delay = \"50ms\"\nretry_max_delay = \"200ms\"\n",
+    };
     t.push_str(&format!(
-        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = {url:?}\nsecret_file = {:?}\nretry_base_delay = \"50ms\"\nretry_max_delay = \"200ms\"\n{extra}\n",
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = {url:?}\nsecret_file = {:?}\n{delays}{extra}\n",
         key_file(world.path()).display().to_string()
     ));
     std::fs::write(&world.config, t).unwrap();
@@ -568,4 +573,61 @@ async fn events_reach_an_event_grid_topic_with_an_entra_token() {
     for s in all_values(&reader(&world.emu, &loaded), &["svc-1"]).await {
         assert!(!body.contains(&s), "a password in {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_offline_delivers_its_manual_rotation_before_it_exits() {
+    let world = World::new(one_account()).await;
+    let receiver = Receiver::start(&[503]).await;
+    add_webhook(&world, &receiver.url(), "");
+    let config = world.config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+            .args([
+                "rotate",
+                "svc-1",
+                "--offline",
+                "--reason",
+                "by hand",
+                "--config",
+            ])
+            .arg(&config)
+            .env("KEYTURN_ALLOW_ROOT", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The process has exited: what it sent was taken before (a 503, then the retry).
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let ev = got[1].json();
+    assert_eq!(ev["type"], "io.keyturn.rotation.completed");
+    assert_eq!(ev["data"]["trigger"], "cli");
+    assert_eq!(ev["data"]["reason"], "by hand");
+    assert!(signature_ok(&got[1], KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_delivers_what_is_still_being_retried() {
+    let world = World::new(one_account()).await;
+    let receiver = Receiver::start(&[503, 503]).await;
+    // Retries at least half a second apart: the event is still being retried at the stop.
+    add_webhook(
+        &world,
+        &receiver.url(),
+        "events = [\"rotation.manual\"]\nretry_base_delay = \"1s\"\nretry_max_delay = \"1s\"",
+    );
+    let svc = world.service().await;
+    assert!(rotate(&svc.socket, "svc-1").await.ok);
+    assert_eq!(svc.stop().await, 0);
+    let got = receiver.got();
+    assert_eq!(got.len(), 3, "two refusals, then taken: {got:?}");
+    assert_eq!(got[2].json()["type"], "io.keyturn.rotation.completed");
+    assert_eq!(world.count("notify.dropped", None), 0);
 }
