@@ -19,6 +19,7 @@ mod msp;
 mod msp_audit;
 mod msp_daemon;
 mod msp_expiry;
+mod ops;
 mod process;
 mod protocol;
 mod scale;
