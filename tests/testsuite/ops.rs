@@ -482,3 +482,163 @@ fn the_dashboard_has_grafanas_shape() {
         assert!(all.contains(metric), "no {what} panel ({metric})");
     }
 }
+
+/// A stand-in for the az CLI: each call's arguments go to `$AZ_LOG` (one per line, then a
+/// blank line); `az keyvault show` answers the vault's resource id.
+const STUB_AZ: &str = r#"#!/usr/bin/env bash
+printf '%s\n' "$@" >> "$AZ_LOG"
+printf '\n' >> "$AZ_LOG"
+if [[ "$1 $2" == "keyvault show" ]]; then
+    echo "/subscriptions/s1/resourceGroups/$4/providers/Microsoft.KeyVault/vaults/$6"
+fi
+"#;
+
+/// deploy/azure/secret-expired-subscription.sh against the stub az: exit code, stderr and
+/// the calls (each a list of arguments).
+fn run_expired_subscription(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, Vec<Vec<String>>) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let az = dir.path().join("az");
+    std::fs::write(&az, STUB_AZ).unwrap();
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("az.log");
+    let mut cmd = Command::new("bash");
+    cmd.arg(Path::new(ROOT).join("deploy/azure/secret-expired-subscription.sh"))
+        .args(args)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("AZ_LOG", &log)
+        .env_remove("KEYTURN_ENDPOINT_TYPE")
+        .env_remove("KEYTURN_SUBSCRIPTION_NAME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let calls = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .split("\n\n")
+        .filter(|c| !c.is_empty())
+        .map(|c| c.lines().map(str::to_owned).collect())
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        calls,
+    )
+}
+
+/// The value after `flag` in one call.
+fn flag_value<'a>(call: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = call.iter().position(|a| a == flag)?;
+    call.get(i + 1).map(String::as_str)
+}
+
+/// The dead-man switch (issue 18): an Event Grid subscription on the vault for
+/// `SecretExpired` only (never `SecretNearExpiry`, which Key Vault sends 30 days before
+/// `exp`, at every rotation), to the given endpoint, narrowed to keyturn's secrets when named.
+#[test]
+fn the_secret_expired_subscription_script_subscribes_to_secret_expired_only() {
+    let (code, err, calls) = run_expired_subscription(
+        &[
+            "rg1",
+            "kv1",
+            "https://hook.example/keyturn",
+            "coreview-1",
+            "coreview-2",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls[0][..2], ["keyvault", "show"]);
+    let create = &calls[1];
+    assert_eq!(
+        create[..3],
+        ["eventgrid", "event-subscription", "create"],
+        "{create:?}"
+    );
+    assert_eq!(
+        flag_value(create, "--source-resource-id"),
+        Some("/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv1")
+    );
+    assert_eq!(
+        flag_value(create, "--included-event-types"),
+        Some("Microsoft.KeyVault.SecretExpired")
+    );
+    assert!(
+        !create.iter().any(|a| a.contains("NearExpiry")),
+        "{create:?}"
+    );
+    assert_eq!(flag_value(create, "--endpoint-type"), Some("webhook"));
+    assert_eq!(
+        flag_value(create, "--endpoint"),
+        Some("https://hook.example/keyturn")
+    );
+    assert_eq!(flag_value(create, "--name"), Some("keyturn-secret-expired"));
+    let i = create
+        .iter()
+        .position(|a| a == "--advanced-filter")
+        .unwrap();
+    assert_eq!(
+        create[i + 1..i + 5],
+        ["subject", "StringIn", "coreview-1", "coreview-2"]
+    );
+
+    // Every secret of the vault, to a storage queue.
+    let queue = "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Storage/storageAccounts/st/queueServices/default/queues/q";
+    let (code, err, calls) = run_expired_subscription(
+        &["rg1", "kv1", queue],
+        &[("KEYTURN_ENDPOINT_TYPE", "storagequeue")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        flag_value(&calls[1], "--endpoint-type"),
+        Some("storagequeue")
+    );
+    assert!(!calls[1].iter().any(|a| a == "--advanced-filter"));
+
+    // Bad usage: exit 64 and no az call.
+    for (args, env, says) in [
+        (&["rg1", "kv1"][..], &[][..], "Usage:"),
+        (
+            &["rg1", "kv1", "http://hook.example/"][..],
+            &[][..],
+            "https://",
+        ),
+        (
+            &["rg1", "kv1", queue][..],
+            &[("KEYTURN_ENDPOINT_TYPE", "email")][..],
+            "KEYTURN_ENDPOINT_TYPE must be",
+        ),
+    ] {
+        let (code, err, calls) = run_expired_subscription(args, env);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(calls.is_empty(), "{calls:#?}");
+    }
+}
+
+#[test]
+fn the_secret_expired_subscription_script_is_shellcheck_clean() {
+    if !required_tool("shellcheck", "shellcheck") {
+        return;
+    }
+    let out = Command::new("shellcheck")
+        .arg(Path::new(ROOT).join("deploy/azure/secret-expired-subscription.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
