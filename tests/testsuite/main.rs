@@ -20,6 +20,7 @@ mod msp_audit;
 mod msp_daemon;
 mod msp_expiry;
 mod ops;
+mod package;
 mod process;
 mod protocol;
 mod scale;
