@@ -20,6 +20,8 @@ mod msp_audit;
 mod msp_daemon;
 mod msp_expiry;
 mod notify;
+mod ops;
+mod package;
 mod process;
 mod protocol;
 mod scale;
