@@ -266,6 +266,125 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::MemorySink;
+    use crate::clock::SystemClock;
+    use crate::daemon::{AccountStatus, DaemonStatus};
+    use crate::memory::{MemoryDirectory, MemoryVault};
+    use crate::protocol::Account;
+    use std::sync::Mutex;
+
+    fn managed(name: &str) -> Managed {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Managed {
+            account: Account {
+                name: name.into(),
+                user: format!("{name}@contoso.onmicrosoft.com"),
+                secret: name.into(),
+                policy: Default::default(),
+                verify: false,
+                expiry: None,
+                store: Arc::new(MemoryVault::new(
+                    "https://kv.vault.azure.net/",
+                    clock.clone(),
+                )),
+                directory: Arc::new(MemoryDirectory::new(clock)),
+            },
+            schedule: crate::schedule::Schedule::new("0 3 * * MON", "UTC", Duration::ZERO).unwrap(),
+            enabled: true,
+            on_missing_secret: crate::config::OnMissingSecret::Wait,
+        }
+    }
+
+    struct Never;
+    #[async_trait]
+    impl ReadinessProbe for Never {
+        async fn probe(&self, _: &Managed) -> Vec<Probed> {
+            Vec::new()
+        }
+    }
+
+    fn found(check: &str, readiness: Readiness) -> Vec<Probed> {
+        vec![Probed {
+            check: check.into(),
+            readiness,
+            detail: format!("{check} is {}", readiness.as_str()),
+        }]
+    }
+
+    /// The watch's bookkeeping, result by result: what is audited, what the board shows.
+    #[tokio::test]
+    async fn only_changes_and_first_failures_are_audited_and_unknown_keeps_the_last_result() {
+        let m = managed("a");
+        let audit = MemorySink::default();
+        let board: StatusBoard = Arc::new(Mutex::new(DaemonStatus {
+            accounts: vec![AccountStatus {
+                name: "a".into(),
+                enabled: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        let (_tx, rx) = watch::channel(Plan {
+            interval: Duration::from_secs(60),
+            accounts: vec![m.clone()],
+        });
+        let mut w = Watch::new(
+            Arc::new(Never),
+            board.clone(),
+            Arc::new(audit.clone()),
+            Arc::new(SystemClock),
+            rx,
+        );
+        let changes = || {
+            audit
+                .events()
+                .into_iter()
+                .filter_map(|e| e.readiness.map(|r| (r.check, r.from, r.to)))
+                .collect::<Vec<_>>()
+        };
+        let shown = |check: &str| {
+            let b = board.lock().unwrap();
+            let r = b.accounts[0].readiness.clone().unwrap();
+            let c = r.checks.iter().find(|c| c.check == check).unwrap().clone();
+            (r.ready, c.state, c.ready)
+        };
+        let t = |c: &str, f: &str, to: &str| (c.to_owned(), f.to_owned(), to.to_owned());
+
+        // A first pass that passes writes nothing; one that fails is audited from unchecked.
+        w.apply(&m, found("x", Readiness::Ready)).await;
+        w.apply(&m, found("y", Readiness::NotReady)).await;
+        assert_eq!(changes(), vec![t("y", "unchecked", "not_ready")]);
+        // The same result again: nothing.
+        w.apply(&m, found("y", Readiness::NotReady)).await;
+        assert_eq!(changes().len(), 1);
+        // Unknown: nothing audited, the last known result stays.
+        w.apply(&m, found("y", Readiness::Unknown)).await;
+        assert_eq!(changes().len(), 1);
+        assert_eq!(shown("y"), (Some(false), Readiness::Unknown, Some(false)));
+        // Back to ready, then a change the other way.
+        w.apply(&m, found("y", Readiness::Ready)).await;
+        w.apply(&m, found("x", Readiness::NotReady)).await;
+        assert_eq!(
+            changes(),
+            vec![
+                t("y", "unchecked", "not_ready"),
+                t("y", "not_ready", "ready"),
+                t("x", "ready", "not_ready"),
+            ]
+        );
+        assert_eq!(shown("x"), (Some(false), Readiness::NotReady, Some(false)));
+        let e = &audit.events()[2];
+        assert_eq!(e.event, EventKind::ReadinessChanged);
+        assert_eq!(e.account.as_deref(), Some("a"));
+        assert_eq!(e.outcome, Some(Outcome::Warning));
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("x: ready -> not_ready: x is not_ready")
+        );
+        // A check never known: no result on the board.
+        w.apply(&m, found("z", Readiness::Unknown)).await;
+        assert_eq!(shown("z"), (None, Readiness::Unknown, None));
+    }
 
     #[test]
     fn a_pass_spreads_over_half_the_interval_at_most_a_second_apart() {
