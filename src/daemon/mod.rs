@@ -11,7 +11,8 @@
 //! per-tenant queues (plain data structures), `jobs` starting jobs as tasks and taking in
 //! their results, `commands` the [`Command`]s, `board` the status read model
 //! ([`StatusBoard`]), `lock` the [`InstanceLock`], `pauses` the [`PauseFile`] that keeps
-//! pauses across restarts and the daemon's use of it.
+//! pauses across restarts and the daemon's use of it, `readiness` the readiness watch (a
+//! task that runs a [`ReadinessProbe`] per account every `readiness_interval`).
 
 mod board;
 mod commands;
