@@ -148,6 +148,7 @@ pub fn settings(loaded: &Loaded) -> Settings {
         retry_base: d.retry_base_delay,
         retry_max: d.retry_max_delay,
         drift_interval: d.drift_check_interval,
+        readiness_interval: d.readiness_check_interval,
         shutdown_grace: d.shutdown_grace,
         startup_delay: std::time::Duration::ZERO,
     }

@@ -15,6 +15,9 @@ pub struct UserInfo {
     pub user_principal_name: String,
     /// `accountEnabled`, when Graph returned it.
     pub account_enabled: Option<bool>,
+    /// `onPremisesSyncEnabled`, when Graph returned it (true: synced from on-premises AD,
+    /// whose next sync overwrites a password keyturn sets; the readiness watch reports it).
+    pub on_premises_sync_enabled: Option<bool>,
     /// `lastPasswordChangeDateTime`, used for drift detection and recovery proofs.
     pub last_password_change: Option<OffsetDateTime>,
 }

@@ -36,7 +36,8 @@
 //!
 //! The runtime:
 //! - [`daemon`]: the run loop (`mod.rs`), the due-time heap (`due`), per-tenant queues
-//!   (`queues`), jobs, commands, the status board (`board`) and the instance lock (`lock`).
+//!   (`queues`), jobs, commands, the status board (`board`), the instance lock (`lock`) and
+//!   the readiness watch (`readiness`).
 //! - [`limits`]: client-side rate limits (per vault, per Graph app and tenant) as decorators;
 //!   waits are reported to an observer the wiring hands in.
 //! - [`azure`]: the real adapters (Key Vault SDK, Graph over reqwest, azure_identity).
@@ -49,7 +50,8 @@
 //! - [`app`]: a validated configuration into accounts backed by the real adapters.
 //! - [`reload`]: SIGHUP and `keyturn reload`: load, validate, swap, or keep the old.
 //! - [`plan`]: `keyturn plan`: what start-up would do to each account, read-only.
-//! - [`doctor`]: `keyturn doctor`: read-only checks of each identity and account, with fixes.
+//! - [`doctor`]: `keyturn doctor`: read-only checks of each identity and account, with fixes;
+//!   `doctor::watch`, the checks the daemon's readiness watch runs.
 //!
 //! Wiring and entry points:
 //! - [`service`]: `service::run(loaded, shutdown)`, the one place that starts keyturn (lock,

@@ -345,6 +345,7 @@ impl Directory for MemoryDirectory {
             id: u.id.clone(),
             user_principal_name: u.upn.clone(),
             account_enabled: Some(true),
+            on_premises_sync_enabled: Some(false),
             last_password_change: u.last_change,
         })
     }

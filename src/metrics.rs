@@ -40,6 +40,12 @@ struct AccountLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountCheck {
+    account: String,
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AccountOutcome {
     account: String,
     outcome: String,
@@ -192,6 +198,7 @@ pub(crate) fn render(
     let awaiting = Family::<AccountLabel, Gauge>::default();
     let enabled = Family::<AccountLabel, Gauge>::default();
     let failures = Family::<AccountLabel, Gauge>::default();
+    let account_ready = Family::<AccountCheck, Gauge>::default();
     let ts = |t: time::OffsetDateTime| t.unix_timestamp_nanos() as f64 / 1e9;
     for a in &status.accounts {
         let l = AccountLabel {
@@ -221,6 +228,18 @@ pub(crate) fn render(
         awaiting.get_or_create(&l).set(a.awaiting_adoption as i64);
         enabled.get_or_create(&l).set(a.enabled as i64);
         failures.get_or_create(&l).set(a.failures as i64);
+        // The last known result of each watched check; a check never known (it could not
+        // run yet) has no series rather than a guess.
+        for c in a.readiness.iter().flat_map(|r| &r.checks) {
+            if let Some(ready) = c.ready {
+                account_ready
+                    .get_or_create(&AccountCheck {
+                        account: a.name.clone(),
+                        check: c.check.clone(),
+                    })
+                    .set(ready as i64);
+            }
+        }
     }
     reg.register(
         "rotations",
@@ -266,6 +285,11 @@ pub(crate) fn render(
         "consecutive_failures",
         "Failed attempts since the last success",
         failures,
+    );
+    reg.register(
+        "account_ready",
+        "The readiness watch's last known result of each check: 1 ready, 0 not ready",
+        account_ready,
     );
     if let Some(a) = &status.audit {
         let writable = Gauge::<i64>::default();
@@ -556,6 +580,48 @@ mod tests {
             accounts,
             ..Default::default()
         }))
+    }
+
+    #[test]
+    fn each_known_readiness_check_is_exported_and_a_never_known_one_is_not() {
+        use crate::daemon::{AccountReadiness, CheckReadiness, Readiness};
+        let b = board(2);
+        let check = |name: &str, state, ready| CheckReadiness {
+            check: name.into(),
+            state,
+            ready,
+            detail: String::new(),
+            since: None,
+        };
+        b.lock().unwrap().accounts[0].readiness = Some(AccountReadiness {
+            ready: Some(false),
+            checked_at: None,
+            checks: vec![
+                check("user_exists", Readiness::Ready, Some(true)),
+                check("user_enabled", Readiness::NotReady, Some(false)),
+                check("user_cloud_only", Readiness::Unknown, None),
+            ],
+        });
+        let text = render(
+            &Metrics::new(),
+            &b.lock().unwrap(),
+            time::OffsetDateTime::now_utc(),
+        );
+        let series =
+            |c: &str| format!("keyturn_account_ready{{account=\"account-0\",check=\"{c}\"}}");
+        assert!(
+            text.contains(&format!("{} 1", series("user_exists"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 0", series("user_enabled"))),
+            "{text}"
+        );
+        assert!(!text.contains(&series("user_cloud_only")), "{text}");
+        assert!(
+            !text.contains("keyturn_account_ready{account=\"account-1\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         unclean_start_delay,
         // The daemon's settings and the engine's tuning, replaced by the reload.
         drift_check_interval: _,
+        readiness_check_interval: _,
         max_concurrent_rotations: _,
         max_concurrent_per_tenant: _,
         shutdown_grace: _,

@@ -88,16 +88,18 @@ pub fn human(req: &Request, r: &Response) -> String {
                 }
             ));
             out.push_str(&format!(
-                "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {}\n",
+                "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {:<7} {}\n",
                 "ACCOUNT",
                 "STATE",
                 "LAST OUTCOME",
                 "LAST ROTATION",
                 "NEXT DUE",
                 "VERSION",
-                "PENDING"
+                "PENDING",
+                "READY"
             ));
             let mut waiting = Vec::new();
+            let mut not_ready = Vec::new();
             for a in result["accounts"].as_array().into_iter().flatten() {
                 // `state`, or for an older daemon without it, from the flags.
                 let state = a["state"].as_str().unwrap_or_else(|| {
@@ -117,9 +119,11 @@ pub fn human(req: &Request, r: &Response) -> String {
                         .map(|s| prefix(s, 19))
                         .unwrap_or_else(|| "-".into())
                 };
+                let name = a["name"].as_str().unwrap_or("?");
+                let ready = readiness(name, &a["readiness"], &mut not_ready);
                 out.push_str(&format!(
-                    "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {}\n",
-                    a["name"].as_str().unwrap_or("?"),
+                    "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {:<7} {}\n",
+                    name,
                     state,
                     a["last_outcome"].as_str().unwrap_or("-"),
                     t("last_end"),
@@ -132,8 +136,15 @@ pub fn human(req: &Request, r: &Response) -> String {
                         "yes"
                     } else {
                         "no"
-                    }
+                    },
+                    ready
                 ));
+            }
+            if !not_ready.is_empty() {
+                out.push_str("\nreadiness watch (keyturn doctor --account ACCOUNT for the fix):\n");
+                for line in &not_ready {
+                    out.push_str(&format!("  {line}\n"));
+                }
             }
             if !waiting.is_empty() {
                 out.push_str(&format!(
@@ -196,6 +207,38 @@ pub fn human(req: &Request, r: &Response) -> String {
     out
 }
 
+/// The READY column for an account's `readiness` (`yes`, `NO`, `?` when no check has a
+/// known result, `-` when not watched), and a line for each check that failed or could not
+/// run at the last look.
+fn readiness(name: &str, r: &serde_json::Value, lines: &mut Vec<String>) -> &'static str {
+    if r.is_null() {
+        return "-";
+    }
+    for c in r["checks"].as_array().into_iter().flatten() {
+        let check = c["check"].as_str().unwrap_or("?");
+        let detail = c["detail"].as_str().unwrap_or("");
+        match (c["state"].as_str(), c["ready"].as_bool()) {
+            (Some("not_ready"), _) => {
+                lines.push(format!("{name}: not ready: {check} failed: {detail}"));
+            }
+            (Some("unknown"), known) => lines.push(format!(
+                "{name}: {check} unknown (last known: {}): {detail}",
+                match known {
+                    Some(true) => "ready",
+                    Some(false) => "not ready",
+                    None => "none",
+                }
+            )),
+            _ => {}
+        }
+    }
+    match r["ready"].as_bool() {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "?",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +275,41 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("keyturn adopt ACCOUNT --reason R"), "{out}");
+    }
+
+    #[test]
+    fn status_shows_readiness_and_names_the_failing_check() {
+        let r = Response::ok(serde_json::json!({
+            "version": "1", "started_at": "2026-11-20T10:00:00Z", "ready": true,
+            "accounts": [
+                {"name": "svc-1", "state": "idle", "readiness": {"ready": true, "checks": [
+                    {"check": "user_enabled", "state": "ready", "ready": true, "detail": "accountEnabled"}]}},
+                {"name": "svc-2", "state": "idle", "readiness": {"ready": false, "checks": [
+                    {"check": "user_enabled", "state": "not_ready", "ready": false, "detail": "svc-2@x is disabled"}]}},
+                {"name": "svc-3", "state": "idle", "readiness": {"ready": null, "checks": [
+                    {"check": "user_exists", "state": "unknown", "ready": null, "detail": "no answer from Graph"}]}},
+                {"name": "svc-4", "state": "disabled"},
+            ],
+        }));
+        let out = human(&Request::Status, &r);
+        let ready = |name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(ready("svc-1"), "yes", "{out}");
+        assert_eq!(ready("svc-2"), "NO", "{out}");
+        assert_eq!(ready("svc-3"), "?", "{out}");
+        assert_eq!(ready("svc-4"), "-", "{out}");
+        assert!(
+            out.contains("svc-2: not ready: user_enabled failed: svc-2@x is disabled"),
+            "{out}"
+        );
+        assert!(
+            out.contains("svc-3: user_exists unknown (last known: none): no answer from Graph"),
+            "{out}"
+        );
     }
 }

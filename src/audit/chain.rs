@@ -7,7 +7,9 @@
 //! SHA-256 of the canonical bytes; `prev` is the previous record's `hash`, or
 //! [`GENESIS_PREV`] for the first record of a chain. See `docs/audit.md`.
 
-use super::{format_time, Actor, AuditEvent, ErrorInfo, Outcome, Trigger, SCHEMA_VERSION};
+use super::{
+    format_time, Actor, AuditEvent, ErrorInfo, Outcome, ReadinessChange, Trigger, SCHEMA_VERSION,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -55,6 +57,8 @@ struct Canonical<'a> {
     error: Option<&'a ErrorInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readiness: Option<&'a ReadinessChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
     prev: &'a str,
@@ -107,6 +111,7 @@ pub fn encode(seq: u64, prev: &str, event: &AuditEvent) -> Result<Encoded, serde
         request_id: event.request_id.as_deref(),
         error: event.error.as_ref(),
         duration_ms: event.duration_ms,
+        readiness: event.readiness.as_ref(),
         detail: event.detail.as_deref(),
         prev,
     };

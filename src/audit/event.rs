@@ -115,6 +115,11 @@ pub enum EventKind {
     /// leaves it alone until `keyturn adopt` (once per start, when first found).
     #[serde(rename = "account.awaiting_adoption")]
     AccountAwaitingAdoption,
+    /// The readiness watch found a check's result changed (or failing the first time it
+    /// ran): the `readiness` member says which check, from what, to what; the detail names
+    /// the finding (`docs/doctor.md`, "The watch").
+    #[serde(rename = "readiness.changed")]
+    ReadinessChanged,
     #[serde(rename = "admin.command_accepted")]
     AdminCommandAccepted,
     #[serde(rename = "admin.command_refused")]
@@ -163,6 +168,7 @@ impl EventKind {
             EventKind::RotationLeftPending => "rotation.left_pending",
             EventKind::DriftDetected => "drift.detected",
             EventKind::AccountAwaitingAdoption => "account.awaiting_adoption",
+            EventKind::ReadinessChanged => "readiness.changed",
             EventKind::AdminCommandAccepted => "admin.command_accepted",
             EventKind::AdminCommandRefused => "admin.command_refused",
             EventKind::AuditGenesis => "audit.genesis",
@@ -201,6 +207,17 @@ pub struct ErrorInfo {
     pub request_id: Option<String>,
     /// Human-readable message (never holds a password).
     pub message: String,
+}
+
+/// A readiness watch result that changed (the `readiness` member of `readiness.changed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadinessChange {
+    /// The check's name (`user_enabled`, ... as `docs/doctor.md` lists them).
+    pub check: String,
+    /// Its result before: `ready`, `not_ready`, or `unchecked` (its first result).
+    pub from: String,
+    /// Its result now: `ready` or `not_ready` (a check that could not run changes nothing).
+    pub to: String,
 }
 
 /// One audit record.
@@ -255,6 +272,9 @@ pub struct AuditEvent {
     /// How long the rotation (or step) took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Which readiness check changed, from what to what (`readiness.changed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ReadinessChange>,
     /// Free text for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -300,6 +320,7 @@ impl AuditEvent {
             request_id: None,
             error: None,
             duration_ms: None,
+            readiness: None,
             detail: None,
         }
     }

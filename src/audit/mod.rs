@@ -26,7 +26,7 @@ pub use file::{AuditHealth, FaultSwitch, FileOptions, FileSink};
 pub use journald::JournaldSink;
 
 pub(crate) use event::{format_time, SCHEMA_VERSION};
-pub use event::{Actor, AuditEvent, ErrorInfo, EventKind, Outcome, Trigger};
+pub use event::{Actor, AuditEvent, ErrorInfo, EventKind, Outcome, ReadinessChange, Trigger};
 pub(crate) use sinks::Detached;
 pub use sinks::{MemorySink, Tee};
 pub(crate) use sinks::{StdoutFormat, StdoutSink};

@@ -165,6 +165,10 @@ pub struct DaemonConfig {
     /// How often to compare Graph's last password change with Key Vault (drift); 0 = never.
     #[serde(with = "humantime_serde")]
     pub drift_check_interval: Duration,
+    /// How often the readiness watch runs the cheap, read-only doctor checks per account
+    /// (`docs/doctor.md`, "The watch"); 0 = never.
+    #[serde(with = "humantime_serde")]
+    pub readiness_check_interval: Duration,
     /// At most this many rotations at once.
     pub max_concurrent_rotations: usize,
     /// At most this many rotations at once in one tenant.
@@ -194,6 +198,7 @@ impl Default for DaemonConfig {
             audit_stdout: AuditStdout::Off,
             audit_retention: None,
             drift_check_interval: Duration::from_secs(3600),
+            readiness_check_interval: Duration::from_secs(6 * 3600),
             max_concurrent_rotations: 8,
             max_concurrent_per_tenant: 4,
             shutdown_grace: Duration::from_secs(60),

@@ -39,6 +39,8 @@ impl LimitsConfig {
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86400);
+/// The shortest readiness watch interval other than 0s (off).
+const MIN_READINESS_INTERVAL: Duration = Duration::from_secs(1);
 /// humantime's year (365.25 days), so that the maximum prints as "1year".
 const YEAR: Duration = Duration::from_secs(31_557_600);
 
@@ -47,6 +49,10 @@ const YEAR: Duration = Duration::from_secs(31_557_600);
 pub const DURATION_MAXIMUMS: &[(&str, Duration)] = &[
     (
         "daemon.drift_check_interval",
+        Duration::from_secs(30 * 86400),
+    ),
+    (
+        "daemon.readiness_check_interval",
         Duration::from_secs(30 * 86400),
     ),
     ("daemon.shutdown_grace", HOUR),
@@ -80,6 +86,10 @@ fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
     let d = &config.daemon;
     let mut out: Vec<(String, Duration, Duration)> = [
         ("daemon.drift_check_interval", d.drift_check_interval),
+        (
+            "daemon.readiness_check_interval",
+            d.readiness_check_interval,
+        ),
         ("daemon.shutdown_grace", d.shutdown_grace),
         ("daemon.retry_base_delay", d.retry_base_delay),
         ("daemon.retry_max_delay", d.retry_max_delay),
@@ -144,6 +154,13 @@ fn validate_daemon(config: &Config, p: &mut impl FnMut(String, String)) {
         p(
             "daemon.max_concurrent_per_tenant".into(),
             "must be at least 1".into(),
+        );
+    }
+    if !d.readiness_check_interval.is_zero() && d.readiness_check_interval < MIN_READINESS_INTERVAL
+    {
+        p(
+            "daemon.readiness_check_interval".into(),
+            "must be 0s (the watch off) or at least 1s (e.g. \"6h\", the default): a shorter one would send Graph a read per account many times a second".into(),
         );
     }
     if d.audit_retention.is_some_and(|r| r < DAY) {

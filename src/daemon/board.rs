@@ -52,6 +52,63 @@ pub struct AccountStatus {
     pub pending: bool,
     /// Rotations by outcome since start (`success`, `warning`, `failed`).
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// What the readiness watch last found (`None`: not checked yet, the watch is off
+    /// (`daemon.readiness_check_interval = "0s"`) or the account is disabled).
+    pub readiness: Option<AccountReadiness>,
+}
+
+/// One watched check's result as a word: the check passed (`ready`), failed (`not_ready`), or
+/// could not run (`unknown`: Graph did not answer, throttled, no token; not a finding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// The check passed (or only warns).
+    Ready,
+    /// The check failed: a rotation or the account's use would fail.
+    NotReady,
+    /// The check could not run this time.
+    Unknown,
+}
+
+impl Readiness {
+    /// The word in status, records and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Ready => "ready",
+            Readiness::NotReady => "not_ready",
+            Readiness::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the readiness watch found about one account.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccountReadiness {
+    /// Every known check passed (`Some(true)`), one failed (`Some(false)`), or no check
+    /// has a known result yet (`None`).
+    pub ready: Option<bool>,
+    /// When the watch last looked at the account.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub checked_at: Option<OffsetDateTime>,
+    /// Each watched check.
+    pub checks: Vec<CheckReadiness>,
+}
+
+/// One watched check of one account.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReadiness {
+    /// The check's name (`user_enabled`, ... as `docs/doctor.md` lists them).
+    pub check: String,
+    /// The last look's result (`unknown` when it could not run).
+    pub state: Readiness,
+    /// The last known result, kept through `unknown` looks (the metric's value):
+    /// `Some(true)` ready, `Some(false)` not ready, `None` never known.
+    pub ready: Option<bool>,
+    /// The finding of the last look (why it could not run, for `unknown`).
+    pub detail: String,
+    /// Since when the last known result holds.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
 }
 
 impl AccountStatus {

@@ -11,7 +11,8 @@
 //! per-tenant queues (plain data structures), `jobs` starting jobs as tasks and taking in
 //! their results, `commands` the [`Command`]s, `board` the status read model
 //! ([`StatusBoard`]), `lock` the [`InstanceLock`], `pauses` the [`PauseFile`] that keeps
-//! pauses across restarts and the daemon's use of it.
+//! pauses across restarts and the daemon's use of it, `readiness` the readiness watch (a
+//! task that runs a [`ReadinessProbe`] per account every `readiness_interval`).
 
 mod board;
 mod commands;
@@ -20,15 +21,17 @@ mod jobs;
 mod lock;
 mod pauses;
 mod queues;
+mod readiness;
 mod scheduling;
 
 pub(crate) use board::StatusBoard;
-pub use board::{AccountStatus, DaemonStatus};
+pub use board::{AccountReadiness, AccountStatus, CheckReadiness, DaemonStatus, Readiness};
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
 pub(crate) use jobs::{first_due, FirstDue};
 pub use lock::InstanceLock;
 pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};
+pub use readiness::{Probed, ReadinessProbe};
 
 use jobs::{Done, Queued};
 
@@ -72,6 +75,9 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Drift check period; zero disables.
     pub drift_interval: Duration,
+    /// Readiness watch period (`daemon.readiness_check_interval`); zero disables. The watch
+    /// runs only with a probe ([`Daemon::with_readiness_probe`]).
+    pub readiness_interval: Duration,
     /// How long shutdown waits for in-flight rotations.
     pub shutdown_grace: Duration,
     /// Wait this long before start-up recovery (after an unclean stop, so that requests a
@@ -149,6 +155,14 @@ pub struct Daemon {
     heartbeat: Option<Duration>,
     /// Where pauses are kept across restarts; `None`: in memory only (tests).
     pauses: Option<PauseFile>,
+    /// The readiness watch's checks; `None`: no watch.
+    probe: Option<Arc<dyn ReadinessProbe>>,
+    /// The running watch: where its plan (interval, accounts) is sent at each reload, and
+    /// its task (aborted at shutdown).
+    watch: Option<(
+        tokio::sync::watch::Sender<readiness::Plan>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Daemon {
@@ -180,6 +194,8 @@ impl Daemon {
             board,
             heartbeat: None,
             pauses: None,
+            probe: None,
+            watch: None,
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -189,6 +205,50 @@ impl Daemon {
     pub(crate) fn with_heartbeat(mut self, period: Duration) -> Self {
         self.heartbeat = Some(period);
         self
+    }
+
+    /// Runs `probe`'s checks every `settings.readiness_interval` once the daemon is ready
+    /// (the readiness watch, `readiness.rs`).
+    pub fn with_readiness_probe(mut self, probe: Arc<dyn ReadinessProbe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// What the readiness watch checks now.
+    fn watch_plan(&self) -> readiness::Plan {
+        readiness::Plan {
+            interval: self.settings.readiness_interval,
+            accounts: self
+                .slots
+                .iter()
+                .filter(|s| s.managed.enabled)
+                .map(|s| s.managed.clone())
+                .collect(),
+        }
+    }
+
+    /// Starts the readiness watch (once ready), or hands it the reloaded plan.
+    fn start_or_update_watch(&mut self) {
+        let Some(probe) = self.probe.clone() else {
+            return;
+        };
+        let plan = self.watch_plan();
+        match &self.watch {
+            Some((plans, _)) => {
+                plans.send_replace(plan);
+            }
+            None => {
+                let (tx, rx) = tokio::sync::watch::channel(plan);
+                let w = readiness::Watch::new(
+                    probe,
+                    self.board.clone(),
+                    self.audit.clone(),
+                    self.clock.clone(),
+                    rx,
+                );
+                self.watch = Some((tx, tokio::spawn(w.run())));
+            }
+        }
     }
 
     /// The shared status board.
@@ -233,6 +293,10 @@ impl Daemon {
                 st.paused = s.paused;
                 st.enabled = s.managed.enabled;
                 st.awaiting_adoption = s.awaiting;
+                if !s.managed.enabled || self.settings.readiness_interval.is_zero() {
+                    // Not watched (any more): no stale readiness in status or metrics.
+                    st.readiness = None;
+                }
                 st.state = st.state_name();
                 st
             })
@@ -316,6 +380,7 @@ impl Daemon {
         }
         tracing::info!(accounts = self.slots.len(), "keyturn is ready");
         crate::idle::release();
+        self.start_or_update_watch();
 
         let mut drift = self.drift_timer();
         let mut beat = self.heartbeat.map(tokio::time::interval);
@@ -331,6 +396,7 @@ impl Daemon {
                     self.command(cmd);
                     if reloaded {
                         drift = self.drift_timer();
+                        self.start_or_update_watch();
                     }
                 }
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(done),
@@ -378,6 +444,10 @@ impl Daemon {
     }
 
     async fn stop(&mut self) {
+        if let Some((_, task)) = self.watch.take() {
+            // Read-only: nothing to finish.
+            task.abort();
+        }
         self.board
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -120,27 +120,35 @@ async fn user(a: &ResolvedAccount, id: &IdentityConfig, token: &Secret, http: &H
             )]
         }
     };
-    let mut checks = vec![Check::pass("user_exists", format!("{} exists", a.user))];
-    checks.push(match user.account_enabled {
+    vec![
+        Check::pass("user_exists", format!("{} exists", a.user)),
+        user_enabled(&a.user, user.account_enabled),
+        user_cloud_only(&a.user, user.on_premises_sync_enabled),
+    ]
+}
+
+/// `user_enabled` from Graph's `accountEnabled` (doctor and the readiness watch).
+pub(super) fn user_enabled(user: &str, account_enabled: Option<bool>) -> Check {
+    match account_enabled {
         Some(false) => Check::fail(
             "user_enabled",
-            format!(
-                "{} is disabled (accountEnabled = false): its sign-ins fail",
-                a.user
-            ),
+            format!("{user} is disabled (accountEnabled = false): its sign-ins fail"),
             "enable the user in Entra ID, or set enabled = false for this account",
         ),
         _ => Check::pass("user_enabled", "accountEnabled"),
-    });
-    checks.push(match user.on_premises_sync_enabled {
+    }
+}
+
+/// `user_cloud_only` from Graph's `onPremisesSyncEnabled` (doctor and the readiness watch).
+pub(super) fn user_cloud_only(user: &str, on_premises_sync_enabled: Option<bool>) -> Check {
+    match on_premises_sync_enabled {
         Some(true) => Check::fail(
             "user_cloud_only",
-            format!("{} is synced from on-premises (onPremisesSyncEnabled): the next sync overwrites a password keyturn sets", a.user),
+            format!("{user} is synced from on-premises (onPremisesSyncEnabled): the next sync overwrites a password keyturn sets"),
             "manage the account where it is mastered (Active Directory), or use a cloud-only account",
         ),
         _ => Check::pass("user_cloud_only", "not synced from on-premises"),
-    });
-    checks
+    }
 }
 
 async fn vault(m: &Managed, a: &ResolvedAccount, now: OffsetDateTime) -> Vec<Check> {

@@ -8,6 +8,7 @@
 
 mod account;
 mod identity;
+pub mod watch;
 
 use crate::azure::SetupError;
 use crate::config::Loaded;

@@ -167,7 +167,9 @@ pub async fn run(
         settings.startup_delay = loaded.config.daemon.unclean_start_delay;
     }
     let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts)
-        .with_pauses(pause_file, paused);
+        .with_pauses(pause_file, paused)
+        // The readiness watch runs doctor's cheap account checks (`doctor::watch`).
+        .with_readiness_probe(Arc::new(crate::doctor::watch::Watch));
     if let Some(w) = watchdog {
         daemon = daemon.with_heartbeat(w / 4);
     }

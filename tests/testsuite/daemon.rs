@@ -72,6 +72,7 @@ fn settings() -> Settings {
         retry_base: Duration::from_secs(10),
         retry_max: Duration::from_secs(60),
         drift_interval: Duration::ZERO,
+        readiness_interval: Duration::ZERO,
         shutdown_grace: Duration::from_secs(30),
         startup_delay: Duration::ZERO,
     }

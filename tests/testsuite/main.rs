@@ -28,3 +28,4 @@ mod scale;
 mod scale_e2e;
 mod service;
 mod verify_consent;
+mod watch;

@@ -247,6 +247,7 @@ async fn the_per_tenant_cap_holds_during_a_rotation_of_every_account() {
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(60),
             drift_interval: Duration::ZERO,
+            readiness_interval: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             startup_delay: Duration::ZERO,
         },

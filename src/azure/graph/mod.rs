@@ -121,6 +121,8 @@ struct GraphUser {
     #[serde(default)]
     user_principal_name: String,
     account_enabled: Option<bool>,
+    #[serde(default)]
+    on_premises_sync_enabled: Option<bool>,
     last_password_change_date_time: Option<String>,
 }
 
@@ -353,7 +355,7 @@ impl Directory for GraphDirectory {
             .get(self.user_url(user))
             .query(&[(
                 "$select",
-                "id,userPrincipalName,accountEnabled,lastPasswordChangeDateTime",
+                "id,userPrincipalName,accountEnabled,onPremisesSyncEnabled,lastPasswordChangeDateTime",
             )])
             .bearer_auth(token)
             .send()
@@ -398,6 +400,7 @@ impl Directory for GraphDirectory {
             id: u.id,
             user_principal_name: u.user_principal_name,
             account_enabled: u.account_enabled,
+            on_premises_sync_enabled: u.on_premises_sync_enabled,
             last_password_change: last,
         })
     }
