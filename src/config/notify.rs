@@ -9,8 +9,7 @@ use std::time::Duration;
 /// The names `events = [...]` accepts: audit event kinds (`docs/audit.md`), plus
 /// `rotation.manual` (the end of a rotation a person asked for: its `rotation.completed`,
 /// `rotation.failed` or `rotation.abandoned` record with trigger `socket`, `cli` or
-/// `signal`) and `readiness.changed` (the sign-in readiness watch's record, issue 14: accepted
-/// now so a configuration that names it need not change when it arrives).
+/// `signal`).
 pub const NOTIFY_EVENTS: [&str; 17] = [
     "rotation.failed",
     "rotation.abandoned",
@@ -252,12 +251,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_notify_event_is_an_audit_kind_but_the_two_named_ones() {
+    fn every_notify_event_is_an_audit_kind_but_rotation_manual() {
         for name in NOTIFY_EVENTS {
             let kind: Result<crate::audit::EventKind, _> =
                 serde_json::from_value(serde_json::json!(name));
             match name {
-                "rotation.manual" | "readiness.changed" => {}
+                "rotation.manual" => {}
                 _ => assert!(kind.is_ok(), "{name} is no audit event kind"),
             }
         }

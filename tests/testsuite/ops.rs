@@ -21,11 +21,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// the metric, `every_metric_the_rules_and_dashboard_use_is_exported` fails until its entry
 /// here is removed, so the list cannot go stale.
 const NOT_YET_EXPORTED: &[(&str, &str)] = &[
-    // issue 14, the readiness watch: keyturn_account_ready{account,check}, 1 ready / 0 not.
-    (
-        "keyturn_account_ready",
-        "issue 14 (doctor's readiness watch)",
-    ),
     // issue 16, leader election: keyturn_leader, 1 on the replica that holds the lease.
     ("keyturn_leader", "issue 16 (high availability)"),
 ];
