@@ -63,7 +63,7 @@ fn limiter_for(current: &Arc<Limiter>, limits: &LimitsConfig) -> Arc<Limiter> {
     if current.config() == limits {
         current.clone()
     } else {
-        Arc::new(Limiter::new(limits.clone(), current.observer()))
+        Arc::new(Limiter::new(limits.clone(), current.observer()).with_fence(current.fence()))
     }
 }
 
@@ -164,6 +164,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         daemon,
         admin,
         metrics,
+        ha,
         // Rebuilt at each reload: new HTTP client, credentials, stores and accounts (the
         // included files are read again at each reload, so their list is too).
         include: _,
@@ -208,6 +209,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         (old.admin != *admin, "[admin]"),
         (old.metrics != *metrics, "[metrics]"),
+        // The elector and its blob client are built at start-up.
+        (old.ha != *ha, "[ha]"),
     ] {
         if changed {
             out.push(key);

@@ -136,6 +136,15 @@ pub enum EventKind {
     /// detail names the record the chain then starts at.
     #[serde(rename = "audit.pruned")]
     AuditPruned,
+    /// This replica took the `[ha]` lease: it leads from now on (`docs/ha.md`).
+    #[serde(rename = "ha.acquired")]
+    HaAcquired,
+    /// This replica lost the lease (not renewed in time, or taken): it stops acting.
+    #[serde(rename = "ha.lost")]
+    HaLost,
+    /// This replica gave the lease up at a graceful stop, so a standby leads at once.
+    #[serde(rename = "ha.released")]
+    HaReleased,
 }
 
 impl EventKind {
@@ -165,6 +174,9 @@ impl EventKind {
             EventKind::AuditRecovered => "audit.recovered",
             EventKind::AuditSealMismatch => "audit.seal_mismatch",
             EventKind::AuditPruned => "audit.pruned",
+            EventKind::HaAcquired => "ha.acquired",
+            EventKind::HaLost => "ha.lost",
+            EventKind::HaReleased => "ha.released",
         }
     }
 }

@@ -23,7 +23,7 @@ mod queues;
 mod scheduling;
 
 pub(crate) use board::StatusBoard;
-pub use board::{AccountStatus, DaemonStatus};
+pub use board::{AccountStatus, DaemonStatus, HaStatus};
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
 pub(crate) use jobs::{first_due, FirstDue};
@@ -149,6 +149,8 @@ pub struct Daemon {
     heartbeat: Option<Duration>,
     /// Where pauses are kept across restarts; `None`: in memory only (tests).
     pauses: Option<PauseFile>,
+    /// The start-up delay is an `[ha]` takeover delay (for its log line).
+    takeover: bool,
 }
 
 impl Daemon {
@@ -180,6 +182,7 @@ impl Daemon {
             board,
             heartbeat: None,
             pauses: None,
+            takeover: false,
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -188,6 +191,17 @@ impl Daemon {
     /// Makes the main loop mark the board's heartbeat every `period`.
     pub(crate) fn with_heartbeat(mut self, period: Duration) -> Self {
         self.heartbeat = Some(period);
+        self
+    }
+
+    /// Waits at least `delay` before start-up recovery: a new `[ha]` leader's takeover
+    /// delay, so that the requests the old leader left in flight have landed or died
+    /// (`docs/ha.md`). The longer of this and the unclean-start delay is waited.
+    pub(crate) fn with_takeover_delay(mut self, delay: Duration) -> Self {
+        if delay > self.settings.startup_delay {
+            self.settings.startup_delay = delay;
+            self.takeover = true;
+        }
         self
     }
 
@@ -283,10 +297,17 @@ impl Daemon {
         }
 
         if !self.settings.startup_delay.is_zero() {
-            tracing::warn!(
-                delay = ?self.settings.startup_delay,
-                "the previous keyturn stopped uncleanly; waiting for its in-flight requests to settle before recovery"
-            );
+            if self.takeover {
+                tracing::warn!(
+                    delay = ?self.settings.startup_delay,
+                    "taking over from another replica whose lease ran out; waiting for its in-flight requests to settle before recovery (docs/ha.md)"
+                );
+            } else {
+                tracing::warn!(
+                    delay = ?self.settings.startup_delay,
+                    "the previous keyturn stopped uncleanly; waiting for its in-flight requests to settle before recovery"
+                );
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.startup_delay) => {}
                 _ = &mut shutdown => return Ok(()),
@@ -401,6 +422,7 @@ impl Daemon {
                 },
                 _ = &mut grace => {
                     tracing::warn!(left = self.tasks.len(), "shutdown grace period ran out; rotations still running are cut off and recovery completes them at the next start");
+                    self.board.lock().unwrap_or_else(|e| e.into_inner()).cut_off = true;
                     self.tasks.abort_all();
                     break;
                 }
