@@ -20,7 +20,9 @@ pub enum Fenced {
     NotLeader,
     /// The lease has not been renewed within the deadline: the leader stops acting before
     /// another replica can take the lease over.
-    #[error("the leader's lease was not renewed in time: no further Azure request is sent (docs/ha.md)")]
+    #[error(
+        "the leader's lease was not renewed in time: no further Azure request is sent (docs/ha.md)"
+    )]
     Expired,
 }
 

@@ -284,9 +284,12 @@ pub(crate) fn lease_url_problem(url: &str) -> Result<url::Url, String> {
     if url.is_empty() {
         return Err(format!("is missing: the blob to lease, {FORM}"));
     }
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e}); use {FORM}"))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e}); use {FORM}"))?;
     if parsed.scheme() != "https" {
-        return Err(format!("{url:?} must use https (the identity's token is sent with each request); use {FORM}"));
+        return Err(format!(
+            "{url:?} must use https (the identity's token is sent with each request); use {FORM}"
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host; use {FORM}"));
@@ -294,9 +297,14 @@ pub(crate) fn lease_url_problem(url: &str) -> Result<url::Url, String> {
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!("{url:?} has a query or fragment (a SAS token?): keyturn signs in with ha.identity; use {FORM}"));
     }
-    let segments: Vec<&str> = parsed.path_segments().map(|s| s.collect()).unwrap_or_default();
+    let segments: Vec<&str> = parsed
+        .path_segments()
+        .map(|s| s.collect())
+        .unwrap_or_default();
     if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
-        return Err(format!("{url:?} does not name a container and a blob; use {FORM}"));
+        return Err(format!(
+            "{url:?} does not name a container and a blob; use {FORM}"
+        ));
     }
     Ok(parsed)
 }

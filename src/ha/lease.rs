@@ -205,7 +205,10 @@ impl BlobLease {
     pub(crate) async fn renew(&self) -> Result<(), LeaseError> {
         match self
             .client
-            .renew_lease(self.id.clone(), Some(BlobClientRenewLeaseOptions::default()))
+            .renew_lease(
+                self.id.clone(),
+                Some(BlobClientRenewLeaseOptions::default()),
+            )
             .await
         {
             Ok(_) => Ok(()),

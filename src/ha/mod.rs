@@ -140,7 +140,10 @@ impl Elector {
             let free = match tokio::time::timeout(every, self.lease.look()).await {
                 Ok(Ok(seen)) => {
                     if logged.as_ref() != Some(&seen.holder) {
-                        tracing::info!(leader = seen.holder.as_deref().unwrap_or("none"), "standby: another replica leads");
+                        tracing::info!(
+                            leader = seen.holder.as_deref().unwrap_or("none"),
+                            "standby: another replica leads"
+                        );
                         crate::notify::status(&format!(
                             "standby; leader: {}",
                             seen.holder.as_deref().unwrap_or("none")
@@ -167,7 +170,6 @@ impl Elector {
                     if let Err(e) = self.lease.record_holder(&self.me).await {
                         tracing::warn!(error = %e, "cannot record this replica as the holder in the lease blob's metadata; standbys show no leader name");
                     }
-                    self.set_role(HaStatus::LEADER, Some(self.me.clone()));
                     let detail = format!(
                         "{} leads (lease {}, {}s){}",
                         self.me,
@@ -181,16 +183,22 @@ impl Elector {
                     );
                     tracing::info!(holder = %self.me, "took the lease: this replica leads");
                     crate::notify::status(&format!("leader ({})", self.me));
+                    // Recorded before this replica says it leads or acts.
                     self.audit(EventKind::HaAcquired, Outcome::Success, detail)
                         .await;
+                    self.set_role(HaStatus::LEADER, Some(self.me.clone()));
                     return Leading {
                         took_over: !free,
                         since: sent,
                     };
                 }
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "standby: cannot take the lease; trying again"),
-                Err(_) => tracing::warn!(timeout = ?every, "standby: taking the lease timed out; trying again"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "standby: cannot take the lease; trying again")
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?every, "standby: taking the lease timed out; trying again")
+                }
             }
             tokio::time::sleep(every).await;
         }

@@ -250,9 +250,8 @@ pub async fn run(
     let metrics = &loaded.config.metrics;
     let metrics_files = metrics.listen.map_or(0, |_| metrics.max_connections);
     crate::accept::check_file_limit(admin_files + metrics_files);
-    let (signalled, signal_tasks) =
-        watch_signals(tx, reloader, board.clone())
-            .map_err(|source| ServiceError::Signals { source })?;
+    let (signalled, signal_tasks) = watch_signals(tx, reloader, board.clone())
+        .map_err(|source| ServiceError::Signals { source })?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     // Ready means the unclean start delay, if any, is over.
     let readied = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -296,7 +295,10 @@ pub async fn run(
     let mut keeper = None;
     let mut leads = elector.is_none();
     if let Some(el) = &elector {
-        tracing::info!(me = el.me(), "keyturn is ready as a standby ([ha]): waiting for the lease");
+        tracing::info!(
+            me = el.me(),
+            "keyturn is ready as a standby ([ha]): waiting for the lease"
+        );
         crate::notify::ready("standby: waiting for the lease");
         // Nothing of this process is in flight while it waits.
         readied.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -414,7 +416,9 @@ fn watch_signals(
                 .standby()
                 .is_some()
             {
-                tracing::warn!("SIGUSR1 ignored: this replica is an [ha] standby; signal the leader");
+                tracing::warn!(
+                    "SIGUSR1 ignored: this replica is an [ha] standby; signal the leader"
+                );
                 continue;
             }
             tracing::info!("SIGUSR1: rotating every account");

@@ -29,7 +29,9 @@ fn available(tool: &str) -> bool {
 /// `<target>/azurite` with a `node_modules` matching the lock file, or why not.
 fn prepare() -> Result<PathBuf, String> {
     if !available("node") || !available("npm") {
-        return Err("`node` and `npm` must both be on PATH (Node 20 or later) to run Azurite".into());
+        return Err(
+            "`node` and `npm` must both be on PATH (Node 20 or later) to run Azurite".into(),
+        );
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/azurite");
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -59,7 +61,10 @@ fn prepare() -> Result<PathBuf, String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("azurite: npm ci took {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "azurite: npm ci took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(cache)
 }
 
@@ -85,7 +90,8 @@ impl Azurite {
             .await
             .expect("prepare azurite")?;
         let dir = tempfile::tempdir().unwrap();
-        let ca_pem = keyturn_emulator::testkit::tls_files(dir.path(), &[HOST, "localhost", "127.0.0.1"]);
+        let ca_pem =
+            keyturn_emulator::testkit::tls_files(dir.path(), &[HOST, "localhost", "127.0.0.1"]);
         let port = free_port();
         let child = Command::new(cache.join("node_modules/.bin/azurite-blob"))
             .args(["--blobHost", "127.0.0.1", "--blobPort"])
@@ -94,7 +100,12 @@ impl Azurite {
             .arg(dir.path().join("cert.pem"))
             .arg("--key")
             .arg(dir.path().join("key.pem"))
-            .args(["--oauth", "basic", "--inMemoryPersistence", "--disableTelemetry"])
+            .args([
+                "--oauth",
+                "basic",
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+            ])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("azurite.stdout")).unwrap())

@@ -23,7 +23,13 @@ use std::time::{Duration, Instant};
 
 /// Writes a keyturn configuration into `dir` for the emulator, with `[ha]` on the lease blob
 /// `blob` reached through `port` (Azurite's, or a proxy's).
-fn ha_config(emu: &keyturn_emulator::Emulator, dir: &Path, az: &Azurite, port: u16, blob: &str) -> PathBuf {
+fn ha_config(
+    emu: &keyturn_emulator::Emulator,
+    dir: &Path,
+    az: &Azurite,
+    port: u16,
+    blob: &str,
+) -> PathBuf {
     let path = write_config(
         emu,
         dir,
@@ -54,7 +60,10 @@ fn ha_config(emu: &keyturn_emulator::Emulator, dir: &Path, az: &Azurite, port: u
 
 /// An `azure_identity` credential of the rotator app on the emulator, and client options
 /// that trust both CAs and resolve both hosts (from a keyturn configuration).
-fn sdk(emu: &keyturn_emulator::Emulator, config: &Path) -> (Arc<dyn TokenCredential>, azure_core::http::ClientOptions) {
+fn sdk(
+    emu: &keyturn_emulator::Emulator,
+    config: &Path,
+) -> (Arc<dyn TokenCredential>, azure_core::http::ClientOptions) {
     let loaded = load(config);
     let http = keyturn::azure::http_client(
         &loaded.config.tls,
@@ -110,6 +119,21 @@ async fn wait_leader(socket: &Path, timeout: Duration) -> bool {
     false
 }
 
+/// Waits until the standby behind `socket` names `leader` (it has looked at the lease).
+async fn names(socket: &Path, leader: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if ha_status(socket)
+            .await
+            .is_some_and(|b| b["leader"] == leader)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 /// Runs `keyturn ARGS --socket SOCKET`.
 async fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -141,7 +165,13 @@ impl Pair {
         let emu = emulator().await;
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         let configs = [
-            ha_config(&emu, dirs[0].path(), &az, port0.unwrap_or(az.port), "leader"),
+            ha_config(
+                &emu,
+                dirs[0].path(),
+                &az,
+                port0.unwrap_or(az.port),
+                "leader",
+            ),
             ha_config(&emu, dirs[1].path(), &az, az.port, "leader"),
         ];
         create_container(&emu, &configs[0], &az).await;
@@ -180,7 +210,9 @@ async fn azurite_or_skip(test: &str) -> Option<Azurite> {
 /// a lease on Azurite: what keyturn's elector relies on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_sdk_leases_a_blob_on_azurite_with_an_emulator_token() {
-    let Some(az) = azurite_or_skip("ha::the_blob_sdk_leases_a_blob_on_azurite_with_an_emulator_token").await else {
+    let Some(az) =
+        azurite_or_skip("ha::the_blob_sdk_leases_a_blob_on_azurite_with_an_emulator_token").await
+    else {
         return;
     };
     let emu = emulator().await;
@@ -244,7 +276,9 @@ async fn the_blob_sdk_leases_a_blob_on_azurite_with_an_emulator_token() {
 /// lease runs out and the takeover delay) and rotates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_replicas_leads_and_a_killed_leader_is_replaced() {
-    let Some(az) = azurite_or_skip("ha::one_of_two_replicas_leads_and_a_killed_leader_is_replaced").await else {
+    let Some(az) =
+        azurite_or_skip("ha::one_of_two_replicas_leads_and_a_killed_leader_is_replaced").await
+    else {
         return;
     };
     let p = Pair::new(az, None).await;
@@ -263,19 +297,15 @@ async fn one_of_two_replicas_leads_and_a_killed_leader_is_replaced() {
     assert_eq!(a["role"], "leader", "{a}");
     assert_eq!(b["role"], "standby", "{b}");
     let leader = a["me"].as_str().unwrap().to_owned();
-    assert!(leader.contains(&format!("pid {}", first.child.id())), "{leader}");
+    assert!(
+        leader.contains(&format!("pid {}", first.child.id())),
+        "{leader}"
+    );
     // The standby reads the holder from the blob's metadata on its next look.
-    let named = async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if ha_status(&p.socket(1)).await.is_some_and(|b| b["leader"] == leader.as_str()) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        false
-    };
-    assert!(named.await, "the standby never named the leader");
+    assert!(
+        names(&p.socket(1), &leader).await,
+        "the standby never named the leader"
+    );
 
     // The standby acts on nothing and says who does.
     let out = cli(&p.socket(1), &["rotate", "svc-1", "--reason", "ha test"]).await;
@@ -296,7 +326,11 @@ async fn one_of_two_replicas_leads_and_a_killed_leader_is_replaced() {
 
     // The leader rotates.
     let out = cli(&p.socket(0), &["rotate", "svc-1", "--reason", "ha test"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // SIGKILL the leader: the standby takes over.
     let killed = Instant::now();
@@ -308,18 +342,22 @@ async fn one_of_two_replicas_leads_and_a_killed_leader_is_replaced() {
         second.stderr()
     );
     let acquired = killed.elapsed();
+    let out = cli(
+        &p.socket(1),
+        &["rotate", "svc-1", "--reason", "after the takeover"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        second.stderr()
+    );
     assert!(
         second
             .stderr()
             .contains("taking over from another replica whose lease ran out"),
         "the new leader did not wait the takeover delay:\n{}",
-        second.stderr()
-    );
-    let out = cli(&p.socket(1), &["rotate", "svc-1", "--reason", "after the takeover"]).await;
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
         second.stderr()
     );
     eprintln!(
@@ -337,7 +375,11 @@ async fn one_of_two_replicas_leads_and_a_killed_leader_is_replaced() {
         "{took}"
     );
     assert_eq!(count(p.dir(1), "rotation.completed", Some("svc-1")), 1);
-    assert!(invariant(&p.emu, "svc-1").holds, "{:?}", invariant(&p.emu, "svc-1"));
+    assert!(
+        invariant(&p.emu, "svc-1").holds,
+        "{:?}",
+        invariant(&p.emu, "svc-1")
+    );
     second.signal(Signal::SIGTERM);
     assert!(second.wait().await.success());
 }
@@ -346,16 +388,29 @@ async fn one_of_two_replicas_leads_and_a_killed_leader_is_replaced() {
 /// takeover delay (nothing of the old leader is in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
-    let Some(az) = azurite_or_skip("ha::a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once").await else {
+    let Some(az) =
+        azurite_or_skip("ha::a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once")
+            .await
+    else {
         return;
     };
     let p = Pair::new(az, None).await;
     let first = p.start(0);
     first.ready().await;
-    assert!(wait_leader(&p.socket(0), Duration::from_secs(30)).await, "{}", first.stderr());
+    assert!(
+        wait_leader(&p.socket(0), Duration::from_secs(30)).await,
+        "{}",
+        first.stderr()
+    );
     let second = p.start(1);
     second.ready().await;
     assert_eq!(role(&p.socket(1)).await.as_deref(), Some("standby"));
+    let leader = ha_status(&p.socket(0)).await.unwrap()["me"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The standby has tried the lease at least once: the handover below is not its first try.
+    assert!(names(&p.socket(1), &leader).await);
 
     let stopped = Instant::now();
     first.signal(Signal::SIGTERM);
@@ -378,6 +433,18 @@ async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
     assert!(
         !took["detail"].as_str().unwrap().contains("ran out"),
         "a released lease needs no takeover delay: {took}"
+    );
+    // The new leader acts; it never waited a takeover delay.
+    let out = cli(
+        &p.socket(1),
+        &["rotate", "svc-2", "--reason", "after the handover"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        second.stderr()
     );
     assert!(
         !second.stderr().contains("taking over from another replica"),
@@ -410,7 +477,8 @@ impl Proxy {
                 }
                 let mut cut_rx = cut_rx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
                         return;
                     };
                     tokio::select! {
@@ -432,21 +500,32 @@ impl Proxy {
 /// lease can run out, and the standby takes over only after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
-    let Some(az) = azurite_or_skip("ha::a_leader_cut_off_from_storage_stops_before_the_standby_takes_over").await else {
+    let Some(az) =
+        azurite_or_skip("ha::a_leader_cut_off_from_storage_stops_before_the_standby_takes_over")
+            .await
+    else {
         return;
     };
     let proxy = Proxy::start(az.port).await;
     let p = Pair::new(az, Some(proxy.port)).await;
     let first = p.start(0);
     first.ready().await;
-    assert!(wait_leader(&p.socket(0), Duration::from_secs(30)).await, "{}", first.stderr());
+    assert!(
+        wait_leader(&p.socket(0), Duration::from_secs(30)).await,
+        "{}",
+        first.stderr()
+    );
     let second = p.start(1);
     second.ready().await;
     assert_eq!(role(&p.socket(1)).await.as_deref(), Some("standby"));
 
     proxy.cut();
     let status = first.wait().await;
-    assert_eq!(status.code(), Some(75), "a leader that lost its lease exits 75");
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "a leader that lost its lease exits 75"
+    );
     assert!(
         wait_leader(&p.socket(1), Duration::from_secs(60)).await,
         "{}",
@@ -465,7 +544,10 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
     };
     let lost = time(p.dir(0), "ha.lost");
     let took = time(p.dir(1), "ha.acquired");
-    assert!(lost < took, "the old leader stopped at {lost}, the new one led at {took}");
+    assert!(
+        lost < took,
+        "the old leader stopped at {lost}, the new one led at {took}"
+    );
     // Nothing but the stop after the loss.
     let after: Vec<String> = audit_records(p.dir(0))
         .into_iter()
@@ -473,10 +555,7 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
         .skip(1)
         .map(|r| r["event"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert!(
-        after.iter().all(|e| e == "daemon.stopping"),
-        "{after:?}"
-    );
+    assert!(after.iter().all(|e| e == "daemon.stopping"), "{after:?}");
     second.signal(Signal::SIGTERM);
     assert!(second.wait().await.success());
 }
