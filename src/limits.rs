@@ -604,6 +604,47 @@ mod tests {
         );
     }
 
+    /// With `[ha]`, nothing reaches the store unless the leader's fence is open, with pacing
+    /// on or off; a write sent while it is open goes through.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_fence_sends_nothing_and_an_open_one_lets_writes_through() {
+        for enabled in [true, false] {
+            let fence = Arc::new(Fence::new());
+            let limiter = Limiter::new(
+                LimitsConfig {
+                    enabled,
+                    ..LimitsConfig::default()
+                },
+                crate::observe::unobserved(),
+            )
+            .with_fence(Some(fence.clone()));
+            let inner = Arc::new(Recording(Mutex::new(Vec::new())));
+            let store = limiter.store(inner.clone());
+            let password = Password::new("Aa1!aaaaaaaaaaaa".into());
+            let new = || NewVersion {
+                value: &password,
+                tags: Tags::new(),
+                expires: None,
+                step: Step::Stage,
+            };
+            let e = store.set("s-pending", new()).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Unavailable { detail, .. } if detail.contains("not sent")),
+                "{e}"
+            );
+            fence.renewed(
+                tokio::time::Instant::now(),
+                Duration::from_secs(10),
+                Duration::from_secs(15),
+            );
+            store.set("s-pending", new()).await.unwrap();
+            // Past the deadline without a renewal: refused again.
+            tokio::time::advance(Duration::from_secs(11)).await;
+            assert!(store.set("s-pending", new()).await.is_err());
+            assert_eq!(*inner.0.lock().unwrap(), ["s-pending"], "pacing {enabled}");
+        }
+    }
+
     #[test]
     fn bad_values_are_problems() {
         let c = LimitsConfig {

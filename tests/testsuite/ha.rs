@@ -206,6 +206,34 @@ async fn azurite_or_skip(test: &str) -> Option<Azurite> {
     }
 }
 
+/// `keyturn rotate --offline` cannot know whether another replica leads: with `[ha]` it
+/// refuses (exit 64) and sends nothing (no Azurite needed: it stops before any request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_rotation_is_refused_with_ha() {
+    let w = World::new(Opts::default()).await;
+    let mut t = std::fs::read_to_string(&w.config).unwrap();
+    t.push_str("\n[ha]\nlease_url = \"https://devstoreaccount1.blob.core.windows.net:1/keyturn/leader\"\nidentity = \"rotator\"\nlease_duration = \"15s\"\n");
+    std::fs::write(&w.config, t).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "rotate",
+            "svc-1",
+            "--offline",
+            "--reason",
+            "test",
+            "--config",
+        ])
+        .arg(&w.config)
+        .env("KEYTURN_ALLOW_ROOT", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("rotate through the leader"), "{err}");
+    assert_eq!(w.count("rotation.started", None), 0);
+    assert!(invariant(&w.emu, "svc-1").holds);
+}
+
 /// The official SDK, with a token from the emulator, acquires, renews, releases and breaks
 /// a lease on Azurite: what keyturn's elector relies on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,8 +547,10 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
     second.ready().await;
     assert_eq!(role(&p.socket(1)).await.as_deref(), Some("standby"));
 
+    let cut = Instant::now();
     proxy.cut();
     let status = first.wait().await;
+    let exited = cut.elapsed();
     assert_eq!(
         status.code(),
         Some(75),
@@ -530,6 +560,11 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
         wait_leader(&p.socket(1), Duration::from_secs(60)).await,
         "{}",
         second.stderr()
+    );
+    eprintln!(
+        "ha: partition: the cut-off leader exited after {:.1}s, the standby led after {:.1}s",
+        exited.as_secs_f64(),
+        cut.elapsed().as_secs_f64()
     );
     let time = |dir: &Path, event: &str| -> time::OffsetDateTime {
         let r = audit_records(dir)
