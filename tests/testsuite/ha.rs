@@ -51,8 +51,9 @@ fn ha_config(
         1,
     );
     t.push_str(&format!(
-        "\n[ha]\nlease_url = {:?}\nidentity = \"rotator\"\nlease_duration = \"15s\"\n",
-        Azurite::lease_url(port, blob)
+        "\n[ha]\nlease_url = {:?}\nidentity = \"rotator\"\nlease_duration = \"15s\"\n\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+        Azurite::lease_url(port, blob),
+        free_port()
     ));
     std::fs::write(&path, t).unwrap();
     path
@@ -117,6 +118,13 @@ async fn wait_leader(socket: &Path, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// GET `path` on the metrics listener of the replica configured by `config`: (status, body).
+async fn probe(config: &Path, path: &str) -> (u16, String) {
+    let addr = load(config).config.metrics.listen.unwrap();
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// Waits until the standby behind `socket` names `leader` (it has looked at the lease).
@@ -439,6 +447,16 @@ async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
         .to_owned();
     // The standby has tried the lease at least once: the handover below is not its first try.
     assert!(names(&p.socket(1), &leader).await);
+    // Both are ready for Kubernetes; `keyturn_leader` says which leads.
+    for (i, leads) in [(0, 1), (1, 0)] {
+        let (status, body) = probe(&p.configs[i], "/readyz").await;
+        assert_eq!(status, 200, "replica {i}: {body}");
+        let (_, body) = probe(&p.configs[i], "/metrics").await;
+        assert!(
+            body.lines().any(|l| l == format!("keyturn_leader {leads}")),
+            "replica {i}:\n{body}"
+        );
+    }
 
     let stopped = Instant::now();
     first.signal(Signal::SIGTERM);
