@@ -22,6 +22,7 @@
 //! - [`idle`]: the hook that gives memory back to the kernel when the daemon goes idle.
 //! - `accept`: what the accept loops of the admin socket and the metrics listener do on
 //!   an error (log, pause, retry).
+//! - [`fence`]: fencing by time, the leader's permission to send requests (`docs/ha.md`).
 //! - [`observe`]: the [`observe::Observer`] trait the Azure client and the rate limits
 //!   report requests and paced waits to (the wiring hands them the service's metrics).
 //!
@@ -46,6 +47,7 @@
 //!   (`docs/notifications.md`).
 //! - `metrics`: one service's counters (an [`observe::Observer`]), and `/metrics`,
 //!   `/healthz`, `/readyz` over HTTP.
+//! - [`ha`]: `[ha]`, the leader election on an Azure Blob Storage lease (`docs/ha.md`).
 //! - [`admin`]: the admin Unix socket: server, wire protocol and client.
 //! - [`app`]: a validated configuration into accounts backed by the real adapters.
 //! - [`reload`]: SIGHUP and `keyturn reload`: load, validate, swap, or keep the old.
@@ -74,6 +76,8 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod doctor;
+pub mod fence;
+pub mod ha;
 pub mod idle;
 pub mod limits;
 pub mod memory;

@@ -22,10 +22,15 @@
 //!
 //! Waits are told to the [`Observer`] the wiring hands in (the service's metrics).
 //!
+//! With `[ha]`, the same decorators put every operation behind the leader's
+//! [`Fence`](crate::fence::Fence) (`with_fence`): checked after the budget wait, right before
+//! the request goes out, and cut off before the lease could expire (`docs/ha.md`).
+//!
 //! A 429 that still happens (another client used the vault) is honoured by the SDK's retry
 //! policy and the protocol (`Retry-After`) and counted by the metrics (`azure_throttled`).
 
 use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
+use crate::fence::{Cut, Fence};
 use crate::observe::Observer;
 use crate::password::Password;
 use crate::store::{NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written};
@@ -194,6 +199,8 @@ pub struct Limiter {
     /// Key Vault's subscription-wide budget, shared by every vault.
     subscription: Arc<Bucket>,
     graph: Mutex<HashMap<String, Arc<Bucket>>>,
+    /// The leader's fence (`[ha]`): every operation asks it first.
+    fence: Option<Arc<Fence>>,
 }
 
 impl Limiter {
@@ -210,7 +217,19 @@ impl Limiter {
             observer,
             vaults: Mutex::new(HashMap::new()),
             graph: Mutex::new(HashMap::new()),
+            fence: None,
         }
+    }
+
+    /// The same buckets, with every operation put behind `fence` (`[ha]`; `docs/ha.md`).
+    pub fn with_fence(mut self, fence: Option<Arc<Fence>>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// The fence the stores and directories made here are behind, if any.
+    pub(crate) fn fence(&self) -> Option<Arc<Fence>> {
+        self.fence.clone()
     }
 
     /// The `[limits]` these buckets were made for.
@@ -232,6 +251,13 @@ impl Limiter {
 
     /// `inner` paced by its vault's budgets (or `inner` itself when pacing is off).
     pub fn store(&self, inner: Arc<dyn SecretStore>) -> Arc<dyn SecretStore> {
+        let inner: Arc<dyn SecretStore> = match &self.fence {
+            Some(fence) => Arc::new(FencedStore {
+                inner,
+                fence: fence.clone(),
+            }),
+            None => inner,
+        };
         if !self.config.enabled {
             return inner;
         }
@@ -260,6 +286,13 @@ impl Limiter {
 
     /// `inner` paced by the write budget of `app_and_tenant` (or `inner` when pacing is off).
     pub fn directory(&self, app_and_tenant: &str, inner: Arc<dyn Directory>) -> Arc<dyn Directory> {
+        let inner: Arc<dyn Directory> = match &self.fence {
+            Some(fence) => Arc::new(FencedDirectory {
+                inner,
+                fence: fence.clone(),
+            }),
+            None => inner,
+        };
         if !self.config.enabled {
             return inner;
         }
@@ -333,6 +366,99 @@ impl Directory for LimitedDirectory {
 
     async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError> {
         self.inner.verify(user, password).await
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.inner.tenant()
+    }
+}
+
+/// A [`SecretStore`] behind the leader's fence: an operation is not sent once the fence is
+/// closed, and is cut off when the lease could expire.
+pub(crate) struct FencedStore {
+    inner: Arc<dyn SecretStore>,
+    fence: Arc<Fence>,
+}
+
+impl FencedStore {
+    fn error(&self, cut: Cut) -> StoreError {
+        StoreError::Unavailable {
+            vault: self.inner.vault().to_owned(),
+            detail: cut.to_string(),
+            request_id: None,
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for FencedStore {
+    async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let r = self.fence.run(self.inner.latest(name)).await;
+        r.unwrap_or_else(|c| Err(self.error(c)))
+    }
+
+    async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
+        let r = self.fence.run(self.inner.set(name, new)).await;
+        r.unwrap_or_else(|c| Err(self.error(c)))
+    }
+
+    async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
+        let r = self
+            .fence
+            .run(self.inner.update_tags(name, version, tags))
+            .await;
+        r.unwrap_or_else(|c| Err(self.error(c)))
+    }
+
+    fn vault(&self) -> &str {
+        self.inner.vault()
+    }
+}
+
+/// A [`Directory`] behind the leader's fence (see [`FencedStore`]).
+pub(crate) struct FencedDirectory {
+    inner: Arc<dyn Directory>,
+    fence: Arc<Fence>,
+}
+
+fn directory_error(user: &str, cut: Cut) -> DirectoryError {
+    match cut {
+        Cut::Refused(_) => DirectoryError::NotSent {
+            user: user.to_owned(),
+            detail: cut.to_string(),
+        },
+        Cut::TimedOut(_) => DirectoryError::Unknown {
+            user: user.to_owned(),
+            status: None,
+            detail: cut.to_string(),
+            request_id: None,
+            retry_after: None,
+        },
+    }
+}
+
+#[async_trait]
+impl Directory for FencedDirectory {
+    async fn reset_password(
+        &self,
+        user: &str,
+        password: &Password,
+    ) -> Result<Applied, DirectoryError> {
+        let r = self
+            .fence
+            .run(self.inner.reset_password(user, password))
+            .await;
+        r.unwrap_or_else(|c| Err(directory_error(user, c)))
+    }
+
+    async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError> {
+        let r = self.fence.run(self.inner.user(user)).await;
+        r.unwrap_or_else(|c| Err(directory_error(user, c)))
+    }
+
+    async fn verify(&self, user: &str, password: &Password) -> Result<Verified, DirectoryError> {
+        let r = self.fence.run(self.inner.verify(user, password)).await;
+        r.unwrap_or_else(|c| Err(directory_error(user, c)))
     }
 
     fn tenant(&self) -> Option<&str> {
@@ -476,6 +602,47 @@ mod tests {
             ],
             "the commit waited behind the stages"
         );
+    }
+
+    /// With `[ha]`, nothing reaches the store unless the leader's fence is open, with pacing
+    /// on or off; a write sent while it is open goes through.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_fence_sends_nothing_and_an_open_one_lets_writes_through() {
+        for enabled in [true, false] {
+            let fence = Arc::new(Fence::new());
+            let limiter = Limiter::new(
+                LimitsConfig {
+                    enabled,
+                    ..LimitsConfig::default()
+                },
+                crate::observe::unobserved(),
+            )
+            .with_fence(Some(fence.clone()));
+            let inner = Arc::new(Recording(Mutex::new(Vec::new())));
+            let store = limiter.store(inner.clone());
+            let password = Password::new("Aa1!aaaaaaaaaaaa".into());
+            let new = || NewVersion {
+                value: &password,
+                tags: Tags::new(),
+                expires: None,
+                step: Step::Stage,
+            };
+            let e = store.set("s-pending", new()).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Unavailable { detail, .. } if detail.contains("not sent")),
+                "{e}"
+            );
+            fence.renewed(
+                tokio::time::Instant::now(),
+                Duration::from_secs(10),
+                Duration::from_secs(15),
+            );
+            store.set("s-pending", new()).await.unwrap();
+            // Past the deadline without a renewal: refused again.
+            tokio::time::advance(Duration::from_secs(11)).await;
+            assert!(store.set("s-pending", new()).await.is_err());
+            assert_eq!(*inner.0.lock().unwrap(), ["s-pending"], "pacing {enabled}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Metrics and health over HTTP (off by default; loopback when on): `/metrics` in the
 //! Prometheus text format (`prometheus-client`), `/healthz` (the process and its main loop
-//! are alive) and `/readyz` (start-up recovery is done and it is not stopping).
+//! are alive) and `/readyz` (start-up recovery is done, or it is an `[ha]` standby, and it is
+//! not stopping).
 //!
 //! Azure requests and paced waits are counted in a [`Metrics`] the wiring creates and hands
 //! to the Azure client and the rate limits as their [`Observer`]; `/metrics` reads the same
@@ -332,6 +333,15 @@ pub(crate) fn render(
         "1 once start-up recovery is done, 0 while stopping",
         ready,
     );
+    if let Some(ha) = &status.ha {
+        let leader = Gauge::<i64>::default();
+        leader.set(ha.leads() as i64);
+        reg.register(
+            "leader",
+            "With [ha]: 1 while this replica holds the lease and acts, 0 on a standby",
+            leader,
+        );
+    }
     reg.register(
         "azure_requests",
         "Azure HTTP requests by service and status (none: no answer)",
@@ -408,7 +418,8 @@ fn route(
     // Probes read the three fields they need under the lock; they never copy the accounts.
     let (heartbeat, ready, stopping) = {
         let s = board.lock().unwrap_or_else(|e| e.into_inner());
-        (s.heartbeat, s.ready, s.stopping)
+        // A standby is ready: it answers `status`, and Kubernetes keeps it in the rotation.
+        (s.heartbeat, s.ready || s.standby().is_some(), s.stopping)
     };
     match path {
         "/healthz" => {

@@ -15,6 +15,11 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A new STATUS line (e.g. the `[ha]` role), without changing readiness.
+pub(crate) fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
 /// A reload starts (send [`ready`] when it ends).
 pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {

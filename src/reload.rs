@@ -63,7 +63,7 @@ fn limiter_for(current: &Arc<Limiter>, limits: &LimitsConfig) -> Arc<Limiter> {
     if current.config() == limits {
         current.clone()
     } else {
-        Arc::new(Limiter::new(limits.clone(), current.observer()))
+        Arc::new(Limiter::new(limits.clone(), current.observer()).with_fence(current.fence()))
     }
 }
 
@@ -165,6 +165,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         admin,
         metrics,
         notify,
+        ha,
         // Rebuilt at each reload: new HTTP client, credentials, stores and accounts (the
         // included files are read again at each reload, so their list is too).
         include: _,
@@ -211,6 +212,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         (old.admin != *admin, "[admin]"),
         (old.metrics != *metrics, "[metrics]"),
         (old.notify != *notify, "[[notify]]"),
+        // The elector and its blob client are built at start-up.
+        (old.ha != *ha, "[ha]"),
     ] {
         if changed {
             out.push(key);

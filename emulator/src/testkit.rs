@@ -30,6 +30,16 @@ pub async fn start_toml(scenario: &str) -> Emulator {
     start_with(Scenario::from_toml_str(scenario).expect("the test scenario parses")).await
 }
 
+/// TLS files for another test server (Azurite, for keyturn's `[ha]` tests): a throwaway CA
+/// and a certificate for `names` signed by it, written to `dir/cert.pem` (the certificate,
+/// then the CA) and `dir/key.pem`; returns the CA's PEM, for the clients to trust.
+pub fn tls_files(dir: &std::path::Path, names: &[&str]) -> String {
+    let (ca, chain, key) = crate::tls::issue(names).expect("a certificate is issued");
+    std::fs::write(dir.join("cert.pem"), chain).expect("write cert.pem");
+    std::fs::write(dir.join("key.pem"), key).expect("write key.pem");
+    ca
+}
+
 /// A reqwest client that trusts `ca_pem`, resolves the emulator's host names to it and
 /// follows no redirects.
 pub fn http_with_ca(emu: &Emulator, ca_pem: &str) -> reqwest::Client {

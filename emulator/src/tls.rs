@@ -29,8 +29,9 @@ fn tls_err(what: &str) -> impl Fn(rcgen::Error) -> Error + '_ {
     move |e| Error::Tls(format!("{what}: {e}"))
 }
 
-/// Generates a CA and a server certificate signed by it.
-pub(crate) fn generate() -> Result<TlsMaterial, Error> {
+/// A throwaway CA and a server certificate for `names` signed by it, as PEM: (the CA, the
+/// server certificate followed by the CA, the server's PKCS#8 key).
+pub(crate) fn issue(names: &[&str]) -> Result<(String, String, String), Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -47,7 +48,7 @@ pub(crate) fn generate() -> Result<TlsMaterial, Error> {
     let ca_key = KeyPair::generate().map_err(tls_err("CA key"))?;
     let ca_cert = ca.self_signed(&ca_key).map_err(tls_err("CA certificate"))?;
 
-    let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let mut leaf =
         CertificateParams::new(names).map_err(tls_err("server certificate parameters"))?;
     leaf.distinguished_name
@@ -61,13 +62,24 @@ pub(crate) fn generate() -> Result<TlsMaterial, Error> {
     let leaf_cert = leaf
         .signed_by(&leaf_key, &ca_cert, &ca_key)
         .map_err(tls_err("server certificate"))?;
+    Ok((
+        ca_cert.pem(),
+        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+        leaf_key.serialize_pem(),
+    ))
+}
 
-    let chain = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
-    let key = PrivateKeyDer::try_from(leaf_key.serialize_der())
+/// Generates a CA and a server certificate signed by it.
+pub(crate) fn generate() -> Result<TlsMaterial, Error> {
+    let (ca_pem, chain, key) = issue(&SERVER_NAMES)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("server certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
         .map_err(|e| Error::Tls(format!("server key: {e}")))?;
     Ok(TlsMaterial {
         config: server_config(chain, key)?,
-        ca_pem: ca_cert.pem(),
+        ca_pem,
     })
 }
 

@@ -81,12 +81,23 @@ pub fn human(req: &Request, r: &Response) -> String {
                 result["started_at"].as_str().unwrap_or("?"),
                 if result["stopping"].as_bool() == Some(true) {
                     "STOPPING"
+                } else if result["ha"]["role"].as_str() == Some("standby") {
+                    "standby"
                 } else if result["ready"].as_bool() == Some(true) {
                     "ready"
                 } else {
                     "starting (recovery running)"
                 }
             ));
+            if let Some(role) = result["ha"]["role"].as_str() {
+                out.push_str(&format!(
+                    "ha: {role} ({}); leader: {}\n\n",
+                    result["ha"]["me"].as_str().unwrap_or("?"),
+                    result["ha"]["leader"]
+                        .as_str()
+                        .unwrap_or("none (no replica holds the lease)")
+                ));
+            }
             out.push_str(&format!(
                 "{:<20} {:<17} {:<18} {:<21} {:<21} {:<8} {:<7} {}\n",
                 "ACCOUNT",

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     AwaitingAdoption,
     /// `adopt` of an account whose secret exists (without `force`).
     AlreadyAdopted,
+    /// With `[ha]`: this replica is a standby; the message names the leader.
+    NotLeader,
 }
 
 impl ErrorCode {
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::AwaitingAdoption => "awaiting_adoption",
             ErrorCode::AlreadyAdopted => "already_adopted",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
 }
@@ -142,6 +145,12 @@ pub enum CommandError {
         "the account is managed already (its secret exists): nothing was done; see the account"
     )]
     AlreadyAdopted,
+    /// With `[ha]`: this replica does not hold the lease, so it acts on nothing.
+    #[error("this keyturn is a standby and acts on nothing; the leader is {}: send the command to it (docs/ha.md)", .leader.as_deref().unwrap_or("not known yet (no replica holds the lease; try again shortly)"))]
+    NotLeader {
+        /// The lease's holder as the blob's metadata names it.
+        leader: Option<String>,
+    },
 }
 
 impl CommandError {
@@ -171,6 +180,7 @@ impl CommandError {
             CommandError::AccountDisabled => ErrorCode::AccountDisabled,
             CommandError::AwaitingAdoption => ErrorCode::AwaitingAdoption,
             CommandError::AlreadyAdopted => ErrorCode::AlreadyAdopted,
+            CommandError::NotLeader { .. } => ErrorCode::NotLeader,
         }
     }
 }

@@ -95,6 +95,15 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
         }
     }
     if !matches!(req, Request::Status) {
+        let standby = handler
+            .board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .standby()
+            .map(|h| h.leader.clone());
+        if let Some(leader) = standby {
+            return Response::error(&CommandError::NotLeader { leader });
+        }
         if let Err(r) = audit_command(handler, peer, &req).await {
             return r;
         }

@@ -146,6 +146,15 @@ pub enum EventKind {
     /// them by reason).
     #[serde(rename = "notify.dropped")]
     NotifyDropped,
+    /// This replica took the `[ha]` lease: it leads from now on (`docs/ha.md`).
+    #[serde(rename = "ha.acquired")]
+    HaAcquired,
+    /// This replica lost the lease (not renewed in time, or taken): it stops acting.
+    #[serde(rename = "ha.lost")]
+    HaLost,
+    /// This replica gave the lease up at a graceful stop, so a standby leads at once.
+    #[serde(rename = "ha.released")]
+    HaReleased,
 }
 
 impl EventKind {
@@ -177,6 +186,9 @@ impl EventKind {
             EventKind::AuditSealMismatch => "audit.seal_mismatch",
             EventKind::AuditPruned => "audit.pruned",
             EventKind::NotifyDropped => "notify.dropped",
+            EventKind::HaAcquired => "ha.acquired",
+            EventKind::HaLost => "ha.lost",
+            EventKind::HaReleased => "ha.released",
         }
     }
 }

@@ -31,7 +31,8 @@ pub(crate) use load::admin_socket;
 pub use load::{load, load_str, load_with_env, ConfigError, Loaded};
 pub use model::*;
 pub use notify::{notify_url_ok, webhook_key_source, KeySource, NOTIFY_EVENTS, NOTIFY_KINDS};
-pub use validate::{validate, DURATION_MAXIMUMS};
+pub(crate) use validate::lease_url_problem;
+pub use validate::{validate, DURATION_MAXIMUMS, LEASE_DURATION_BOUNDS};
 
 /// Exit code for a bad configuration (`EX_USAGE` in sysexits.h, as linkerd2-proxy uses).
 pub(crate) const EXIT_CONFIG: i32 = 64;

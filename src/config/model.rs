@@ -27,6 +27,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Client-side rate limits per vault and per Graph app and tenant.
     pub limits: LimitsConfig,
+    /// Two or more replicas, one leader (`[ha]`, `docs/ha.md`); absent: one process.
+    pub ha: Option<HaConfig>,
     /// What every account inherits.
     pub defaults: Defaults,
     /// Named Entra credentials.
@@ -261,6 +263,46 @@ impl Default for MetricsConfig {
             listen: None,
             max_connections: 32,
         }
+    }
+}
+
+/// The `[ha]` table: leader election on an Azure Blob Storage lease (`docs/ha.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HaConfig {
+    /// The blob whose lease the replicas compete for:
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB` (the container must exist; the
+    /// blob is created if missing).
+    pub lease_url: String,
+    /// The `[identities.NAME]` whose token Blob Storage accepts (role "Storage Blob Data
+    /// Contributor" on the container).
+    pub identity: String,
+    /// The lease's duration, 15 to 60 s (Azure's bounds for a finite lease).
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            lease_url: String::new(),
+            identity: String::new(),
+            lease_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HaConfig {
+    /// How often the leader renews: a third of the lease.
+    pub fn renew_every(&self) -> Duration {
+        self.lease_duration / 3
+    }
+
+    /// How long the leader acts after its last successful renewal was sent: two thirds of
+    /// the lease (client-go's 10 s of 15 s), leaving a third for the requests in flight,
+    /// which the fence cuts off when the lease could expire.
+    pub fn deadline(&self) -> Duration {
+        self.lease_duration * 2 / 3
     }
 }
 

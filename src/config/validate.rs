@@ -124,7 +124,7 @@ fn duration_bounds(config: &Config) -> Vec<(String, Duration, Duration)> {
 
 /// Checks everything that serde cannot; returns the resolved accounts. Sections report in
 /// this order, which is the order `keyturn check-config` lists problems in: daemon, limits,
-/// retries and durations, admin, metrics, tls and network, identities, accounts, notify.
+/// retries and durations, admin, metrics, tls and network, identities, ha, accounts, notify.
 pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAccount> {
     let mut p = |key: String, message: String| problems.push(Problem { key, message });
     validate_daemon(config, &mut p);
@@ -134,6 +134,7 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
     validate_metrics(config, &mut p);
     validate_tls_network(config, &mut p);
     validate_identities(config, &mut p);
+    validate_ha(config, &mut p);
     let resolved = validate_accounts(config, &mut p);
     super::notify::validate_notify(config, &mut p);
     problems.dedup();
@@ -247,6 +248,83 @@ fn validate_metrics(config: &Config, p: &mut impl FnMut(String, String)) {
             tracing::warn!(%addr, "the metrics listener is not on loopback; it has no authentication");
         }
     }
+}
+
+/// The shortest and longest `ha.lease_duration` (Azure's bounds for a finite lease).
+pub const LEASE_DURATION_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(15), Duration::from_secs(60));
+
+/// `[ha]`: the lease blob's URL, the identity, the lease's duration.
+fn validate_ha(config: &Config, p: &mut impl FnMut(String, String)) {
+    let Some(ha) = &config.ha else {
+        return;
+    };
+    if let Err(message) = lease_url_problem(&ha.lease_url) {
+        p("ha.lease_url".into(), message);
+    }
+    if ha.identity.is_empty() {
+        p(
+            "ha.identity".into(),
+            "is missing: name the [identities.NAME] whose token Blob Storage accepts".into(),
+        );
+    } else if !config.identities.contains_key(&ha.identity) {
+        p(
+            "ha.identity".into(),
+            format!(
+                "{:?} is not an identity; define [identities.{}] or name one of: {}",
+                ha.identity,
+                ha.identity,
+                config
+                    .identities
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    let (min, max) = LEASE_DURATION_BOUNDS;
+    let d = ha.lease_duration;
+    if d < min || d > max || d.subsec_nanos() != 0 {
+        p(
+            "ha.lease_duration".into(),
+            format!(
+                "{} is not allowed: Azure leases last 15 to 60 whole seconds, e.g. \"30s\"",
+                humantime::format_duration(d)
+            ),
+        );
+    }
+}
+
+/// Why `url` is not a blob's URL (`https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB`).
+pub(crate) fn lease_url_problem(url: &str) -> Result<url::Url, String> {
+    const FORM: &str = "https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB";
+    if url.is_empty() {
+        return Err(format!("is missing: the blob to lease, {FORM}"));
+    }
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e}); use {FORM}"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!(
+            "{url:?} must use https (the identity's token is sent with each request); use {FORM}"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host; use {FORM}"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} has a query or fragment (a SAS token?): keyturn signs in with ha.identity; use {FORM}"));
+    }
+    let segments: Vec<&str> = parsed
+        .path_segments()
+        .map(|s| s.collect())
+        .unwrap_or_default();
+    if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
+        return Err(format!(
+            "{url:?} does not name a container and a blob; use {FORM}"
+        ));
+    }
+    Ok(parsed)
 }
 
 /// `[tls]` and `[network]`.

@@ -150,6 +150,46 @@ pub struct DaemonStatus {
     /// the metrics listener from the audit sink).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<crate::audit::AuditHealth>,
+    /// With `[ha]`: this replica's role and who leads (`docs/ha.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+    /// The last stop's grace period ran out and rotations were cut off: their requests may
+    /// still land, so the `[ha]` lease is left to expire rather than released.
+    #[serde(skip)]
+    pub cut_off: bool,
+}
+
+/// A replica's place in the `[ha]` leader election.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HaStatus {
+    /// `leader` (holds the lease and acts) or `standby` (answers `status`, refuses the rest).
+    pub role: &'static str,
+    /// This replica, as recorded in the lease blob's metadata when it leads.
+    pub me: String,
+    /// Who holds the lease, as the blob's metadata names it, when known.
+    pub leader: Option<String>,
+    /// The lease blob.
+    pub lease_url: String,
+}
+
+impl HaStatus {
+    /// `leader`.
+    pub const LEADER: &'static str = "leader";
+    /// `standby`.
+    pub const STANDBY: &'static str = "standby";
+
+    /// This replica leads.
+    pub fn leads(&self) -> bool {
+        self.role == Self::LEADER
+    }
+}
+
+impl DaemonStatus {
+    /// A standby (with `[ha]`, not holding the lease): mutating commands are refused with
+    /// `not_leader`, naming [`HaStatus::leader`].
+    pub fn standby(&self) -> Option<&HaStatus> {
+        self.ha.as_ref().filter(|h| !h.leads())
+    }
 }
 
 /// Shared view of the daemon's state.

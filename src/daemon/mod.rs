@@ -25,7 +25,9 @@ mod readiness;
 mod scheduling;
 
 pub(crate) use board::StatusBoard;
-pub use board::{AccountReadiness, AccountStatus, CheckReadiness, DaemonStatus, Readiness};
+pub use board::{
+    AccountReadiness, AccountStatus, CheckReadiness, DaemonStatus, HaStatus, Readiness,
+};
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
 pub(crate) use jobs::{first_due, FirstDue};
@@ -163,6 +165,8 @@ pub struct Daemon {
         tokio::sync::watch::Sender<readiness::Plan>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// The start-up delay is an `[ha]` takeover delay (for its log line).
+    takeover: bool,
 }
 
 impl Daemon {
@@ -196,6 +200,7 @@ impl Daemon {
             pauses: None,
             probe: None,
             watch: None,
+            takeover: false,
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -249,6 +254,17 @@ impl Daemon {
                 self.watch = Some((tx, tokio::spawn(w.run())));
             }
         }
+    }
+
+    /// Waits at least `delay` before start-up recovery: a new `[ha]` leader's takeover
+    /// delay, so that the requests the old leader left in flight have landed or died
+    /// (`docs/ha.md`). The longer of this and the unclean-start delay is waited.
+    pub(crate) fn with_takeover_delay(mut self, delay: Duration) -> Self {
+        if delay > self.settings.startup_delay {
+            self.settings.startup_delay = delay;
+            self.takeover = true;
+        }
+        self
     }
 
     /// The shared status board.
@@ -347,10 +363,17 @@ impl Daemon {
         }
 
         if !self.settings.startup_delay.is_zero() {
-            tracing::warn!(
-                delay = ?self.settings.startup_delay,
-                "the previous keyturn stopped uncleanly; waiting for its in-flight requests to settle before recovery"
-            );
+            if self.takeover {
+                tracing::warn!(
+                    delay = ?self.settings.startup_delay,
+                    "taking over from another replica whose lease ran out; waiting for its in-flight requests to settle before recovery (docs/ha.md)"
+                );
+            } else {
+                tracing::warn!(
+                    delay = ?self.settings.startup_delay,
+                    "the previous keyturn stopped uncleanly; waiting for its in-flight requests to settle before recovery"
+                );
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.startup_delay) => {}
                 _ = &mut shutdown => return Ok(()),
@@ -471,6 +494,7 @@ impl Daemon {
                 },
                 _ = &mut grace => {
                     tracing::warn!(left = self.tasks.len(), "shutdown grace period ran out; rotations still running are cut off and recovery completes them at the next start");
+                    self.board.lock().unwrap_or_else(|e| e.into_inner()).cut_off = true;
                     self.tasks.abort_all();
                     break;
                 }

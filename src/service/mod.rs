@@ -146,10 +146,16 @@ pub async fn run(
         Some(n) => Arc::new(crate::audit::Tee(vec![file_audit, n.sink()])),
         None => file_audit,
     };
-    let limiter = Arc::new(crate::limits::Limiter::new(
-        loaded.config.limits.clone(),
-        metrics.clone(),
-    ));
+    // With `[ha]`, every Key Vault and Graph operation is behind the leader's fence.
+    let fence = loaded
+        .config
+        .ha
+        .as_ref()
+        .map(|_| Arc::new(crate::fence::Fence::new()));
+    let limiter = Arc::new(
+        crate::limits::Limiter::new(loaded.config.limits.clone(), metrics.clone())
+            .with_fence(fence.clone()),
+    );
     let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
     // The accounts as written are built; only the resolved ones are still read below, and the
     // reloader is handed the configuration without them rather than a copy of thousands.
@@ -174,6 +180,22 @@ pub async fn run(
         daemon = daemon.with_heartbeat(w / 4);
     }
     let board = daemon.board();
+    let elector = match (&loaded.config.ha, fence) {
+        (Some(ha), Some(fence)) => Some(Arc::new(elector(
+            &loaded,
+            ha,
+            &http,
+            fence,
+            board.clone(),
+            audit.clone(),
+            clock.clone(),
+        )?)),
+        _ => None,
+    };
+    let takeover = crate::ha::takeover_delay(
+        &loaded.config.network,
+        loaded.config.daemon.unclean_start_delay,
+    );
     let (tx, rx) = mpsc::channel(64);
     let reloader: Arc<dyn crate::reload::Reload> = Arc::new(crate::reload::Reloader::new(
         loaded.path.clone(),
@@ -252,8 +274,8 @@ pub async fn run(
     let metrics = &loaded.config.metrics;
     let metrics_files = metrics.listen.map_or(0, |_| metrics.max_connections);
     crate::accept::check_file_limit(admin_files + metrics_files);
-    let (signalled, signal_tasks) =
-        watch_signals(tx, reloader).map_err(|source| ServiceError::Signals { source })?;
+    let (signalled, signal_tasks) = watch_signals(tx, reloader, board.clone())
+        .map_err(|source| ServiceError::Signals { source })?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     // Ready means the unclean start delay, if any, is over.
     let readied = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -284,19 +306,70 @@ pub async fn run(
             }
         });
     }
-    daemon
-        .run(
-            rx,
-            async {
-                tokio::select! {
-                    _ = signalled => {}
-                    _ = shutdown => {}
+    let stop = async {
+        tokio::select! {
+            _ = signalled => {}
+            _ = shutdown => {}
+        }
+    };
+    tokio::pin!(stop);
+    // With `[ha]`: a standby until the lease is taken, then the daemon runs while a task
+    // keeps the lease; losing it stops the daemon as a stop signal would.
+    let mut lost_rx = None;
+    let mut keeper = None;
+    let mut leads = elector.is_none();
+    if let Some(el) = &elector {
+        tracing::info!(
+            me = el.me(),
+            "keyturn is ready as a standby ([ha]): waiting for the lease"
+        );
+        crate::notify::ready("standby: waiting for the lease");
+        // Nothing of this process is in flight while it waits.
+        readied.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::select! {
+            leading = el.lead() => {
+                if leading.took_over {
+                    daemon = daemon.with_takeover_delay(takeover);
                 }
-                crate::notify::stopping();
-            },
-            Some(ready_tx),
-        )
-        .await?;
+                let (lost_tx, rx) = tokio::sync::oneshot::channel();
+                lost_rx = Some(rx);
+                let el = el.clone();
+                keeper = Some(tokio::spawn(async move {
+                    let _ = lost_tx.send(el.keep(&leading).await);
+                }));
+                leads = true;
+            }
+            _ = &mut stop => crate::notify::stopping(),
+        }
+    }
+    let mut lost = false;
+    if leads {
+        daemon
+            .run(
+                rx,
+                async {
+                    tokio::select! {
+                        _ = &mut stop => {}
+                        Ok(_) = async { lost_rx.expect("guarded by the if").await }, if lost_rx.is_some() => lost = true,
+                    }
+                    crate::notify::stopping();
+                },
+                Some(ready_tx),
+            )
+            .await?;
+    }
+    if let Some(k) = keeper {
+        k.abort();
+    }
+    if let Some(el) = &elector {
+        // A leader that stopped gracefully gives the lease up; one whose rotations were cut
+        // off at the end of the grace period lets it run out, so that the next leader waits
+        // the takeover delay for their requests.
+        let cut_off = board.lock().unwrap_or_else(|e| e.into_inner()).cut_off;
+        if leads && !lost && !cut_off {
+            el.release().await;
+        }
+    }
     for t in signal_tasks {
         t.abort();
     }
@@ -315,7 +388,37 @@ pub async fn run(
     if readied.load(std::sync::atomic::Ordering::SeqCst) {
         lock.release();
     }
-    Ok(0)
+    Ok(if lost {
+        crate::ha::EXIT_LOST_LEADERSHIP
+    } else {
+        0
+    })
+}
+
+/// The `[ha]` elector: the lease blob reached with `ha.identity`'s credential.
+fn elector(
+    loaded: &Loaded,
+    ha: &crate::config::HaConfig,
+    http: &crate::azure::Http,
+    fence: Arc<crate::fence::Fence>,
+    board: crate::daemon::StatusBoard,
+    audit: Arc<dyn crate::audit::AuditSink>,
+    clock: Arc<SystemClock>,
+) -> Result<crate::ha::Elector, ServiceError> {
+    let net = &loaded.config.network;
+    let id = loaded
+        .config
+        .identities
+        .get(&ha.identity)
+        .ok_or_else(|| SetupError::Identity {
+            identity: ha.identity.clone(),
+            detail: "ha.identity names no [identities.NAME]".into(),
+            source: None,
+        })?;
+    let credential = crate::azure::credential(&ha.identity, id, http, net)?;
+    Ok(crate::ha::Elector::new(
+        ha, credential, http, net, fence, board, audit, clock,
+    )?)
 }
 
 /// A notifier that could not start, as the service's error.
@@ -331,6 +434,7 @@ fn notify_error(e: crate::notifications::StartError) -> ServiceError {
 fn watch_signals(
     commands: mpsc::Sender<Command>,
     reload: Arc<dyn crate::reload::Reload>,
+    board: crate::daemon::StatusBoard,
 ) -> std::io::Result<(impl Future<Output = ()>, Vec<tokio::task::JoinHandle<()>>)> {
     let mut signals = Signals::install()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -341,6 +445,17 @@ fn watch_signals(
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
     let rotator = tokio::spawn(async move {
         while rotate_rx.recv().await.is_some() {
+            if board
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .standby()
+                .is_some()
+            {
+                tracing::warn!(
+                    "SIGUSR1 ignored: this replica is an [ha] standby; signal the leader"
+                );
+                continue;
+            }
             tracing::info!("SIGUSR1: rotating every account");
             if commands.send(rotate_all_command()).await.is_err() {
                 break;

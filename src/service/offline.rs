@@ -19,6 +19,12 @@ pub(crate) async fn rotate_offline(
     reason: Option<String>,
     ticket: Option<String>,
 ) -> Result<i32, ServiceError> {
+    // With `[ha]`, the local lock says nothing about the replicas on other machines: one of
+    // them may lead and act on this very account.
+    if loaded.config.ha.is_some() {
+        eprintln!("keyturn: with [ha], an offline rotation could run while another replica leads; rotate through the leader instead (keyturn rotate {account} --reason ...), or stop every replica and remove [ha] first (docs/ha.md)");
+        return Ok(EXIT_CONFIG);
+    }
     // Released when dropped on an early return (kept unclean if it inherited a crash it has
     // not waited out yet); `release` below once it has.
     let lock = InstanceLock::acquire(&loaded.config.daemon.state_dir)?;

@@ -39,6 +39,13 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
     let v = |a: &'static str, t: String, k: &str| (a, t, k.to_owned());
     vec![
         v("unknown section", add("[deamon]\nstate_dir = '/x'"), "deamon"),
+        v("ha without lease_url", add("[ha]\nidentity = 'rotator'"), "ha.lease_url: is missing"),
+        v("ha lease_url over http", add("[ha]\nlease_url = 'http://a.blob.core.windows.net/c/b'\nidentity = 'rotator'"), "must use https"),
+        v("ha lease_url without a blob", add("[ha]\nlease_url = 'https://a.blob.core.windows.net/c'\nidentity = 'rotator'"), "does not name a container and a blob"),
+        v("ha lease_url with a SAS", add("[ha]\nlease_url = 'https://a.blob.core.windows.net/c/b?sv=2024&sig=x'\nidentity = 'rotator'"), "SAS"),
+        v("ha identity unknown", add("[ha]\nlease_url = 'https://a.blob.core.windows.net/c/b'\nidentity = 'nobody'"), "ha.identity: \"nobody\" is not an identity"),
+        v("ha lease too short", add("[ha]\nlease_url = 'https://a.blob.core.windows.net/c/b'\nidentity = 'rotator'\nlease_duration = '10s'"), "ha.lease_duration: 10s is not allowed"),
+        v("ha lease too long", add("[ha]\nlease_url = 'https://a.blob.core.windows.net/c/b'\nidentity = 'rotator'\nlease_duration = '90s'"), "15 to 60 whole seconds"),
         v("unknown daemon key", add("[daemon]\nstate_dri = '/x'"), "daemon.state_dri"),
         v("unknown account key", swap("secret = \"svc-a\"", "secret = \"svc-a\"\ncolour = \"blue\""), "accounts.0.colour"),
         v("unknown policy key", add("[defaults.policy]\nlenght = 20"), "defaults.policy.lenght"),

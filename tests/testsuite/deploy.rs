@@ -928,3 +928,75 @@ fn the_azure_setup_script_stops_loudly() {
     );
     assert!(!out.contains("Done"), "{out}");
 }
+
+/// `deploy/kubernetes/keyturn-ha.yaml`: two replicas with `[ha]` (docs/ha.md), a
+/// PodDisruptionBudget that never evicts both, standbys kept ready, and a configuration
+/// keyturn's own validation accepts.
+#[test]
+fn the_two_replica_manifests_hold_what_docs_ha_promises() {
+    let docs = YamlLoader::load_from_str(&read("deploy/kubernetes/keyturn-ha.yaml"))
+        .expect("the manifests are valid YAML");
+    for d in &docs {
+        if d["kind"].as_str() != Some("Namespace") {
+            assert_eq!(d["metadata"]["namespace"].as_str(), Some("keyturn"));
+        }
+    }
+    let dep = kind(&docs, "Deployment");
+    assert_eq!(dep["spec"]["replicas"].as_i64(), Some(2));
+    let ru = &dep["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        ru["maxUnavailable"].as_i64(),
+        Some(0),
+        "a standby starts before a pod stops"
+    );
+    let labels = &dep["spec"]["template"]["metadata"]["labels"];
+    let pdb = kind(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_i64(), Some(1));
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_hash().unwrap() {
+        assert_eq!(
+            &labels[k.as_str().unwrap()],
+            v,
+            "the budget selects the pods"
+        );
+    }
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz"),
+        "standbys answer 200 on /readyz"
+    );
+    let cfg = configmap_config(&docs);
+    let ha = cfg.config.ha.as_ref().expect("the ConfigMap has [ha]");
+    assert!(cfg.config.identities.contains_key(&ha.identity));
+    assert!(ha.lease_url.starts_with("https://"));
+    assert_eq!(
+        pod["volumes"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some("config"))
+            .unwrap()["configMap"]["name"],
+        kind(&docs, "ConfigMap")["metadata"]["name"]
+    );
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(grace as u64 > cfg.config.daemon.shutdown_grace.as_secs() + 10);
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter(|m| m["readOnly"].as_bool() != Some(true))
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for path in [
+        cfg.config.daemon.state_dir.clone(),
+        cfg.config.daemon.audit_log.parent().unwrap().to_owned(),
+        cfg.config.admin.socket.parent().unwrap().to_owned(),
+    ] {
+        assert!(
+            mounts.iter().any(|m| path.starts_with(m)),
+            "{}",
+            path.display()
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod audit;
+mod azurite;
 mod bad_answers;
 mod bad_configs;
 mod chaos;
@@ -14,6 +15,7 @@ mod deploy;
 mod doctor;
 mod e2e;
 mod first_start;
+mod ha;
 mod listeners;
 mod msp;
 mod msp_audit;
