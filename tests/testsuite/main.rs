@@ -24,4 +24,5 @@ mod protocol;
 mod scale;
 mod scale_e2e;
 mod service;
+mod signin;
 mod verify_consent;
