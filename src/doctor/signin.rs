@@ -335,7 +335,7 @@ fn verdict(a: &ResolvedAccount, results: &[WhatIf]) -> Check {
                 ": the consumer's sign-in fails (keyturn does not verify this account)"
             }
         );
-        let fix = "exclude the account from the policy (or its sign-in address, as a named location the policy excludes), or ask for the policy's owner to; `keyturn doctor` says pass once it no longer applies";
+        let fix = "exclude the account from the policy (or its sign-in address, as a named location the policy excludes), or ask the policy's owner to; `keyturn doctor` says pass once it no longer applies";
         return if a.verify {
             Check::fail(CHECK, detail, fix)
         } else {

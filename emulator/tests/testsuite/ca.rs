@@ -290,8 +290,8 @@ async fn a_block_answers_53003_and_an_excluded_address_range_lets_the_sign_in_th
 #[tokio::test]
 async fn reading_needs_a_policy_read_permission_and_creating_the_write_permission() {
     let emu = start_ca().await;
-    // The demo's rotator holds no Policy permission.
-    let rotator = token(&emu, ROTATOR, ROTATOR_SECRET).await;
+    // helpdesk holds Graph permissions for users, none for policies.
+    let rotator = token(&emu, HELPDESK, HELPDESK_SECRET).await;
     for (post, what) in [
         (Some(what_if(SVC1_ID, None, true)), "evaluate"),
         (None, "policies"),
