@@ -5,8 +5,9 @@
 //! three management accounts, one behind a Conditional Access policy), writes a keyturn
 //! configuration for it (a real file, loaded and validated like any other), runs the daemon
 //! ([`crate::service::run`], what `keyturn run` runs, with its admin socket in the demo's
-//! folder and a metrics port on loopback) on a fast schedule, prints the commands to try
-//! from a second terminal, and prints the audit events as they happen.
+//! folder and a metrics port on loopback) on a fast schedule, prints what `keyturn doctor`
+//! says about each account, the commands to try from a second terminal, and the audit
+//! events as they happen.
 
 use crate::config;
 use anyhow::Context;
@@ -87,6 +88,9 @@ extra_ca_files = [{ca:?}]
 schedule = "*/{every_secs} * * * * *"
 window = "0s"
 verify = true
+# Where the password sign-ins come from as Entra (here the emulator) sees them, for
+# `keyturn doctor`'s Conditional Access check: the loopback address.
+signin_ip = {signin_ip:?}
 
 [identities.rotator]
 kind = "client_secret"
@@ -99,6 +103,7 @@ graph_base = {graph:?}
 "#,
         authority = emu.authority_host(),
         graph = emu.graph_base(),
+        signin_ip = emu.addr().ip().to_string(),
     ));
     for (name, user, secret) in ACCOUNTS {
         text.push_str(&format!(
@@ -163,6 +168,13 @@ pub async fn run(
             .map(|d| format!(" (or after {})", humantime::format_duration(d)))
             .unwrap_or_default()
     );
+    println!();
+    // What `keyturn doctor` says, before anything changes: the Conditional Access policies
+    // of the demo tenant show in each account's sign_in_readiness.
+    match crate::doctor::doctor(&loaded, None, time::OffsetDateTime::now_utc()).await {
+        Ok(report) => print!("{}", report.human()),
+        Err(e) => println!("keyturn doctor could not run: {e}"),
+    }
     println!();
     print!("{}", try_these(&path, metrics));
     println!();

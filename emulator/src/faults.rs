@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every route name a fault rule can select (besides `*` and `prefix.*`).
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 16] = [
     "token",
     "msi",
     "kv.set",
@@ -19,6 +19,8 @@ pub const ROUTES: [&str; 14] = [
     "graph.get",
     "graph.patch",
     "graph.grants",
+    "graph.ca",
+    "eventgrid.publish",
     "kv.other",
     "graph.other",
 ];

@@ -24,6 +24,9 @@ pub(crate) struct Req {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The client's address as the emulator's socket sees it (the address Conditional
+    /// Access's location conditions are evaluated for).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Req {

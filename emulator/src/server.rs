@@ -60,7 +60,7 @@ pub(crate) async fn serve(
                         }
                         Err(_) => return,
                     };
-                    let svc = service_fn(move |req| dispatch(control.clone(), req));
+                    let svc = service_fn(move |req| dispatch(control.clone(), req, peer.ip()));
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
                         .await
@@ -89,6 +89,8 @@ enum Target {
     Grants,
     /// An Event Grid topic's `/api/events`.
     EventGrid(String),
+    /// `/{v1.0|beta}/identity/conditionalAccess/{policies|namedLocations|evaluate}`.
+    Ca(String),
     NotFound,
 }
 
@@ -128,6 +130,9 @@ fn classify(req: &Req) -> Target {
     if let ["v1.0", "oauth2PermissionGrants"] = segs.as_slice() {
         return Target::Grants;
     }
+    if let ["v1.0" | "beta", "identity", "conditionalAccess", what] = segs.as_slice() {
+        return Target::Ca(what.to_string());
+    }
     if let ["v1.0", "users", user] = segs.as_slice() {
         if !user.is_empty() {
             return Target::Graph(user.to_string());
@@ -138,9 +143,13 @@ fn classify(req: &Req) -> Target {
 
 /// Answers one request, with a `Date` header from the emulator's clock (so an advanced clock
 /// shows in it, as a skewed one would at Azure; hyper's own would be the wall clock).
-async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Dropped> {
+async fn dispatch(
+    control: Control,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Resp, Dropped> {
     let clock = control.shared.clock.clone();
-    let resp = answer(control, req).await?;
+    let resp = answer(control, req, peer).await?;
     let now = clock.now();
     Ok(with_header(
         resp,
@@ -149,7 +158,11 @@ async fn dispatch(control: Control, req: Request<Incoming>) -> Result<Resp, Drop
     ))
 }
 
-async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Dropped> {
+async fn answer(
+    control: Control,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Resp, Dropped> {
     let (parts, body) = req.into_parts();
     let body: Bytes = body.collect().await.map_err(|_| Dropped)?.to_bytes();
     let authority = parts
@@ -182,6 +195,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
         query,
         headers: parts.headers,
         body,
+        peer: Some(peer),
     };
     let shared: &Arc<Shared> = &control.shared;
     let target = classify(&req);
@@ -223,6 +237,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
         }
         Target::Grants => ("graph.grants", None, graph::peek_tenant(&req)),
         Target::EventGrid(_) => ("eventgrid.publish", None, None),
+        Target::Ca(_) => ("graph.ca", None, graph::peek_tenant(&req)),
     };
     let plan = lock(&shared.faults).plan(route, vault.as_deref(), tenant.as_deref());
     if plan.latency_ms > 0 {
@@ -266,6 +281,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
         Target::Graph(u) => graph::handle(shared, &req, u, &rid),
         Target::Grants => graph::handle_grants(shared, &req, &rid),
         Target::EventGrid(topic) => crate::eventgrid::publish(shared, &req, topic),
+        Target::Ca(what) => graph::handle_ca(shared, &req, what, &rid),
         Target::Control | Target::NotFound => json(404, &json!({})),
     };
     let mut resp = finish(resp, &target, &req, &rid);
@@ -310,7 +326,7 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
                 "1.9.0.0 (keyturn-emulator)",
             )
         }
-        Target::Graph(_) | Target::Grants => {
+        Target::Graph(_) | Target::Grants | Target::Ca(_) => {
             let r = with_header(r, "request-id", rid);
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
@@ -344,7 +360,7 @@ fn fault_response(
             };
             keyvault::kv_error(status, code, "The service encountered an internal error (injected by a keyturn-emulator fault rule).", None)
         }
-        Target::Graph(_) | Target::Grants => {
+        Target::Graph(_) | Target::Grants | Target::Ca(_) => {
             let code = match status {
                 429 => "TooManyRequests",
                 503 => "serviceNotAvailable",

@@ -38,6 +38,16 @@ pub(super) fn validate_accounts(
         p,
     )
     .unwrap_or_default();
+    if let Err(m) = check_signin_apps(&config.defaults.signin_apps) {
+        p("defaults.signin_apps".into(), m);
+    }
+    let default_ip = match &config.defaults.signin_ip {
+        None => None,
+        Some(v) => parse_signin_ip(v).unwrap_or_else(|m| {
+            p("defaults.signin_ip".into(), m);
+            None
+        }),
+    };
     if config.accounts.is_empty() {
         p(
             "accounts".into(),
@@ -203,6 +213,22 @@ pub(super) fn validate_accounts(
                 on_missing(v, key("on_missing_secret"), &mut flag).unwrap_or_default()
             }
         };
+        let signin_apps = match &a.signin_apps {
+            None => config.defaults.signin_apps.clone(),
+            Some(v) => {
+                if let Err(m) = check_signin_apps(v) {
+                    bad(key("signin_apps"), m, &mut ok);
+                }
+                v.clone()
+            }
+        };
+        let signin_ip = match &a.signin_ip {
+            None => default_ip,
+            Some(v) => parse_signin_ip(v).unwrap_or_else(|m| {
+                bad(key("signin_ip"), m, &mut ok);
+                None
+            }),
+        };
         let pattern = a
             .schedule
             .clone()
@@ -260,6 +286,8 @@ pub(super) fn validate_accounts(
                 verify,
                 enabled: a.enabled.unwrap_or(config.defaults.enabled),
                 on_missing_secret,
+                signin_apps,
+                signin_ip,
                 policy,
                 // Both terms are bounded (the grace by validation, the period by the cron
                 // expression); saturating, so that nothing here can panic regardless.
@@ -364,6 +392,33 @@ fn check_vault_base(v: &str) -> bool {
     })
 }
 
+/// `signin_apps`: at least one, each an app id (a GUID), as Conditional Access names its
+/// target resources.
+fn check_signin_apps(apps: &[String]) -> Result<(), String> {
+    if apps.is_empty() {
+        return Err(format!(
+            "is empty: name at least one resource app id, e.g. \"{}\" (Microsoft Graph, what keyturn's verify signs in to)",
+            super::model::GRAPH_APP_ID
+        ));
+    }
+    for a in apps {
+        if uuid::Uuid::parse_str(a).is_err() || a.len() != 36 {
+            return Err(format!(
+                "{a:?} is not an app id: give application (client) ids like \"{}\" (Microsoft Graph) or \"00000002-0000-0ff1-ce00-000000000000\" (Exchange Online)",
+                super::model::GRAPH_APP_ID
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `signin_ip`: an IPv4 or IPv6 address.
+fn parse_signin_ip(v: &str) -> Result<Option<std::net::IpAddr>, String> {
+    v.trim().parse().map(Some).map_err(|_| {
+        format!("{v:?} is not an IP address: give the public address (IPv4 or IPv6) Entra sees the sign-ins come from, e.g. \"203.0.113.10\"")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{load_str, OnMissingSecret};
@@ -428,6 +483,48 @@ secret = "b"
         let e = load_str(&bad, Path::new("t.toml")).unwrap_err().to_string();
         assert!(
             e.contains("accounts[0].on_missing_secret: \"later\" is not one of \"wait\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn signin_apps_and_ip_default_to_graph_and_none_and_are_checked() {
+        let loaded = load_str(BASE, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            loaded.accounts[0].signin_apps,
+            vec![crate::config::model::GRAPH_APP_ID.to_string()]
+        );
+        assert_eq!(loaded.accounts[0].signin_ip, None);
+        let text = format!("[defaults]\nsignin_ip = \"203.0.113.10\"\n{BASE}").replacen(
+            "secret = \"a\"\n",
+            "secret = \"a\"\nsignin_apps = [\"00000002-0000-0ff1-ce00-000000000000\"]\nsignin_ip = \"2001:db8::1\"\n",
+            1,
+        );
+        let loaded = load_str(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            loaded.accounts[0].signin_apps,
+            vec!["00000002-0000-0ff1-ce00-000000000000".to_string()]
+        );
+        assert_eq!(
+            loaded.accounts[0].signin_ip,
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            loaded.accounts[1].signin_ip,
+            Some("203.0.113.10".parse().unwrap())
+        );
+        let bad = format!("[defaults]\nsignin_ip = \"office\"\n{BASE}").replacen(
+            "secret = \"a\"\n",
+            "secret = \"a\"\nsignin_apps = [\"Exchange\"]\n",
+            1,
+        );
+        let e = load_str(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("accounts[0].signin_apps: \"Exchange\" is not an app id"),
+            "{e}"
+        );
+        assert!(
+            e.contains("defaults.signin_ip: \"office\" is not an IP address"),
             "{e}"
         );
     }

@@ -352,6 +352,10 @@ impl Default for NetworkConfig {
     }
 }
 
+/// Microsoft Graph's app id: the resource keyturn's verify sign-in asks a token for, and
+/// the default of `signin_apps`.
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+
 /// What every account inherits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -377,6 +381,16 @@ pub struct Defaults {
     /// `keyturn adopt` (the default) or `rotate` it at once. A string in the file's model,
     /// like `kind`, so that a bad value is one listed problem with the accepted ones.
     pub on_missing_secret: String,
+    /// The resources (app ids, Conditional Access's "target resources") each account signs
+    /// in to with its password, which `keyturn doctor`'s sign-in readiness check asks
+    /// Conditional Access's What-If about: Microsoft Graph (what keyturn's verify asks a
+    /// token for) by default; add those the consumer uses (Exchange Online
+    /// `00000002-0000-0ff1-ce00-000000000000`, ...).
+    pub signin_apps: Vec<String>,
+    /// The public address the accounts' password sign-ins come from, as Entra sees it: what
+    /// Conditional Access's named locations are judged against. Unset: policies with a
+    /// location condition cannot be judged and are reported as such.
+    pub signin_ip: Option<String>,
 }
 
 /// What the daemon does with an account that has no secret in Key Vault (`on_missing_secret`).
@@ -418,6 +432,8 @@ impl Default for Defaults {
             policy: PasswordPolicy::default(),
             enabled: true,
             on_missing_secret: OnMissingSecret::Wait.as_str().into(),
+            signin_apps: vec![GRAPH_APP_ID.into()],
+            signin_ip: None,
         }
     }
 }
@@ -592,6 +608,10 @@ pub struct AccountConfig {
     pub enabled: Option<bool>,
     /// Overrides `defaults.on_missing_secret`.
     pub on_missing_secret: Option<String>,
+    /// Overrides `defaults.signin_apps`.
+    pub signin_apps: Option<Vec<String>>,
+    /// Overrides `defaults.signin_ip`.
+    pub signin_ip: Option<String>,
 }
 
 /// An account after defaults were applied and everything was checked.
@@ -612,6 +632,10 @@ pub struct ResolvedAccount {
     pub enabled: bool,
     /// What start-up does when its secret does not exist.
     pub on_missing_secret: OnMissingSecret,
+    /// The resource app ids its password sign-ins reach (`signin_apps`).
+    pub signin_apps: Vec<String>,
+    /// The address its sign-ins come from (`signin_ip`).
+    pub signin_ip: Option<std::net::IpAddr>,
 }
 
 /// One problem, at one key.

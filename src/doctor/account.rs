@@ -1,5 +1,5 @@
-//! The account checks: the Entra user (exists, enabled, not synced from on-premises), the
-//! Key Vault secret (readable, present, nothing left pending) and its age.
+//! The account checks: the Entra user (exists, enabled, not synced from on-premises), its
+//! sign-in readiness (`signin`: Conditional Access's What-If), the Key Vault secret (readable, present, nothing left pending) and its age.
 
 use super::{AccountReport, Check};
 use crate::azure::Http;
@@ -31,7 +31,16 @@ pub(super) async fn check(
         ));
     }
     match graph_token {
-        Some(token) => checks.extend(user(a, id, token, http).await),
+        Some(token) => {
+            let found = user(a, id, token, http).await;
+            let exists = found
+                .first()
+                .is_some_and(|c| c.status == super::Status::Pass);
+            checks.extend(found);
+            if exists {
+                checks.push(super::sign_in_readiness(a, id, token, http).await);
+            }
+        }
         None => checks.push(Check::fail(
             "user_exists",
             format!("not checked: identity {:?} has no Graph token", a.identity),

@@ -1,6 +1,7 @@
 //! `keyturn doctor`: before anything changes, what will fail and why. Read-only against
 //! Azure: for each identity the accounts use (tokens, Graph permissions, clock skew), then
-//! for each account (the Entra user, the Key Vault secret, its age), a list of checks with
+//! for each account (the Entra user, its sign-in readiness under Conditional Access, the Key
+//! Vault secret, its age), a list of checks with
 //! `pass`, `warn` or `fail`, a one-line finding and the fix. It builds the accounts as
 //! [`crate::app`] does (like [`crate::plan`]) and writes nothing: no Key Vault write, no
 //! Graph write, no audit record, no lock. Never prints a password or a token.
@@ -9,6 +10,9 @@
 mod account;
 mod identity;
 pub mod watch;
+mod signin;
+
+pub(crate) use signin::sign_in_readiness;
 
 use crate::azure::SetupError;
 use crate::config::Loaded;

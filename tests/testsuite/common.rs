@@ -58,7 +58,7 @@ tenant = "contoso"
 name = "keyturn-rotator"
 client_id = "11111111-1111-1111-1111-111111111111"
 secrets = ["rotator-secret"]
-graph_permissions = ["User.Read.All", "User-PasswordProfile.ReadWrite.All"]
+graph_permissions = ["User.Read.All", "User-PasswordProfile.ReadWrite.All", "Policy.Read.ConditionalAccess"]
 directory_roles = ["Privileged Authentication Administrator"]
 
 # Has the Graph permission but only User Administrator: cannot reset privileged users.

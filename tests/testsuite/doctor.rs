@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// Runs `keyturn doctor`: (exit code, stdout, stderr).
-fn doctor(config: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn doctor(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(BIN)
         .args(["doctor", "--config"])
         .arg(config)
@@ -36,7 +36,7 @@ fn doctor(config: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 /// An emulator with `SCENARIO` changed by `edit`, and a configuration for `accounts`.
-async fn world(
+pub(crate) async fn world(
     edit: impl Fn(String) -> String,
     accounts: &[&'static str],
 ) -> (
@@ -58,7 +58,7 @@ async fn world(
 }
 
 /// The report as JSON: exit code and the document.
-fn json(config: &Path, args: &[&str]) -> (i32, Value) {
+pub(crate) fn json(config: &Path, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let (code, stdout, stderr) = doctor(config, &all);
@@ -67,7 +67,7 @@ fn json(config: &Path, args: &[&str]) -> (i32, Value) {
 }
 
 /// The check named `check` of `section` ("identities"/"accounts") entry `name`.
-fn find<'a>(v: &'a Value, section: &str, name: &str, check: &str) -> &'a Value {
+pub(crate) fn find<'a>(v: &'a Value, section: &str, name: &str, check: &str) -> &'a Value {
     let key = if section == "identities" {
         "identity"
     } else {
@@ -134,6 +134,7 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
         "secret_readable",
         "nothing_pending",
         "secret_age",
+        "sign_in_readiness",
     ] {
         assert_eq!(find(&v, "accounts", "svc-2", check)["status"], "pass");
     }
@@ -180,7 +181,7 @@ async fn a_missing_graph_permission_fails_naming_the_permission_to_add() {
     let (_emu, _dir, config) = world(
         |s| {
             s.replacen(
-                "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\"]\ndirectory_roles = [\"Privileged",
+                "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
                 "graph_permissions = [\"User.Read.All\"]\ndirectory_roles = [\"Privileged",
                 1,
             )

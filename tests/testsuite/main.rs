@@ -29,5 +29,6 @@ mod protocol;
 mod scale;
 mod scale_e2e;
 mod service;
+mod signin;
 mod verify_consent;
 mod watch;

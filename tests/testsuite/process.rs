@@ -432,6 +432,31 @@ async fn the_demo_rotates_every_account_and_says_so() {
         stdout.contains("AADSTS53003"),
         "the CA-blocked account warns:\n{stdout}"
     );
+    // Before the first rotation, doctor's report names the policies: the block that fails
+    // coreview-ca's verify, and the report-only MFA policy the administrators fall under.
+    let report = stdout
+        .split("keyturn doctor (read-only")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no doctor report:\n{stdout}"));
+    let ca = report
+        .split("account coreview-ca")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ca.contains("fail  sign_in_readiness")
+            && ca.contains(
+                "\"Block svc-coreview-ca outside the office\" (block) blocks it (AADSTS53003)"
+            ),
+        "{report}"
+    );
+    let one = report
+        .split("account coreview-1")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        one.contains("warn  sign_in_readiness  report-only Conditional Access: \"Require MFA for administrators (report-only)\""),
+        "{report}"
+    );
     // The demo's files are real and valid: its config passes check-config.
     let check = Command::new(BIN)
         .args(["check-config", "--config"])

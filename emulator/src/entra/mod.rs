@@ -11,7 +11,7 @@ use crate::http::{field, json, with_header, Req, Resp};
 use crate::jwt::{self, Claims};
 use crate::roles;
 use crate::shared::{lock, Shared};
-use crate::state::{App, GRAPH_APP_ID};
+use crate::state::{App, SignIn, State, GRAPH_APP_ID};
 use serde_json::json;
 
 /// Resource (audience) of a `.default` scope, or of any scope list for the password grant.
@@ -30,6 +30,64 @@ fn resource_of(scope: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The client app type Conditional Access sees in a password grant (ROPC): an OAuth 2.0
+/// (modern authentication) request from a non-browser client, i.e.
+/// `mobileAppsAndDesktopClients` (*believed*, not confirmed by a Microsoft page: ROPC is not
+/// one of the legacy protocols `exchangeActiveSync`/`other` stand for).
+pub(crate) const ROPC_CLIENT_APP_TYPE: &str = "mobileAppsAndDesktopClients";
+
+/// Key Vault's first-party app id (the resource a vault token is for).
+const KEY_VAULT_APP_ID: &str = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093";
+
+/// The app id of the resource a token is asked for (what Conditional Access's target
+/// resources name): Graph's and Key Vault's well-known ids, else the resource as given.
+fn resource_app_id(resource: &str) -> String {
+    match jwt::norm_aud(resource) {
+        a if a == jwt::norm_aud(GRAPH_AUD) => GRAPH_APP_ID.to_string(),
+        a if a == jwt::norm_aud(crate::aad::VAULT_AUD) => KEY_VAULT_APP_ID.to_string(),
+        _ => resource.to_string(),
+    }
+}
+
+/// What the enforced (`enabled`) Conditional Access policies that apply demand of a password
+/// sign-in of user `idx` from `ip` to `resource`: `Some("block")`, `Some("mfa")` or `None`.
+/// Report-only policies are evaluated but not enforced, as in Entra.
+fn ca_demand(
+    st: &State,
+    idx: usize,
+    resource: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Option<&'static str> {
+    let u = &st.users[idx];
+    let apps = [resource_app_id(resource)];
+    let sign_in = SignIn {
+        user_id: &u.id,
+        user_roles: &u.directory_roles,
+        apps: &apps,
+        client_app_type: ROPC_CLIENT_APP_TYPE,
+        ip,
+    };
+    let enforced: Vec<_> = st
+        .conditional_access
+        .evaluate(&u.tenant, &sign_in)
+        .into_iter()
+        .filter(|(p, r)| r.is_ok() && p.spec.state == "enabled")
+        .filter_map(|(p, _)| p.spec.grant_controls.as_ref())
+        .collect();
+    let demands = |c: &str| {
+        enforced
+            .iter()
+            .any(|g| g.built_in_controls.iter().any(|x| x == c))
+    };
+    if demands("block") {
+        Some("block")
+    } else if demands("mfa") {
+        Some("mfa")
+    } else {
+        None
+    }
 }
 
 /// The answer to a password grant that asks a scope the app holds no consent for: Entra's
@@ -178,6 +236,7 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
             let Some(idx) = st.user_idx(&tenant_id, username) else {
                 return Err(aad(400, "invalid_grant", 50034, format!("The user account {{EUII Hidden}} does not exist in the {tenant_id} directory. To sign into this application, the account must be added to the directory.")));
             };
+            let ca = ca_demand(&st, idx, &resource, req.peer);
             let changed;
             let result = {
                 let u = &mut st.users[idx];
@@ -208,11 +267,11 @@ fn token_inner(shared: &Shared, req: &Req, tenant: &str) -> Result<Resp, AadErro
                         Err(aad(400, "invalid_grant", 50055, "The password is expired. The user's password is expired, and therefore their login or session was ended. They will be offered the opportunity to reset it, or may ask an admin to reset it via Reset a user's password in Microsoft Entra ID."))
                     } else if u.security_defaults_blocked {
                         Err(aad(400, "invalid_grant", 530035, "Access has been blocked by security defaults. This is due to the request using legacy auth or being deemed unsafe by security defaults policies. For more information, please visit https://aka.ms/securitydefaults"))
-                    } else if u.ca_blocked {
+                    } else if u.ca_blocked || ca == Some("block") {
                         Err(aad(400, "invalid_grant", 53003, "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance."))
                     } else if u.mfa_registration_required {
                         Err(aad(400, "interaction_required", 50079, format!("Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access '{resource}'.")))
-                    } else if u.mfa_required {
+                    } else if u.mfa_required || ca == Some("mfa") {
                         Err(aad(400, "interaction_required", 50076, format!("Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'.")))
                     } else {
                         Ok(u.clone())

@@ -4,11 +4,14 @@
 //! Here: the permissions and roles a request needs, the error answers, authentication,
 //! throttling and the two methods; `properties`: the user properties Graph knows (which
 //! are writable, read-only, selected by default), their values, and the check of a `PATCH`;
-//! `grants`: `oauth2PermissionGrants` (list, create), the consent the password grant needs.
+//! `grants`: `oauth2PermissionGrants` (list, create), the consent the password grant needs;
+//! `ca`: Conditional Access policies, named locations and the What-If evaluation.
 
+mod ca;
 mod grants;
 mod properties;
 
+pub(crate) use ca::handle as handle_ca;
 pub(crate) use grants::handle as handle_grants;
 
 use properties::{check_patch, known_property, property, DEFAULT_PROPERTIES, WRITABLE_FIXED};

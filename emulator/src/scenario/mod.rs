@@ -4,6 +4,10 @@
 
 use crate::faults::FaultRule;
 pub use crate::state::{AccessSpec, FederatedCredential, Limits, DEFAULT_IDENTITY_HEADER};
+pub use crate::state::{
+    ApplicationsCondition, Conditions, GrantControls, IpRange, LocationsCondition,
+    NamedLocationSpec, PolicySpec, UsersCondition,
+};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -38,6 +42,12 @@ pub struct Scenario {
     /// needs for the scopes it asks.
     #[serde(default)]
     pub oauth2_permission_grants: Vec<PermissionGrantSpec>,
+    /// Conditional Access named locations (`ipNamedLocation`), which policies name by id.
+    #[serde(default)]
+    pub named_locations: Vec<NamedLocationSeed>,
+    /// Conditional Access policies, which Graph's What-If and the password grant evaluate.
+    #[serde(default)]
+    pub conditional_access_policies: Vec<PolicySeed>,
     /// Throttling, lock-out and token limits; absent fields keep their defaults.
     #[serde(default)]
     pub limits: Option<Limits>,
@@ -185,6 +195,34 @@ pub struct PermissionGrantSpec {
 
 fn all_principals() -> String {
     "AllPrincipals".to_string()
+}
+
+/// A Conditional Access policy at start: Graph's `conditionalAccessPolicy` body
+/// (`displayName`, `state`, `conditions`, `grantControls`, in Graph's camelCase) plus the
+/// tenant it belongs to and, optionally, its id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicySeed {
+    /// Tenant id.
+    pub tenant: String,
+    /// Policy id; a random UUID when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The policy.
+    #[serde(flatten)]
+    pub policy: PolicySpec,
+}
+
+/// A named location at start: Graph's `ipNamedLocation` body (`displayName`, `ipRanges` of
+/// `{ cidrAddress }`, `isTrusted`) plus its tenant and id (which policies' `locations` name).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamedLocationSeed {
+    /// Tenant id.
+    pub tenant: String,
+    /// Named location id, as policies name it.
+    pub id: String,
+    /// The location.
+    #[serde(flatten)]
+    pub location: NamedLocationSpec,
 }
 
 /// A change of a user's sign-in state (control API `PATCH /_emulator/users/{tenant}/{user}`);
@@ -423,6 +461,43 @@ impl Scenario {
                 problems.push(format!(
                     "{key}.scope: name at least one delegated permission, e.g. \"openid User.Read\""
                 ));
+            }
+        }
+        let mut location_ids = BTreeSet::new();
+        for n in &self.named_locations {
+            let key = format!("named_locations[{}]", n.id);
+            if !known_tenant(&n.tenant) {
+                problems.push(format!("{key}.tenant {:?} is not in tenants", n.tenant));
+            }
+            if !location_ids.insert(n.id.as_str()) {
+                problems.push(format!("named_locations.id {:?} appears twice", n.id));
+            }
+            problems.extend(
+                n.location
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("{key}: {p}")),
+            );
+        }
+        for (i, p) in self.conditional_access_policies.iter().enumerate() {
+            let key = format!("conditional_access_policies[{i}]");
+            if !known_tenant(&p.tenant) {
+                problems.push(format!("{key}.tenant {:?} is not in tenants", p.tenant));
+            }
+            problems.extend(
+                p.policy
+                    .problems()
+                    .into_iter()
+                    .map(|e| format!("{key}: {e}")),
+            );
+            if let Some(l) = &p.policy.conditions.locations {
+                for id in l.include_locations.iter().chain(&l.exclude_locations) {
+                    if id != "All" && id != "AllTrusted" && !location_ids.contains(id.as_str()) {
+                        problems.push(format!(
+                            "{key}.conditions.locations: {id:?} is not a named_locations id (or \"All\", \"AllTrusted\")"
+                        ));
+                    }
+                }
             }
         }
         for (i, f) in self.faults.iter().enumerate() {

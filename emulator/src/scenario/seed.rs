@@ -3,8 +3,8 @@
 
 use super::Scenario;
 use crate::state::{
-    new_version_id, random_password, App, ManagedIdentity, PermissionGrant, Secret, SecretVersion,
-    State, Tenant, User, Vault,
+    new_version_id, random_password, App, ManagedIdentity, NamedLocation, PermissionGrant, Policy,
+    Secret, SecretVersion, State, Tenant, User, Vault,
 };
 use crate::Error;
 use std::collections::BTreeMap;
@@ -203,6 +203,39 @@ impl Scenario {
                 principal_id,
                 resource_id: crate::state::GRAPH_APP_ID.to_string(),
                 scope: g.scope.split_whitespace().collect::<Vec<_>>().join(" "),
+            });
+        }
+        for n in &sc.named_locations {
+            if !has_tenant(st, &n.tenant) {
+                problems.push(format!(
+                    "named_locations[{}].tenant {:?} does not exist",
+                    n.id, n.tenant
+                ));
+                continue;
+            }
+            st.conditional_access.put_named_location(NamedLocation {
+                tenant: n.tenant.clone(),
+                id: n.id.clone(),
+                created: now,
+                spec: n.location.clone(),
+            });
+        }
+        for (i, p) in sc.conditional_access_policies.iter().enumerate() {
+            if !has_tenant(st, &p.tenant) {
+                problems.push(format!(
+                    "conditional_access_policies[{i}].tenant {:?} does not exist",
+                    p.tenant
+                ));
+                continue;
+            }
+            st.conditional_access.put_policy(Policy {
+                tenant: p.tenant.clone(),
+                id: p
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                created: now,
+                spec: p.policy.clone(),
             });
         }
         if problems.is_empty() {

@@ -5,12 +5,19 @@
 //! with the `put_*` operations below.
 //!
 //! This file holds the state's types, its lookup tables and the `put_*` operations;
-//! `grants` the delegated permission grants (consent); `file` loading and saving the state
+//! `grants` the delegated permission grants (consent); `ca` the Conditional Access policies,
+//! named locations and the evaluation of a sign-in against them; `file` loading and saving the state
 //! file.
 
+mod ca;
 mod file;
 mod grants;
 
+pub use ca::{
+    ApplicationsCondition, Conditions, GrantControls, IpRange, LocationsCondition,
+    NamedLocationSpec, PolicySpec, UsersCondition, CLIENT_APP_TYPES,
+};
+pub(crate) use ca::{ConditionalAccess, NamedLocation, Policy, SignIn};
 pub(crate) use grants::{PermissionGrant, CONSENT_TYPES, GRAPH_APP_ID};
 
 use serde::{Deserialize, Serialize};
@@ -209,6 +216,9 @@ pub(crate) struct State {
     /// Delegated permission grants (absent from state files written before they existed).
     #[serde(default)]
     pub permission_grants: Vec<PermissionGrant>,
+    /// Conditional Access policies and named locations (absent from older state files).
+    #[serde(default)]
+    pub conditional_access: ConditionalAccess,
     /// Lookup tables over `tenants`, `apps` and `users`, rebuilt on load and kept current by
     /// `put_tenants`, `put_app` and `put_user` (the only places those lists change), so a request costs O(1) lookups rather than
     /// a scan of every user under the state lock.
@@ -291,6 +301,7 @@ impl State {
             users: Vec::new(),
             vaults: BTreeMap::new(),
             permission_grants: Vec::new(),
+            conditional_access: ConditionalAccess::default(),
             index: Index::default(),
         };
         st.ensure_signer();

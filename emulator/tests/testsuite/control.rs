@@ -635,7 +635,10 @@ fn shipped_demo_scenario_parses() {
     )))
     .expect("demo scenario");
     assert_eq!(sc.vaults.len(), 1);
-    assert_eq!(sc.users.iter().filter(|u| u.ca_blocked).count(), 1);
+    // svc-coreview-ca is blocked by a policy, not by the `ca_blocked` flag.
+    assert_eq!(sc.users.iter().filter(|u| u.ca_blocked).count(), 0);
+    assert_eq!(sc.conditional_access_policies.len(), 2);
+    assert_eq!(sc.named_locations.len(), 1);
 }
 
 #[tokio::test]

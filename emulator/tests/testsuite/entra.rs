@@ -318,7 +318,11 @@ async fn issued_tokens_carry_audience_tenant_app_and_roles() {
     assert_eq!(claims["appid"], ROTATOR);
     assert_eq!(
         claims["roles"],
-        json!(["User.Read.All", "User-PasswordProfile.ReadWrite.All"])
+        json!([
+            "User.Read.All",
+            "User-PasswordProfile.ReadWrite.All",
+            "Policy.Read.ConditionalAccess"
+        ])
     );
     let exp = claims["exp"].as_i64().expect("exp");
     assert!((exp - now() - 3599).abs() < 60);

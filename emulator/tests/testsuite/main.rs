@@ -3,6 +3,7 @@
 
 mod common;
 
+mod ca;
 mod cli;
 mod consent;
 mod control;
