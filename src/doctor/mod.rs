@@ -9,8 +9,8 @@
 
 mod account;
 mod identity;
-pub mod watch;
 mod signin;
+pub mod watch;
 
 pub(crate) use signin::sign_in_readiness;
 
