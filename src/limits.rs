@@ -28,7 +28,9 @@
 use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
 use crate::observe::Observer;
 use crate::password::Password;
-use crate::store::{NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written};
+use crate::store::{
+    ListPage, NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written,
+};
 use async_trait::async_trait;
 use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
@@ -303,6 +305,12 @@ impl SecretStore for LimitedStore {
     async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
         self.buckets.acquire(&self.buckets.other, false).await;
         self.inner.update_tags(name, version, tags).await
+    }
+
+    /// Each page is one request of the vault's "other" budget.
+    async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
+        self.buckets.acquire(&self.buckets.other, false).await;
+        self.inner.list_page(next).await
     }
 
     fn vault(&self) -> &str {

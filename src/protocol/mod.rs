@@ -309,8 +309,16 @@ impl Engine {
 /// When the version's password became Entra's: its `keyturn-rotated-at` tag, or its
 /// creation time for a secret keyturn adopted.
 pub(crate) fn rotated_at(record: &SecretRecord) -> Option<OffsetDateTime> {
-    record
-        .tag(tag::ROTATED_AT)
+    rotated_at_of(&record.tags, record.created)
+}
+
+/// [`rotated_at`] from a version's tags and creation time (a vault listing has both, and
+/// no value).
+pub(crate) fn rotated_at_of(
+    tags: &crate::store::Tags,
+    created: Option<OffsetDateTime>,
+) -> Option<OffsetDateTime> {
+    tags.get(tag::ROTATED_AT)
         .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-        .or(record.created)
+        .or(created)
 }

@@ -15,6 +15,7 @@ mod doctor;
 mod e2e;
 mod first_start;
 mod listeners;
+mod listing;
 mod msp;
 mod msp_audit;
 mod msp_daemon;
