@@ -20,6 +20,12 @@
 //! write's [`Step`] says: a staged password is in Entra soon after, and committing it first
 //! keeps the window short during which consumers must fall back to the staging secret.
 //!
+//! Every budget keeps `limits.reserve` (default a quarter) for the vault's other clients
+//! (consumers reading the password): ordinary requests never use more than
+//! `budget × (1 − reserve) × (1 − headroom)` in any window; only the requests of an urgent
+//! rotation ([`urgent`], `keyturn rotate --all --urgent`) may use the whole budget less the
+//! headroom (see [`Bucket`]'s cells).
+//!
 //! Waits are told to the [`Observer`] the wiring hands in (the service's metrics).
 //!
 //! A 429 that still happens (another client used the vault) is honoured by the SDK's retry
@@ -51,25 +57,38 @@ pub use crate::config::LimitsConfig;
 /// The budgets of the `[limits]` table (the table itself is configuration:
 /// [`crate::config::LimitsConfig`]).
 impl LimitsConfig {
-    /// The budget of one vault's sets.
-    pub(crate) fn vault_writes(&self) -> Budget {
-        Budget::new(self.vault_writes_per_10s, VAULT_WINDOW, self.headroom)
+    /// A bucket for `limit` per `window`: the whole budget less the headroom, of which an
+    /// ordinary request may use `1 − reserve` and an urgent one all (see [`Bucket`]).
+    fn bucket(
+        &self,
+        name: &'static str,
+        limit: u32,
+        window: Duration,
+        observer: &Arc<dyn Observer>,
+    ) -> Arc<Bucket> {
+        Arc::new(Bucket::with_reserve(
+            name,
+            Budget::new(limit, window, self.headroom),
+            self.reserve,
+            observer.clone(),
+        ))
     }
+}
 
-    /// The budget of one vault's other operations.
-    pub(crate) fn vault_other(&self) -> Budget {
-        Budget::new(self.vault_other_per_10s, VAULT_WINDOW, self.headroom)
-    }
+tokio::task_local! {
+    /// Set for the requests of an urgent rotation (`keyturn rotate --all --urgent`).
+    static URGENT: bool;
+}
 
-    /// The budget of every vault's operations together (the subscription-wide limit).
-    pub(crate) fn vault_subscription(&self) -> Budget {
-        Budget::new(self.vault_subscription_per_10s, VAULT_WINDOW, self.headroom)
-    }
+/// Runs `f` as urgent work: the requests it makes may use the reserve of each budget
+/// (`limits.reserve`), the whole budget less the headroom. The daemon runs the jobs of an
+/// urgent rotation so; a task-local, so that the protocol and the stores need not carry it.
+pub async fn urgent<F: std::future::Future>(f: F) -> F::Output {
+    URGENT.scope(true, f).await
+}
 
-    /// The budget of one app's writes in one tenant.
-    pub(crate) fn graph_writes(&self) -> Budget {
-        Budget::new(self.graph_writes_per_150s, GRAPH_WINDOW, self.headroom)
-    }
+fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
 }
 
 /// A budget as a token bucket: at most `burst + window / period` requests in any window,
@@ -80,6 +99,10 @@ pub struct Budget {
     pub burst: u32,
     /// One more request is allowed every `period` (the sustained rate).
     pub period: Duration,
+    /// `burst` + what `period` earns in a window: the requests a window may hold.
+    pub usable: u32,
+    /// The window the budget is counted in.
+    pub window: Duration,
 }
 
 impl Budget {
@@ -94,6 +117,8 @@ impl Budget {
         Budget {
             burst,
             period: Duration::from_nanos(u64::try_from(period).unwrap_or(u64::MAX)),
+            usable: burst + earned,
+            window,
         }
     }
 }
@@ -115,6 +140,14 @@ impl governor::clock::Clock for TokioClock {
 
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
+/// Cells per request at the whole budget's rate. A bucket counts cells, not requests: an
+/// urgent request costs [`CELLS`], an ordinary one `CELLS / (1 − reserve)`, rounded up. So
+/// in any window ordinary requests alone fit in `budget × (1 − reserve)`, and all requests
+/// together in the whole budget, from one bucket whose check is atomic (two buckets, one for
+/// the share and one for the whole, let requests that passed the first bunch up at the
+/// second and exceed the share in a window).
+const CELLS: u32 = 100;
+
 /// One budget and the queue of requests waiting for it.
 pub(crate) struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`,
@@ -124,6 +157,8 @@ pub(crate) struct Bucket {
     observer: Arc<dyn Observer>,
     limiter: Gcra,
     clock: TokioClock,
+    /// Cells an ordinary request costs (an urgent one: [`CELLS`]).
+    ordinary: NonZeroU32,
     /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
     turn: tokio::sync::Mutex<()>,
     /// Low-priority waiters (stages) queue here first, so commits overtake them.
@@ -131,10 +166,34 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket for `budget`, called `name` in metrics; its waits are told to `observer`.
+    /// A bucket for `budget` with no reserve, called `name` in metrics; its waits are told
+    /// to `observer`.
+    #[cfg(test)]
     pub fn new(name: &'static str, budget: Budget, observer: Arc<dyn Observer>) -> Bucket {
-        let burst = NonZeroU32::new(budget.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(budget.period.max(Duration::from_nanos(1)))
+        Bucket::with_reserve(name, budget, 0.0, observer)
+    }
+
+    /// A bucket for `budget` of which ordinary requests may use `1 − reserve`.
+    pub fn with_reserve(
+        name: &'static str,
+        budget: Budget,
+        reserve: f64,
+        observer: Arc<dyn Observer>,
+    ) -> Bucket {
+        let ordinary = (f64::from(CELLS) / (1.0 - reserve.clamp(0.0, 0.99))).ceil() as u32;
+        let ordinary = NonZeroU32::new(ordinary.max(CELLS)).unwrap_or(NonZeroU32::MIN);
+        let total = u64::from(budget.usable) * u64::from(CELLS);
+        // The burst holds at least one request of either kind; what the rate earns in a
+        // window fills the rest of the window's cells.
+        let burst = u64::from(budget.burst.max(1) * CELLS)
+            .max(u64::from(ordinary.get()))
+            .min(total);
+        let earned = (total - burst).max(1);
+        let period = budget.window.as_nanos().div_ceil(u128::from(earned));
+        let period = Duration::from_nanos(u64::try_from(period).unwrap_or(u64::MAX));
+        let burst =
+            NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         let clock = TokioClock {
@@ -145,13 +204,20 @@ impl Bucket {
             observer,
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
+            ordinary,
             turn: tokio::sync::Mutex::new(()),
             low: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Waits for one request's worth of budget.
+    /// Waits for one request's worth of budget (an urgent request's when the task runs
+    /// [`urgent`] work).
     pub async fn acquire(&self, low_priority: bool) {
+        let cost = if is_urgent() {
+            NonZeroU32::new(CELLS).unwrap_or(NonZeroU32::MIN)
+        } else {
+            self.ordinary
+        };
         let _low = if low_priority {
             Some(self.low.lock().await)
         } else {
@@ -159,7 +225,8 @@ impl Bucket {
         };
         let _turn = self.turn.lock().await;
         let mut waited = None;
-        while let Err(not_until) = self.limiter.check() {
+        // `Err(InsufficientCapacity)` cannot happen: the burst holds the dearest request.
+        while let Ok(Err(not_until)) = self.limiter.check_n(cost) {
             waited.get_or_insert_with(tokio::time::Instant::now);
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
         }
@@ -203,11 +270,12 @@ impl Limiter {
     /// told to `observer` (the service's metrics, handed in by the wiring).
     pub fn new(config: LimitsConfig, observer: Arc<dyn Observer>) -> Self {
         Limiter {
-            subscription: Arc::new(Bucket::new(
+            subscription: config.bucket(
                 "keyvault_subscription",
-                config.vault_subscription(),
-                observer.clone(),
-            )),
+                config.vault_subscription_per_10s,
+                VAULT_WINDOW,
+                &observer,
+            ),
             config,
             observer,
             vaults: Mutex::new(HashMap::new()),
@@ -244,16 +312,18 @@ impl Limiter {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key)
             .or_insert_with(|| VaultBuckets {
-                writes: Arc::new(Bucket::new(
+                writes: self.config.bucket(
                     "keyvault_write",
-                    self.config.vault_writes(),
-                    self.observer.clone(),
-                )),
-                other: Arc::new(Bucket::new(
+                    self.config.vault_writes_per_10s,
+                    VAULT_WINDOW,
+                    &self.observer,
+                ),
+                other: self.config.bucket(
                     "keyvault_other",
-                    self.config.vault_other(),
-                    self.observer.clone(),
-                )),
+                    self.config.vault_other_per_10s,
+                    VAULT_WINDOW,
+                    &self.observer,
+                ),
                 subscription: self.subscription.clone(),
             })
             .clone();
@@ -271,11 +341,12 @@ impl Limiter {
             .unwrap_or_else(|e| e.into_inner())
             .entry(app_and_tenant.to_ascii_lowercase())
             .or_insert_with(|| {
-                Arc::new(Bucket::new(
+                self.config.bucket(
                     "graph_write",
-                    self.config.graph_writes(),
-                    self.observer.clone(),
-                ))
+                    self.config.graph_writes_per_150s,
+                    GRAPH_WINDOW,
+                    &self.observer,
+                )
             })
             .clone();
         Arc::new(LimitedDirectory { inner, writes })
@@ -486,6 +557,117 @@ mod tests {
         );
     }
 
+    /// Records when each set reached the vault, and whether it was urgent.
+    struct Times(Mutex<Vec<(tokio::time::Instant, bool)>>);
+
+    #[async_trait]
+    impl SecretStore for Times {
+        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn set(&self, _: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), is_urgent()));
+            Ok(Written {
+                version: "v".into(),
+                request_id: None,
+            })
+        }
+        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn vault(&self) -> &str {
+            "https://kv.vault.azure.net/"
+        }
+    }
+
+    /// The most requests among `times` in any window of `window` (each window starting at
+    /// a request: the fullest window starts at one).
+    fn fullest(times: &[tokio::time::Instant], window: Duration) -> usize {
+        let mut times = times.to_vec();
+        times.sort();
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t - times[i] < window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `sets` sets at once through `store`, `urgent_ones` of them urgent.
+    async fn burst(store: &Arc<dyn SecretStore>, sets: usize, urgent_ones: usize) {
+        let password = Password::new("Aa1!aaaaaaaaaaaa".into());
+        let mut tasks = Vec::new();
+        for i in 0..sets {
+            let (store, password) = (store.clone(), password.clone());
+            let work = async move {
+                let new = NewVersion {
+                    value: &password,
+                    tags: Tags::new(),
+                    expires: None,
+                    step: Step::Commit,
+                };
+                store.set("s", new).await.unwrap();
+            };
+            tasks.push(if i < urgent_ones {
+                tokio::spawn(urgent(work))
+            } else {
+                tokio::spawn(work)
+            });
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_never_exceeds_the_budget_less_the_reserve_in_any_window() {
+        // 100 sets per 10 s, a quarter reserved: keyturn's share is 75.
+        let limiter = Limiter::new(
+            LimitsConfig {
+                vault_writes_per_10s: 100,
+                headroom: 0.0,
+                reserve: 0.25,
+                ..Default::default()
+            },
+            crate::observe::unobserved(),
+        );
+        let inner = Arc::new(Times(Mutex::new(Vec::new())));
+        let store = limiter.store(inner.clone());
+        burst(&store, 300, 0).await;
+        let ordinary: Vec<_> = inner.0.lock().unwrap().iter().map(|t| t.0).collect();
+        let most = fullest(&ordinary, VAULT_WINDOW);
+        assert!(most <= 75, "{most} sets in one window, share 75");
+        // Not trivially: it does use its share (300 sets over about four windows).
+        assert!(most >= 70, "only {most} sets in the fullest window");
+        let took = *ordinary.iter().max().unwrap() - *ordinary.iter().min().unwrap();
+        assert!(took >= Duration::from_secs(39), "{took:?}");
+
+        // Urgent sets may use the whole budget; mixed with ordinary ones, all of them
+        // together stay within it and the ordinary ones within their share.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        inner.0.lock().unwrap().clear();
+        burst(&store, 400, 200).await;
+        let all = inner.0.lock().unwrap().clone();
+        let times: Vec<_> = all.iter().map(|t| t.0).collect();
+        let ordinary: Vec<_> = all.iter().filter(|t| !t.1).map(|t| t.0).collect();
+        let urgent_only: Vec<_> = all.iter().filter(|t| t.1).map(|t| t.0).collect();
+        assert_eq!((ordinary.len(), urgent_only.len()), (200, 200));
+        let most = fullest(&times, VAULT_WINDOW);
+        assert!(most <= 100, "{most} sets in one window, budget 100");
+        assert!(
+            most > 75,
+            "urgent sets used the reserve: {most} in the fullest window"
+        );
+        let most = fullest(&ordinary, VAULT_WINDOW);
+        assert!(most <= 75, "{most} ordinary sets in one window, share 75");
+    }
+
     #[test]
     fn bad_values_are_problems() {
         let c = LimitsConfig {
@@ -502,6 +684,33 @@ mod tests {
         let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
         assert_eq!(keys, ["limits.vault_subscription_per_10s"]);
         assert!(LimitsConfig::default().problems().is_empty());
+        for reserve in [1.0, -0.1, f64::NAN] {
+            let c = LimitsConfig {
+                reserve,
+                ..Default::default()
+            };
+            let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
+            assert_eq!(keys, ["limits.reserve"], "reserve {reserve}");
+        }
+        // With the headroom, a reserve that leaves keyturn no request of a small budget.
+        let c = LimitsConfig {
+            graph_writes_per_150s: 2,
+            reserve: 0.5,
+            headroom: 0.1,
+            ..Default::default()
+        };
+        let problems = c.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].1.contains("limits.graph_writes_per_150s"),
+            "{problems:?}"
+        );
+        assert!(LimitsConfig {
+            reserve: 0.0,
+            ..Default::default()
+        }
+        .problems()
+        .is_empty());
     }
 
     /// Key Vault's subscription-wide limit holds across vaults: two vaults, each far under
@@ -517,6 +726,7 @@ mod tests {
             LimitsConfig {
                 vault_subscription_per_10s: 100,
                 headroom: 0.0,
+                reserve: 0.0,
                 ..LimitsConfig::default()
             },
             crate::observe::unobserved(),

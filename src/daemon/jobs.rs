@@ -141,20 +141,29 @@ impl Daemon {
         let managed = self.slots[idx].managed.clone();
         let clock = self.clock.clone();
         let task = (name.clone(), tenant.clone());
+        let urgent = request.urgent;
         let handle = self.tasks.spawn(async move {
             let account = &managed.account;
-            let out = match job {
-                Job::Rotate => match engine.rotate(account, &request).await {
-                    Ok(r) => TaskOut::Rotated(r),
-                    Err(e) => TaskOut::Failed(e),
-                },
-                Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
-                Job::ReconcileListed(listed) => {
-                    reconcile_listed(&engine, &managed, &request, listed, clock.as_ref()).await
+            let work = async {
+                match job {
+                    Job::Rotate => match engine.rotate(account, &request).await {
+                        Ok(r) => TaskOut::Rotated(r),
+                        Err(e) => TaskOut::Failed(e),
+                    },
+                    Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
+                    Job::ReconcileListed(listed) => {
+                        reconcile_listed(&engine, &managed, &request, listed, clock.as_ref()).await
+                    }
+                    Job::Adopt { force } => {
+                        adopt(&engine, &managed, &request, force, clock.as_ref()).await
+                    }
                 }
-                Job::Adopt { force } => {
-                    adopt(&engine, &managed, &request, force, clock.as_ref()).await
-                }
+            };
+            // An urgent rotation's requests may use the budget reserved for other clients.
+            let out = if urgent {
+                crate::limits::urgent(work).await
+            } else {
+                work.await
             };
             Done {
                 name,

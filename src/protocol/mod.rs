@@ -110,6 +110,9 @@ pub struct Request {
     /// The id to give a fresh rotation (so a caller can report it before it ends); a new
     /// one when absent. A resumed rotation keeps the id it was staged with.
     pub rotation_id: Option<Uuid>,
+    /// An operator asked for it urgently (`keyturn rotate --all --urgent`): its requests may
+    /// use the budget reserved for the vault's other clients (`limits.reserve`).
+    pub urgent: bool,
 }
 
 impl Request {
@@ -121,6 +124,7 @@ impl Request {
             reason: None,
             ticket: None,
             rotation_id: None,
+            urgent: false,
         }
     }
 }

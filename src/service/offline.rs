@@ -27,6 +27,7 @@ pub(crate) async fn rotate_offline(
         reason,
         ticket,
         rotation_id: None,
+        urgent: false,
     };
     // No listener reports on one rotation's requests.
     let http = crate::azure::http_client(

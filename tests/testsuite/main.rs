@@ -22,6 +22,7 @@ mod msp_daemon;
 mod msp_expiry;
 mod process;
 mod protocol;
+mod reserve;
 mod scale;
 mod scale_e2e;
 mod service;
