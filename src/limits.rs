@@ -148,6 +148,35 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Dura
 /// second and exceed the share in a window).
 const CELLS: u32 = 100;
 
+/// Adaptive back-off (AIMD) after a 429 keyturn's pacing did not predict (another client is
+/// using the budget): keyturn's rate for that budget is multiplied by [`AIMD_DECREASE`] (at
+/// most once per [`AIMD_HOLD`], so one burst of 429s counts once), down to [`AIMD_FLOOR`],
+/// and grows back by [`AIMD_RECOVERY`] of the full rate per [`AIMD_STEP`]: from the floor
+/// to the full rate in 150 s without another 429.
+pub const AIMD_DECREASE: f64 = 0.5;
+/// The lowest rate factor.
+pub const AIMD_FLOOR: f64 = 0.25;
+/// The rate factor regained per [`AIMD_STEP`].
+pub const AIMD_RECOVERY: f64 = 0.05;
+/// See [`AIMD_RECOVERY`].
+pub const AIMD_STEP: Duration = Duration::from_secs(10);
+/// Decreases closer together than this count as one.
+pub const AIMD_HOLD: Duration = Duration::from_secs(1);
+
+/// A bucket's rate factor: `base` at `since`, growing back linearly to 1.
+#[derive(Debug, Clone, Copy)]
+struct Aimd {
+    base: f64,
+    since: tokio::time::Instant,
+}
+
+impl Aimd {
+    fn factor(&self, now: tokio::time::Instant) -> f64 {
+        let steps = (now - self.since).as_secs_f64() / AIMD_STEP.as_secs_f64();
+        (self.base + AIMD_RECOVERY * steps).min(1.0)
+    }
+}
+
 /// One budget and the queue of requests waiting for it.
 pub(crate) struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`,
@@ -157,8 +186,10 @@ pub(crate) struct Bucket {
     observer: Arc<dyn Observer>,
     limiter: Gcra,
     clock: TokioClock,
-    /// Cells an ordinary request costs (an urgent one: [`CELLS`]).
+    /// Cells an ordinary request costs at the full rate (an urgent one: [`CELLS`]).
     ordinary: NonZeroU32,
+    /// The adaptive back-off's rate factor (`None`: the full rate).
+    aimd: Mutex<Option<Aimd>>,
     /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
     turn: tokio::sync::Mutex<()>,
     /// Low-priority waiters (stages) queue here first, so commits overtake them.
@@ -183,8 +214,9 @@ impl Bucket {
         let ordinary = (f64::from(CELLS) / (1.0 - reserve.clamp(0.0, 0.99))).ceil() as u32;
         let ordinary = NonZeroU32::new(ordinary.max(CELLS)).unwrap_or(NonZeroU32::MIN);
         let total = u64::from(budget.usable) * u64::from(CELLS);
-        // The burst holds at least one request of either kind; what the rate earns in a
-        // window fills the rest of the window's cells.
+        // The burst holds at least one request of either kind at the full rate (a dearer
+        // one, under the adaptive back-off, is taken in several draws); what the rate earns
+        // in a window fills the rest of the window's cells.
         let burst = u64::from(budget.burst.max(1) * CELLS)
             .max(u64::from(ordinary.get()))
             .min(total);
@@ -205,6 +237,7 @@ impl Bucket {
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
             ordinary,
+            aimd: Mutex::new(None),
             turn: tokio::sync::Mutex::new(()),
             low: tokio::sync::Mutex::new(()),
         }
@@ -213,11 +246,13 @@ impl Bucket {
     /// Waits for one request's worth of budget (an urgent request's when the task runs
     /// [`urgent`] work).
     pub async fn acquire(&self, low_priority: bool) {
-        let cost = if is_urgent() {
-            NonZeroU32::new(CELLS).unwrap_or(NonZeroU32::MIN)
+        let full = if is_urgent() {
+            CELLS
         } else {
-            self.ordinary
+            self.ordinary.get()
         };
+        let factor = self.factor();
+        let mut cost = (f64::from(full) / factor).ceil() as u32;
         let _low = if low_priority {
             Some(self.low.lock().await)
         } else {
@@ -225,14 +260,75 @@ impl Bucket {
         };
         let _turn = self.turn.lock().await;
         let mut waited = None;
-        // `Err(InsufficientCapacity)` cannot happen: the burst holds the dearest request.
-        while let Ok(Err(not_until)) = self.limiter.check_n(cost) {
-            waited.get_or_insert_with(tokio::time::Instant::now);
-            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        // In draws of at most `full` cells (the burst holds that much); the request goes
+        // once its last draw is granted.
+        while cost > 0 {
+            let draw = cost.min(full);
+            let n = NonZeroU32::new(draw).unwrap_or(NonZeroU32::MIN);
+            match self.limiter.check_n(n) {
+                Ok(Ok(())) => cost -= draw,
+                Ok(Err(not_until)) => {
+                    waited.get_or_insert_with(tokio::time::Instant::now);
+                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                }
+                // Not reached: the burst holds `full` cells.
+                Err(_) => break,
+            }
         }
         if let Some(since) = waited {
             self.observer.paced(self.name, since.elapsed());
         }
+    }
+
+    /// The rate factor now (1: the full rate; at least [`AIMD_FLOOR`]).
+    pub fn factor(&self) -> f64 {
+        let mut aimd = self.aimd.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        match *aimd {
+            Some(a) if a.factor(now) < 1.0 => a.factor(now).max(AIMD_FLOOR),
+            Some(_) => {
+                // Recovered: back to the full rate; forget the back-off.
+                *aimd = None;
+                1.0
+            }
+            None => 1.0,
+        }
+    }
+
+    /// A 429 keyturn did not predict: shrinks the rate (see [`AIMD_DECREASE`]); returns the
+    /// new factor.
+    pub fn back_off(&self) -> f64 {
+        let mut aimd = self.aimd.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        match *aimd {
+            Some(a) if now - a.since < AIMD_HOLD => a.factor(now).max(AIMD_FLOOR),
+            current => {
+                let factor = current.map_or(1.0, |a| a.factor(now));
+                let base = (factor * AIMD_DECREASE).max(AIMD_FLOOR);
+                *aimd = Some(Aimd { base, since: now });
+                base
+            }
+        }
+    }
+
+    /// Runs `request`; a 429 among its answers (the SDK's retries included) shrinks this
+    /// budget's rate and is told to the observer with the vault's name.
+    async fn learn<T>(&self, vault: &str, request: impl std::future::Future<Output = T>) -> T {
+        let (out, throttles) = crate::observe::count_throttles(request).await;
+        if throttles > 0 {
+            let factor = self.back_off();
+            tracing::warn!(budget = self.name, vault, factor, "Azure answered 429 though keyturn paced itself: another client is using this budget; keyturn slows down");
+            self.observer.unpredicted_throttle(self.name, vault, factor);
+        } else if self
+            .aimd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            let factor = self.factor();
+            self.observer.rate_factor(self.name, vault, factor);
+        }
+        out
     }
 }
 
@@ -349,7 +445,11 @@ impl Limiter {
                 )
             })
             .clone();
-        Arc::new(LimitedDirectory { inner, writes })
+        Arc::new(LimitedDirectory {
+            inner,
+            writes,
+            key: app_and_tenant.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -363,25 +463,41 @@ pub(crate) struct LimitedStore {
 impl SecretStore for LimitedStore {
     async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         self.buckets.acquire(&self.buckets.other, false).await;
-        self.inner.latest(name).await
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.latest(name))
+            .await
     }
 
     async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
         // The protocol says which write this is; a secret's name decides nothing.
         let stage = new.step == Step::Stage;
         self.buckets.acquire(&self.buckets.writes, stage).await;
-        self.inner.set(name, new).await
+        let vault = self.inner.vault();
+        self.buckets
+            .writes
+            .learn(vault, self.inner.set(name, new))
+            .await
     }
 
     async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
         self.buckets.acquire(&self.buckets.other, false).await;
-        self.inner.update_tags(name, version, tags).await
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.update_tags(name, version, tags))
+            .await
     }
 
     /// Each page is one request of the vault's "other" budget.
     async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
         self.buckets.acquire(&self.buckets.other, false).await;
-        self.inner.list_page(next).await
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.list_page(next))
+            .await
     }
 
     fn vault(&self) -> &str {
@@ -393,6 +509,8 @@ impl SecretStore for LimitedStore {
 pub(crate) struct LimitedDirectory {
     inner: Arc<dyn Directory>,
     writes: Arc<Bucket>,
+    /// The app and tenant whose budget it is (the metrics' `vault` label for Graph).
+    key: String,
 }
 
 #[async_trait]
@@ -403,7 +521,9 @@ impl Directory for LimitedDirectory {
         password: &Password,
     ) -> Result<Applied, DirectoryError> {
         self.writes.acquire(false).await;
-        self.inner.reset_password(user, password).await
+        self.writes
+            .learn(&self.key, self.inner.reset_password(user, password))
+            .await
     }
 
     async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError> {
@@ -666,6 +786,118 @@ mod tests {
         );
         let most = fullest(&ordinary, VAULT_WINDOW);
         assert!(most <= 75, "{most} ordinary sets in one window, share 75");
+    }
+
+    /// A vault whose first `throttled` sets met a 429 the SDK's retry got past.
+    struct Contended {
+        throttled: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait]
+    impl SecretStore for Contended {
+        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn set(&self, _: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
+            use std::sync::atomic::Ordering;
+            if self
+                .throttled
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                crate::observe::note_throttled();
+            }
+            Ok(Written {
+                version: "v".into(),
+                request_id: None,
+            })
+        }
+        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn vault(&self) -> &str {
+            "https://kv.vault.azure.net/"
+        }
+    }
+
+    /// An observer that keeps the back-offs it is told of.
+    #[derive(Default)]
+    struct Backoffs(Mutex<Vec<(&'static str, String, f64)>>);
+
+    impl Observer for Backoffs {
+        fn request(&self, _: &'static str, _: Option<u16>, _: Duration) {}
+        fn paced(&self, _: &'static str, _: Duration) {}
+        fn unpredicted_throttle(&self, budget: &'static str, vault: &str, factor: f64) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((budget, vault.to_owned(), factor));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unpredicted_429_halves_the_rate_which_then_recovers() {
+        let observed = Arc::new(Backoffs::default());
+        let limiter = Limiter::new(
+            LimitsConfig {
+                vault_writes_per_10s: 100,
+                headroom: 0.0,
+                reserve: 0.0,
+                ..Default::default()
+            },
+            observed.clone(),
+        );
+        let inner = Arc::new(Contended {
+            throttled: 1.into(),
+        });
+        let store = limiter.store(inner);
+        // One set met a 429: the vault's write rate halves, and the metrics are told.
+        burst(&store, 1, 0).await;
+        assert_eq!(
+            *observed.0.lock().unwrap(),
+            [(
+                "keyvault_write",
+                "https://kv.vault.azure.net/".to_owned(),
+                AIMD_DECREASE
+            )]
+        );
+        // 100 sets at about half the rate (regaining 5 % per 10 s): over 15 s, where the
+        // full rate (99 after the burst at one per 101 ms) takes 10 s.
+        let start = tokio::time::Instant::now();
+        burst(&store, 100, 0).await;
+        let slow = start.elapsed();
+        assert!(slow >= Duration::from_secs(15), "{slow:?}");
+        // 150 s later the rate is whole again.
+        tokio::time::advance(Duration::from_secs(150)).await;
+        let start = tokio::time::Instant::now();
+        burst(&store, 100, 0).await;
+        let fast = start.elapsed();
+        assert!(fast <= Duration::from_millis(10_500), "{fast:?}");
+        assert_eq!(observed.0.lock().unwrap().len(), 1, "one 429, one back-off");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_offs_count_once_per_burst_of_429s_and_stop_at_the_floor() {
+        let bucket = Bucket::new(
+            "b",
+            Budget::new(100, VAULT_WINDOW, 0.0),
+            crate::observe::unobserved(),
+        );
+        assert_eq!(bucket.factor(), 1.0);
+        assert_eq!(bucket.back_off(), 0.5);
+        // Concurrent 429s of one burst count once.
+        assert_eq!(bucket.back_off(), 0.5);
+        tokio::time::advance(AIMD_HOLD).await;
+        let f = bucket.back_off();
+        assert!((0.25..0.26).contains(&f), "{f}");
+        tokio::time::advance(AIMD_HOLD).await;
+        assert_eq!(bucket.back_off(), AIMD_FLOOR);
+        // Additive recovery: 0.05 per 10 s.
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let f = bucket.factor();
+        assert!((0.49..0.51).contains(&f), "{f}");
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(bucket.factor(), 1.0);
     }
 
     #[test]

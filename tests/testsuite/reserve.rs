@@ -73,3 +73,48 @@ fn raw(socket: &std::path::Path, request: &str) -> serde_json::Value {
         serde_json::from_str(&line).unwrap()
     })
 }
+
+/// A 429 keyturn's own pacing did not predict (here: one injected on the start-up listing,
+/// which the SDK's retry gets past) halves keyturn's rate for that vault's budget, and the
+/// metrics show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpredicted_429_slows_keyturn_down_and_shows_in_the_metrics() {
+    let port = free_port();
+    let extra = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let w = World::new(Opts {
+        admin: Box::leak(extra.into_boxed_str()),
+        verify: false,
+        ..Opts::default()
+    })
+    .await;
+    w.emu
+        .control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "kv.list".into(),
+            kind: keyturn_emulator::FaultKind::Status,
+            status: Some(429),
+            retry_after: Some(0),
+            count: Some(1),
+            ..rule()
+        })
+        .unwrap();
+    let service = w.service().await;
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let vault = w.emu.vault_url(VAULT);
+    let line = |name: &str| {
+        let prefix = format!(
+            "keyturn_{name}{{service=\"keyvault\",vault=\"{vault}\",budget=\"keyvault_other\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(line("unpredicted_throttles_total"), Some(1.0), "{text}");
+    assert_eq!(line("pacing_rate_factor"), Some(0.5), "{text}");
+    assert_eq!(service.stop().await, 0);
+}
