@@ -12,16 +12,21 @@ use std::time::Duration;
 /// Accounts in the one vault.
 const N: usize = 60;
 
-fn upn(i: usize) -> String {
+pub(crate) fn upn(i: usize) -> String {
     format!("svc-{i:02}@contoso.onmicrosoft.com")
 }
 
 /// [`SCENARIO`]'s tenant and apps, with `N` users, each with its secret `svc-NN` holding its
 /// password.
 fn scenario() -> String {
+    scenario_of(N, "")
+}
+
+/// [`scenario`] with `n` accounts and `extra` TOML (e.g. a `[limits]` table) appended.
+pub(crate) fn scenario_of(n: usize, extra: &str) -> String {
     let head = SCENARIO.split("[[users]]").next().unwrap();
     let mut s = head.to_string();
-    for i in 0..N {
+    for i in 0..n {
         s.push_str(&format!(
             "[[users]]\ntenant = \"contoso\"\nupn = \"{}\"\npassword = \"Initial-Pass-{i}!\"\n\n",
             upn(i)
@@ -30,22 +35,35 @@ fn scenario() -> String {
     s.push_str(&format!(
         "[[vaults]]\nname = \"kv1\"\ntenant = \"contoso\"\naccess = [\n  {{ client_id = \"{ROTATOR}\", role = \"Key Vault Secrets Officer\" }},\n  {{ client_id = \"{READER}\", role = \"Key Vault Secrets User\" }},\n]\nsecrets = [\n"
     ));
-    for i in 0..N {
+    for i in 0..n {
         s.push_str(&format!(
             "  {{ name = \"svc-{i:02}\", from_user = \"contoso/{}\" }},\n",
             upn(i)
         ));
     }
     s.push_str("]\n");
+    s.push_str(extra);
     s
 }
 
 /// The emulator, a folder and a configuration of the `N` accounts.
 async fn world(drift: &'static str) -> (Emulator, tempfile::TempDir, std::path::PathBuf) {
     let emu = testkit::start_toml(&scenario()).await;
+    let (dir, config) = config_of(&emu, N, drift, "");
+    (emu, dir, config)
+}
+
+/// A folder and a configuration of `n` accounts for `emu` ([`scenario_of`]), with `extra`
+/// TOML (e.g. a `[limits]` table) appended.
+pub(crate) fn config_of(
+    emu: &Emulator,
+    n: usize,
+    drift: &'static str,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
-        &emu,
+        emu,
         dir.path(),
         &Opts {
             accounts: vec![],
@@ -55,7 +73,8 @@ async fn world(drift: &'static str) -> (Emulator, tempfile::TempDir, std::path::
         },
     );
     let mut text = std::fs::read_to_string(&config).unwrap();
-    for i in 0..N {
+    text.push_str(extra);
+    for i in 0..n {
         text.push_str(&format!(
             "\n[[accounts]]\nname = \"svc-{i:02}\"\nuser = \"{}\"\nidentity = \"rotator\"\nvault = {:?}\nsecret = \"svc-{i:02}\"\n",
             upn(i),
@@ -63,7 +82,7 @@ async fn world(drift: &'static str) -> (Emulator, tempfile::TempDir, std::path::
         ));
     }
     std::fs::write(&config, text).unwrap();
-    (emu, dir, config)
+    (dir, config)
 }
 
 /// Requests of `route` the emulator served, less the SDK's first request of each client,

@@ -118,3 +118,122 @@ async fn an_unpredicted_429_slows_keyturn_down_and_shows_in_the_metrics() {
     assert_eq!(line("pacing_rate_factor"), Some(0.5), "{text}");
     assert_eq!(service.stop().await, 0);
 }
+
+/// Counts the 429s a consumer's requests meet (its SDK's retries included).
+#[derive(Default)]
+struct Consumer429s(std::sync::atomic::AtomicU64);
+
+impl keyturn::observe::Observer for Consumer429s {
+    fn request(&self, _: &'static str, status: Option<u16>, _: std::time::Duration) {
+        if status == Some(429) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn paced(&self, _: &'static str, _: std::time::Duration) {}
+}
+
+/// A consumer reading one password once a second through the official SDK, at its reserved
+/// share, while keyturn starts, rotates every account and runs drift checks against an
+/// emulator enforcing lowered limits that keyturn is configured with: the consumer meets no
+/// 429, and neither does keyturn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_at_its_reserved_share_meets_no_429() {
+    use azure_core::credentials::Secret;
+    use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+    use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const ACCOUNTS: usize = 40;
+    // 60 reads (and 300 sets) per vault per 10 s, on both sides, so that a rotate-all is
+    // bound by the reads the consumer shares; keyturn keeps a quarter of each budget for
+    // others and uses 60 × 0.75 × 0.98 = 44 reads per 10 s; the consumer reads 10.
+    // (With `reserve = 0` keyturn uses 58 and the consumer meets 429s.)
+    let emu = keyturn_emulator::testkit::start_toml(&crate::listing::scenario_of(
+        ACCOUNTS,
+        "\n[limits]\nkv_window_ms = 10000\nkv_set_limit = 300\nkv_other_limit = 60\n",
+    ))
+    .await;
+    let (dir, config) = crate::listing::config_of(
+        &emu,
+        ACCOUNTS,
+        "5s",
+        "\n[limits]\nvault_writes_per_10s = 300\nvault_other_per_10s = 60\nreserve = 0.25\nheadroom = 0.02\n",
+    );
+    let loaded = load(&config);
+    let seen = Arc::new(Consumer429s::default());
+    let http =
+        keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network, seen.clone())
+            .unwrap();
+    let cred = ClientSecretCredential::new(
+        TENANT,
+        READER.into(),
+        Secret::new("reader-secret".to_string()),
+        Some(ClientSecretCredentialOptions {
+            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
+        }),
+    )
+    .unwrap();
+    let client = SecretClient::new(
+        &emu.vault_url(VAULT),
+        cred,
+        Some(SecretClientOptions {
+            client_options: keyturn::azure::client_options(&http, None),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (reads, failures) = (
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let consumer = {
+        let (stop, reads, failures) = (stop.clone(), reads.clone(), failures.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // A late read is not made up for by a burst: the consumer keeps to its rate.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::SeqCst) {
+                tick.tick().await;
+                match client.get_secret("svc-00", None).await {
+                    Ok(_) => reads.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => failures.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+    let service = Service::start(loaded).await;
+    let answer = client::send(
+        &service.socket,
+        &Request::Rotate {
+            target: Target::All,
+            reason: Some("the consumer test".into()),
+            ticket: None,
+            wait: true,
+            urgent: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(answer.ok, "{answer:?}");
+    assert_eq!(
+        count(dir.path(), "rotation.completed", None),
+        ACCOUNTS,
+        "every account rotated"
+    );
+    // Two drift checks (every 5 s).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    stop.store(true, Ordering::SeqCst);
+    consumer.await.unwrap();
+    assert_eq!(service.stop().await, 0);
+    assert!(reads.load(Ordering::SeqCst) >= 10, "the consumer read");
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "a consumer read failed");
+    assert_eq!(seen.0.load(Ordering::SeqCst), 0, "429s to the consumer");
+    let throttled = emu.control().counters().throttled;
+    assert!(
+        throttled.is_empty(),
+        "429s from the emulator: {throttled:?}"
+    );
+}
