@@ -20,6 +20,12 @@
 //! write's [`Step`] says: a staged password is in Entra soon after, and committing it first
 //! keeps the window short during which consumers must fall back to the staging secret.
 //!
+//! Every budget keeps `limits.reserve` (default a quarter) for the vault's other clients
+//! (consumers reading the password): ordinary requests never use more than
+//! `budget × (1 − reserve) × (1 − headroom)` in any window; only the requests of an urgent
+//! rotation ([`urgent`], `keyturn rotate --all --urgent`) may use the whole budget less the
+//! headroom (see [`Bucket`]'s cells).
+//!
 //! Waits are told to the [`Observer`] the wiring hands in (the service's metrics).
 //!
 //! With `[ha]`, the same decorators put every operation behind the leader's
@@ -33,7 +39,9 @@ use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
 use crate::fence::{Cut, Fence};
 use crate::observe::Observer;
 use crate::password::Password;
-use crate::store::{NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written};
+use crate::store::{
+    ListPage, NewVersion, SecretRecord, SecretStore, Step, StoreError, Tags, Written,
+};
 use async_trait::async_trait;
 use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
@@ -54,25 +62,38 @@ pub use crate::config::LimitsConfig;
 /// The budgets of the `[limits]` table (the table itself is configuration:
 /// [`crate::config::LimitsConfig`]).
 impl LimitsConfig {
-    /// The budget of one vault's sets.
-    pub(crate) fn vault_writes(&self) -> Budget {
-        Budget::new(self.vault_writes_per_10s, VAULT_WINDOW, self.headroom)
+    /// A bucket for `limit` per `window`: the whole budget less the headroom, of which an
+    /// ordinary request may use `1 − reserve` and an urgent one all (see [`Bucket`]).
+    fn bucket(
+        &self,
+        name: &'static str,
+        limit: u32,
+        window: Duration,
+        observer: &Arc<dyn Observer>,
+    ) -> Arc<Bucket> {
+        Arc::new(Bucket::with_reserve(
+            name,
+            Budget::new(limit, window, self.headroom),
+            self.reserve,
+            observer.clone(),
+        ))
     }
+}
 
-    /// The budget of one vault's other operations.
-    pub(crate) fn vault_other(&self) -> Budget {
-        Budget::new(self.vault_other_per_10s, VAULT_WINDOW, self.headroom)
-    }
+tokio::task_local! {
+    /// Set for the requests of an urgent rotation (`keyturn rotate --all --urgent`).
+    static URGENT: bool;
+}
 
-    /// The budget of every vault's operations together (the subscription-wide limit).
-    pub(crate) fn vault_subscription(&self) -> Budget {
-        Budget::new(self.vault_subscription_per_10s, VAULT_WINDOW, self.headroom)
-    }
+/// Runs `f` as urgent work: the requests it makes may use the reserve of each budget
+/// (`limits.reserve`), the whole budget less the headroom. The daemon runs the jobs of an
+/// urgent rotation so; a task-local, so that the protocol and the stores need not carry it.
+pub async fn urgent<F: std::future::Future>(f: F) -> F::Output {
+    URGENT.scope(true, f).await
+}
 
-    /// The budget of one app's writes in one tenant.
-    pub(crate) fn graph_writes(&self) -> Budget {
-        Budget::new(self.graph_writes_per_150s, GRAPH_WINDOW, self.headroom)
-    }
+fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
 }
 
 /// A budget as a token bucket: at most `burst + window / period` requests in any window,
@@ -83,6 +104,10 @@ pub struct Budget {
     pub burst: u32,
     /// One more request is allowed every `period` (the sustained rate).
     pub period: Duration,
+    /// `burst` + what `period` earns in a window: the requests a window may hold.
+    pub usable: u32,
+    /// The window the budget is counted in.
+    pub window: Duration,
 }
 
 impl Budget {
@@ -97,6 +122,8 @@ impl Budget {
         Budget {
             burst,
             period: Duration::from_nanos(u64::try_from(period).unwrap_or(u64::MAX)),
+            usable: burst + earned,
+            window,
         }
     }
 }
@@ -118,6 +145,43 @@ impl governor::clock::Clock for TokioClock {
 
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
+/// Cells per request at the whole budget's rate. A bucket counts cells, not requests: an
+/// urgent request costs [`CELLS`], an ordinary one `CELLS / (1 − reserve)`, rounded up. So
+/// in any window ordinary requests alone fit in `budget × (1 − reserve)`, and all requests
+/// together in the whole budget, from one bucket whose check is atomic (two buckets, one for
+/// the share and one for the whole, let requests that passed the first bunch up at the
+/// second and exceed the share in a window).
+const CELLS: u32 = 100;
+
+/// Adaptive back-off (AIMD) after a 429 keyturn's pacing did not predict (another client is
+/// using the budget): keyturn's rate for that budget is multiplied by [`AIMD_DECREASE`] (at
+/// most once per [`AIMD_HOLD`], so one burst of 429s counts once), down to [`AIMD_FLOOR`],
+/// and grows back by [`AIMD_RECOVERY`] of the full rate per [`AIMD_STEP`]: from the floor
+/// to the full rate in 150 s without another 429.
+pub const AIMD_DECREASE: f64 = 0.5;
+/// The lowest rate factor.
+pub const AIMD_FLOOR: f64 = 0.25;
+/// The rate factor regained per [`AIMD_STEP`].
+pub const AIMD_RECOVERY: f64 = 0.05;
+/// See [`AIMD_RECOVERY`].
+pub const AIMD_STEP: Duration = Duration::from_secs(10);
+/// Decreases closer together than this count as one.
+pub const AIMD_HOLD: Duration = Duration::from_secs(1);
+
+/// A bucket's rate factor: `base` at `since`, growing back linearly to 1.
+#[derive(Debug, Clone, Copy)]
+struct Aimd {
+    base: f64,
+    since: tokio::time::Instant,
+}
+
+impl Aimd {
+    fn factor(&self, now: tokio::time::Instant) -> f64 {
+        let steps = (now - self.since).as_secs_f64() / AIMD_STEP.as_secs_f64();
+        (self.base + AIMD_RECOVERY * steps).min(1.0)
+    }
+}
+
 /// One budget and the queue of requests waiting for it.
 pub(crate) struct Bucket {
     /// The budget's name in metrics: `keyvault_write`, `keyvault_other`,
@@ -127,6 +191,10 @@ pub(crate) struct Bucket {
     observer: Arc<dyn Observer>,
     limiter: Gcra,
     clock: TokioClock,
+    /// Cells an ordinary request costs at the full rate (an urgent one: [`CELLS`]).
+    ordinary: NonZeroU32,
+    /// The adaptive back-off's rate factor (`None`: the full rate).
+    aimd: Mutex<Option<Aimd>>,
     /// Waiters take turns (tokio's mutex is fair), so one of them polls the limiter at a time.
     turn: tokio::sync::Mutex<()>,
     /// Low-priority waiters (stages) queue here first, so commits overtake them.
@@ -134,10 +202,35 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket for `budget`, called `name` in metrics; its waits are told to `observer`.
+    /// A bucket for `budget` with no reserve, called `name` in metrics; its waits are told
+    /// to `observer`.
+    #[cfg(test)]
     pub fn new(name: &'static str, budget: Budget, observer: Arc<dyn Observer>) -> Bucket {
-        let burst = NonZeroU32::new(budget.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(budget.period.max(Duration::from_nanos(1)))
+        Bucket::with_reserve(name, budget, 0.0, observer)
+    }
+
+    /// A bucket for `budget` of which ordinary requests may use `1 − reserve`.
+    pub fn with_reserve(
+        name: &'static str,
+        budget: Budget,
+        reserve: f64,
+        observer: Arc<dyn Observer>,
+    ) -> Bucket {
+        let ordinary = (f64::from(CELLS) / (1.0 - reserve.clamp(0.0, 0.99))).ceil() as u32;
+        let ordinary = NonZeroU32::new(ordinary.max(CELLS)).unwrap_or(NonZeroU32::MIN);
+        let total = u64::from(budget.usable) * u64::from(CELLS);
+        // The burst holds at least one request of either kind at the full rate (a dearer
+        // one, under the adaptive back-off, is taken in several draws); what the rate earns
+        // in a window fills the rest of the window's cells.
+        let burst = u64::from(budget.burst.max(1) * CELLS)
+            .max(u64::from(ordinary.get()))
+            .min(total);
+        let earned = (total - burst).max(1);
+        let period = budget.window.as_nanos().div_ceil(u128::from(earned));
+        let period = Duration::from_nanos(u64::try_from(period).unwrap_or(u64::MAX));
+        let burst =
+            NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         let clock = TokioClock {
@@ -148,13 +241,23 @@ impl Bucket {
             observer,
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
+            ordinary,
+            aimd: Mutex::new(None),
             turn: tokio::sync::Mutex::new(()),
             low: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Waits for one request's worth of budget.
+    /// Waits for one request's worth of budget (an urgent request's when the task runs
+    /// [`urgent`] work).
     pub async fn acquire(&self, low_priority: bool) {
+        let full = if is_urgent() {
+            CELLS
+        } else {
+            self.ordinary.get()
+        };
+        let factor = self.factor();
+        let mut cost = (f64::from(full) / factor).ceil() as u32;
         let _low = if low_priority {
             Some(self.low.lock().await)
         } else {
@@ -162,13 +265,75 @@ impl Bucket {
         };
         let _turn = self.turn.lock().await;
         let mut waited = None;
-        while let Err(not_until) = self.limiter.check() {
-            waited.get_or_insert_with(tokio::time::Instant::now);
-            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        // In draws of at most `full` cells (the burst holds that much); the request goes
+        // once its last draw is granted.
+        while cost > 0 {
+            let draw = cost.min(full);
+            let n = NonZeroU32::new(draw).unwrap_or(NonZeroU32::MIN);
+            match self.limiter.check_n(n) {
+                Ok(Ok(())) => cost -= draw,
+                Ok(Err(not_until)) => {
+                    waited.get_or_insert_with(tokio::time::Instant::now);
+                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                }
+                // Not reached: the burst holds `full` cells.
+                Err(_) => break,
+            }
         }
         if let Some(since) = waited {
             self.observer.paced(self.name, since.elapsed());
         }
+    }
+
+    /// The rate factor now (1: the full rate; at least [`AIMD_FLOOR`]).
+    pub fn factor(&self) -> f64 {
+        let mut aimd = self.aimd.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        match *aimd {
+            Some(a) if a.factor(now) < 1.0 => a.factor(now).max(AIMD_FLOOR),
+            Some(_) => {
+                // Recovered: back to the full rate; forget the back-off.
+                *aimd = None;
+                1.0
+            }
+            None => 1.0,
+        }
+    }
+
+    /// A 429 keyturn did not predict: shrinks the rate (see [`AIMD_DECREASE`]); returns the
+    /// new factor.
+    pub fn back_off(&self) -> f64 {
+        let mut aimd = self.aimd.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        match *aimd {
+            Some(a) if now - a.since < AIMD_HOLD => a.factor(now).max(AIMD_FLOOR),
+            current => {
+                let factor = current.map_or(1.0, |a| a.factor(now));
+                let base = (factor * AIMD_DECREASE).max(AIMD_FLOOR);
+                *aimd = Some(Aimd { base, since: now });
+                base
+            }
+        }
+    }
+
+    /// Runs `request`; a 429 among its answers (the SDK's retries included) shrinks this
+    /// budget's rate and is told to the observer with the vault's name.
+    async fn learn<T>(&self, vault: &str, request: impl std::future::Future<Output = T>) -> T {
+        let (out, throttles) = crate::observe::count_throttles(request).await;
+        if throttles > 0 {
+            let factor = self.back_off();
+            tracing::warn!(budget = self.name, vault, factor, "Azure answered 429 though keyturn paced itself: another client is using this budget; keyturn slows down");
+            self.observer.unpredicted_throttle(self.name, vault, factor);
+        } else if self
+            .aimd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            let factor = self.factor();
+            self.observer.rate_factor(self.name, vault, factor);
+        }
+        out
     }
 }
 
@@ -208,11 +373,12 @@ impl Limiter {
     /// told to `observer` (the service's metrics, handed in by the wiring).
     pub fn new(config: LimitsConfig, observer: Arc<dyn Observer>) -> Self {
         Limiter {
-            subscription: Arc::new(Bucket::new(
+            subscription: config.bucket(
                 "keyvault_subscription",
-                config.vault_subscription(),
-                observer.clone(),
-            )),
+                config.vault_subscription_per_10s,
+                VAULT_WINDOW,
+                &observer,
+            ),
             config,
             observer,
             vaults: Mutex::new(HashMap::new()),
@@ -268,16 +434,18 @@ impl Limiter {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key)
             .or_insert_with(|| VaultBuckets {
-                writes: Arc::new(Bucket::new(
+                writes: self.config.bucket(
                     "keyvault_write",
-                    self.config.vault_writes(),
-                    self.observer.clone(),
-                )),
-                other: Arc::new(Bucket::new(
+                    self.config.vault_writes_per_10s,
+                    VAULT_WINDOW,
+                    &self.observer,
+                ),
+                other: self.config.bucket(
                     "keyvault_other",
-                    self.config.vault_other(),
-                    self.observer.clone(),
-                )),
+                    self.config.vault_other_per_10s,
+                    VAULT_WINDOW,
+                    &self.observer,
+                ),
                 subscription: self.subscription.clone(),
             })
             .clone();
@@ -302,14 +470,19 @@ impl Limiter {
             .unwrap_or_else(|e| e.into_inner())
             .entry(app_and_tenant.to_ascii_lowercase())
             .or_insert_with(|| {
-                Arc::new(Bucket::new(
+                self.config.bucket(
                     "graph_write",
-                    self.config.graph_writes(),
-                    self.observer.clone(),
-                ))
+                    self.config.graph_writes_per_150s,
+                    GRAPH_WINDOW,
+                    &self.observer,
+                )
             })
             .clone();
-        Arc::new(LimitedDirectory { inner, writes })
+        Arc::new(LimitedDirectory {
+            inner,
+            writes,
+            key: app_and_tenant.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -323,19 +496,41 @@ pub(crate) struct LimitedStore {
 impl SecretStore for LimitedStore {
     async fn latest(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         self.buckets.acquire(&self.buckets.other, false).await;
-        self.inner.latest(name).await
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.latest(name))
+            .await
     }
 
     async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError> {
         // The protocol says which write this is; a secret's name decides nothing.
         let stage = new.step == Step::Stage;
         self.buckets.acquire(&self.buckets.writes, stage).await;
-        self.inner.set(name, new).await
+        let vault = self.inner.vault();
+        self.buckets
+            .writes
+            .learn(vault, self.inner.set(name, new))
+            .await
     }
 
     async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
         self.buckets.acquire(&self.buckets.other, false).await;
-        self.inner.update_tags(name, version, tags).await
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.update_tags(name, version, tags))
+            .await
+    }
+
+    /// Each page is one request of the vault's "other" budget.
+    async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
+        self.buckets.acquire(&self.buckets.other, false).await;
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.list_page(next))
+            .await
     }
 
     fn vault(&self) -> &str {
@@ -347,6 +542,8 @@ impl SecretStore for LimitedStore {
 pub(crate) struct LimitedDirectory {
     inner: Arc<dyn Directory>,
     writes: Arc<Bucket>,
+    /// The app and tenant whose budget it is (the metrics' `vault` label for Graph).
+    key: String,
 }
 
 #[async_trait]
@@ -357,7 +554,9 @@ impl Directory for LimitedDirectory {
         password: &Password,
     ) -> Result<Applied, DirectoryError> {
         self.writes.acquire(false).await;
-        self.inner.reset_password(user, password).await
+        self.writes
+            .learn(&self.key, self.inner.reset_password(user, password))
+            .await
     }
 
     async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError> {
@@ -407,6 +606,11 @@ impl SecretStore for FencedStore {
             .fence
             .run(self.inner.update_tags(name, version, tags))
             .await;
+        r.unwrap_or_else(|c| Err(self.error(c)))
+    }
+
+    async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
+        let r = self.fence.run(self.inner.list_page(next)).await;
         r.unwrap_or_else(|c| Err(self.error(c)))
     }
 
@@ -632,6 +836,12 @@ mod tests {
                 matches!(&e, StoreError::Unavailable { detail, .. } if detail.contains("not sent")),
                 "{e}"
             );
+            // A listing (start-up, drift check) is behind the fence too.
+            let e = store.list_page(None).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Unavailable { detail, .. } if detail.contains("not sent")),
+                "{e}"
+            );
             fence.renewed(
                 tokio::time::Instant::now(),
                 Duration::from_secs(10),
@@ -643,6 +853,229 @@ mod tests {
             assert!(store.set("s-pending", new()).await.is_err());
             assert_eq!(*inner.0.lock().unwrap(), ["s-pending"], "pacing {enabled}");
         }
+    }
+
+    /// Records when each set reached the vault, and whether it was urgent.
+    struct Times(Mutex<Vec<(tokio::time::Instant, bool)>>);
+
+    #[async_trait]
+    impl SecretStore for Times {
+        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn set(&self, _: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), is_urgent()));
+            Ok(Written {
+                version: "v".into(),
+                request_id: None,
+            })
+        }
+        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn vault(&self) -> &str {
+            "https://kv.vault.azure.net/"
+        }
+    }
+
+    /// The most requests among `times` in any window of `window` (each window starting at
+    /// a request: the fullest window starts at one).
+    fn fullest(times: &[tokio::time::Instant], window: Duration) -> usize {
+        let mut times = times.to_vec();
+        times.sort();
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t - times[i] < window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `sets` sets at once through `store`, `urgent_ones` of them urgent.
+    async fn burst(store: &Arc<dyn SecretStore>, sets: usize, urgent_ones: usize) {
+        let password = Password::new("Aa1!aaaaaaaaaaaa".into());
+        let mut tasks = Vec::new();
+        for i in 0..sets {
+            let (store, password) = (store.clone(), password.clone());
+            let work = async move {
+                let new = NewVersion {
+                    value: &password,
+                    tags: Tags::new(),
+                    expires: None,
+                    step: Step::Commit,
+                };
+                store.set("s", new).await.unwrap();
+            };
+            tasks.push(if i < urgent_ones {
+                tokio::spawn(urgent(work))
+            } else {
+                tokio::spawn(work)
+            });
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_never_exceeds_the_budget_less_the_reserve_in_any_window() {
+        // 100 sets per 10 s, a quarter reserved: keyturn's share is 75.
+        let limiter = Limiter::new(
+            LimitsConfig {
+                vault_writes_per_10s: 100,
+                headroom: 0.0,
+                reserve: 0.25,
+                ..Default::default()
+            },
+            crate::observe::unobserved(),
+        );
+        let inner = Arc::new(Times(Mutex::new(Vec::new())));
+        let store = limiter.store(inner.clone());
+        burst(&store, 300, 0).await;
+        let ordinary: Vec<_> = inner.0.lock().unwrap().iter().map(|t| t.0).collect();
+        let most = fullest(&ordinary, VAULT_WINDOW);
+        assert!(most <= 75, "{most} sets in one window, share 75");
+        // Not trivially: it does use its share (300 sets over about four windows).
+        assert!(most >= 70, "only {most} sets in the fullest window");
+        let took = *ordinary.iter().max().unwrap() - *ordinary.iter().min().unwrap();
+        assert!(took >= Duration::from_secs(39), "{took:?}");
+
+        // Urgent sets may use the whole budget; mixed with ordinary ones, all of them
+        // together stay within it and the ordinary ones within their share.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        inner.0.lock().unwrap().clear();
+        burst(&store, 400, 200).await;
+        let all = inner.0.lock().unwrap().clone();
+        let times: Vec<_> = all.iter().map(|t| t.0).collect();
+        let ordinary: Vec<_> = all.iter().filter(|t| !t.1).map(|t| t.0).collect();
+        let urgent_only: Vec<_> = all.iter().filter(|t| t.1).map(|t| t.0).collect();
+        assert_eq!((ordinary.len(), urgent_only.len()), (200, 200));
+        let most = fullest(&times, VAULT_WINDOW);
+        assert!(most <= 100, "{most} sets in one window, budget 100");
+        assert!(
+            most > 75,
+            "urgent sets used the reserve: {most} in the fullest window"
+        );
+        let most = fullest(&ordinary, VAULT_WINDOW);
+        assert!(most <= 75, "{most} ordinary sets in one window, share 75");
+    }
+
+    /// A vault whose first `throttled` sets met a 429 the SDK's retry got past.
+    struct Contended {
+        throttled: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait]
+    impl SecretStore for Contended {
+        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn set(&self, _: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
+            use std::sync::atomic::Ordering;
+            if self
+                .throttled
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                crate::observe::note_throttled();
+            }
+            Ok(Written {
+                version: "v".into(),
+                request_id: None,
+            })
+        }
+        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn vault(&self) -> &str {
+            "https://kv.vault.azure.net/"
+        }
+    }
+
+    /// An observer that keeps the back-offs it is told of.
+    #[derive(Default)]
+    struct Backoffs(Mutex<Vec<(&'static str, String, f64)>>);
+
+    impl Observer for Backoffs {
+        fn request(&self, _: &'static str, _: Option<u16>, _: Duration) {}
+        fn paced(&self, _: &'static str, _: Duration) {}
+        fn unpredicted_throttle(&self, budget: &'static str, vault: &str, factor: f64) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((budget, vault.to_owned(), factor));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unpredicted_429_halves_the_rate_which_then_recovers() {
+        let observed = Arc::new(Backoffs::default());
+        let limiter = Limiter::new(
+            LimitsConfig {
+                vault_writes_per_10s: 100,
+                headroom: 0.0,
+                reserve: 0.0,
+                ..Default::default()
+            },
+            observed.clone(),
+        );
+        let inner = Arc::new(Contended {
+            throttled: 1.into(),
+        });
+        let store = limiter.store(inner);
+        // One set met a 429: the vault's write rate halves, and the metrics are told.
+        burst(&store, 1, 0).await;
+        assert_eq!(
+            *observed.0.lock().unwrap(),
+            [(
+                "keyvault_write",
+                "https://kv.vault.azure.net/".to_owned(),
+                AIMD_DECREASE
+            )]
+        );
+        // 100 sets at about half the rate (regaining 5 % per 10 s): over 15 s, where the
+        // full rate (99 after the burst at one per 101 ms) takes 10 s.
+        let start = tokio::time::Instant::now();
+        burst(&store, 100, 0).await;
+        let slow = start.elapsed();
+        assert!(slow >= Duration::from_secs(15), "{slow:?}");
+        // 150 s later the rate is whole again.
+        tokio::time::advance(Duration::from_secs(150)).await;
+        let start = tokio::time::Instant::now();
+        burst(&store, 100, 0).await;
+        let fast = start.elapsed();
+        assert!(fast <= Duration::from_millis(10_500), "{fast:?}");
+        assert_eq!(observed.0.lock().unwrap().len(), 1, "one 429, one back-off");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_offs_count_once_per_burst_of_429s_and_stop_at_the_floor() {
+        let bucket = Bucket::new(
+            "b",
+            Budget::new(100, VAULT_WINDOW, 0.0),
+            crate::observe::unobserved(),
+        );
+        assert_eq!(bucket.factor(), 1.0);
+        assert_eq!(bucket.back_off(), 0.5);
+        // Concurrent 429s of one burst count once.
+        assert_eq!(bucket.back_off(), 0.5);
+        tokio::time::advance(AIMD_HOLD).await;
+        let f = bucket.back_off();
+        assert!((0.25..0.26).contains(&f), "{f}");
+        tokio::time::advance(AIMD_HOLD).await;
+        assert_eq!(bucket.back_off(), AIMD_FLOOR);
+        // Additive recovery: 0.05 per 10 s.
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let f = bucket.factor();
+        assert!((0.49..0.51).contains(&f), "{f}");
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(bucket.factor(), 1.0);
     }
 
     #[test]
@@ -661,6 +1094,33 @@ mod tests {
         let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
         assert_eq!(keys, ["limits.vault_subscription_per_10s"]);
         assert!(LimitsConfig::default().problems().is_empty());
+        for reserve in [1.0, -0.1, f64::NAN] {
+            let c = LimitsConfig {
+                reserve,
+                ..Default::default()
+            };
+            let keys: Vec<_> = c.problems().into_iter().map(|p| p.0).collect();
+            assert_eq!(keys, ["limits.reserve"], "reserve {reserve}");
+        }
+        // With the headroom, a reserve that leaves keyturn no request of a small budget.
+        let c = LimitsConfig {
+            graph_writes_per_150s: 2,
+            reserve: 0.5,
+            headroom: 0.1,
+            ..Default::default()
+        };
+        let problems = c.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].1.contains("limits.graph_writes_per_150s"),
+            "{problems:?}"
+        );
+        assert!(LimitsConfig {
+            reserve: 0.0,
+            ..Default::default()
+        }
+        .problems()
+        .is_empty());
     }
 
     /// Key Vault's subscription-wide limit holds across vaults: two vaults, each far under
@@ -676,6 +1136,7 @@ mod tests {
             LimitsConfig {
                 vault_subscription_per_10s: 100,
                 headroom: 0.0,
+                reserve: 0.0,
                 ..LimitsConfig::default()
             },
             crate::observe::unobserved(),

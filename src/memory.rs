@@ -4,7 +4,9 @@
 use crate::clock::Clock;
 use crate::directory::{Applied, Directory, DirectoryError, UserInfo, Verified};
 use crate::password::Password;
-use crate::store::{NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written};
+use crate::store::{
+    ListPage, ListedSecret, NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written,
+};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,8 @@ pub enum StoreOp {
     Latest,
     Set,
     UpdateTags,
+    /// A page of the vault's listing.
+    List,
 }
 
 /// A scripted store fault.
@@ -83,7 +87,7 @@ impl MemoryVault {
             .and_then(|v| v.last().cloned())
     }
 
-    /// How many times an operation was called (`latest`, `set`, `update_tags`).
+    /// How many times an operation was called (`latest`, `set`, `update_tags`, `list_page`).
     pub fn calls(&self, op: &str) -> u64 {
         self.state().calls.get(op).copied().unwrap_or(0)
     }
@@ -183,6 +187,35 @@ impl SecretStore for MemoryVault {
             Some(StoreFault::CommitThenFail(e)) => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Pages of 25, as Key Vault sends them, in name order; `next` is the offset.
+    async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
+        let mut st = self.state();
+        *st.calls.entry("list_page").or_default() += 1;
+        if let Some(StoreFault::Fail(e) | StoreFault::CommitThenFail(e)) =
+            Self::take_fault(&mut st, StoreOp::List, "")
+        {
+            return Err(e);
+        }
+        let skip: usize = next.and_then(|n| n.parse().ok()).unwrap_or(0);
+        let mut names: Vec<&String> = st.secrets.keys().collect();
+        names.sort();
+        let items = names
+            .iter()
+            .skip(skip)
+            .take(25)
+            .filter_map(|n| {
+                st.secrets[*n].last().map(|r| ListedSecret {
+                    name: (*n).clone(),
+                    tags: r.tags.clone(),
+                    created: r.created,
+                    enabled: r.enabled,
+                })
+            })
+            .collect();
+        let next = (skip + 25 < names.len()).then(|| (skip + 25).to_string());
+        Ok(ListPage { items, next })
     }
 
     fn vault(&self) -> &str {

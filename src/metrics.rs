@@ -72,6 +72,29 @@ struct BudgetLabel {
     budget: String,
 }
 
+/// One vault's (or Graph app's) budget, for the adaptive back-off.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VaultBudget {
+    service: String,
+    vault: String,
+    budget: String,
+}
+
+impl VaultBudget {
+    fn new(budget: &str, vault: &str) -> Self {
+        VaultBudget {
+            service: if budget.starts_with("graph") {
+                "graph"
+            } else {
+                "keyvault"
+            }
+            .into(),
+            vault: vault.into(),
+            budget: budget.into(),
+        }
+    }
+}
+
 /// The counters of one running service, handed by the wiring to its Azure client and rate
 /// limits (as their [`Observer`]) and read by its `/metrics`: Azure requests, paced waits,
 /// connections closed early. Each service started in one process has its own.
@@ -87,6 +110,10 @@ pub(crate) struct Metrics {
     paced_seconds: Family<BudgetLabel, Counter<f64, AtomicU64>>,
     /// Connections closed to make room for newer ones (see [`serve`]).
     evicted: Counter,
+    /// 429s keyturn's pacing did not predict, by vault and budget.
+    unpredicted: Family<VaultBudget, Counter>,
+    /// The adaptive back-off's rate factor, by vault and budget (1: the whole share).
+    rate_factor: Family<VaultBudget, Gauge<f64, AtomicU64>>,
     /// When each identity's own credential expires (Unix seconds), where known offline.
     credential_expiry: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
     /// Notifications delivered, by sink.
@@ -104,6 +131,8 @@ impl Default for Metrics {
             paced: Family::default(),
             paced_seconds: Family::default(),
             evicted: Counter::default(),
+            unpredicted: Family::default(),
+            rate_factor: Family::default(),
             credential_expiry: Default::default(),
             notify_delivered: Family::default(),
             notify_dropped: Family::default(),
@@ -153,6 +182,18 @@ impl Observer for Metrics {
         self.paced_seconds
             .get_or_create(&label)
             .inc_by(waited.as_secs_f64());
+    }
+
+    fn unpredicted_throttle(&self, budget: &'static str, vault: &str, factor: f64) {
+        let label = VaultBudget::new(budget, vault);
+        self.unpredicted.get_or_create(&label).inc();
+        self.rate_factor.get_or_create(&label).set(factor);
+    }
+
+    fn rate_factor(&self, budget: &'static str, vault: &str, factor: f64) {
+        self.rate_factor
+            .get_or_create(&VaultBudget::new(budget, vault))
+            .set(factor);
     }
 
     fn credential_expiries(&self, expiries: &std::collections::BTreeMap<String, i64>) {
@@ -356,6 +397,16 @@ pub(crate) fn render(
         "azure_request_duration_seconds",
         "Azure request latency by service",
         metrics.latency.clone(),
+    );
+    reg.register(
+        "unpredicted_throttles",
+        "Azure 429s keyturn's own pacing did not predict (another client uses the budget), by service, vault and budget",
+        metrics.unpredicted.clone(),
+    );
+    reg.register(
+        "pacing_rate_factor",
+        "keyturn's rate for a budget after unpredicted 429s, as a fraction of its share (adaptive back-off; 1: the whole share)",
+        metrics.rate_factor.clone(),
     );
     reg.register(
         "paced_requests",

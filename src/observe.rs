@@ -28,6 +28,34 @@ pub trait Observer: Send + Sync {
     /// One notification of the sink `sink` dropped, for `reason` (`queue_full`, `gave_up`,
     /// `rejected`, `stopped`).
     fn notify_dropped(&self, _sink: &str, _reason: &'static str) {}
+    /// A 429 keyturn's pacing did not predict (someone else is using `vault`'s `budget`):
+    /// keyturn's own rate for it now runs at `factor` of its share (`crate::limits`).
+    fn unpredicted_throttle(&self, _budget: &'static str, _vault: &str, _factor: f64) {}
+
+    /// The rate factor of `vault`'s `budget` as it recovers (1: the whole share).
+    fn rate_factor(&self, _budget: &'static str, _vault: &str, _factor: f64) {}
+}
+
+tokio::task_local! {
+    /// 429 answers the current task's Azure requests received (see [`count_throttles`]).
+    static THROTTLES: std::cell::Cell<u32>;
+}
+
+/// Runs `f` and counts the HTTP 429 answers its requests received, the SDK's retries
+/// included (which hide a 429 that a retry got past): the rate limits learn from them
+/// that someone else is using the budget.
+pub async fn count_throttles<F: std::future::Future>(f: F) -> (F::Output, u32) {
+    THROTTLES
+        .scope(std::cell::Cell::new(0), async move {
+            let out = f.await;
+            (out, THROTTLES.with(|c| c.get()))
+        })
+        .await
+}
+
+/// A request of the current task was answered 429 (the HTTP client calls this).
+pub(crate) fn note_throttled() {
+    let _ = THROTTLES.try_with(|c| c.set(c.get().saturating_add(1)));
 }
 
 /// An observer that keeps nothing: for work no `/metrics` reports on (`keyturn rotate

@@ -69,6 +69,55 @@ impl SecretRecord {
     }
 }
 
+/// A secret's latest version as a vault listing shows it (`GET /secrets`, Key Vault's
+/// `SecretItem`): its name, tags and attributes, never its value nor its version id (the
+/// listing's `id` is the secret's, not the version's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSecret {
+    /// The secret's name.
+    pub name: String,
+    /// The latest version's tags.
+    pub tags: Tags,
+    /// `attributes.created` of the latest version.
+    pub created: Option<OffsetDateTime>,
+    /// `attributes.enabled`.
+    pub enabled: bool,
+}
+
+impl ListedSecret {
+    /// The value of a tag, if present.
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        self.tags.get(name).map(String::as_str)
+    }
+}
+
+/// One page of a vault listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// The secrets on this page (Key Vault sends up to 25).
+    pub items: Vec<ListedSecret>,
+    /// Where the next page is (Key Vault's `nextLink`); `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Every secret of a vault, by name, read page by page through [`SecretStore::list_page`]
+/// (so a rate-limited store paces each page).
+pub async fn list_all(
+    store: &dyn SecretStore,
+) -> Result<std::collections::HashMap<String, ListedSecret>, StoreError> {
+    let mut all = std::collections::HashMap::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = store.list_page(next.as_deref()).await?;
+        all.extend(page.items.into_iter().map(|i| (i.name.clone(), i)));
+        match page.next {
+            // A link that repeats the one just read would loop forever: stop there.
+            Some(link) if next.as_deref() != Some(link.as_str()) => next = Some(link),
+            _ => return Ok(all),
+        }
+    }
+}
+
 /// A version to write.
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
@@ -235,6 +284,20 @@ pub trait SecretStore: Send + Sync {
     async fn set(&self, name: &str, new: NewVersion<'_>) -> Result<Written, StoreError>;
     /// Replaces the tags of one version (the value does not change; no new version).
     async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError>;
+    /// One page of the vault's listing: every secret's latest version, properties only
+    /// (`next`: `None` for the first page, else the previous page's [`ListPage::next`]).
+    /// A store that cannot list says so with an error; the daemon then reads each
+    /// account's secrets instead.
+    async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
+        let _ = next;
+        Err(StoreError::Rejected {
+            vault: self.vault().to_owned(),
+            status: 0,
+            code: "ListingUnsupported".into(),
+            message: "this secret store cannot list its secrets".into(),
+            request_id: None,
+        })
+    }
     /// The vault's URL or name, for messages and audit records.
     fn vault(&self) -> &str;
 }

@@ -36,8 +36,20 @@ async fn audit_command(handler: &Handler, peer: &Peer, req: &Request) -> Result<
     ev.trigger = Some(Trigger::Socket);
     ev.detail = Some(match req {
         Request::Rotate {
-            target: t, wait, ..
-        } => format!("rotate {}{}", t, if *wait { "" } else { " (no wait)" }),
+            target: t,
+            wait,
+            urgent,
+            ..
+        } => format!(
+            "rotate {}{}{}",
+            t,
+            if *urgent {
+                " urgently (may use the budget reserved for the vaults' other clients)"
+            } else {
+                ""
+            },
+            if *wait { "" } else { " (no wait)" }
+        ),
         Request::Pause(t) | Request::Resume(t) | Request::Reconcile(t) => {
             format!("{} {}", req.name(), t)
         }
@@ -124,6 +136,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
             reason,
             ticket,
             wait,
+            urgent,
         } => {
             let (tx, rx) = oneshot::channel();
             let request = crate::protocol::Request {
@@ -132,6 +145,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 reason,
                 ticket,
                 rotation_id: None,
+                urgent,
             };
             let cmd = Command::Rotate {
                 target,
@@ -160,6 +174,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 reason,
                 ticket,
                 rotation_id: None,
+                urgent: false,
             };
             let cmd = Command::Adopt {
                 account,
@@ -192,6 +207,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 reason: None,
                 ticket: None,
                 rotation_id: None,
+                urgent: false,
             };
             if handler
                 .commands

@@ -24,6 +24,9 @@ pub enum Request {
         reason: Option<String>,
         ticket: Option<String>,
         wait: bool,
+        /// May use the budget reserved for other clients (`limits.reserve`): every account
+        /// only, with a reason.
+        urgent: bool,
     },
     Pause(Target),
     Resume(Target),
@@ -67,8 +70,12 @@ impl Request {
                 reason,
                 ticket,
                 wait,
+                urgent,
             } => {
                 put_target(&mut v, target);
+                if *urgent {
+                    v["urgent"] = true.into();
+                }
                 if let Some(r) = reason {
                     v["reason"] = r.clone().into();
                 }
@@ -146,7 +153,7 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
     let allowed: &[&str] = match cmd {
         "status" | "reload" => &["v", "cmd"],
         "rotate" => &[
-            "v", "cmd", "account", "tenant", "all", "reason", "ticket", "wait",
+            "v", "cmd", "account", "tenant", "all", "reason", "ticket", "wait", "urgent",
         ],
         "pause" | "resume" | "reconcile" => &["v", "cmd", "account", "tenant", "all"],
         "adopt" => &["v", "cmd", "account", "reason", "ticket", "force"],
@@ -176,6 +183,7 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
         ticket: Option<String>,
         wait: Option<bool>,
         force: Option<bool>,
+        urgent: Option<bool>,
     }
     let f: Fields = serde_json::from_value(v.clone())
         .map_err(|e| bad(ErrorCode::BadRequest, format!("bad field in {cmd}: {e}")))?;
@@ -209,12 +217,30 @@ pub fn decode(line: &str) -> Result<Request, DecodeError> {
     Ok(match cmd {
         "status" => Request::Status,
         "reload" => Request::Reload,
-        "rotate" => Request::Rotate {
-            target: target()?,
-            reason: f.reason.filter(|s| !s.trim().is_empty()),
-            ticket: f.ticket.filter(|s| !s.trim().is_empty()),
-            wait: f.wait.unwrap_or(true),
-        },
+        "rotate" => {
+            let target = target()?;
+            let reason = f.reason.filter(|s| !s.trim().is_empty());
+            let urgent = f.urgent.unwrap_or(false);
+            if urgent && target != Target::All {
+                return Err(bad(
+                    ErrorCode::BadRequest,
+                    "\"urgent\": true is for rotating every account (\"all\": true)",
+                ));
+            }
+            if urgent && reason.is_none() {
+                return Err(bad(
+                    ErrorCode::BadRequest,
+                    "an urgent rotation needs a \"reason\" (it uses the budget reserved for the vaults' other clients)",
+                ));
+            }
+            Request::Rotate {
+                target,
+                reason,
+                ticket: f.ticket.filter(|s| !s.trim().is_empty()),
+                wait: f.wait.unwrap_or(true),
+                urgent,
+            }
+        }
         "pause" => Request::Pause(target()?),
         "resume" => Request::Resume(target()?),
         "adopt" => match f.account {
@@ -304,18 +330,28 @@ mod tests {
                 reason: Some("leak".into()),
                 ticket: Some("INC-1".into()),
                 wait: false,
+                urgent: false,
             },
             Request::Rotate {
                 target: Target::All,
                 reason: None,
                 ticket: None,
                 wait: true,
+                urgent: false,
+            },
+            Request::Rotate {
+                target: Target::All,
+                reason: Some("suspected compromise".into()),
+                ticket: Some("INC-2".into()),
+                wait: false,
+                urgent: true,
             },
             Request::Rotate {
                 target: Target::Tenant("contoso.onmicrosoft.com".into()),
                 reason: None,
                 ticket: None,
                 wait: true,
+                urgent: false,
             },
             Request::Pause(Target::All),
             Request::Pause(Target::Tenant(
@@ -358,6 +394,16 @@ mod tests {
                 r#"{"v":1,"cmd":"rotate","account":"a","all":true}"#,
                 "bad_request",
                 "not more",
+            ),
+            (
+                r#"{"v":1,"cmd":"rotate","account":"a","reason":"r","urgent":true}"#,
+                "bad_request",
+                "is for rotating every account",
+            ),
+            (
+                r#"{"v":1,"cmd":"rotate","all":true,"urgent":true}"#,
+                "bad_request",
+                "needs a \"reason\"",
             ),
             (
                 r#"{"v":1,"cmd":"pause","account":"a","tenant":"t"}"#,

@@ -2,19 +2,23 @@
 
 use crate::password::Password;
 use crate::store::{
-    NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written, CONTENT_TYPE,
+    ListPage, ListedSecret, NewVersion, SecretRecord, SecretStore, StoreError, Tags, Written,
+    CONTENT_TYPE,
 };
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::headers::{HeaderName, Headers};
+use azure_core::http::pager::{PagerContinuation, PagerOptions};
 use azure_security_keyvault_secrets::models::{
-    Secret, SecretAttributes, SetSecretParameters, UpdateSecretPropertiesParameters,
+    Secret, SecretAttributes, SecretClientListSecretPropertiesOptions, SecretProperties,
+    SetSecretParameters, UpdateSecretPropertiesParameters,
 };
 use azure_security_keyvault_secrets::{
     models::SecretClientUpdateSecretPropertiesOptions, ResourceExt, SecretClient,
     SecretClientOptions,
 };
+use futures::StreamExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroize;
@@ -355,9 +359,71 @@ impl SecretStore for KeyVaultStore {
         Ok(())
     }
 
+    /// One page of `GET /secrets` through the SDK's pager (`list_secret_properties`),
+    /// resumed at `next` (the previous page's `nextLink`, which the pager gives back as
+    /// its continuation). Key Vault sends up to 25 secrets a page (its default and its
+    /// maximum for `maxresults`), each with tags and attributes and no value.
+    async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
+        let continuation = match next {
+            Some(link) => Some(PagerContinuation::Link(link.parse().map_err(|_| {
+                StoreError::BadAnswer {
+                    vault: self.vault.clone(),
+                    detail: "the listing's nextLink is not a URL".into(),
+                }
+            })?)),
+            None => None,
+        };
+        let options = SecretClientListSecretPropertiesOptions {
+            method_options: PagerOptions {
+                continuation,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut pages = self
+            .client
+            .list_secret_properties(Some(options))
+            .map_err(|e| self.map_err(e))?
+            .into_pages();
+        let Some(page) = pages.next().await else {
+            return Ok(ListPage::default());
+        };
+        let result = page
+            .map_err(|e| self.map_err(e))?
+            .into_model()
+            .map_err(|e| self.map_err(e))?;
+        let items = result
+            .value
+            .into_iter()
+            .map(|p| listed(&self.vault, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ListPage {
+            items,
+            next: pages.continuation().map(|c| c.to_string()),
+        })
+    }
+
     fn vault(&self) -> &str {
         &self.vault
     }
+}
+
+/// One item of a listing.
+fn listed(vault: &str, p: SecretProperties) -> Result<ListedSecret, StoreError> {
+    let name = p
+        .resource_id()
+        .map_err(|_| StoreError::BadAnswer {
+            vault: vault.to_owned(),
+            detail: "a listed secret has no readable id".into(),
+        })?
+        .name;
+    let attributes = p.attributes.unwrap_or_default();
+    Ok(ListedSecret {
+        name,
+        tags: p.tags.unwrap_or_default().into_iter().collect(),
+        created: attributes.created,
+        enabled: attributes.enabled.unwrap_or(true),
+    })
 }
 
 #[cfg(test)]

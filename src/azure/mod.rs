@@ -105,6 +105,9 @@ impl HttpClient for Instrumented {
         let status = result.as_ref().ok().map(|r| u16::from(r.status()));
         let service = service_of(request.url());
         self.0.observer.request(service, status, started.elapsed());
+        if status == Some(429) {
+            crate::observe::note_throttled();
+        }
         result
     }
 }

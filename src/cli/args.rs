@@ -87,6 +87,11 @@ pub(crate) enum Cmd {
         /// Return once started, with the rotation ids, instead of waiting for the end.
         #[arg(long)]
         no_wait: bool,
+        /// With `--all` (and `--reason`): may use the share of each Key Vault and Graph
+        /// budget reserved for other clients (`limits.reserve`), for a suspected
+        /// compromise; audited as urgent.
+        #[arg(long, requires_all = ["all", "reason"], conflicts_with = "offline")]
+        urgent: bool,
         /// Rotate in this process without a daemon (takes the daemon's lock and uses the
         /// whole configuration file).
         #[arg(long)]

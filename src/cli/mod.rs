@@ -56,6 +56,7 @@ pub fn main() -> i32 {
                 reason,
                 ticket,
                 no_wait,
+                urgent,
                 offline,
                 conn,
             } => {
@@ -79,6 +80,7 @@ pub fn main() -> i32 {
                             reason,
                             ticket,
                             wait: !no_wait,
+                            urgent,
                         },
                     )
                     .await

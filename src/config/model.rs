@@ -135,6 +135,12 @@ pub struct LimitsConfig {
     /// app (consumers reading secrets, the portal) and for network jitter between keyturn's
     /// pacing and Azure's windows. From 0 to 0.9.
     pub headroom: f64,
+    /// Fraction of each budget (every vault's and Graph's) reserved for the vault's other
+    /// clients, which keyturn never uses, before the headroom: keyturn paces to
+    /// `budget × (1 − reserve) × (1 − headroom)`. A consumer reading the account's password
+    /// while keyturn rotates every account then still has this share. Only an urgent
+    /// rotation (`keyturn rotate --all --urgent`) may use it. From 0 to below 1.
+    pub reserve: f64,
 }
 
 impl Default for LimitsConfig {
@@ -146,6 +152,7 @@ impl Default for LimitsConfig {
             vault_subscription_per_10s: 20_000,
             graph_writes_per_150s: 3_000,
             headroom: 0.02,
+            reserve: 0.25,
         }
     }
 }

@@ -32,6 +32,31 @@ impl LimitsConfig {
                 "must be a fraction from 0 to 0.9, e.g. 0.1 to leave 10 % of each budget to other clients".to_owned(),
             ));
         }
+        if !(0.0..1.0).contains(&self.reserve) || self.reserve.is_nan() {
+            out.push((
+                "limits.reserve".to_owned(),
+                "must be a fraction from 0 to below 1, e.g. 0.25 to keep a quarter of each budget for the vault's other clients".to_owned(),
+            ));
+        } else if (0.0..=0.9).contains(&self.headroom) {
+            // keyturn's share must still allow one request per window of every budget.
+            let share = (1.0 - self.reserve) * (1.0 - self.headroom);
+            for (k, v) in [
+                ("limits.vault_writes_per_10s", self.vault_writes_per_10s),
+                ("limits.vault_other_per_10s", self.vault_other_per_10s),
+                (
+                    "limits.vault_subscription_per_10s",
+                    self.vault_subscription_per_10s,
+                ),
+                ("limits.graph_writes_per_150s", self.graph_writes_per_150s),
+            ] {
+                if v > 0 && (f64::from(v) * share) < 1.0 {
+                    out.push((
+                        "limits.reserve".to_owned(),
+                        format!("with limits.headroom = {} it leaves keyturn less than one request per window of {k} ({v}): lower the reserve or the headroom", self.headroom),
+                    ));
+                }
+            }
+        }
         out
     }
 }

@@ -19,10 +19,11 @@ enum TaskOut {
     /// A rotation completed (fresh, resumed, or for drift).
     Rotated(Rotated),
     /// Nothing to do; when known, the account's due time read from Key Vault, and the
-    /// current version and its rotation time.
+    /// current version (unknown from a listing, which has no version ids) and its
+    /// rotation time.
     Idle(
         Option<(OffsetDateTime, Trigger)>,
-        Option<(String, OffsetDateTime)>,
+        Option<(Option<String>, OffsetDateTime)>,
     ),
     /// It failed; retried with backoff.
     Failed(RotationError),
@@ -59,6 +60,9 @@ pub(super) enum Job {
     Rotate,
     /// Recovery + drift check (+ a drift rotation) + due time from Key Vault.
     Reconcile,
+    /// The same from what a vault listing showed of the account: no Key Vault read unless
+    /// its staging secret is tagged pending or Graph suggests a drift (then as `Reconcile`).
+    ReconcileListed(Listed),
     /// `keyturn adopt`: a first rotation now; refused when the secret exists, unless forced.
     Adopt { force: bool },
 }
@@ -137,17 +141,29 @@ impl Daemon {
         let managed = self.slots[idx].managed.clone();
         let clock = self.clock.clone();
         let task = (name.clone(), tenant.clone());
+        let urgent = request.urgent;
         let handle = self.tasks.spawn(async move {
             let account = &managed.account;
-            let out = match job {
-                Job::Rotate => match engine.rotate(account, &request).await {
-                    Ok(r) => TaskOut::Rotated(r),
-                    Err(e) => TaskOut::Failed(e),
-                },
-                Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
-                Job::Adopt { force } => {
-                    adopt(&engine, &managed, &request, force, clock.as_ref()).await
+            let work = async {
+                match job {
+                    Job::Rotate => match engine.rotate(account, &request).await {
+                        Ok(r) => TaskOut::Rotated(r),
+                        Err(e) => TaskOut::Failed(e),
+                    },
+                    Job::Reconcile => reconcile(&engine, &managed, &request, clock.as_ref()).await,
+                    Job::ReconcileListed(listed) => {
+                        reconcile_listed(&engine, &managed, &request, listed, clock.as_ref()).await
+                    }
+                    Job::Adopt { force } => {
+                        adopt(&engine, &managed, &request, force, clock.as_ref()).await
+                    }
                 }
+            };
+            // An urgent rotation's requests may use the budget reserved for other clients.
+            let out = if urgent {
+                crate::limits::urgent(work).await
+            } else {
+                work.await
             };
             Done {
                 name,
@@ -176,6 +192,7 @@ impl Daemon {
         if e.is_cancelled() {
             return;
         }
+        self.slots[idx].epoch += 1;
         tracing::error!(account = %name, error = %e, "a rotation task panicked (a bug in keyturn; please report it); retrying with backoff");
         self.slots[idx].busy = false;
         let now = self.clock.now();
@@ -206,6 +223,7 @@ impl Daemon {
             return;
         };
         self.slots[idx].busy = false;
+        self.slots[idx].epoch += 1;
         // Anything but "no secret" shows the secret exists (or now does).
         if !matches!(done.out, TaskOut::Missing | TaskOut::Failed(_)) {
             self.slots[idx].awaiting = false;
@@ -241,7 +259,9 @@ impl Daemon {
             TaskOut::Idle(due, current) => {
                 if let Some((version, rotated)) = current.clone() {
                     self.board_mut(idx, |b| {
-                        b.version = Some(version);
+                        if version.is_some() {
+                            b.version = version;
+                        }
                         b.rotated_at = Some(rotated);
                     });
                 }
@@ -392,6 +412,50 @@ async fn reconcile(
     due_from(managed, current, clock.now())
 }
 
+/// What a vault listing showed of one account (`daemon::listing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Listed {
+    /// The latest version of `<secret>-pending` is tagged `pending`: recovery reads it.
+    pub(super) pending: bool,
+    /// `<secret>`'s latest version's rotation time; `None`: the secret does not exist.
+    pub(super) rotated: Option<OffsetDateTime>,
+}
+
+/// [`reconcile`] from a listing: nothing pending and no drift suggested costs no Key Vault
+/// request (only Graph's user read of the drift check). A pending staging secret, or a
+/// drift Graph suggests against a listing that may predate the last rotation, goes the
+/// reading way, which confirms it before acting.
+async fn reconcile_listed(
+    engine: &Engine,
+    managed: &Managed,
+    request: &Request,
+    listed: Listed,
+    clock: &dyn Clock,
+) -> TaskOut {
+    let account = &managed.account;
+    if listed.pending {
+        return reconcile(engine, managed, request, clock).await;
+    }
+    if let Some(rotated) = listed.rotated {
+        match engine.drift_suspected(account, rotated).await {
+            Ok(true) => return reconcile(engine, managed, request, clock).await,
+            Ok(false) => {}
+            Err(e) => {
+                // Drift needs Graph's user read; its failure must not block scheduling.
+                tracing::warn!(account = %account.name, error = %e, "drift check skipped");
+            }
+        }
+    }
+    let now = clock.now();
+    match due_at(managed, listed.rotated, now) {
+        FirstDue::At(due, trigger, rotated) => {
+            TaskOut::Idle(Some((due, trigger)), Some((None, rotated)))
+        }
+        FirstDue::Missing => TaskOut::Missing,
+        FirstDue::RotateMissing => missing_rotate(managed, now),
+    }
+}
+
 /// `keyturn adopt`: a first rotation now. When the secret exists already, the account is
 /// managed already: refused (and scheduled from it) unless `force`.
 async fn adopt(
@@ -448,10 +512,15 @@ pub fn first_due(
     current: Option<&SecretRecord>,
     now: OffsetDateTime,
 ) -> FirstDue {
+    let rotated = current.map(|c| protocol::rotated_at(c).unwrap_or(OffsetDateTime::UNIX_EPOCH));
+    due_at(managed, rotated, now)
+}
+
+/// [`first_due`] from the current version's rotation time (`None`: no secret).
+fn due_at(managed: &Managed, rotated: Option<OffsetDateTime>, now: OffsetDateTime) -> FirstDue {
     let account = &managed.account;
-    match current {
-        Some(current) => {
-            let rotated = protocol::rotated_at(current).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    match rotated {
+        Some(rotated) => {
             let due = managed
                 .schedule
                 .next_fire_after(&account.name, rotated)
@@ -472,15 +541,19 @@ pub fn first_due(
 
 /// [`first_due`] as the reconcile's result.
 fn due_from(managed: &Managed, current: Option<SecretRecord>, now: OffsetDateTime) -> TaskOut {
-    let account = &managed.account;
     match first_due(managed, current.as_ref(), now) {
-        FirstDue::At(due, trigger, rotated) => {
-            TaskOut::Idle(Some((due, trigger)), current.map(|c| (c.version, rotated)))
-        }
+        FirstDue::At(due, trigger, rotated) => TaskOut::Idle(
+            Some((due, trigger)),
+            current.map(|c| (Some(c.version), rotated)),
+        ),
         FirstDue::Missing => TaskOut::Missing,
-        FirstDue::RotateMissing => {
-            tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; on_missing_secret = \"rotate\": keyturn creates it with a first rotation");
-            TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
-        }
+        FirstDue::RotateMissing => missing_rotate(managed, now),
     }
+}
+
+/// No secret and `on_missing_secret = "rotate"`: due now.
+fn missing_rotate(managed: &Managed, now: OffsetDateTime) -> TaskOut {
+    let account = &managed.account;
+    tracing::warn!(account = %account.name, secret = %account.secret, "the secret does not exist; on_missing_secret = \"rotate\": keyturn creates it with a first rotation");
+    TaskOut::Idle(Some((now, Trigger::CatchUp)), None)
 }

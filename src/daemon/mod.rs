@@ -18,6 +18,7 @@ mod board;
 mod commands;
 mod due;
 mod jobs;
+mod listing;
 mod lock;
 mod pauses;
 mod queues;
@@ -116,6 +117,9 @@ struct Slot {
     /// A reload changed where or when the account is due while a job of it ran: reconcile
     /// it (due time from the new secret and schedule) once that job ends.
     reconcile_when_idle: bool,
+    /// Jobs of the account that ended: a vault listing taken before the last one ended
+    /// is older than what that job saw, and is not used for the account.
+    epoch: u64,
 }
 
 impl Slot {
@@ -129,6 +133,7 @@ impl Slot {
             awaiting: false,
             failures: 0,
             reconcile_when_idle: false,
+            epoch: 0,
         }
     }
 
@@ -167,6 +172,8 @@ pub struct Daemon {
     )>,
     /// The start-up delay is an `[ha]` takeover delay (for its log line).
     takeover: bool,
+    /// The drift check's vault listings while they run (at most one round at a time).
+    listings: JoinSet<listing::Outcome>,
 }
 
 impl Daemon {
@@ -201,6 +208,7 @@ impl Daemon {
             probe: None,
             watch: None,
             takeover: false,
+            listings: JoinSet::new(),
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -379,12 +387,15 @@ impl Daemon {
                 _ = &mut shutdown => return Ok(()),
             }
         }
-        // Start-up: recover every enabled account and read its due time from Key Vault.
-        for idx in 0..self.slots.len() {
-            if !self.slots[idx].managed.enabled {
-                continue;
-            }
-            self.spawn_reconcile(idx, Trigger::Recovery);
+        // Start-up: recover every enabled account and take its due time from Key Vault: from
+        // one listing per vault (`listing`), reading only what is pending.
+        let enabled: Vec<usize> = (0..self.slots.len())
+            .filter(|&idx| self.slots[idx].managed.enabled)
+            .collect();
+        let lists = self.vault_lists(&enabled);
+        tokio::select! {
+            outcome = listing::run(lists) => self.reconcile_listed(outcome, Trigger::Recovery, false),
+            _ = &mut shutdown => return Ok(()),
         }
         let mut stopped = false;
         while !self.tasks.is_empty() {
@@ -425,13 +436,12 @@ impl Daemon {
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(done),
                 _ = tokio::time::sleep_until(wake) => self.fire_due(),
                 _ = async { drift.as_mut().expect("guarded by the if").tick().await }, if drift.is_some() => {
-                    for idx in 0..self.slots.len() {
-                        let s = &self.slots[idx];
-                        if !s.busy && !s.paused && s.managed.enabled {
-                            self.spawn_reconcile(idx, Trigger::Drift);
-                        }
-                    }
+                    self.drift_check();
                 }
+                Some(listed) = self.listings.join_next(), if !self.listings.is_empty() => match listed {
+                    Ok(outcome) => self.reconcile_listed(outcome, Trigger::Drift, true),
+                    Err(e) => tracing::error!(error = %e, "a drift check's vault listing failed; the next drift check tries again"),
+                },
             }
         }
         self.stop().await;
@@ -466,11 +476,31 @@ impl Daemon {
         self.board.lock().unwrap_or_else(|e| e.into_inner()).ready
     }
 
+    /// The drift check: lists the vaults of the accounts that are idle, then reconciles
+    /// each from its listing (`reconcile_listed`, when the listing is in).
+    fn drift_check(&mut self) {
+        if !self.listings.is_empty() {
+            tracing::warn!(
+                "the previous drift check is still listing its vaults; this one is skipped"
+            );
+            return;
+        }
+        let idle: Vec<usize> = (0..self.slots.len())
+            .filter(|&idx| {
+                let s = &self.slots[idx];
+                !s.busy && !s.paused && s.managed.enabled
+            })
+            .collect();
+        let lists = self.vault_lists(&idle);
+        self.listings.spawn(listing::run(lists));
+    }
+
     async fn stop(&mut self) {
         if let Some((_, task)) = self.watch.take() {
             // Read-only: nothing to finish.
             task.abort();
         }
+        self.listings.abort_all();
         self.board
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -4,6 +4,7 @@
 use super::{rotated_at, Account, Drift, Engine, RotationError};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::store::SecretRecord;
+use time::OffsetDateTime;
 
 impl Engine {
     /// Compares Graph's last password change with the current version's rotation time.
@@ -41,12 +42,7 @@ impl Engine {
             return Ok(None);
         };
         match user.last_password_change {
-            // Checked: `rotated_at` comes from a tag anyone with write access can set.
-            Some(changed_at)
-                if rotated_at
-                    .checked_add(self.tuning().drift_tolerance)
-                    .is_some_and(|limit| changed_at > limit) =>
-            {
+            Some(changed_at) if self.drifted(changed_at, rotated_at) => {
                 let mut ev = AuditEvent::new(EventKind::DriftDetected, self.clock.now());
                 ev.account = Some(account.name.clone());
                 ev.user = Some(account.user.clone());
@@ -67,5 +63,34 @@ impl Engine {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Whether Graph's last password change is later than `rotated_at` (a rotation time a
+    /// vault listing showed) by more than the tolerance: a drift *suspected* from a
+    /// listing, which may be older than the account's last rotation. Records nothing; the
+    /// caller confirms it with [`Engine::check_drift_of`] on a fresh read of `<secret>`.
+    pub(crate) async fn drift_suspected(
+        &self,
+        account: &Account,
+        rotated_at: OffsetDateTime,
+    ) -> Result<bool, RotationError> {
+        let user = account
+            .directory
+            .user(&account.user)
+            .await
+            .map_err(|source| RotationError::Directory {
+                account: account.name.clone(),
+                source,
+            })?;
+        Ok(user
+            .last_password_change
+            .is_some_and(|changed_at| self.drifted(changed_at, rotated_at)))
+    }
+
+    fn drifted(&self, changed_at: OffsetDateTime, rotated_at: OffsetDateTime) -> bool {
+        // Checked: `rotated_at` comes from a tag anyone with write access can set.
+        rotated_at
+            .checked_add(self.tuning().drift_tolerance)
+            .is_some_and(|limit| changed_at > limit)
     }
 }

@@ -110,6 +110,9 @@ pub struct Request {
     /// The id to give a fresh rotation (so a caller can report it before it ends); a new
     /// one when absent. A resumed rotation keeps the id it was staged with.
     pub rotation_id: Option<Uuid>,
+    /// An operator asked for it urgently (`keyturn rotate --all --urgent`): its requests may
+    /// use the budget reserved for the vault's other clients (`limits.reserve`).
+    pub urgent: bool,
 }
 
 impl Request {
@@ -121,6 +124,7 @@ impl Request {
             reason: None,
             ticket: None,
             rotation_id: None,
+            urgent: false,
         }
     }
 }
@@ -309,8 +313,16 @@ impl Engine {
 /// When the version's password became Entra's: its `keyturn-rotated-at` tag, or its
 /// creation time for a secret keyturn adopted.
 pub(crate) fn rotated_at(record: &SecretRecord) -> Option<OffsetDateTime> {
-    record
-        .tag(tag::ROTATED_AT)
+    rotated_at_of(&record.tags, record.created)
+}
+
+/// [`rotated_at`] from a version's tags and creation time (a vault listing has both, and
+/// no value).
+pub(crate) fn rotated_at_of(
+    tags: &crate::store::Tags,
+    created: Option<OffsetDateTime>,
+) -> Option<OffsetDateTime> {
+    tags.get(tag::ROTATED_AT)
         .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-        .or(record.created)
+        .or(created)
 }

@@ -36,6 +36,7 @@ impl Engine {
             reason: request.reason.clone(),
             ticket: request.ticket.clone(),
             rotation_id: None,
+            urgent: request.urgent,
         };
         let ctx = Ctx {
             account,

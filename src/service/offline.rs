@@ -70,6 +70,7 @@ async fn rotate_one(
         reason,
         ticket,
         rotation_id: None,
+        urgent: false,
     };
     let accounts = match crate::app::accounts(&loaded, &http) {
         Ok(a) => a,

@@ -138,6 +138,7 @@ async fn rotations_write_exactly_the_expected_records_in_order() {
         reason: Some("leaver".into()),
         ticket: Some("CHG-1234".into()),
         rotation_id: None,
+        urgent: false,
     };
     let first = engine.rotate(&w.account, &by_hand).await.unwrap();
     let second = engine

@@ -159,6 +159,7 @@ async fn an_account_without_a_secret_waits_for_adopt_which_takes_it_over_on_the_
             reason: Some("try".into()),
             ticket: None,
             wait: true,
+            urgent: false,
         })
         .await;
     assert_eq!(code(&r), "awaiting_adoption", "{r:?}");
@@ -261,6 +262,7 @@ async fn a_disabled_account_gets_no_azure_call_and_commands_on_it_are_refused() 
             reason: Some("r".into()),
             ticket: None,
             wait: true,
+            urgent: false,
         },
         Request::Adopt {
             account: "svc-1".into(),
@@ -284,6 +286,7 @@ async fn a_disabled_account_gets_no_azure_call_and_commands_on_it_are_refused() 
             reason: None,
             ticket: None,
             wait: true,
+            urgent: false,
         })
         .await;
     assert!(r.ok, "{r:?}");
@@ -319,6 +322,7 @@ async fn pauses_outlast_a_restart_and_a_removed_account_drops_its_pause() {
             reason: None,
             ticket: None,
             wait: true,
+            urgent: false,
         })
         .await;
     assert!(!r.ok, "{r:?}");

@@ -183,6 +183,7 @@ async fn rotate(socket: &Path, account: &str) -> keyturn::admin::proto::Response
             reason: Some("incident 7".into()),
             ticket: Some("CHG-7".into()),
             wait: true,
+            urgent: false,
         },
     )
     .await

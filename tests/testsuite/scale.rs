@@ -51,6 +51,7 @@ async fn a_burst_of_sets_is_spread_to_fit_the_vault_budget() {
         LimitsConfig {
             vault_writes_per_10s: 20,
             headroom: 0.0,
+            reserve: 0.0,
             ..Default::default()
         },
         keyturn::observe::unobserved(),
@@ -117,6 +118,7 @@ async fn graph_writes_are_paced_per_app_and_tenant() {
         LimitsConfig {
             graph_writes_per_150s: 15,
             headroom: 0.0,
+            reserve: 0.0,
             ..Default::default()
         },
         keyturn::observe::unobserved(),

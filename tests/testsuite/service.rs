@@ -51,7 +51,8 @@ async fn service_run_becomes_ready_rotates_and_stops_when_its_shutdown_future_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_run_hands_its_metrics_to_the_rate_limits() {
     let port = free_port();
-    // 100 reads per 10 s: a burst of one, so start-up recovery's reads queue.
+    // 100 reads per 10 s: a burst of one, so a reconcile's reads queue (start-up lists the
+    // vault in one request; `keyturn reconcile` reads each account's two secrets).
     let extra = format!(
         "\n[limits]\nvault_other_per_10s = 100\nheadroom = 0.0\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
     );
@@ -65,7 +66,15 @@ async fn service_run_hands_its_metrics_to_the_rate_limits() {
     // services beside it).
     let http = reqwest::Client::new();
     let mut paced = 0.0;
-    for _ in 0..600 {
+    for i in 0..600 {
+        if i % 20 == 0 {
+            keyturn::admin::client::send(
+                &service.socket,
+                &keyturn::admin::proto::Request::Reconcile(keyturn::daemon::Target::All),
+            )
+            .await
+            .unwrap();
+        }
         let text = match http
             .get(format!("http://127.0.0.1:{port}/metrics"))
             .send()

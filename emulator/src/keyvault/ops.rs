@@ -246,6 +246,10 @@ pub(super) fn run(
                 false,
             )
         }
+        // "Get Secrets": every secret's latest version as a `SecretItem` (the secret's id
+        // without a version, attributes, tags, contentType; no value), paged by 25 (the
+        // default and maximum `maxresults`) through an absolute `nextLink` that carries the
+        // api-version and a `$skiptoken` (Microsoft's REST reference, its example answer).
         KvOp::ListSecrets => {
             let items = vault
                 .secrets

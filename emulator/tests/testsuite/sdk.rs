@@ -467,3 +467,93 @@ async fn sdk_retries_an_injected_503_and_honours_retry_after() {
     assert_eq!(c.responses.get("kv.get 200"), Some(&1));
     emu.shutdown().await;
 }
+
+/// `GET /secrets` as Key Vault's "Get Secrets" answers it: 25 secrets a page (the default
+/// `maxresults`), each the latest version's `SecretItem` (the secret's id without a
+/// version, `attributes`, `tags`, `contentType`; never a value), and a `nextLink` that
+/// carries the `api-version` and a `$skiptoken`, which the SDK's pager follows.
+#[tokio::test]
+async fn the_secret_listing_pages_by_25_with_tags_and_no_values() {
+    let emu = start().await;
+    let client = secret_client(
+        &emu,
+        secret_credential(&emu, ROTATOR, ROTATOR_SECRET),
+        http(&emu),
+    );
+    for i in 0..60 {
+        let parameters = SetSecretParameters {
+            value: Some(format!("listed-value-{i}")),
+            content_type: Some("password".into()),
+            tags: Some(HashMap::from([("n".to_string(), i.to_string())])),
+            ..Default::default()
+        };
+        client
+            .set_secret(
+                &format!("listed-{i:02}"),
+                parameters.try_into().unwrap(),
+                None,
+            )
+            .await
+            .expect("set");
+    }
+    let total = 60 + 3; // the scenario's three secrets
+    let lists = || {
+        emu.control()
+            .counters()
+            .requests
+            .get("kv.list")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = lists();
+    let mut pages = client
+        .list_secret_properties(None)
+        .expect("pager")
+        .into_pages();
+    let mut bodies = Vec::new();
+    while let Some(page) = pages.try_next().await.expect("page") {
+        let body: azure_core::Bytes = page.into_body().into();
+        bodies.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+    }
+    assert_eq!(
+        lists() - before,
+        3,
+        "{total} secrets: pages of 25, 25 and 13"
+    );
+    let sizes: Vec<usize> = bodies
+        .iter()
+        .map(|b| b["value"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [25, 25, 13]);
+    for (i, b) in bodies.iter().enumerate() {
+        let next = b["nextLink"].as_str();
+        if i < 2 {
+            let next = next.expect("a nextLink on every page but the last");
+            assert!(
+                next.starts_with(&emu.vault_url(VAULT).trim_end_matches('/').to_string()),
+                "{next}"
+            );
+            assert!(next.contains("api-version="), "{next}");
+            assert!(next.contains("$skiptoken="), "{next}");
+        } else {
+            assert!(next.is_none(), "{b}");
+        }
+    }
+    let text = serde_json::to_string(&bodies).unwrap();
+    assert!(
+        !text.contains("listed-value-"),
+        "a listing carries no values"
+    );
+    let item = bodies
+        .iter()
+        .flat_map(|b| b["value"].as_array().unwrap().iter())
+        .find(|i| i["id"].as_str().unwrap().ends_with("/secrets/listed-07"))
+        .expect("listed-07 is listed, by its id without a version");
+    assert_eq!(item["tags"]["n"], "7");
+    assert_eq!(item["contentType"], "password");
+    assert_eq!(item["attributes"]["enabled"], true);
+    assert!(item["attributes"]["created"].is_i64());
+    assert!(item["attributes"]["updated"].is_i64());
+    assert!(item.get("value").is_none());
+    emu.shutdown().await;
+}

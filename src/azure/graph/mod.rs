@@ -272,6 +272,9 @@ impl<F: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>>
             Err(e) => (e.url().map(super::service_of).unwrap_or("other"), None),
         };
         http.observer.request(service, status, started.elapsed());
+        if status == Some(429) {
+            crate::observe::note_throttled();
+        }
         r
     }
 }

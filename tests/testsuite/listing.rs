@@ -1,0 +1,258 @@
+//! Start-up and drift checks from vault listings (`src/daemon/listing.rs`): N accounts in a
+//! vault cost about 2N/25 list requests and no value read unless something is pending;
+//! a vault that cannot be listed falls back to each account's own reads.
+
+use crate::common::*;
+use azure_security_keyvault_secrets::models::SetSecretParameters;
+use keyturn_emulator::{testkit, Emulator, FaultKind};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Accounts in the one vault.
+const N: usize = 60;
+
+pub(crate) fn upn(i: usize) -> String {
+    format!("svc-{i:02}@contoso.onmicrosoft.com")
+}
+
+/// [`SCENARIO`]'s tenant and apps, with `N` users, each with its secret `svc-NN` holding its
+/// password.
+fn scenario() -> String {
+    scenario_of(N, "")
+}
+
+/// [`scenario`] with `n` accounts and `extra` TOML (e.g. a `[limits]` table) appended.
+pub(crate) fn scenario_of(n: usize, extra: &str) -> String {
+    let head = SCENARIO.split("[[users]]").next().unwrap();
+    let mut s = head.to_string();
+    for i in 0..n {
+        s.push_str(&format!(
+            "[[users]]\ntenant = \"contoso\"\nupn = \"{}\"\npassword = \"Initial-Pass-{i}!\"\n\n",
+            upn(i)
+        ));
+    }
+    s.push_str(&format!(
+        "[[vaults]]\nname = \"kv1\"\ntenant = \"contoso\"\naccess = [\n  {{ client_id = \"{ROTATOR}\", role = \"Key Vault Secrets Officer\" }},\n  {{ client_id = \"{READER}\", role = \"Key Vault Secrets User\" }},\n]\nsecrets = [\n"
+    ));
+    for i in 0..n {
+        s.push_str(&format!(
+            "  {{ name = \"svc-{i:02}\", from_user = \"contoso/{}\" }},\n",
+            upn(i)
+        ));
+    }
+    s.push_str("]\n");
+    s.push_str(extra);
+    s
+}
+
+/// The emulator, a folder and a configuration of the `N` accounts.
+async fn world(drift: &'static str) -> (Emulator, tempfile::TempDir, std::path::PathBuf) {
+    let emu = testkit::start_toml(&scenario()).await;
+    let (dir, config) = config_of(&emu, N, drift, "");
+    (emu, dir, config)
+}
+
+/// A folder and a configuration of `n` accounts for `emu` ([`scenario_of`]), with `extra`
+/// TOML (e.g. a `[limits]` table) appended.
+pub(crate) fn config_of(
+    emu: &Emulator,
+    n: usize,
+    drift: &'static str,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        emu,
+        dir.path(),
+        &Opts {
+            accounts: vec![],
+            verify: false,
+            drift,
+            ..Default::default()
+        },
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(extra);
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[accounts]]\nname = \"svc-{i:02}\"\nuser = \"{}\"\nidentity = \"rotator\"\nvault = {:?}\nsecret = \"svc-{i:02}\"\n",
+            upn(i),
+            emu.vault_url(VAULT)
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
+/// Requests of `route` the emulator served, less the SDK's first request of each client,
+/// which carries no token and is answered with the 401 challenge.
+fn requests(emu: &Emulator, route: &str) -> u64 {
+    emu.control()
+        .counters()
+        .responses
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(route)
+                .and_then(|s| s.strip_prefix(' '))
+                .is_some_and(|status| status != "401")
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Writes `<secret>-pending` tagged pending, as a rotation that stopped after its stage.
+async fn stage_pending(emu: &Emulator, config: &Path, account: &str, password: &str) {
+    let loaded = load(config);
+    let writer = writer(emu, &loaded);
+    let parameters = SetSecretParameters {
+        value: Some(password.into()),
+        content_type: Some("password".into()),
+        tags: Some(HashMap::from([
+            ("keyturn-state".to_string(), "pending".to_string()),
+            (
+                "keyturn-rotation-id".to_string(),
+                "0b0e6a4e-7c59-4d3e-9f53-3a1f6f0c2d11".to_string(),
+            ),
+            ("keyturn-account".to_string(), account.to_string()),
+            ("keyturn-trigger".to_string(), "schedule".to_string()),
+        ])),
+        ..Default::default()
+    };
+    writer
+        .set_secret(
+            &format!("{account}-pending"),
+            parameters.try_into().unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn start_up_and_drift_checks_list_the_vault_instead_of_reading_each_secret() {
+    let (emu, dir, config) = world("2s").await;
+    let service = Service::start(load(&config)).await;
+    // 60 secrets (no staging secret yet): 3 pages. The goal: at most ceil(2N/25).
+    let lists = requests(&emu, "kv.list");
+    assert!(lists >= 1, "start-up listed the vault");
+    assert!(
+        lists <= (2 * N as u64).div_ceil(25),
+        "{lists} list requests for {N} accounts"
+    );
+    assert_eq!(lists, 3, "60 secrets, 25 a page");
+    assert_eq!(
+        requests(&emu, "kv.get"),
+        0,
+        "nothing pending: no value read"
+    );
+    // Every account is scheduled from the listing.
+    let status =
+        keyturn::admin::client::send(&service.socket, &keyturn::admin::proto::Request::Status)
+            .await
+            .unwrap();
+    let accounts = status.result.unwrap()["accounts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(accounts.len(), N);
+    assert!(
+        accounts.iter().all(|a| !a["next_due"].is_null()),
+        "{accounts:?}"
+    );
+    // A drift check (every 2 s here) lists again and reads Graph, not the secrets.
+    let graph_before = requests(&emu, "graph.get");
+    assert!(
+        wait_for(Duration::from_secs(30), || requests(&emu, "kv.list") >= 6
+            && requests(&emu, "graph.get") >= graph_before + N as u64)
+        .await,
+        "a drift check ran: {:?}",
+        emu.control().counters().requests
+    );
+    assert_eq!(requests(&emu, "kv.get"), 0, "a drift check reads no value");
+    assert_eq!(count(dir.path(), "rotation.started", None), 0);
+    assert_eq!(service.stop().await, 0);
+}
+
+#[tokio::test]
+async fn a_pending_account_is_read_and_recovered_and_only_it() {
+    let (emu, dir, config) = world("0s").await;
+    stage_pending(&emu, &config, "svc-07", "Pending-Pass-7-xyz!").await;
+    let service = Service::start(load(&config)).await;
+    // 61 secrets: 3 pages; then recovery of svc-07 reads its staging secret and its secret.
+    assert_eq!(requests(&emu, "kv.list"), 3);
+    assert_eq!(
+        requests(&emu, "kv.get"),
+        2,
+        "only the pending account's two reads"
+    );
+    assert_eq!(count(dir.path(), "rotation.resumed", None), 1);
+    assert_eq!(count(dir.path(), "rotation.resumed", Some("svc-07")), 1);
+    assert_eq!(count(dir.path(), "rotation.completed", Some("svc-07")), 1);
+    let report = emu
+        .control()
+        .invariant(&keyturn_emulator::InvariantQuery {
+            tenant: TENANT.into(),
+            user: upn(7),
+            vault: VAULT.into(),
+            secret: "svc-07".into(),
+            staging_secret: None,
+        })
+        .unwrap();
+    assert!(report.holds, "{report:?}");
+    assert_eq!(service.stop().await, 0);
+}
+
+#[tokio::test]
+async fn a_vault_that_cannot_be_listed_falls_back_to_reading_each_account() {
+    let (emu, dir, config) = world("0s").await;
+    stage_pending(&emu, &config, "svc-03", "Pending-Pass-3-xyz!").await;
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "kv.list".into(),
+            kind: FaultKind::Status,
+            status: Some(403),
+            ..rule()
+        })
+        .unwrap();
+    let service = Service::start(load(&config)).await;
+    // Each account reads its staging secret and its secret, as before listings.
+    assert_eq!(requests(&emu, "kv.list"), 1, "one refused listing");
+    assert_eq!(requests(&emu, "kv.get"), 2 * N as u64);
+    // The pending rotation is recovered all the same.
+    assert_eq!(count(dir.path(), "rotation.completed", Some("svc-03")), 1);
+    assert_eq!(service.stop().await, 0);
+}
+
+/// A Key Vault client signed in as keyturn's app (to stage a pending version by hand).
+fn writer(
+    emu: &Emulator,
+    loaded: &keyturn::config::Loaded,
+) -> azure_security_keyvault_secrets::SecretClient {
+    use azure_core::credentials::Secret;
+    use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
+    let cred = ClientSecretCredential::new(
+        TENANT,
+        ROTATOR.into(),
+        Secret::new("rotator-secret".to_string()),
+        Some(ClientSecretCredentialOptions {
+            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
+        }),
+    )
+    .unwrap();
+    azure_security_keyvault_secrets::SecretClient::new(
+        &emu.vault_url(VAULT),
+        cred,
+        Some(azure_security_keyvault_secrets::SecretClientOptions {
+            client_options: keyturn::azure::client_options(&http, None),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+}
