@@ -216,32 +216,64 @@ pub fn invariant(emu: &Emulator, account: &str) -> InvariantReport {
         .unwrap()
 }
 
-/// A Key Vault client signed in as the read-only app (as a consumer would be).
-pub fn reader(emu: &Emulator, loaded: &Loaded) -> SecretClient {
-    let http = keyturn::azure::http_client(
-        &loaded.config.tls,
-        &loaded.config.network,
-        keyturn::observe::unobserved(),
-    )
-    .unwrap();
-    let cred = ClientSecretCredential::new(
+/// The HTTP client keyturn builds from `loaded` (its CAs and resolved hosts), its requests
+/// seen by `observer`.
+pub fn http_for(
+    loaded: &Loaded,
+    observer: Arc<dyn keyturn::observe::Observer>,
+) -> keyturn::azure::Http {
+    keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network, observer).unwrap()
+}
+
+/// An `azure_identity` credential of the emulator's app `app` (client secret `secret`),
+/// through `http`.
+pub fn app_credential(
+    emu: &Emulator,
+    http: &keyturn::azure::Http,
+    app: &str,
+    secret: &str,
+) -> Arc<ClientSecretCredential> {
+    ClientSecretCredential::new(
         TENANT,
-        READER.into(),
-        Secret::new("reader-secret".to_string()),
+        app.into(),
+        Secret::new(secret.to_string()),
         Some(ClientSecretCredentialOptions {
-            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
+            client_options: keyturn::azure::client_options(http, Some(&emu.authority_host())),
         }),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A Key Vault client for `VAULT` signed in as the app `app` (client secret `secret`), its
+/// requests seen by `observer`.
+pub fn vault_client_as(
+    emu: &Emulator,
+    loaded: &Loaded,
+    app: &str,
+    secret: &str,
+    observer: Arc<dyn keyturn::observe::Observer>,
+) -> SecretClient {
+    let http = http_for(loaded, observer);
     SecretClient::new(
         &emu.vault_url(VAULT),
-        cred,
+        app_credential(emu, &http, app, secret),
         Some(SecretClientOptions {
             client_options: keyturn::azure::client_options(&http, None),
             ..Default::default()
         }),
     )
     .unwrap()
+}
+
+/// A Key Vault client signed in as the read-only app (as a consumer would be).
+pub fn reader(emu: &Emulator, loaded: &Loaded) -> SecretClient {
+    vault_client_as(
+        emu,
+        loaded,
+        READER,
+        "reader-secret",
+        keyturn::observe::unobserved(),
+    )
 }
 
 /// Every value of every version of `names` and their staging secrets.

@@ -5,9 +5,8 @@
 
 use crate::azurite::{self, Azurite};
 use crate::common::*;
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::TokenCredential;
 use azure_core::http::{RequestContent, StatusCode, Url};
-use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use azure_storage_blob::models::{
     BlobClientAcquireLeaseOptions, BlobClientBreakLeaseOptions,
     BlobClientGetPropertiesResultHeaders, LeaseState,
@@ -66,21 +65,8 @@ fn sdk(
     config: &Path,
 ) -> (Arc<dyn TokenCredential>, azure_core::http::ClientOptions) {
     let loaded = load(config);
-    let http = keyturn::azure::http_client(
-        &loaded.config.tls,
-        &loaded.config.network,
-        keyturn::observe::unobserved(),
-    )
-    .unwrap();
-    let cred: Arc<dyn TokenCredential> = ClientSecretCredential::new(
-        TENANT,
-        ROTATOR.into(),
-        Secret::new("rotator-secret".to_string()),
-        Some(ClientSecretCredentialOptions {
-            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
-        }),
-    )
-    .unwrap();
+    let http = http_for(&loaded, keyturn::observe::unobserved());
+    let cred: Arc<dyn TokenCredential> = app_credential(emu, &http, ROTATOR, "rotator-secret");
     (cred, keyturn::azure::client_options(&http, None))
 }
 

@@ -229,30 +229,11 @@ fn writer(
     emu: &Emulator,
     loaded: &keyturn::config::Loaded,
 ) -> azure_security_keyvault_secrets::SecretClient {
-    use azure_core::credentials::Secret;
-    use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
-    let http = keyturn::azure::http_client(
-        &loaded.config.tls,
-        &loaded.config.network,
+    vault_client_as(
+        emu,
+        loaded,
+        ROTATOR,
+        "rotator-secret",
         keyturn::observe::unobserved(),
     )
-    .unwrap();
-    let cred = ClientSecretCredential::new(
-        TENANT,
-        ROTATOR.into(),
-        Secret::new("rotator-secret".to_string()),
-        Some(ClientSecretCredentialOptions {
-            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
-        }),
-    )
-    .unwrap();
-    azure_security_keyvault_secrets::SecretClient::new(
-        &emu.vault_url(VAULT),
-        cred,
-        Some(azure_security_keyvault_secrets::SecretClientOptions {
-            client_options: keyturn::azure::client_options(&http, None),
-            ..Default::default()
-        }),
-    )
-    .unwrap()
 }

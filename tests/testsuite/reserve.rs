@@ -138,9 +138,6 @@ impl keyturn::observe::Observer for Consumer429s {
 /// 429, and neither does keyturn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_at_its_reserved_share_meets_no_429() {
-    use azure_core::credentials::Secret;
-    use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
-    use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
@@ -163,27 +160,7 @@ async fn a_consumer_at_its_reserved_share_meets_no_429() {
     );
     let loaded = load(&config);
     let seen = Arc::new(Consumer429s::default());
-    let http =
-        keyturn::azure::http_client(&loaded.config.tls, &loaded.config.network, seen.clone())
-            .unwrap();
-    let cred = ClientSecretCredential::new(
-        TENANT,
-        READER.into(),
-        Secret::new("reader-secret".to_string()),
-        Some(ClientSecretCredentialOptions {
-            client_options: keyturn::azure::client_options(&http, Some(&emu.authority_host())),
-        }),
-    )
-    .unwrap();
-    let client = SecretClient::new(
-        &emu.vault_url(VAULT),
-        cred,
-        Some(SecretClientOptions {
-            client_options: keyturn::azure::client_options(&http, None),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
+    let client = vault_client_as(&emu, &loaded, READER, "reader-secret", seen.clone());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (reads, failures) = (
         Arc::new(std::sync::atomic::AtomicU64::new(0)),
