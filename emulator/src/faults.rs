@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every route name a fault rule can select (besides `*` and `prefix.*`).
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 16] = [
     "token",
     "msi",
     "kv.set",
@@ -19,6 +19,8 @@ pub const ROUTES: [&str; 14] = [
     "graph.get",
     "graph.patch",
     "graph.grants",
+    "graph.roles",
+    "graph.service_principals",
     "kv.other",
     "graph.other",
 ];
@@ -67,7 +69,7 @@ pub struct FaultRule {
     pub id: Option<String>,
     /// Route selector: a route name (`token`, `msi`, `kv.set`, `kv.get`, `kv.list`,
     /// `kv.update`, `kv.delete`, `kv.recover`, `kv.purge`, `graph.get`, `graph.patch`,
-    /// `graph.grants`), a
+    /// `graph.grants`, `graph.roles`, `graph.service_principals`), a
     /// prefix such as `kv.*`, or `*`.
     pub route: String,
     /// Only requests to this vault (Key Vault routes).

@@ -87,6 +87,8 @@ enum Target {
     Graph(String),
     /// `/v1.0/oauth2PermissionGrants`.
     Grants,
+    /// `/v1.0/roleManagement/directory/…` and `/v1.0/servicePrincipals`.
+    Roles(graph::RolesRoute),
     NotFound,
 }
 
@@ -119,6 +121,9 @@ fn classify(req: &Req) -> Target {
     }
     if let ["v1.0", "oauth2PermissionGrants"] = segs.as_slice() {
         return Target::Grants;
+    }
+    if let Some(route) = graph::RolesRoute::parse(&segs) {
+        return Target::Roles(route);
     }
     if let ["v1.0", "users", user] = segs.as_slice() {
         if !user.is_empty() {
@@ -214,6 +219,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
             (r, None, graph::peek_tenant(&req))
         }
         Target::Grants => ("graph.grants", None, graph::peek_tenant(&req)),
+        Target::Roles(r) => (r.name(), None, graph::peek_tenant(&req)),
     };
     let plan = lock(&shared.faults).plan(route, vault.as_deref(), tenant.as_deref());
     if plan.latency_ms > 0 {
@@ -256,6 +262,7 @@ async fn answer(control: Control, req: Request<Incoming>) -> Result<Resp, Droppe
         Target::Kv(v, op) => keyvault::handle(shared, &req, v, op),
         Target::Graph(u) => graph::handle(shared, &req, u, &rid),
         Target::Grants => graph::handle_grants(shared, &req, &rid),
+        Target::Roles(r) => graph::handle_roles(shared, &req, r, &rid),
         Target::Control | Target::NotFound => json(404, &json!({})),
     };
     let mut resp = finish(resp, &target, &req, &rid);
@@ -300,7 +307,7 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
                 "1.9.0.0 (keyturn-emulator)",
             )
         }
-        Target::Graph(_) | Target::Grants => {
+        Target::Graph(_) | Target::Grants | Target::Roles(_) => {
             let r = with_header(r, "request-id", rid);
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
@@ -333,7 +340,7 @@ fn fault_response(
             };
             keyvault::kv_error(status, code, "The service encountered an internal error (injected by a keyturn-emulator fault rule).", None)
         }
-        Target::Graph(_) | Target::Grants => {
+        Target::Graph(_) | Target::Grants | Target::Roles(_) => {
             let code = match status {
                 429 => "TooManyRequests",
                 503 => "serviceNotAvailable",
