@@ -91,6 +91,27 @@ impl Check {
     }
 }
 
+/// A check and whether Graph answered the question behind it. Doctor prints the check
+/// either way; the readiness watch (`watch`) takes [`Asked::NoAnswer`] (Graph did not
+/// answer, throttled with 429, failed with 5xx, or sent an answer that cannot be read) as
+/// unknown, not as a finding.
+#[derive(Debug, Clone)]
+pub(crate) enum Asked {
+    /// Graph's answer, judged.
+    Answered(Check),
+    /// No usable answer; the check is doctor's warning about that.
+    NoAnswer(Check),
+}
+
+impl Asked {
+    /// The check doctor prints.
+    pub(crate) fn check(self) -> Check {
+        match self {
+            Asked::Answered(c) | Asked::NoAnswer(c) => c,
+        }
+    }
+}
+
 /// The checks of one identity.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdentityReport {

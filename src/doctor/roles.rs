@@ -6,7 +6,7 @@
 //! The daemon's readiness watch calls [`app_directory_roles`] once per identity and
 //! [`account_roles`] per account, without the rest of doctor.
 
-use super::Check;
+use super::{Asked, Check};
 use crate::azure::Http;
 use azure_core::credentials::Secret;
 use base64::Engine as _;
@@ -178,6 +178,9 @@ fn role_to_grant(target: &[String]) -> &'static str {
 enum ReadError {
     /// 403: the token lacks the permission.
     Forbidden,
+    /// No answer: Graph could not be reached, throttled (429) or failed (5xx), described.
+    /// Doctor reports it as [`ReadError::Other`]; the readiness watch as unknown.
+    NoAnswer(String),
     /// Anything else, described.
     Other(String),
 }
@@ -211,7 +214,7 @@ async fn get(http: &Http, token: &Secret, url: url::Url) -> Result<Value, ReadEr
         .send()
         .await
         .map_err(|e| {
-            ReadError::Other(format!(
+            ReadError::NoAnswer(format!(
                 "Graph did not answer: {}",
                 crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)
             ))
@@ -226,7 +229,14 @@ async fn get(http: &Http, token: &Secret, url: url::Url) -> Result<Value, ReadEr
             .ok()
             .and_then(|v| v["error"]["code"].as_str().map(|c| format!(" {c}")))
             .unwrap_or_default();
-        return Err(ReadError::Other(format!("Graph answered {status}{code}")));
+        let text = format!("Graph answered {status}{code}");
+        return Err(
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                ReadError::NoAnswer(text)
+            } else {
+                ReadError::Other(text)
+            },
+        );
     }
     resp.json()
         .await
@@ -314,7 +324,7 @@ pub(crate) async fn app_directory_roles(
                         None,
                     )
                 }
-                Err(ReadError::Other(e)) => {
+                Err(ReadError::Other(e) | ReadError::NoAnswer(e)) => {
                     return (
                         Check::warn(
                             CHECK,
@@ -353,24 +363,74 @@ pub(crate) async fn account_roles(
     user_id: &str,
     app: Option<&[String]>,
 ) -> Vec<Check> {
-    let target = match assigned(http, base, token, user_id).await {
-        Ok(ids) => Ok(ids),
-        Err(ReadError::Forbidden) => Err(Check::warn(
-            "user_roles",
-            format!("Graph refused to list {user}'s directory roles (403)"),
-            format!("add the Microsoft Graph application permission {READ_PERMISSION} (or Directory.Read.All) and grant admin consent"),
-        )),
-        Err(ReadError::Other(e)) => Err(Check::warn(
-            "user_roles",
-            format!("{user}'s directory roles cannot be read: {e}"),
-            "run doctor again; check the network path to Graph",
-        )),
+    let (roles_check, target) = user_roles(http, base, token, user, user_id).await;
+    vec![roles_check.check(), reset_rights(app, target.as_deref())]
+}
+
+/// The check `user_roles` of one account, and its roles (template ids) when Graph listed
+/// them (doctor and the readiness watch).
+pub(crate) async fn user_roles(
+    http: &Http,
+    base: &str,
+    token: &Secret,
+    user: &str,
+    user_id: &str,
+) -> (Asked, Option<Vec<String>>) {
+    match assigned(http, base, token, user_id).await {
+        Ok(ids) => (
+            Asked::Answered(Check::pass(
+                "user_roles",
+                format!("{user} holds {}", names(&ids)),
+            )),
+            Some(ids),
+        ),
+        Err(ReadError::Forbidden) => (
+            Asked::Answered(Check::warn(
+                "user_roles",
+                format!("Graph refused to list {user}'s directory roles (403)"),
+                format!("add the Microsoft Graph application permission {READ_PERMISSION} (or Directory.Read.All) and grant admin consent"),
+            )),
+            None,
+        ),
+        Err(ReadError::Other(e)) => (Asked::Answered(unreadable_roles(user, &e)), None),
+        Err(ReadError::NoAnswer(e)) => (Asked::NoAnswer(unreadable_roles(user, &e)), None),
+    }
+}
+
+fn unreadable_roles(user: &str, e: &str) -> Check {
+    Check::warn(
+        "user_roles",
+        format!("{user}'s directory roles cannot be read: {e}"),
+        "run doctor again; check the network path to Graph",
+    )
+}
+
+/// The app's directory roles as the readiness watch reads them.
+pub(crate) enum AppRoles {
+    /// Template ids.
+    Known(Vec<String>),
+    /// Graph refused to list them and the token carries no `wids`.
+    Refused,
+    /// Graph did not answer (described).
+    NoAnswer(String),
+}
+
+/// The app's directory roles for the readiness watch: Graph's role assignments first (a
+/// role removed since the token was issued shows at once, where the token's `wids` would
+/// show it only at the next token), else the token's `wids` when Graph refuses.
+pub(crate) async fn app_roles_now(http: &Http, base: &str, token: &Secret) -> AppRoles {
+    let read = match service_principal(http, base, token).await {
+        Ok(sp) => assigned(http, base, token, &sp).await,
+        Err(e) => Err(e),
     };
-    let roles_check = match &target {
-        Ok(ids) => Check::pass("user_roles", format!("{user} holds {}", names(ids))),
-        Err(c) => c.clone(),
-    };
-    vec![roles_check, reset_rights(app, target.as_deref().ok())]
+    match read {
+        Ok(ids) => AppRoles::Known(ids),
+        Err(ReadError::NoAnswer(e)) => AppRoles::NoAnswer(e),
+        Err(ReadError::Forbidden | ReadError::Other(_)) => match claim(token, "wids") {
+            Some(Some(wids)) => AppRoles::Known(strings(&wids)),
+            _ => AppRoles::Refused,
+        },
+    }
 }
 
 /// Whether the app's roles suffice to reset an account holding `target` (template ids; `None`
