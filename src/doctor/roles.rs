@@ -3,8 +3,10 @@
 //! account's password, per Microsoft's "Who can reset passwords" table
 //! (<https://learn.microsoft.com/en-us/entra/identity/role-based-access-control/privileged-roles-permissions#who-can-reset-passwords>).
 //!
-//! The daemon's readiness watch calls [`app_directory_roles`] once per identity and
-//! [`account_roles`] per account, without the rest of doctor.
+//! The daemon's readiness watch (`super::watch`) calls [`user_roles`], [`app_roles_now`] and
+//! [`reset_rights`] per account, without the rest of doctor; a read Graph did not answer
+//! (no answer, 429, 5xx) is [`Asked::NoAnswer`] or [`AppRoles::NoAnswer`], which the watch
+//! takes as unknown and doctor prints as the same warning as any unreadable answer.
 
 use super::{Asked, Check};
 use crate::azure::Http;

@@ -9,7 +9,9 @@
 //! with its controls, `fail` when the account verifies, `warn` otherwise. A report-only policy
 //! that would do the same, or a policy whose location condition cannot be judged without
 //! `signin_ip`, is a `warn`. [`sign_in_readiness`] needs only the account, its identity, a
-//! Graph token and the HTTP client, so the daemon's readiness watch can call it alone.
+//! Graph token and the HTTP client; the daemon's readiness watch calls [`evaluate`] (the
+//! What-If for a user object id it already read), whose [`Asked::NoAnswer`] it takes as
+//! unknown.
 
 use super::{Asked, Check};
 use crate::azure::Http;
