@@ -171,7 +171,7 @@ pub async fn run(
     println!();
     // What `keyturn doctor` says, before anything changes: the Conditional Access policies
     // of the demo tenant show in each account's sign_in_readiness.
-    match crate::doctor::doctor(&loaded, None, time::OffsetDateTime::now_utc()).await {
+    match crate::doctor::doctor(&loaded, None, false, time::OffsetDateTime::now_utc()).await {
         Ok(report) => print!("{}", report.human()),
         Err(e) => println!("keyturn doctor could not run: {e}"),
     }

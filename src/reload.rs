@@ -56,6 +56,8 @@ pub(crate) struct Reloader {
     /// The rate-limit buckets in force: kept across reloads while `[limits]` is unchanged, so
     /// that what the running accounts spent still counts (new buckets would start full).
     limiter: Mutex<Arc<Limiter>>,
+    /// The readiness watch, handed each reloaded configuration's targets.
+    watch: Option<crate::doctor::watch::Watch>,
 }
 
 /// The buckets for a new configuration: the current ones if `[limits]` did not change.
@@ -86,7 +88,15 @@ impl Reloader {
             current: Mutex::new(Self::kept(current)),
             busy: tokio::sync::Mutex::new(()),
             limiter: Mutex::new(limiter),
+            watch: None,
         }
+    }
+
+    /// Hands each reloaded configuration's accounts and identities to the readiness
+    /// watch `watch`.
+    pub fn with_watch(mut self, watch: crate::doctor::watch::Watch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     async fn record(&self, kind: EventKind, outcome: Outcome, actor: Actor, detail: String) {
@@ -114,7 +124,8 @@ impl Reloader {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let (loaded, accounts, limiter) = tokio::task::spawn_blocking(move || {
+        let watched = self.watch.is_some();
+        let (loaded, accounts, limiter, targets) = tokio::task::spawn_blocking(move || {
             let loaded = config::load(&path)?;
             // The new client reports to the observer the wiring handed the limiter.
             let http = crate::azure::http_client(
@@ -125,12 +136,18 @@ impl Reloader {
             let limiter = limiter_for(&in_force, &loaded.config.limits);
             let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
             crate::app::report_credential_expiry(&loaded.config, &*in_force.observer());
-            Ok::<_, ReloadError>((loaded, accounts, limiter))
+            let targets = watched.then(|| crate::doctor::watch::Targets::build(&loaded, &http));
+            Ok::<_, ReloadError>((loaded, accounts, limiter, targets))
         })
         .await
         .map_err(|source| ReloadError::Internal { source })??;
         let settings = crate::app::settings(&loaded);
         let tuning = crate::app::tuning(&loaded);
+        // The watch gets the new accounts' identities before the daemon hands it the
+        // accounts themselves.
+        if let (Some(w), Some(t)) = (&self.watch, targets) {
+            w.set(t);
+        }
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Reload {

@@ -40,6 +40,11 @@ pub(crate) const CONTENT_TYPE: &str = "password";
 /// What the staging secret's name adds to `<secret>`.
 pub(crate) const STAGING_SUFFIX: &str = "-pending";
 
+/// The prefix of the probe secrets `keyturn doctor --write-probe` sets and deletes (lowercase;
+/// the configuration refuses account secrets that start with it, in any case, so a probe can
+/// never be an account's secret or its staging secret).
+pub(crate) const PROBE_PREFIX: &str = "keyturn-doctor-probe-";
+
 /// The staging (write-ahead) secret's name for `secret`: `<secret>-pending`.
 pub(crate) fn staging_name(secret: &str) -> String {
     format!("{secret}{STAGING_SUFFIX}")

@@ -5,8 +5,10 @@
 #   1. an app registration + service principal "keyturn-rotator" (KEYTURN_APP_NAME);
 #   2. Microsoft Graph application permissions User-PasswordProfile.ReadWrite.All (reset
 #      passwords), User.Read.All (lastPasswordChangeDateTime, drift checks) and
-#      Policy.Read.ConditionalAccess (keyturn doctor's Conditional Access What-If), granted
-#      (admin consent = app role assignments on the service principal);
+#      Policy.Read.ConditionalAccess (keyturn doctor's Conditional Access What-If) and
+#      RoleManagement.Read.Directory (read-only: `keyturn doctor` reads the accounts'
+#      directory roles to tell whether the app may reset them), granted (admin consent = app
+#      role assignments on the service principal);
 #   2b. Microsoft Graph delegated permissions openid and User.Read, consented for all users
 #      (an oauth2PermissionGrant, AllPrincipals): keyturn's verify sign-in (verify = true,
 #      the password grant) asks them, and Entra answers AADSTS65001 without that consent;
@@ -45,6 +47,7 @@ graph_app=00000003-0000-0000-c000-000000000000                # Microsoft Graph 
 perm_password=cc117bb9-00cf-4eb8-b580-ea2a878fe8f7            # User-PasswordProfile.ReadWrite.All (Role)
 perm_read=df021288-bdef-4463-88db-98f22de89214                # User.Read.All (Role)
 perm_ca_read=37730810-e9ba-4e46-b07e-8ca78d182097             # Policy.Read.ConditionalAccess (Role)
+perm_roles_read=483bed4a-2ad3-4361-a73b-c83ccdbdc53c          # RoleManagement.Read.Directory (Role)
 scope_openid=37f7f235-527c-4136-accd-4a02d197296e            # openid (delegated, Scope)
 scope_user_read=e1fe6dd8-ba31-4d61-89e7-88639da4683d         # User.Read (delegated, Scope)
 verify_scope="openid User.Read"                              # what keyturn's verify asks (src/azure/graph.rs VERIFY_SCOPE)
@@ -80,7 +83,8 @@ say "app $app_name: client id $app_id, service principal $sp_id"
 # 2. Graph application permissions: declared on the app (what the portal shows), then
 #    granted as app role assignments (what admin consent does).
 for pair in "$perm_password:User-PasswordProfile.ReadWrite.All" "$perm_read:User.Read.All" \
-  "$perm_ca_read:Policy.Read.ConditionalAccess"; do
+  "$perm_ca_read:Policy.Read.ConditionalAccess" \
+  "$perm_roles_read:RoleManagement.Read.Directory"; do
   id=${pair%%:*}; name=${pair#*:}
   actual=$(az ad sp show --id "$graph_app" --query "appRoles[?value=='$name'].id | [0]" -o tsv)
   if [ "$actual" != "$id" ]; then

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every route name a fault rule can select (besides `*` and `prefix.*`).
-pub const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 18] = [
     "token",
     "msi",
     "kv.set",
@@ -21,6 +21,8 @@ pub const ROUTES: [&str; 16] = [
     "graph.grants",
     "graph.ca",
     "eventgrid.publish",
+    "graph.roles",
+    "graph.service_principals",
     "kv.other",
     "graph.other",
 ];
@@ -69,7 +71,8 @@ pub struct FaultRule {
     pub id: Option<String>,
     /// Route selector: a route name (`token`, `msi`, `kv.set`, `kv.get`, `kv.list`,
     /// `kv.update`, `kv.delete`, `kv.recover`, `kv.purge`, `graph.get`, `graph.patch`,
-    /// `graph.grants`, `eventgrid.publish`), a
+    /// `graph.grants`, `graph.ca`, `graph.roles`, `graph.service_principals`,
+    /// `eventgrid.publish`), a
     /// prefix such as `kv.*`, or `*`.
     pub route: String,
     /// Only requests to this vault (Key Vault routes).

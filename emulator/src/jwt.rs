@@ -109,8 +109,9 @@ pub(crate) struct Claims {
     /// App permissions (Graph application permissions).
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Directory role template ids of the principal (as Entra puts them in `wids`).
-    #[serde(default)]
+    /// Directory role template ids of the principal (as Entra puts them in `wids`); left out
+    /// when the principal holds no role (as Entra leaves the claim out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upn: Option<String>,

@@ -5,7 +5,7 @@
 //! checked 2026-11-30).
 
 /// (name, template id) of the built-in roles the emulator knows.
-pub(crate) const BUILT_IN: [(&str, &str); 16] = [
+pub(crate) const BUILT_IN: [(&str, &str); 21] = [
     (
         "Global Administrator",
         "62e90394-69f5-4237-9190-012177145e10",
@@ -55,6 +55,24 @@ pub(crate) const BUILT_IN: [(&str, &str); 16] = [
         "Application Administrator",
         "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
     ),
+    // The other rows of "Who can reset passwords" (see `RESETTABLE_BY`).
+    (
+        "Groups Administrator",
+        "fdd7a751-b60b-444a-984c-02652fe8fa1c",
+    ),
+    ("Guest Inviter", "95e79109-95c0-4d8e-aee3-d01accf2d47b"),
+    (
+        "Message Center Reader",
+        "790c1fb9-7f7d-4f88-86a1-ef1f95c05c1b",
+    ),
+    (
+        "User Experience Success Manager",
+        "27460883-1df1-4691-b032-3b79643e5e63",
+    ),
+    (
+        "Usage Summary Reports Reader",
+        "75934031-6c7e-415a-99d7-48dbd49e875e",
+    ),
 ];
 
 /// The template id of a role given by name (case-insensitive) or by template id.
@@ -92,6 +110,91 @@ pub(crate) fn names(roles: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The target roles each limited reset role may reset the password of (rows of Microsoft's
+/// "Who can reset passwords" table, `privileged-roles-permissions.md` in
+/// `MicrosoftDocs/entra-docs`, checked 2026-11-30). A user without directory roles may be reset
+/// by all of them; Privileged Authentication Administrator and Global Administrator may reset
+/// everyone; a target holding any role not listed for the caller's role needs one of those two.
+const RESETTABLE_BY: [(&str, &[&str]); 4] = [
+    (
+        "Password Administrator",
+        &[
+            "Directory Readers",
+            "Guest Inviter",
+            "Password Administrator",
+        ],
+    ),
+    (
+        "Helpdesk Administrator",
+        &[
+            "Directory Readers",
+            "Guest Inviter",
+            "Helpdesk Administrator",
+            "Message Center Reader",
+            "Password Administrator",
+            "Reports Reader",
+            "User Experience Success Manager",
+            "Usage Summary Reports Reader",
+        ],
+    ),
+    (
+        "Authentication Administrator",
+        &[
+            "Authentication Administrator",
+            "Directory Readers",
+            "Guest Inviter",
+            "Message Center Reader",
+            "Password Administrator",
+            "Reports Reader",
+            "User Experience Success Manager",
+            "Usage Summary Reports Reader",
+        ],
+    ),
+    (
+        "User Administrator",
+        &[
+            "Directory Readers",
+            "Groups Administrator",
+            "Guest Inviter",
+            "Helpdesk Administrator",
+            "Message Center Reader",
+            "Password Administrator",
+            "Reports Reader",
+            "User Administrator",
+            "User Experience Success Manager",
+            "Usage Summary Reports Reader",
+        ],
+    ),
+];
+
+/// Roles that may reset every user's password and perform every sensitive action.
+const RESET_ANYONE: [&str; 2] = [
+    "Privileged Authentication Administrator",
+    "Global Administrator",
+];
+
+/// Whether a caller holding `caller` (role names) may reset the password of a user holding
+/// `target` (role names), per "Who can reset passwords".
+pub(crate) fn may_reset(caller: &[String], target: &[String]) -> bool {
+    may(caller, target, &RESETTABLE_BY)
+}
+
+/// Whether a caller may perform a sensitive action (here: set `accountEnabled`) on the user,
+/// per "Who can perform sensitive actions": the same rows as resets, for Authentication
+/// Administrator and User Administrator only (Password and Helpdesk Administrators may not).
+pub(crate) fn may_act_sensitive(caller: &[String], target: &[String]) -> bool {
+    may(caller, target, &RESETTABLE_BY[2..])
+}
+
+fn may(caller: &[String], target: &[String], table: &[(&str, &[&str])]) -> bool {
+    caller.iter().any(|c| {
+        RESET_ANYONE.contains(&c.as_str())
+            || table
+                .iter()
+                .any(|(role, rows)| role == c && target.iter().all(|t| rows.contains(&t.as_str())))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +216,52 @@ mod tests {
         assert_eq!(template_id("Chief Coffee Officer"), None);
         let ids = wids(&["User Administrator".into(), "Global Reader".into()]);
         assert_eq!(names(&ids), vec!["User Administrator", "Global Reader"]);
+    }
+
+    #[test]
+    fn resets_follow_the_who_can_reset_passwords_table() {
+        let v = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = v(&[]);
+        // Anyone with a reset role resets a user without roles.
+        for role in [
+            "Password Administrator",
+            "Helpdesk Administrator",
+            "User Administrator",
+        ] {
+            assert!(may_reset(&v(&[role]), &none), "{role}");
+        }
+        assert!(!may_reset(&v(&["Global Reader"]), &none));
+        // Helpdesk may reset a Reports Reader, Password Administrator may not.
+        assert!(may_reset(
+            &v(&["Helpdesk Administrator"]),
+            &v(&["Reports Reader"])
+        ));
+        assert!(!may_reset(
+            &v(&["Password Administrator"]),
+            &v(&["Reports Reader"])
+        ));
+        // User Administrator resets another User Administrator, not an Authentication one.
+        assert!(may_reset(
+            &v(&["User Administrator"]),
+            &v(&["User Administrator"])
+        ));
+        assert!(!may_reset(
+            &v(&["User Administrator"]),
+            &v(&["Authentication Administrator"])
+        ));
+        // Every role must be covered: one unlisted role needs PAA or Global Administrator.
+        let svc = v(&["Reports Reader", "Exchange Administrator"]);
+        assert!(!may_reset(&v(&["User Administrator"]), &svc));
+        assert!(may_reset(
+            &v(&["Privileged Authentication Administrator"]),
+            &svc
+        ));
+        assert!(may_reset(
+            &v(&["Global Administrator"]),
+            &v(&["Global Administrator"])
+        ));
+        // Enabling / disabling: not for Helpdesk or Password Administrators.
+        assert!(!may_act_sensitive(&v(&["Helpdesk Administrator"]), &none));
+        assert!(may_act_sensitive(&v(&["User Administrator"]), &none));
     }
 }

@@ -91,6 +91,8 @@ enum Target {
     EventGrid(String),
     /// `/{v1.0|beta}/identity/conditionalAccess/{policies|namedLocations|evaluate}`.
     Ca(String),
+    /// `/v1.0/roleManagement/directory/…` and `/v1.0/servicePrincipals`.
+    Roles(graph::RolesRoute),
     NotFound,
 }
 
@@ -132,6 +134,9 @@ fn classify(req: &Req) -> Target {
     }
     if let ["v1.0" | "beta", "identity", "conditionalAccess", what] = segs.as_slice() {
         return Target::Ca(what.to_string());
+    }
+    if let Some(route) = graph::RolesRoute::parse(&segs) {
+        return Target::Roles(route);
     }
     if let ["v1.0", "users", user] = segs.as_slice() {
         if !user.is_empty() {
@@ -238,6 +243,7 @@ async fn answer(
         Target::Grants => ("graph.grants", None, graph::peek_tenant(&req)),
         Target::EventGrid(_) => ("eventgrid.publish", None, None),
         Target::Ca(_) => ("graph.ca", None, graph::peek_tenant(&req)),
+        Target::Roles(r) => (r.name(), None, graph::peek_tenant(&req)),
     };
     let plan = lock(&shared.faults).plan(route, vault.as_deref(), tenant.as_deref());
     if plan.latency_ms > 0 {
@@ -282,6 +288,7 @@ async fn answer(
         Target::Grants => graph::handle_grants(shared, &req, &rid),
         Target::EventGrid(topic) => crate::eventgrid::publish(shared, &req, topic),
         Target::Ca(what) => graph::handle_ca(shared, &req, what, &rid),
+        Target::Roles(r) => graph::handle_roles(shared, &req, r, &rid),
         Target::Control | Target::NotFound => json(404, &json!({})),
     };
     let mut resp = finish(resp, &target, &req, &rid);
@@ -326,7 +333,7 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
                 "1.9.0.0 (keyturn-emulator)",
             )
         }
-        Target::Graph(_) | Target::Grants | Target::Ca(_) => {
+        Target::Graph(_) | Target::Grants | Target::Ca(_) | Target::Roles(_) => {
             let r = with_header(r, "request-id", rid);
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
@@ -360,7 +367,7 @@ fn fault_response(
             };
             keyvault::kv_error(status, code, "The service encountered an internal error (injected by a keyturn-emulator fault rule).", None)
         }
-        Target::Graph(_) | Target::Grants | Target::Ca(_) => {
+        Target::Graph(_) | Target::Grants | Target::Ca(_) | Target::Roles(_) => {
             let code = match status {
                 429 => "TooManyRequests",
                 503 => "serviceNotAvailable",

@@ -426,6 +426,53 @@ fn listed(vault: &str, p: SecretProperties) -> Result<ListedSecret, StoreError> 
     })
 }
 
+/// Why a write probe failed: the set (no write access) or the delete after it (the probe was
+/// written and stays).
+#[derive(Debug)]
+pub(crate) enum ProbeError {
+    /// Setting the probe secret failed.
+    Set(StoreError),
+    /// The probe secret was set; deleting it failed.
+    Delete(StoreError),
+}
+
+/// `keyturn doctor --write-probe`: sets the secret `name` in the vault at `url` to a value that
+/// is not a password (content type `text/plain`), then deletes it. Key Vault keeps a deleted
+/// secret (soft delete) until it is purged or its retention ends; the probe is not purged.
+pub(crate) async fn write_probe(
+    url: &str,
+    credential: Arc<dyn TokenCredential>,
+    http: &super::Http,
+    net: &crate::config::NetworkConfig,
+    name: &str,
+) -> Result<(), ProbeError> {
+    let store = KeyVaultStore::new(url, credential, http, net).map_err(ProbeError::Set)?;
+    let parameters = SetSecretParameters {
+        value: Some("keyturn doctor write probe (not a password)".to_owned()),
+        content_type: Some("text/plain".to_owned()),
+        tags: Some(
+            [("keyturn-doctor-probe".to_owned(), "true".to_owned())]
+                .into_iter()
+                .collect(),
+        ),
+        secret_attributes: None,
+    };
+    let body = parameters
+        .try_into()
+        .map_err(|e| ProbeError::Set(store.map_err(e)))?;
+    store
+        .client
+        .set_secret(name, body, None)
+        .await
+        .map_err(|e| ProbeError::Set(store.map_err(e)))?;
+    store
+        .client
+        .delete_secret(name, None)
+        .await
+        .map_err(|e| ProbeError::Delete(store.map_err(e)))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

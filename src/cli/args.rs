@@ -169,8 +169,9 @@ pub(crate) enum Cmd {
         json: bool,
     },
     /// Check, read-only, what would make a rotation fail: each identity's tokens, Graph
-    /// permissions and clock, then each account's user (exists, enabled, not synced from
-    /// on-premises), secret (readable, nothing pending) and its age (docs/doctor.md).
+    /// permissions, directory roles and clock, then each account's user (exists, enabled, not
+    /// synced from on-premises), its roles and whether the app may reset it, secret (readable,
+    /// nothing pending, write access) and its age (docs/doctor.md).
     /// Exit 0 when nothing fails, 1 when a check fails, 64 bad configuration, 69 when no
     /// identity can get a token.
     Doctor {
@@ -188,6 +189,10 @@ pub(crate) enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Confirm write access to each vault by setting and deleting a probe secret
+        /// (`keyturn-doctor-probe-…`; it stays soft-deleted until purged).
+        #[arg(long)]
+        write_probe: bool,
     },
     /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
     Reload {

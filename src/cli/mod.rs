@@ -132,8 +132,9 @@ pub fn main() -> i32 {
                 config,
                 account,
                 json,
+                write_probe,
             } => match load(&config) {
-                Ok(loaded) => doctor(&loaded, account.as_deref(), json).await,
+                Ok(loaded) => doctor(&loaded, account.as_deref(), json, write_probe).await,
                 Err(code) => code,
             },
             Cmd::Audit { command } => audit_command(command),
@@ -250,8 +251,15 @@ async fn plan(loaded: &Loaded, json: bool) -> i32 {
 }
 
 /// `keyturn doctor`: prints the report; its exit code (0, 1, 69), or 64 / 1 when it cannot run.
-async fn doctor(loaded: &Loaded, account: Option<&str>, json: bool) -> i32 {
-    match crate::doctor::doctor(loaded, account, time::OffsetDateTime::now_utc()).await {
+async fn doctor(loaded: &Loaded, account: Option<&str>, json: bool, write_probe: bool) -> i32 {
+    match crate::doctor::doctor(
+        loaded,
+        account,
+        write_probe,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    {
         Ok(r) => {
             if json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());

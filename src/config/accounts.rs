@@ -102,6 +102,12 @@ pub(super) fn validate_accounts(
         if !check_secret_name(&a.secret) {
             bad(key("secret"), format!("{:?} is not a Key Vault secret name: 1-119 characters of 0-9 a-z A-Z and '-' (119 leaves room for the '-pending' suffix)", a.secret), &mut ok);
         }
+        if a.secret
+            .to_ascii_lowercase()
+            .starts_with(crate::store::PROBE_PREFIX)
+        {
+            bad(key("secret"), format!("{:?} starts with {:?}, the prefix of the probe secrets `keyturn doctor --write-probe` sets and deletes: choose another name", a.secret, crate::store::PROBE_PREFIX), &mut ok);
+        }
         if !a.secret.is_empty() && !a.vault.is_empty() {
             let vault = normalize_vault(&a.vault);
             // Both of this account's names first, then the clashes with earlier accounts.

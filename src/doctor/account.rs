@@ -1,5 +1,7 @@
 //! The account checks: the Entra user (exists, enabled, not synced from on-premises), its
-//! sign-in readiness (`signin`: Conditional Access's What-If), the Key Vault secret (readable, present, nothing left pending) and its age.
+//! directory roles and whether the app may reset it (`super::roles`), its sign-in readiness
+//! (`super::signin`: Conditional Access's What-If), the Key Vault secret (readable, present,
+//! nothing left pending), write access (`super::vault`) and its age.
 
 use super::{AccountReport, Check};
 use crate::azure::Http;
@@ -14,11 +16,21 @@ use time::OffsetDateTime;
 /// and retried with backoff is normal; a day late is not).
 const AGE_GRACE: time::Duration = time::Duration::days(1);
 
+/// What the identity checks found that the account checks use.
+pub(super) struct FromIdentity<'a> {
+    /// The account identity's Graph token.
+    pub graph_token: Option<&'a Secret>,
+    /// The app's directory roles, when known.
+    pub app_roles: Option<&'a [String]>,
+    /// The `vault_write` check of the account's vault and vault identity.
+    pub vault_write: Check,
+}
+
 pub(super) async fn check(
     a: &ResolvedAccount,
     id: &IdentityConfig,
     m: &Managed,
-    graph_token: Option<&Secret>,
+    from: FromIdentity<'_>,
     http: &Http,
     now: OffsetDateTime,
 ) -> AccountReport {
@@ -30,13 +42,37 @@ pub(super) async fn check(
             "set enabled = true and `keyturn reload` to manage it",
         ));
     }
-    match graph_token {
+    match from.graph_token {
         Some(token) => {
-            let found = user(a, id, token, http).await;
-            let exists = found
-                .first()
-                .is_some_and(|c| c.status == super::Status::Pass);
+            let (found, user_id) = user(a, id, token, http).await;
             checks.extend(found);
+            match user_id {
+                Some(user_id) => {
+                    let base = super::identity::graph_base(id);
+                    checks.extend(
+                        super::roles::account_roles(
+                            http,
+                            &base,
+                            token,
+                            &a.user,
+                            &user_id,
+                            from.app_roles,
+                        )
+                        .await,
+                    );
+                }
+                None => {
+                    checks.push(Check::warn(
+                        "user_roles",
+                        "not checked: the user could not be read",
+                        "fix user_exists first",
+                    ));
+                    checks.push(super::roles::reset_rights(from.app_roles, None));
+                }
+            }
+            let exists = checks
+                .iter()
+                .any(|c| c.check == "user_exists" && c.status == super::Status::Pass);
             if exists {
                 checks.push(super::sign_in_readiness(a, id, token, http).await);
             }
@@ -47,7 +83,14 @@ pub(super) async fn check(
             format!("fix identity {:?}'s graph_token check first", a.identity),
         )),
     }
-    checks.extend(vault(m, a, now).await);
+    let mut vault_checks = vault(m, a, now).await;
+    // After secret_readable and nothing_pending, before secret_age.
+    let at = vault_checks
+        .iter()
+        .position(|c| c.check == "secret_age")
+        .unwrap_or(vault_checks.len());
+    vault_checks.insert(at, from.vault_write);
+    checks.extend(vault_checks);
     AccountReport {
         account: a.name.clone(),
         checks,
@@ -57,20 +100,36 @@ pub(super) async fn check(
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct User {
+    id: Option<String>,
     account_enabled: Option<bool>,
     on_premises_sync_enabled: Option<bool>,
 }
 
-async fn user(a: &ResolvedAccount, id: &IdentityConfig, token: &Secret, http: &Http) -> Vec<Check> {
+/// The user checks, and the user's object id when it could be read.
+async fn user(
+    a: &ResolvedAccount,
+    id: &IdentityConfig,
+    token: &Secret,
+    http: &Http,
+) -> (Vec<Check>, Option<String>) {
+    (user_checks(a, id, token, http).await).unwrap_or_else(|c| (vec![c], None))
+}
+
+async fn user_checks(
+    a: &ResolvedAccount,
+    id: &IdentityConfig,
+    token: &Secret,
+    http: &Http,
+) -> Result<(Vec<Check>, Option<String>), Check> {
     let base = super::identity::graph_base(id);
     let mut url = match url::Url::parse(&format!("{base}/v1.0/users")) {
         Ok(u) => u,
         Err(e) => {
-            return vec![Check::fail(
+            return Err(Check::fail(
                 "user_exists",
                 format!("graph_base {base:?} is not a URL: {e}"),
                 "fix the identity's graph_base",
-            )]
+            ))
         }
     };
     if let Ok(mut segments) = url.path_segments_mut() {
@@ -87,53 +146,54 @@ async fn user(a: &ResolvedAccount, id: &IdentityConfig, token: &Secret, http: &H
     {
         Ok(r) => r,
         Err(e) => {
-            return vec![Check::fail(
+            return Err(Check::fail(
                 "user_exists",
                 format!(
                     "Graph did not answer: {}",
                     crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)
                 ),
                 "check the network path to Graph (proxy, firewall, [network.resolve])",
-            )]
+            ))
         }
     };
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
-        return vec![Check::fail(
+        return Err(Check::fail(
             "user_exists",
             format!("no user {:?} in the tenant", a.user),
             "check the account's `user` (its userPrincipalName or object id) and the identity's tenant_id",
-        )];
+        ));
     }
     if status == reqwest::StatusCode::FORBIDDEN {
-        return vec![Check::fail(
+        return Err(Check::fail(
             "user_exists",
             format!("Graph refused to read {:?} (403)", a.user),
             "add the Microsoft Graph application permission User.Read.All to the app and grant admin consent",
-        )];
+        ));
     }
     if !status.is_success() {
-        return vec![Check::fail(
+        return Err(Check::fail(
             "user_exists",
             format!("Graph answered {status} reading {:?}", a.user),
             "run doctor again; if it persists, check Graph's service health",
-        )];
+        ));
     }
     let user: User = match resp.json().await {
         Ok(u) => u,
         Err(e) => {
-            return vec![Check::fail(
+            return Err(Check::fail(
                 "user_exists",
                 format!("Graph's answer for {:?} cannot be read: {e}", a.user),
                 "check graph_base points at Microsoft Graph",
-            )]
+            ))
         }
     };
-    vec![
+    let checks = vec![
         Check::pass("user_exists", format!("{} exists", a.user)),
         user_enabled(&a.user, user.account_enabled),
         user_cloud_only(&a.user, user.on_premises_sync_enabled),
-    ]
+    ];
+    Ok((checks, user.id))
 }
 
 /// `user_enabled` from Graph's `accountEnabled` (doctor and the readiness watch).

@@ -1,5 +1,6 @@
 //! The identity checks: a token for Graph and for Key Vault, the Graph application
-//! permissions in the Graph token's `roles`, and the clock against the services' `Date`.
+//! permissions in the Graph token's `roles`, the app's directory roles (`super::roles`), and
+//! the clock against the services' `Date`.
 
 use super::{Check, IdentityReport};
 use crate::azure::graph::graph_scope;
@@ -38,6 +39,8 @@ pub(super) struct Checked {
     pub report: IdentityReport,
     /// The Graph token, for the account checks (never printed).
     pub graph_token: Option<Secret>,
+    /// The app's directory roles (template ids), when they could be read.
+    pub app_roles: Option<Vec<String>>,
 }
 
 pub(super) async fn check(
@@ -69,13 +72,26 @@ pub(super) async fn check(
             None
         }
     };
+    let mut app_roles = None;
     match &graph_token {
-        Some(t) => checks.extend(permissions(t)),
-        None => checks.push(Check::warn(
-            "graph_permission",
-            "not checked: no Graph token",
-            "fix graph_token first",
-        )),
+        Some(t) => {
+            checks.extend(permissions(t));
+            let (check, roles) = super::roles::app_directory_roles(http, &base, t).await;
+            checks.push(check);
+            app_roles = roles;
+        }
+        None => {
+            checks.push(Check::warn(
+                "graph_permission",
+                "not checked: no Graph token",
+                "fix graph_token first",
+            ));
+            checks.push(Check::warn(
+                "app_directory_roles",
+                "not checked: no Graph token",
+                "fix graph_token first",
+            ));
+        }
     }
     if let Some(vault) = vault {
         let scope = vault_scope(vault);
@@ -102,6 +118,7 @@ pub(super) async fn check(
             got_token,
         },
         graph_token,
+        app_roles,
     })
 }
 

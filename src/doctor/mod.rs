@@ -4,12 +4,18 @@
 //! Vault secret, its age), a list of checks with
 //! `pass`, `warn` or `fail`, a one-line finding and the fix. It builds the accounts as
 //! [`crate::app`] does (like [`crate::plan`]) and writes nothing: no Key Vault write, no
-//! Graph write, no audit record, no lock. Never prints a password or a token.
+//! Graph write, no audit record, no lock (except, with `--write-probe`, one probe secret per
+//! vault and vault identity, set and deleted: `vault`). Never prints a password or a token.
 //! `docs/doctor.md` lists every check.
+//!
+//! `identity` and `account` hold the checks of each; `roles` the directory-role checks (also
+//! called by the daemon's readiness watch); `vault` the write-access check.
 
 mod account;
 mod identity;
+pub(crate) mod roles;
 mod signin;
+mod vault;
 pub mod watch;
 
 pub(crate) use signin::sign_in_readiness;
@@ -81,6 +87,27 @@ impl Check {
             status: Status::Fail,
             detail: detail.into(),
             fix: fix.into(),
+        }
+    }
+}
+
+/// A check and whether Graph answered the question behind it. Doctor prints the check
+/// either way; the readiness watch (`watch`) takes [`Asked::NoAnswer`] (Graph did not
+/// answer, throttled with 429, failed with 5xx, or sent an answer that cannot be read) as
+/// unknown, not as a finding.
+#[derive(Debug, Clone)]
+pub(crate) enum Asked {
+    /// Graph's answer, judged.
+    Answered(Check),
+    /// No usable answer; the check is doctor's warning about that.
+    NoAnswer(Check),
+}
+
+impl Asked {
+    /// The check doctor prints.
+    pub(crate) fn check(self) -> Check {
+        match self {
+            Asked::Answered(c) | Asked::NoAnswer(c) => c,
         }
     }
 }
@@ -196,10 +223,13 @@ impl DoctorError {
     }
 }
 
-/// Runs every check for the accounts (`only`: that one) and the identities they use.
+/// Runs every check for the accounts (`only`: that one) and the identities they use;
+/// `write_probe`: confirm each vault identity's write access by setting and deleting a probe
+/// secret (`--write-probe`).
 pub async fn doctor(
     loaded: &Loaded,
     only: Option<&str>,
+    write_probe: bool,
     now: OffsetDateTime,
 ) -> Result<Report, DoctorError> {
     if let Some(name) = only {
@@ -238,6 +268,7 @@ pub async fn doctor(
     let started = std::time::Instant::now();
     let mut identities = Vec::new();
     let mut graph_tokens = HashMap::new();
+    let mut app_roles = HashMap::new();
     for (name, vault) in names {
         let Some(id) = loaded.config.identities.get(name) else {
             continue;
@@ -247,23 +278,43 @@ pub async fn doctor(
         if let Some(t) = checked.graph_token {
             graph_tokens.insert(name.to_owned(), t);
         }
+        if let Some(r) = checked.app_roles {
+            app_roles.insert(name.to_owned(), r);
+        }
         identities.push(checked.report);
     }
     let mut accounts = Vec::new();
+    // One write probe per vault and vault identity.
+    let mut vault_writes: HashMap<(String, String), Check> = HashMap::new();
     for &i in &selected {
         let a = &loaded.accounts[i];
         let id = &loaded.config.identities[&a.identity];
-        accounts.push(
-            account::check(
-                a,
-                id,
-                &managed[i],
-                graph_tokens.get(&a.identity),
-                &http,
-                now,
-            )
-            .await,
-        );
+        let key = (a.vault.clone(), a.vault_identity.clone());
+        let vault_write = match (vault_writes.get(&key), write_probe) {
+            (Some(c), _) => c.clone(),
+            (None, false) => vault::unconfirmed(&a.vault_identity),
+            (None, true) => match loaded.config.identities.get(&a.vault_identity) {
+                Some(vid) => {
+                    vault::probe(
+                        &a.vault,
+                        &a.vault_identity,
+                        vid,
+                        &http,
+                        &loaded.config.network,
+                        &vault::probe_name(),
+                    )
+                    .await
+                }
+                None => vault::unconfirmed(&a.vault_identity),
+            },
+        };
+        vault_writes.insert(key, vault_write.clone());
+        let from = account::FromIdentity {
+            graph_token: graph_tokens.get(&a.identity),
+            app_roles: app_roles.get(&a.identity).map(Vec::as_slice),
+            vault_write,
+        };
+        accounts.push(account::check(a, id, &managed[i], from, &http, now).await);
     }
     Ok(Report {
         identities,

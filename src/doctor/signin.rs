@@ -9,9 +9,11 @@
 //! with its controls, `fail` when the account verifies, `warn` otherwise. A report-only policy
 //! that would do the same, or a policy whose location condition cannot be judged without
 //! `signin_ip`, is a `warn`. [`sign_in_readiness`] needs only the account, its identity, a
-//! Graph token and the HTTP client, so the daemon's readiness watch can call it alone.
+//! Graph token and the HTTP client; the daemon's readiness watch calls [`evaluate`] (the
+//! What-If for a user object id it already read), whose [`Asked::NoAnswer`] it takes as
+//! unknown.
 
-use super::Check;
+use super::{Asked, Check};
 use crate::azure::Http;
 use crate::config::{IdentityConfig, ResolvedAccount};
 use azure_core::credentials::Secret;
@@ -179,6 +181,21 @@ pub(crate) async fn sign_in_readiness(
             )
         }
     };
+    evaluate(a, &base, graph_token, http, &user_id)
+        .await
+        .check()
+}
+
+/// The What-If evaluation for the user whose object id is `user_id`, against Graph at
+/// `base`: [`Asked::NoAnswer`] when Graph did not answer (no answer, 429, 5xx, an unreadable
+/// answer), which the readiness watch takes as unknown; doctor prints the check either way.
+pub(crate) async fn evaluate(
+    a: &ResolvedAccount,
+    base: &str,
+    graph_token: &Secret,
+    http: &Http,
+    user_id: &str,
+) -> Asked {
     let mut conditions = json!({ "clientAppType": CLIENT_APP_TYPE });
     if let Some(ip) = a.signin_ip {
         conditions["ipAddress"] = json!(ip.to_string());
@@ -200,49 +217,54 @@ pub(crate) async fn sign_in_readiness(
     {
         Ok(r) => r,
         Err(e) => {
-            return Check::warn(
+            return Asked::NoAnswer(Check::warn(
                 CHECK,
                 format!(
                     "Graph did not answer the What-If evaluation: {}",
                     crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)
                 ),
                 "check the network path to Graph, and run doctor again",
-            )
+            ))
         }
     };
     let status = resp.status();
     if status == reqwest::StatusCode::FORBIDDEN {
-        return Check::warn(
+        return Asked::Answered(Check::warn(
             CHECK,
             format!("Graph refused the Conditional Access What-If evaluation (403): the app lacks {PERMISSION}, so doctor cannot tell whether a policy blocks the password sign-in"),
             format!("add the Microsoft Graph application permission {PERMISSION} to the app and grant admin consent (deploy/azure/setup.sh does)"),
-        );
+        ));
     }
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Check::warn(
+        return Asked::NoAnswer(Check::warn(
             CHECK,
             "Graph throttled the What-If evaluation (429: Conditional Access allows about one request a second per tenant)",
             "run doctor again in a minute",
-        );
+        ));
     }
     if !status.is_success() {
-        return Check::warn(
+        let c = Check::warn(
             CHECK,
             format!("Graph answered {status} to the What-If evaluation"),
             "run doctor again; if it persists, check Graph's service health",
         );
+        return if status.is_server_error() {
+            Asked::NoAnswer(c)
+        } else {
+            Asked::Answered(c)
+        };
     }
     let answer: Answer = match resp.json().await {
         Ok(x) => x,
         Err(e) => {
-            return Check::warn(
+            return Asked::NoAnswer(Check::warn(
                 CHECK,
                 format!("Graph's What-If answer cannot be read: {e}"),
                 "check graph_base points at Microsoft Graph",
-            )
+            ))
         }
     };
-    verdict(a, &answer.value)
+    Asked::Answered(verdict(a, &answer.value))
 }
 
 /// The account's user object id: `user` itself when it is one, else Graph's answer for the UPN.

@@ -1,16 +1,26 @@
 //! The checks the daemon's readiness watch runs (`docs/doctor.md`, "The watch"): the cheap,
-//! read-only subset of doctor's account checks, per account, through the account's own
-//! (rate-limited) Graph adapter. No secret value is read: Key Vault is not asked at all.
+//! read-only subset of doctor's account checks, per account. The user checks go through the
+//! account's own (rate-limited) Graph adapter; the role and sign-in readiness checks through
+//! the identity's credential (its token cached and refreshed by `azure_identity`) and the
+//! HTTP client, which [`Targets`] holds per account. No secret value is read: Key Vault is
+//! not asked at all.
 //!
-//! [`account_checks`] is the one list of what the watch runs; [`Watch`] hands it to the
-//! daemon as its [`ReadinessProbe`]. A check whose question got no answer (Graph down,
-//! throttled, no token) is [`Watched::Unknown`]: the watch keeps the last result and pages
-//! no one for an outage.
+//! [`Watch::account_checks`] is the one list of what the watch runs; [`Watch`] is the
+//! daemon's [`ReadinessProbe`], built by `service` and handed new [`Targets`] at each reload.
+//! A check whose question got no answer (Graph down, throttled, no token) is
+//! [`Watched::Unknown`]: the watch keeps the last result and pages no one for an outage.
 
-use super::{account, Check, Status};
+use super::roles::{self, AppRoles};
+use super::{account, Asked, Check, Status};
+use crate::azure::Http;
+use crate::config::{IdentityConfig, Loaded, ResolvedAccount};
 use crate::daemon::{Managed, Probed, Readiness, ReadinessProbe};
 use crate::directory::DirectoryError;
 use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// One watched check: what it found, or that it could not ask.
 #[derive(Debug, Clone)]
@@ -53,30 +63,19 @@ impl Watched {
     }
 }
 
-/// The checks the watch runs for one account, in a stable order. Each is cheap and
-/// read-only; today one Graph user read (`user_exists`, `user_enabled`, `user_cloud_only`,
-/// judged as `keyturn doctor` judges them).
-pub async fn account_checks(m: &Managed) -> Vec<Watched> {
-    // Added at merge, each `Check` into a `Watched` with `Watched::from`, and a question
-    // that got no answer from Graph as `Watched::Unknown` (not a `fail`):
-    // - sign-in readiness: `super::signin::sign_in_readiness` (Conditional Access What-If;
-    //   its detail names each policy that applies and its grant controls);
-    // - the role checks: `user_roles` (the account's directory roles) and `reset_rights`
-    //   (whether the app's roles may reset it; the detail names the missing role).
-    // They need the identity's Graph token and the HTTP client: add them to `Watch` (built
-    // in `service`, rebuilt at reload) and pass `&Watch` here.
-    user_checks(m).await
-}
-
-/// `user_exists`, `user_enabled`, `user_cloud_only` from one Graph read of the user.
-async fn user_checks(m: &Managed) -> Vec<Watched> {
+/// `user_exists`, `user_enabled`, `user_cloud_only` from one Graph read of the user, and the
+/// user's object id when it could be read.
+async fn user_checks(m: &Managed) -> (Vec<Watched>, Option<String>) {
     let user = &m.account.user;
     match m.account.directory.user(user).await {
-        Ok(info) => vec![
-            Check::pass("user_exists", format!("{user} exists")).into(),
-            account::user_enabled(user, info.account_enabled).into(),
-            account::user_cloud_only(user, info.on_premises_sync_enabled).into(),
-        ],
+        Ok(info) => (
+            vec![
+                Check::pass("user_exists", format!("{user} exists")).into(),
+                account::user_enabled(user, info.account_enabled).into(),
+                account::user_cloud_only(user, info.on_premises_sync_enabled).into(),
+            ],
+            Some(info.id),
+        ),
         Err(e) => {
             let found = match &e {
                 DirectoryError::Rejected { status: 404, .. } => Some(Check::fail(
@@ -98,7 +97,7 @@ async fn user_checks(m: &Managed) -> Vec<Watched> {
                 | DirectoryError::NotSent { .. }
                 | DirectoryError::SignIn { .. } => None,
             };
-            match found {
+            let checks = match found {
                 // The user cannot be read: the checks that judge its properties have
                 // nothing to judge this time.
                 Some(c) => vec![
@@ -113,7 +112,8 @@ async fn user_checks(m: &Managed) -> Vec<Watched> {
                         .map(|c| unknown(c, &why))
                         .collect()
                 }
-            }
+            };
+            (checks, None)
         }
     }
 }
@@ -125,14 +125,207 @@ fn unknown(check: &'static str, detail: &str) -> Watched {
     }
 }
 
-/// The daemon's [`ReadinessProbe`]: [`account_checks`].
-#[derive(Debug, Clone, Default)]
-pub struct Watch;
+impl From<Asked> for Watched {
+    fn from(a: Asked) -> Self {
+        match a {
+            Asked::Answered(c) => Watched::Found(c),
+            Asked::NoAnswer(c) => Watched::Unknown {
+                check: c.check,
+                detail: c.detail,
+            },
+        }
+    }
+}
+
+/// The checks that need the identity's token, in the order the watch reports them.
+const TOKEN_CHECKS: [&str; 3] = ["user_roles", "reset_rights", "sign_in_readiness"];
+
+/// Conditional Access's What-If allows about one request a second per tenant: the watch
+/// asks at most one a second per tenant, whatever its gap between accounts.
+const CA_PACE: Duration = Duration::from_secs(1);
+
+/// One identity as the watch uses it: its configuration and credential.
+struct Identity {
+    config: IdentityConfig,
+    /// Its credential, or why it could not be built (never a secret).
+    credential: Result<Arc<dyn TokenCredential>, String>,
+    /// Graph's base URL and the token scope for it.
+    base: String,
+    scope: String,
+}
+
+/// What the watch needs beyond an account's [`Managed`]: per account, its configuration and
+/// its identity's credential; the HTTP client. Built from a loaded configuration (at
+/// start-up and at each reload, where reading credential files may block).
+#[derive(Default)]
+pub struct Targets {
+    http: Option<Http>,
+    accounts: HashMap<String, (ResolvedAccount, Arc<Identity>)>,
+}
+
+impl Targets {
+    /// The targets of `loaded`'s enabled accounts, with `http`. Building a credential reads
+    /// its files (a client secret, a certificate): call it where blocking is allowed.
+    pub fn build(loaded: &Loaded, http: &Http) -> Targets {
+        let mut identities: HashMap<&str, Arc<Identity>> = HashMap::new();
+        let mut accounts = HashMap::new();
+        for a in loaded.accounts.iter().filter(|a| a.enabled) {
+            let Some(config) = loaded.config.identities.get(&a.identity) else {
+                continue;
+            };
+            let id = identities
+                .entry(a.identity.as_str())
+                .or_insert_with(|| {
+                    let base = super::identity::graph_base(config);
+                    let scope = config
+                        .graph_scope
+                        .clone()
+                        .unwrap_or_else(|| crate::azure::graph::graph_scope(&base));
+                    Arc::new(Identity {
+                        config: config.clone(),
+                        credential: crate::azure::credential(
+                            &a.identity,
+                            config,
+                            http,
+                            &loaded.config.network,
+                        )
+                        .map_err(|e| e.to_string()),
+                        base,
+                        scope,
+                    })
+                })
+                .clone();
+            accounts.insert(a.name.clone(), (a.clone(), id));
+        }
+        Targets {
+            http: Some(http.clone()),
+            accounts,
+        }
+    }
+}
+
+/// The daemon's [`ReadinessProbe`]: [`Watch::account_checks`]. Clones share the targets, so
+/// the reloader can hand the running watch new ones ([`Watch::set`]).
+#[derive(Clone, Default)]
+pub struct Watch {
+    targets: Arc<RwLock<Arc<Targets>>>,
+    /// When each tenant was last asked for a What-If evaluation.
+    asked: Arc<tokio::sync::Mutex<HashMap<String, tokio::time::Instant>>>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+impl Watch {
+    /// A watch over `targets`.
+    pub fn new(targets: Targets) -> Watch {
+        let w = Watch::default();
+        w.set(targets);
+        w
+    }
+
+    /// Hands the watch a reloaded configuration's targets.
+    pub fn set(&self, targets: Targets) {
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(targets);
+    }
+
+    fn targets(&self) -> Arc<Targets> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The checks the watch runs for one account, in a stable order, each cheap and
+    /// read-only: `user_exists`, `user_enabled`, `user_cloud_only` (one Graph read of the
+    /// user), `user_roles` and `reset_rights` (the account's and the app's directory roles),
+    /// `sign_in_readiness` (Conditional Access's What-If), judged as `keyturn doctor` judges
+    /// them.
+    pub async fn account_checks(&self, m: &Managed) -> Vec<Watched> {
+        let (mut checks, user_id) = user_checks(m).await;
+        let targets = self.targets();
+        let (Some(http), Some((a, id))) = (&targets.http, targets.accounts.get(&m.account.name))
+        else {
+            return checks;
+        };
+        let Some(user_id) = user_id else {
+            checks.extend(
+                TOKEN_CHECKS
+                    .iter()
+                    .map(|c| unknown(c, "the user could not be read")),
+            );
+            return checks;
+        };
+        let token = match &id.credential {
+            Ok(cred) => cred
+                .get_token(&[id.scope.as_str()], None)
+                .await
+                .map(|t| t.token)
+                .map_err(|e| crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)),
+            Err(e) => Err(e.clone()),
+        };
+        let token = match token {
+            Ok(t) => t,
+            Err(e) => {
+                let why = format!("no Graph token: {e}");
+                checks.extend(TOKEN_CHECKS.iter().map(|c| unknown(c, &why)));
+                return checks;
+            }
+        };
+        let (user_roles, target) =
+            roles::user_roles(http, &id.base, &token, &a.user, &user_id).await;
+        let reset = match roles::app_roles_now(http, &id.base, &token).await {
+            AppRoles::NoAnswer(e) => unknown(
+                "reset_rights",
+                &format!("the app's directory roles: no answer from Graph: {e}"),
+            ),
+            app => {
+                let app = match &app {
+                    AppRoles::Known(ids) => Some(ids.as_slice()),
+                    _ => None,
+                };
+                let c = roles::reset_rights(app, target.as_deref());
+                // The account's roles unknown for want of an answer: a verdict that needs
+                // them is not known either.
+                if matches!(user_roles, Asked::NoAnswer(_)) && c.status != Status::Pass {
+                    unknown(
+                        "reset_rights",
+                        "the account's directory roles: no answer from Graph",
+                    )
+                } else {
+                    c.into()
+                }
+            }
+        };
+        checks.push(user_roles.into());
+        checks.push(reset);
+        self.pace(id.config.tenant_id.as_deref().unwrap_or_default())
+            .await;
+        checks.push(
+            super::signin::evaluate(a, &id.base, &token, http, &user_id)
+                .await
+                .into(),
+        );
+        checks
+    }
+
+    /// Waits until the tenant's last What-If evaluation is [`CA_PACE`] ago.
+    async fn pace(&self, tenant: &str) {
+        let mut asked = self.asked.lock().await;
+        if let Some(last) = asked.get(tenant) {
+            tokio::time::sleep_until(*last + CA_PACE).await;
+        }
+        asked.insert(tenant.to_owned(), tokio::time::Instant::now());
+    }
+}
 
 #[async_trait]
 impl ReadinessProbe for Watch {
     async fn probe(&self, account: &Managed) -> Vec<Probed> {
-        account_checks(account)
+        self.account_checks(account)
             .await
             .into_iter()
             .map(Watched::probed)

@@ -157,6 +157,10 @@ pub async fn run(
             .with_fence(fence.clone()),
     );
     let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+    // The readiness watch runs doctor's cheap account checks (`doctor::watch`), with the
+    // identities' credentials and the client; the reloader hands it each new configuration.
+    let watch =
+        crate::doctor::watch::Watch::new(crate::doctor::watch::Targets::build(&loaded, &http));
     // The accounts as written are built; only the resolved ones are still read below, and the
     // reloader is handed the configuration without them rather than a copy of thousands.
     loaded.config.accounts = Vec::new();
@@ -174,8 +178,7 @@ pub async fn run(
     }
     let mut daemon = Daemon::new(engine, audit.clone(), clock.clone(), settings, accounts)
         .with_pauses(pause_file, paused)
-        // The readiness watch runs doctor's cheap account checks (`doctor::watch`).
-        .with_readiness_probe(Arc::new(crate::doctor::watch::Watch));
+        .with_readiness_probe(Arc::new(watch.clone()));
     if let Some(w) = watchdog {
         daemon = daemon.with_heartbeat(w / 4);
     }
@@ -197,14 +200,17 @@ pub async fn run(
         loaded.config.daemon.unclean_start_delay,
     );
     let (tx, rx) = mpsc::channel(64);
-    let reloader: Arc<dyn crate::reload::Reload> = Arc::new(crate::reload::Reloader::new(
-        loaded.path.clone(),
-        loaded.config.clone(),
-        limiter,
-        audit.clone(),
-        clock.clone(),
-        tx.clone(),
-    ));
+    let reloader: Arc<dyn crate::reload::Reload> = Arc::new(
+        crate::reload::Reloader::new(
+            loaded.path.clone(),
+            loaded.config.clone(),
+            limiter,
+            audit.clone(),
+            clock.clone(),
+            tx.clone(),
+        )
+        .with_watch(watch),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -573,6 +573,7 @@ fn the_azure_setup_script_is_valid_bash_with_the_known_ids() {
         "cc117bb9-00cf-4eb8-b580-ea2a878fe8f7", // User-PasswordProfile.ReadWrite.All
         "df021288-bdef-4463-88db-98f22de89214", // User.Read.All
         "37730810-e9ba-4e46-b07e-8ca78d182097", // Policy.Read.ConditionalAccess
+        "483bed4a-2ad3-4361-a73b-c83ccdbdc53c", // RoleManagement.Read.Directory
         "7be44c8a-adaf-4e2a-84d6-ab2649e08a13", // Privileged Authentication Administrator
         "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", // Key Vault Secrets Officer
         "system:serviceaccount:keyturn:keyturn",
@@ -622,6 +623,7 @@ case "$args" in
   *"appRoles[?value=='User-PasswordProfile.ReadWrite.All']"*) echo cc117bb9-00cf-4eb8-b580-ea2a878fe8f7 ;;
   *"appRoles[?value=='User.Read.All']"*) echo df021288-bdef-4463-88db-98f22de89214 ;;
   *"appRoles[?value=='Policy.Read.ConditionalAccess']"*) echo 37730810-e9ba-4e46-b07e-8ca78d182097 ;;
+  *"appRoles[?value=='RoleManagement.Read.Directory']"*) echo 483bed4a-2ad3-4361-a73b-c83ccdbdc53c ;;
   *"oauth2PermissionScopes[?value=='openid']"*) echo 37f7f235-527c-4136-accd-4a02d197296e ;;
   *"oauth2PermissionScopes[?value=='User.Read']"*) echo e1fe6dd8-ba31-4d61-89e7-88639da4683d ;;
   "ad app show "*) echo 0 ;;
@@ -748,7 +750,7 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
     );
     assert!(!list[0].iter().any(|a| a == "--display-name"), "{list:?}");
     assert_eq!(calls_to(&calls, &["ad", "app", "create"]).len(), 1);
-    // The three Graph permissions declared and granted; the directory role assigned.
+    // The Graph permissions declared and granted; the directory role assigned.
     let declared: Vec<_> = calls_to(&calls, &["ad", "app", "permission", "add"])
         .iter()
         .filter_map(|c| flag(c, "--api-permissions"))
@@ -759,6 +761,7 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
             "cc117bb9-00cf-4eb8-b580-ea2a878fe8f7=Role",
             "df021288-bdef-4463-88db-98f22de89214=Role",
             "37730810-e9ba-4e46-b07e-8ca78d182097=Role", // Policy.Read.ConditionalAccess
+            "483bed4a-2ad3-4361-a73b-c83ccdbdc53c=Role", // RoleManagement.Read.Directory
             "37f7f235-527c-4136-accd-4a02d197296e=Scope", // openid
             "e1fe6dd8-ba31-4d61-89e7-88639da4683d=Scope", // User.Read
         ]
@@ -780,9 +783,10 @@ fn the_azure_setup_script_does_each_step_against_a_stub_az() {
         .iter()
         .filter_map(|c| flag(c, "--body"))
         .collect();
-    assert_eq!(posts.len(), 4, "{posts:#?}");
+    assert_eq!(posts.len(), 5, "{posts:#?}");
     assert!(posts[2].contains("\"appRoleId\":\"37730810-e9ba-4e46-b07e-8ca78d182097\""));
-    assert!(posts[3].contains("\"roleDefinitionId\":\"7be44c8a-adaf-4e2a-84d6-ab2649e08a13\""));
+    assert!(posts[3].contains("\"appRoleId\":\"483bed4a-2ad3-4361-a73b-c83ccdbdc53c\""));
+    assert!(posts[4].contains("\"roleDefinitionId\":\"7be44c8a-adaf-4e2a-84d6-ab2649e08a13\""));
     // The vault, keyturn's role on it, and the consumer's reader role on it.
     assert_eq!(calls_to(&calls, &["keyvault", "create"]).len(), 1);
     let vault_id = "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv1";

@@ -35,7 +35,15 @@ pub(crate) fn doctor(config: &Path, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
-/// An emulator with `SCENARIO` changed by `edit`, and a configuration for `accounts`.
+/// The rotator's Graph permissions in `SCENARIO`, before and after the deployment's grant of
+/// `RoleManagement.Read.Directory` (`deploy/azure/setup.sh`), which lets doctor read the
+/// accounts' directory roles.
+const ROTATOR_PERMISSIONS: &str = "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged";
+const ROTATOR_PERMISSIONS_DEPLOYED: &str = "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged";
+
+/// An emulator with `SCENARIO` changed by `edit` (then given the deployment's
+/// `RoleManagement.Read.Directory` for the rotator, unless `edit` changed its permissions),
+/// and a configuration for `accounts` with the rotator identity.
 pub(crate) async fn world(
     edit: impl Fn(String) -> String,
     accounts: &[&'static str],
@@ -44,13 +52,29 @@ pub(crate) async fn world(
     tempfile::TempDir,
     std::path::PathBuf,
 ) {
-    let emu = keyturn_emulator::testkit::start_toml(&edit(SCENARIO.to_owned())).await;
+    let with: Vec<(&'static str, &'static str)> =
+        accounts.iter().map(|a| (*a, "rotator")).collect();
+    world_as(edit, &with).await
+}
+
+/// As [`world`], with (account, identity) pairs.
+async fn world_as(
+    edit: impl Fn(String) -> String,
+    accounts: &[(&'static str, &'static str)],
+) -> (
+    keyturn_emulator::Emulator,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let scenario =
+        edit(SCENARIO.to_owned()).replacen(ROTATOR_PERMISSIONS, ROTATOR_PERMISSIONS_DEPLOYED, 1);
+    let emu = keyturn_emulator::testkit::start_toml(&scenario).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         &emu,
         dir.path(),
         &Opts {
-            accounts: accounts.iter().map(|a| (*a, "rotator")).collect(),
+            accounts: accounts.to_vec(),
             ..Opts::default()
         },
     );
@@ -87,12 +111,19 @@ pub(crate) fn find<'a>(v: &'a Value, section: &str, name: &str, check: &str) -> 
         .unwrap_or_else(|| panic!("no check {check} for {name} in {v}"))
 }
 
-fn statuses(v: &Value) -> Vec<String> {
+/// The checks that did not pass: (check, status).
+fn not_passed(v: &Value) -> Vec<(String, String)> {
     ["identities", "accounts"]
         .iter()
         .flat_map(|s| v[*s].as_array().unwrap().iter())
         .flat_map(|e| e["checks"].as_array().unwrap().iter())
-        .map(|c| c["status"].as_str().unwrap().to_owned())
+        .filter(|c| c["status"] != "pass")
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -101,7 +132,9 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
     let (_emu, _dir, config) = world(|s| s, &["svc-1", "svc-2"]).await;
     let (code, v) = json(&config, &[]);
     assert_eq!(code, 0, "{v}");
-    assert!(statuses(&v).iter().all(|s| s == "pass"), "{v}");
+    // Everything passes but write access, which doctor cannot confirm without writing.
+    let warn = ("vault_write".to_owned(), "warn".to_owned());
+    assert_eq!(not_passed(&v), vec![warn.clone(), warn], "{v}");
     // Exactly the documented keys.
     let top: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(top, ["accounts", "identities"]);
@@ -123,6 +156,7 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
         "graph_token",
         "vault_token",
         "graph_permission",
+        "app_directory_roles",
         "clock_skew",
     ] {
         assert_eq!(find(&v, "identities", "rotator", check)["status"], "pass");
@@ -131,6 +165,8 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
         "user_exists",
         "user_enabled",
         "user_cloud_only",
+        "user_roles",
+        "reset_rights",
         "secret_readable",
         "nothing_pending",
         "secret_age",
@@ -138,6 +174,32 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
     ] {
         assert_eq!(find(&v, "accounts", "svc-2", check)["status"], "pass");
     }
+    // The roles are named: the app's from its token, the account's from Graph.
+    let c = find(&v, "identities", "rotator", "app_directory_roles");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Privileged Authentication Administrator"),
+        "{c}"
+    );
+    let c = find(&v, "accounts", "svc-1", "user_roles");
+    for role in [
+        "Exchange Administrator",
+        "User Administrator",
+        "Global Reader",
+    ] {
+        assert!(c["detail"].as_str().unwrap().contains(role), "{c}");
+    }
+    let c = find(&v, "accounts", "svc-1", "vault_write");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot confirm write access without writing"),
+        "{c}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("--write-probe"), "{c}");
 
     // The text form says the same, and --account narrows it to one account.
     let (code, text, _) = doctor(&config, &["--account", "svc-2"]);
@@ -181,7 +243,7 @@ async fn a_missing_graph_permission_fails_naming_the_permission_to_add() {
     let (_emu, _dir, config) = world(
         |s| {
             s.replacen(
-                "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
+                ROTATOR_PERMISSIONS,
                 "graph_permissions = [\"User.Read.All\"]\ndirectory_roles = [\"Privileged",
                 1,
             )
@@ -441,4 +503,289 @@ async fn a_bad_configuration_or_an_unknown_account_exits_64() {
     let (code, _, stderr) = doctor(&bad, &[]);
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("invalid configuration"), "{stderr}");
+}
+
+/// svc-2 without directory roles: an ordinary user.
+fn svc2_without_roles(s: String) -> String {
+    s.replacen(
+        "directory_roles = [\"Teams Administrator\", \"Reports Reader\"]",
+        "directory_roles = []",
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_without_privileged_authentication_administrator_cannot_reset_a_privileged_account()
+{
+    // The weak app holds User Administrator: enough for an ordinary user (svc-2 without roles),
+    // not for svc-1 (Exchange Administrator, User Administrator, Global Reader).
+    let (emu, _dir, config) = world_as(
+        |s| {
+            svc2_without_roles(s).replacen(
+                "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\"]\ndirectory_roles = [\"User Administrator\"]",
+                "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"User Administrator\"]",
+                1,
+            )
+        },
+        &[("svc-1", "weak"), ("svc-2", "weak")],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 1, "{v}");
+    let c = find(&v, "identities", "weak", "app_directory_roles");
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("User Administrator"),
+        "{c}"
+    );
+    let c = find(&v, "accounts", "svc-1", "reset_rights");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Exchange Administrator"),
+        "{c}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Privileged Authentication Administrator"),
+        "{c}"
+    );
+    let c = find(&v, "accounts", "svc-2", "reset_rights");
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        find(&v, "accounts", "svc-2", "user_roles")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no directory role"),
+        "{v}"
+    );
+
+    // Doctor's verdicts are what the reset does: Graph refuses svc-1, accepts svc-2.
+    let loaded = load(&config);
+    let http = keyturn::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        keyturn::observe::unobserved(),
+    )
+    .unwrap();
+    let accounts = keyturn::app::accounts(&loaded, &http).unwrap();
+    let password = PasswordPolicy::default().generate().unwrap();
+    let refused = accounts[0]
+        .account
+        .directory
+        .reset_password(&accounts[0].account.user, &password)
+        .await;
+    assert!(refused.is_err(), "svc-1's reset must be refused");
+    accounts[1]
+        .account
+        .directory
+        .reset_password(&accounts[1].account.user, &password)
+        .await
+        .expect("svc-2's reset succeeds");
+    drop(emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_role_read_permissions_the_role_checks_warn_naming_the_permission() {
+    // The rotator keeps its SCENARIO permissions (no RoleManagement.Read.Directory): its own
+    // roles come from its token's wids, the account's cannot be read.
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                ROTATOR_PERMISSIONS,
+                "graph_permissions = [\"User-PasswordProfile.ReadWrite.All\", \"User.Read.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
+                1,
+            )
+        },
+        &["svc-1"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "warnings only: {v}");
+    let c = find(&v, "accounts", "svc-1", "user_roles");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("403"), "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("RoleManagement.Read.Directory"),
+        "{c}"
+    );
+    // Privileged Authentication Administrator resets anyone: no need to know the roles.
+    assert_eq!(
+        find(&v, "accounts", "svc-1", "reset_rights")["status"],
+        "pass"
+    );
+
+    // An app without directory roles has no wids: doctor asks Graph, which refuses.
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                ROTATOR_PERMISSIONS,
+                "graph_permissions = [\"User-PasswordProfile.ReadWrite.All\", \"User.Read.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
+                1,
+            )
+            .replacen(
+                "directory_roles = [\"Privileged Authentication Administrator\"]",
+                "directory_roles = []",
+                1,
+            )
+        },
+        &["svc-1"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "warnings only: {v}");
+    let c = find(&v, "identities", "rotator", "app_directory_roles");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("RoleManagement.Read.Directory"),
+        "{c}"
+    );
+    let c = find(&v, "accounts", "svc-1", "reset_rights");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("cannot tell"), "{c}");
+
+    // With the permission, Graph answers: the app holds no role that may reset passwords.
+    let (_emu, _dir, config) = world(
+        |s| {
+            s.replacen(ROTATOR_PERMISSIONS, ROTATOR_PERMISSIONS_DEPLOYED, 1)
+                .replacen(
+                    "directory_roles = [\"Privileged Authentication Administrator\"]",
+                    "directory_roles = []",
+                    1,
+                )
+        },
+        &["svc-1"],
+    )
+    .await;
+    let (code, v) = json(&config, &[]);
+    let c = find(&v, "identities", "rotator", "app_directory_roles");
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Graph's role assignments"),
+        "{c}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Privileged Authentication Administrator"),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_the_identity_only_reads_cannot_be_confirmed_and_fails_the_write_probe() {
+    let (emu, _dir, config) = world(
+        |s| {
+            s.replacen(
+                "{ client_id = \"11111111-1111-1111-1111-111111111111\", role = \"Key Vault Secrets Officer\" }",
+                "{ client_id = \"11111111-1111-1111-1111-111111111111\", role = \"Key Vault Secrets User\" }",
+                1,
+            )
+        },
+        &["svc-1", "svc-2"],
+    )
+    .await;
+    // Without the probe: reading works, writing cannot be confirmed.
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        find(&v, "accounts", "svc-1", "secret_readable")["status"],
+        "pass"
+    );
+    let c = find(&v, "accounts", "svc-1", "vault_write");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot confirm write access without writing"),
+        "{c}"
+    );
+    // With it: the probe is refused, naming the role and the command that grants it.
+    let (code, v) = json(&config, &["--write-probe"]);
+    assert_eq!(code, 1, "{v}");
+    for account in ["svc-1", "svc-2"] {
+        let c = find(&v, "accounts", account, "vault_write");
+        assert_eq!(c["status"], "fail", "{c}");
+        assert!(c["detail"].as_str().unwrap().contains("403"), "{c}");
+        let fix = c["fix"].as_str().unwrap();
+        assert!(fix.contains("Key Vault Secrets Officer"), "{c}");
+        assert!(fix.contains("az role assignment create"), "{c}");
+    }
+    // One probe per vault and identity: both accounts share the one answer.
+    let counters = emu.control().counters();
+    assert_eq!(
+        counters.responses.get("kv.set 403"),
+        Some(&1),
+        "{counters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_probe_sets_and_deletes_a_probe_secret_and_leaves_none_active() {
+    use futures::TryStreamExt;
+    let (_emu, _dir, config) = world(|s| s, &["svc-1"]).await;
+    let (code, v) = json(&config, &["--write-probe"]);
+    assert_eq!(code, 0, "{v}");
+    let c = find(&v, "accounts", "svc-1", "vault_write");
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("soft-deleted"),
+        "{c}"
+    );
+    let loaded = load(&config);
+    let client = reader(&_emu, &loaded);
+    let active: Vec<String> = client
+        .list_secret_properties(None)
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.id)
+        .collect();
+    assert!(
+        !active.iter().any(|id| id.contains("keyturn-doctor-probe-")),
+        "{active:?}"
+    );
+    assert!(active.iter().any(|id| id.contains("/svc-1")), "{active:?}");
+    let deleted: Vec<String> = client
+        .list_deleted_secret_properties(None)
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.id)
+        .collect();
+    assert!(
+        deleted
+            .iter()
+            .any(|id| id.contains("keyturn-doctor-probe-")),
+        "the probe stays soft-deleted: {deleted:?}"
+    );
+
+    // An account secret with the probe's prefix is refused by the configuration.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("secret = \"svc-1\"", "secret = \"Keyturn-Doctor-Probe-1\"");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = doctor(&config, &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("keyturn-doctor-probe-"), "{stderr}");
 }

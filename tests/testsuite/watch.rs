@@ -2,8 +2,12 @@
 //! `daemon.readiness_check_interval`, a user disabled in Entra while the daemon runs is
 //! audited (`readiness.changed`), shown not ready by `keyturn status` and exported as 0 by
 //! `keyturn_account_ready`, and back when re-enabled; a Graph outage is `unknown`, not a
-//! change; `0s` sends no watch requests; a reload changes the interval and drops removed
-//! accounts' series. No password reaches the audit log or the daemon's log.
+//! change; `0s` sends no watch requests; a reload changes the interval, watches added
+//! accounts with every check and drops removed accounts' series. A Conditional Access policy
+//! created through Graph (`sign_in_readiness`) and a directory role removed from the app
+//! (`reset_rights`) while the daemon runs are audited, shown and exported the same way; a
+//! throttled or failing Graph leaves them unknown. No password reaches the audit log or the
+//! daemon's log.
 
 use crate::common::*;
 use keyturn_emulator::{FaultKind, UserFlags};
@@ -18,8 +22,19 @@ const UPN_1: &str = "svc-1@contoso.onmicrosoft.com";
 /// The world's configuration with the watch every `interval`, a metrics listener on `port`
 /// and `accounts`.
 fn configure(w: &World, interval: &str, port: u16, accounts: Vec<(&'static str, &'static str)>) {
+    configure_verify(w, false, interval, port, accounts)
+}
+
+/// As [`configure`], with the accounts' `verify`.
+fn configure_verify(
+    w: &World,
+    verify: bool,
+    interval: &str,
+    port: u16,
+    accounts: Vec<(&'static str, &'static str)>,
+) {
     w.rewrite(&Opts {
-        verify: false,
+        verify,
         accounts,
         ..Opts::default()
     });
@@ -348,12 +363,7 @@ async fn a_user_disabled_while_the_daemon_runs_is_audited_shown_and_exported_the
 async fn the_watch_off_sends_no_requests_and_a_reload_turns_it_on_and_drops_removed_accounts() {
     let w = World::new(Opts::default()).await;
     let port = free_port();
-    configure(
-        &w,
-        "0s",
-        port,
-        vec![("svc-1", "rotator"), ("svc-2", "rotator")],
-    );
+    configure(&w, "0s", port, vec![("svc-1", "rotator")]);
     let d = w.daemon().await;
     let sock = w.socket();
 
@@ -378,7 +388,8 @@ async fn the_watch_off_sends_no_requests_and_a_reload_turns_it_on_and_drops_remo
         .find(|l| l.starts_with("svc-1"))
         .is_some_and(|l| l.ends_with(" -")));
 
-    // Reloaded with 1s: the watch runs.
+    // Reloaded with 1s and svc-2 added: the watch runs, every check for the added account
+    // too (the reload hands the watch its identity).
     configure(
         &w,
         "1s",
@@ -403,6 +414,14 @@ async fn the_watch_off_sends_no_requests_and_a_reload_turns_it_on_and_drops_remo
         .await
     );
     assert!(graph_gets(&w) > gets);
+    assert!(
+        wait_metrics(
+            port,
+            &format!("{} 1", series("svc-2", "sign_in_readiness")),
+            true
+        )
+        .await
+    );
 
     // svc-2 removed: its series go, svc-1's stay.
     configure(&w, "1s", port, vec![("svc-1", "rotator")]);
@@ -455,4 +474,287 @@ fn a_readiness_interval_below_a_second_is_refused_naming_the_key() {
         text.contains("daemon.readiness_check_interval") && text.contains("at least 1s"),
         "{text}"
     );
+}
+
+/// May create Conditional Access policies and manage directory roles.
+const CA_ADMIN: &str = "66666666-6666-6666-6666-666666666666";
+const CA_ADMIN_SECRET: &str = "ca-admin-secret";
+/// User Administrator (svc-1 holds it, svc-2 does not) and Privileged Authentication
+/// Administrator (the rotator holds it).
+const USER_ADMIN: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+const PAA: &str = "7be44c8a-adaf-4e2a-84d6-ab2649e08a13";
+
+/// A Graph call as the CA administrator app: (status, answer).
+async fn graph(
+    emu: &keyturn_emulator::Emulator,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let http = keyturn_emulator::testkit::http(emu);
+    let token = keyturn_emulator::testkit::app_token(
+        &http,
+        emu,
+        TENANT,
+        CA_ADMIN,
+        CA_ADMIN_SECRET,
+        keyturn_emulator::testkit::GRAPH_SCOPE,
+    )
+    .await;
+    let mut r = http
+        .request(method, format!("{}/v1.0/{path}", emu.graph_base()))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_access_policy_or_a_lost_role_while_the_daemon_runs_is_audited_shown_and_exported(
+) {
+    // The rotator as deployed (deploy/azure/setup.sh): it may read role assignments too.
+    let scenario = SCENARIO.replacen(
+        "\"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
+        "\"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged",
+        1,
+    );
+    assert_ne!(scenario, SCENARIO);
+    let scenario = format!(
+        "{scenario}
+[[apps]]
+tenant = \"contoso\"
+name = \"ca-admin\"
+client_id = \"{CA_ADMIN}\"
+secrets = [\"{CA_ADMIN_SECRET}\"]
+graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.ReadWrite.Directory\", \"Application.Read.All\"]
+"
+    );
+    let emu = keyturn_emulator::testkit::start_toml(&scenario).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), &Opts::default());
+    let w = World { emu, dir, config };
+    let port = free_port();
+    // verify = true: a policy demanding MFA of a password sign-in fails the account (with
+    // verify = false, doctor and the watch only warn: ready).
+    configure_verify(
+        &w,
+        true,
+        "1s",
+        port,
+        vec![("svc-1", "rotator"), ("svc-2", "rotator")],
+    );
+    let d = w.daemon().await;
+    let sock = w.socket();
+
+    // The first look: every check ready, the new ones included; nothing audited.
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            ["svc-1", "svc-2"].iter().all(|a| {
+                ["user_roles", "reset_rights", "sign_in_readiness"]
+                    .iter()
+                    .all(|c| check_state(&sock, a, c).as_deref() == Some("ready"))
+            })
+        })
+        .await,
+        "{:#}\n{}",
+        status_json(&sock),
+        d.stderr()
+    );
+    assert!(
+        wait_metrics(
+            port,
+            &format!("{} 1", series("svc-1", "sign_in_readiness")),
+            true
+        )
+        .await
+    );
+    assert_eq!(w.count("readiness.changed", None), 0, "{}", d.stderr());
+
+    // An enforced policy requiring MFA of User Administrators, created through Graph while
+    // the daemon runs: svc-1 (a User Administrator) is not ready.
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::POST,
+        "identity/conditionalAccess/policies",
+        Some(serde_json::json!({
+            "displayName": "Require MFA for user admins",
+            "state": "enabled",
+            "conditions": {
+                "clientAppTypes": ["all"],
+                "users": {"includeRoles": [USER_ADMIN]},
+                "applications": {"includeApplications": ["All"]},
+            },
+            "grantControls": {"operator": "OR", "builtInControls": ["mfa"]},
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        wait_for(Duration::from_secs(60), || !changes(
+            &w,
+            "svc-1",
+            "sign_in_readiness"
+        )
+        .is_empty())
+        .await,
+        "no readiness.changed for sign_in_readiness:\n{}",
+        d.stderr()
+    );
+    let r = &changes(&w, "svc-1", "sign_in_readiness")[0];
+    assert_eq!(r["readiness"]["from"], "ready", "{r}");
+    assert_eq!(r["readiness"]["to"], "not_ready", "{r}");
+    let detail = r["detail"].as_str().unwrap();
+    assert!(detail.contains("Require MFA for user admins"), "{r}");
+    assert!(detail.contains("mfa"), "{r}");
+    assert!(
+        wait_for(Duration::from_secs(10), || readiness(&sock, "svc-1")
+            ["ready"]
+            == false)
+        .await
+    );
+    assert_eq!(
+        check_state(&sock, "svc-1", "sign_in_readiness").as_deref(),
+        Some("not_ready")
+    );
+    assert!(
+        status_text(&sock).contains("svc-1: not ready: sign_in_readiness failed"),
+        "{}",
+        status_text(&sock)
+    );
+    assert!(
+        wait_metrics(
+            port,
+            &format!("{} 0", series("svc-1", "sign_in_readiness")),
+            true
+        )
+        .await
+    );
+    // svc-2 holds no User Administrator role: untouched.
+    assert!(changes(&w, "svc-2", "sign_in_readiness").is_empty());
+    assert_eq!(readiness(&sock, "svc-2")["ready"], true);
+
+    // Privileged Authentication Administrator removed from the app through Graph: the app
+    // may reset neither account.
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::GET,
+        &format!("servicePrincipals?$filter=appId eq '{ROTATOR}'"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let sp = v["value"][0]["id"].as_str().unwrap().to_owned();
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::GET,
+        &format!("roleManagement/directory/roleAssignments?$filter=principalId eq '{sp}'"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let assignment = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["roleDefinitionId"] == PAA)
+        .and_then(|a| a["id"].as_str())
+        .unwrap_or_else(|| panic!("no PAA assignment: {v}"))
+        .to_owned();
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::DELETE,
+        &format!("roleManagement/directory/roleAssignments/{assignment}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    assert!(
+        wait_for(Duration::from_secs(60), || !changes(
+            &w,
+            "svc-2",
+            "reset_rights"
+        )
+        .is_empty())
+        .await,
+        "no readiness.changed for reset_rights:\n{}",
+        d.stderr()
+    );
+    let r = &changes(&w, "svc-2", "reset_rights")[0];
+    assert_eq!(r["readiness"]["to"], "not_ready", "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("may not reset a user holding"),
+        "{r}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || check_state(
+            &sock,
+            "svc-2",
+            "reset_rights"
+        )
+        .as_deref()
+            == Some("not_ready"))
+        .await
+    );
+    assert_eq!(readiness(&sock, "svc-2")["ready"], false);
+    assert!(
+        wait_metrics(
+            port,
+            &format!("{} 0", series("svc-2", "reset_rights")),
+            true
+        )
+        .await
+    );
+
+    // Conditional Access throttled (429) and the role reads failing (503): unknown, not a
+    // change; the last known results stay.
+    assert!(
+        wait_for(Duration::from_secs(60), || !changes(
+            &w,
+            "svc-1",
+            "reset_rights"
+        )
+        .is_empty())
+        .await
+    );
+    let before = w.count("readiness.changed", None);
+    for (route, status) in [("graph.ca", 429), ("graph.roles", 503)] {
+        w.emu
+            .control()
+            .add_fault(keyturn_emulator::FaultRule {
+                route: route.into(),
+                kind: FaultKind::Status,
+                status: Some(status),
+                ..rule()
+            })
+            .unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            ["sign_in_readiness", "user_roles", "reset_rights"]
+                .iter()
+                .all(|c| check_state(&sock, "svc-1", c).as_deref() == Some("unknown"))
+        })
+        .await,
+        "{:#}",
+        status_json(&sock)
+    );
+    assert_eq!(w.count("readiness.changed", None), before);
+    let m = metrics(port).await;
+    assert!(
+        m.contains(&format!("{} 0", series("svc-1", "sign_in_readiness"))),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("{} 1", series("svc-2", "sign_in_readiness"))),
+        "{m}"
+    );
+
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
 }

@@ -5,14 +5,17 @@
 //! throttling and the two methods; `properties`: the user properties Graph knows (which
 //! are writable, read-only, selected by default), their values, and the check of a `PATCH`;
 //! `grants`: `oauth2PermissionGrants` (list, create), the consent the password grant needs;
-//! `ca`: Conditional Access policies, named locations and the What-If evaluation.
+//! `ca`: Conditional Access policies, named locations and the What-If evaluation;
+//! `roles`: directory roles (`roleManagement/directory/…`) and `servicePrincipals`.
 
 mod ca;
 mod grants;
 mod properties;
+mod roles;
 
 pub(crate) use ca::handle as handle_ca;
 pub(crate) use grants::handle as handle_grants;
+pub(crate) use roles::{handle as handle_roles, Route as RolesRoute};
 
 use properties::{check_patch, known_property, property, DEFAULT_PROPERTIES, WRITABLE_FIXED};
 
@@ -25,20 +28,6 @@ use crate::state::State;
 use hyper::Method;
 use serde_json::{json, Value};
 
-/// Roles that let an app reset the password of a user without directory roles.
-const RESET_ORDINARY: [&str; 6] = [
-    "User Administrator",
-    "Helpdesk Administrator",
-    "Password Administrator",
-    "Authentication Administrator",
-    "Privileged Authentication Administrator",
-    "Global Administrator",
-];
-/// Roles that let an app reset the password of a user holding any directory role.
-const RESET_PRIVILEGED: [&str; 2] = [
-    "Privileged Authentication Administrator",
-    "Global Administrator",
-];
 /// Application permissions that allow reading users.
 const READ_PERMS: [&str; 5] = [
     "User.Read.All",
@@ -246,20 +235,18 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             let Some(idx) = st.user_idx(&claims.tid, &user_ref) else {
                 return not_found(req, rid, &user_ref);
             };
-            let target_privileged = !st.users[idx].directory_roles.is_empty();
             let caller_roles: Vec<String> = if is_app {
                 app_roles
             } else {
                 crate::roles::names(&claims.wids)
             };
-            let needed: &[&str] = if target_privileged {
-                &RESET_PRIVILEGED
-            } else {
-                &RESET_ORDINARY
-            };
             // Password resets and enabling / disabling are sensitive actions: they need a
-            // directory role of the caller, too. Other properties need the permission only.
-            if (resets || enables) && !caller_roles.iter().any(|r| needed.contains(&r.as_str())) {
+            // directory role of the caller that covers every role the target holds
+            // (`crate::roles::may_reset`). Other properties need the permission only.
+            let target = &st.users[idx].directory_roles;
+            if (resets && !crate::roles::may_reset(&caller_roles, target))
+                || (enables && !crate::roles::may_act_sensitive(&caller_roles, target))
+            {
                 return denied(req, rid);
             }
             // Throttling of writes per app and tenant.

@@ -13,6 +13,7 @@ mod graph;
 mod keyvault;
 mod msi;
 mod oidc;
+mod roles;
 mod sdk;
 mod sdk_js;
 mod sdk_python;
