@@ -29,21 +29,37 @@ pub fn accounts(loaded: &Loaded, http: &azure::Http) -> Result<Vec<Managed>, Set
         loaded,
         http,
         &Limiter::new(loaded.config.limits.clone(), http.observer.clone()),
+        &credentials(loaded, http)?,
     )
 }
 
+/// One `azure_identity` credential per identity, by name: each keeps its own token cache, so
+/// everything that signs in as an identity (its accounts, the readiness watch) shares one.
+pub(crate) type Credentials = HashMap<String, Arc<dyn TokenCredential>>;
+
+/// The credential of every identity in `loaded` (reading their credential files: may block).
+pub(crate) fn credentials(loaded: &Loaded, http: &azure::Http) -> Result<Credentials, SetupError> {
+    let config = &loaded.config;
+    let mut out = Credentials::new();
+    for (name, id) in &config.identities {
+        out.insert(
+            name.clone(),
+            azure::credential(name, id, http, &config.network)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Builds every managed account, paced by `limiter`'s buckets (shared with the accounts
-/// built before from the same limiter, so a reload does not hand out a fresh budget).
+/// built before from the same limiter, so a reload does not hand out a fresh budget), with
+/// the identities' `credentials` (from [`credentials`] for the same configuration).
 pub(crate) fn accounts_with(
     loaded: &Loaded,
     http: &azure::Http,
     limiter: &Limiter,
+    credentials: &Credentials,
 ) -> Result<Vec<Managed>, SetupError> {
     let config = &loaded.config;
-    let mut credentials: HashMap<&str, Arc<dyn TokenCredential>> = HashMap::new();
-    for (name, id) in &config.identities {
-        credentials.insert(name, azure::credential(name, id, http, &config.network)?);
-    }
     let mut stores: HashMap<(String, String), Arc<dyn SecretStore>> = HashMap::new();
     let mut directories: HashMap<String, Arc<dyn Directory>> = HashMap::new();
     let mut out = Vec::new();

@@ -134,9 +134,11 @@ impl Reloader {
                 in_force.observer(),
             )?;
             let limiter = limiter_for(&in_force, &loaded.config.limits);
-            let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+            let credentials = crate::app::credentials(&loaded, &http)?;
+            let accounts = crate::app::accounts_with(&loaded, &http, &limiter, &credentials)?;
             crate::app::report_credential_expiry(&loaded.config, &*in_force.observer());
-            let targets = watched.then(|| crate::doctor::watch::Targets::build(&loaded, &http));
+            let targets =
+                watched.then(|| crate::doctor::watch::Targets::build(&loaded, &http, &credentials));
             Ok::<_, ReloadError>((loaded, accounts, limiter, targets))
         })
         .await

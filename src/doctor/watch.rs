@@ -164,9 +164,13 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// The targets of `loaded`'s enabled accounts, with `http`. Building a credential reads
-    /// its files (a client secret, a certificate): call it where blocking is allowed.
-    pub fn build(loaded: &Loaded, http: &Http) -> Targets {
+    /// The targets of `loaded`'s enabled accounts, with `http` and the identities'
+    /// `credentials` (the ones the accounts use, so a token is fetched once per identity).
+    pub(crate) fn build(
+        loaded: &Loaded,
+        http: &Http,
+        credentials: &crate::app::Credentials,
+    ) -> Targets {
         let mut identities: HashMap<&str, Arc<Identity>> = HashMap::new();
         let mut accounts = HashMap::new();
         for a in loaded.accounts.iter().filter(|a| a.enabled) {
@@ -183,13 +187,9 @@ impl Targets {
                         .unwrap_or_else(|| crate::azure::graph::graph_scope(&base));
                     Arc::new(Identity {
                         config: config.clone(),
-                        credential: crate::azure::credential(
-                            &a.identity,
-                            config,
-                            http,
-                            &loaded.config.network,
-                        )
-                        .map_err(|e| e.to_string()),
+                        credential: credentials.get(&a.identity).cloned().ok_or_else(|| {
+                            format!("no credential for the identity {:?}", a.identity)
+                        }),
                         base,
                         scope,
                     })

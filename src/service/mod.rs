@@ -156,11 +156,16 @@ pub async fn run(
         crate::limits::Limiter::new(loaded.config.limits.clone(), metrics.clone())
             .with_fence(fence.clone()),
     );
-    let accounts = crate::app::accounts_with(&loaded, &http, &limiter)?;
+    let credentials = crate::app::credentials(&loaded, &http)?;
+    let accounts = crate::app::accounts_with(&loaded, &http, &limiter, &credentials)?;
     // The readiness watch runs doctor's cheap account checks (`doctor::watch`), with the
-    // identities' credentials and the client; the reloader hands it each new configuration.
-    let watch =
-        crate::doctor::watch::Watch::new(crate::doctor::watch::Targets::build(&loaded, &http));
+    // identities' credentials (the accounts' own: one token cache per identity) and the
+    // client; the reloader hands it each new configuration.
+    let watch = crate::doctor::watch::Watch::new(crate::doctor::watch::Targets::build(
+        &loaded,
+        &http,
+        &credentials,
+    ));
     // The accounts as written are built; only the resolved ones are still read below, and the
     // reloader is handed the configuration without them rather than a copy of thousands.
     loaded.config.accounts = Vec::new();
