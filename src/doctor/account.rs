@@ -46,7 +46,7 @@ pub(super) async fn check(
         Some(token) => {
             let (found, user_id) = user(a, id, token, http).await;
             checks.extend(found);
-            match user_id {
+            match &user_id {
                 Some(user_id) => {
                     let base = super::identity::graph_base(id);
                     checks.extend(
@@ -55,7 +55,7 @@ pub(super) async fn check(
                             &base,
                             token,
                             &a.user,
-                            &user_id,
+                            user_id,
                             from.app_roles,
                         )
                         .await,
@@ -73,8 +73,8 @@ pub(super) async fn check(
             let exists = checks
                 .iter()
                 .any(|c| c.check == "user_exists" && c.status == super::Status::Pass);
-            if exists {
-                checks.push(super::sign_in_readiness(a, id, token, http).await);
+            if let (true, Some(user_id)) = (exists, &user_id) {
+                checks.push(super::sign_in_readiness(a, id, token, http, user_id).await);
             }
         }
         None => checks.push(Check::fail(

@@ -8,10 +8,10 @@
 //! (it cannot do MFA, and has no device to be compliant or joined): named by display name
 //! with its controls, `fail` when the account verifies, `warn` otherwise. A report-only policy
 //! that would do the same, or a policy whose location condition cannot be judged without
-//! `signin_ip`, is a `warn`. [`sign_in_readiness`] needs only the account, its identity, a
-//! Graph token and the HTTP client; the daemon's readiness watch calls [`evaluate`] (the
-//! What-If for a user object id it already read), whose [`Asked::NoAnswer`] it takes as
-//! unknown.
+//! `signin_ip`, is a `warn`. [`sign_in_readiness`] needs the account, its identity, a
+//! Graph token, the HTTP client and the user's object id (from doctor's user read); the
+//! daemon's readiness watch calls [`evaluate`] (the What-If for a user object id it already
+//! read), whose [`Asked::NoAnswer`] it takes as unknown.
 
 use super::{Asked, Check};
 use crate::azure::Http;
@@ -163,27 +163,17 @@ impl WhatIf {
     }
 }
 
-/// Conditional Access's verdict on the account's password sign-ins (see the module's doc).
+/// Conditional Access's verdict on the password sign-ins of the account, whose user object
+/// id is `user_id` (as the `user_exists` check read it; see the module's doc).
 pub(crate) async fn sign_in_readiness(
     a: &ResolvedAccount,
     id: &IdentityConfig,
     graph_token: &Secret,
     http: &Http,
+    user_id: &str,
 ) -> Check {
     let base = super::identity::graph_base(id);
-    let user_id = match object_id(a, &base, graph_token, http).await {
-        Ok(u) => u,
-        Err(detail) => {
-            return Check::warn(
-                CHECK,
-                format!("not checked: {detail}"),
-                "fix the user_exists check first",
-            )
-        }
-    };
-    evaluate(a, &base, graph_token, http, &user_id)
-        .await
-        .check()
+    evaluate(a, &base, graph_token, http, user_id).await.check()
 }
 
 /// The What-If evaluation for the user whose object id is `user_id`, against Graph at
@@ -265,51 +255,6 @@ pub(crate) async fn evaluate(
         }
     };
     Asked::Answered(verdict(a, &answer.value))
-}
-
-/// The account's user object id: `user` itself when it is one, else Graph's answer for the UPN.
-async fn object_id(
-    a: &ResolvedAccount,
-    base: &str,
-    token: &Secret,
-    http: &Http,
-) -> Result<String, String> {
-    if uuid::Uuid::parse_str(&a.user).is_ok() {
-        return Ok(a.user.clone());
-    }
-    #[derive(Deserialize)]
-    struct User {
-        id: String,
-    }
-    let mut url = url::Url::parse(&format!("{base}/v1.0/users"))
-        .map_err(|e| format!("graph_base {base:?} is not a URL: {e}"))?;
-    if let Ok(mut segments) = url.path_segments_mut() {
-        segments.push(&a.user);
-    }
-    url.query_pairs_mut().append_pair("$select", "id");
-    let resp = http
-        .client
-        .get(url)
-        .bearer_auth(token.secret())
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "Graph did not answer: {}",
-                crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)
-            )
-        })?;
-    if !resp.status().is_success() {
-        return Err(format!(
-            "Graph answered {} reading {:?}",
-            resp.status(),
-            a.user
-        ));
-    }
-    resp.json::<User>()
-        .await
-        .map(|u| u.id)
-        .map_err(|e| format!("Graph's answer for {:?} cannot be read: {e}", a.user))
 }
 
 fn verdict(a: &ResolvedAccount, results: &[WhatIf]) -> Check {

@@ -339,6 +339,16 @@ pub struct Daemon {
     pub stderr: PathBuf,
 }
 
+/// A test that fails (panics) before it stops its daemon does not leave the process running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(config: &Path, dir: &Path, tag: &str) -> Daemon {
         Self::start_with_log(config, dir, tag, "debug")
