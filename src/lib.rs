@@ -32,6 +32,9 @@
 //! - [`protocol`]: the rotation protocol over those traits: stage, apply, verify, commit,
 //!   finish, recovery and drift (`docs/protocol.md`).
 //! - [`memory`]: in-memory store and directory with scripted faults, for tests.
+//! - [`provision`]: `keyturn provision`: a missing user created with the write-ahead rule
+//!   (staged in Key Vault first), its directory roles assigned, over the [`provision::entra::Entra`]
+//!   trait (`provision::memory` its in-memory double) (`docs/lifecycle.md`).
 //!
 //! Configuration:
 //! - [`config`]: the file and environment overrides into validated structs (`[limits]`
@@ -91,6 +94,7 @@ pub mod observe;
 pub mod password;
 pub mod plan;
 pub mod protocol;
+pub mod provision;
 pub mod reload;
 pub mod schedule;
 pub mod service;

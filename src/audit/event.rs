@@ -26,6 +26,10 @@ pub enum Trigger {
     Drift,
     /// `keyturn rotate` on the command line.
     Cli,
+    /// `keyturn provision` created the user with this password (`docs/lifecycle.md`). A
+    /// staging version with this trigger is left to `keyturn provision` by the daemon's
+    /// recovery.
+    Provision,
 }
 
 impl Trigger {
@@ -39,6 +43,7 @@ impl Trigger {
             Trigger::Recovery => "recovery",
             Trigger::Drift => "drift",
             Trigger::Cli => "cli",
+            Trigger::Provision => "provision",
         }
     }
 }
@@ -146,6 +151,43 @@ pub enum EventKind {
     /// them by reason).
     #[serde(rename = "notify.dropped")]
     NotifyDropped,
+    /// `keyturn provision` started on an account (actor, reason, ticket; the detail says
+    /// what it found and will do).
+    #[serde(rename = "provision.started")]
+    ProvisionStarted,
+    /// The new user's password is in the staging secret, tagged `pending` with trigger
+    /// `provision`, before the user is created (the write-ahead rule).
+    #[serde(rename = "provision.staged")]
+    ProvisionStaged,
+    /// A provisioning left pending by an earlier run was found and is being completed.
+    #[serde(rename = "provision.resumed")]
+    ProvisionResumed,
+    /// Graph created the user (or a lost create answer was resolved by reading it).
+    #[serde(rename = "provision.user_created")]
+    ProvisionUserCreated,
+    /// The new user's password was committed as the latest version of `<secret>`.
+    #[serde(rename = "provision.committed")]
+    ProvisionCommitted,
+    /// A declared directory role was assigned to the user (the detail names it).
+    #[serde(rename = "provision.role_assigned")]
+    ProvisionRoleAssigned,
+    /// A role the declaration does not list was removed (`--prune-roles`).
+    #[serde(rename = "provision.role_removed")]
+    ProvisionRoleRemoved,
+    /// Entra matches the declaration (the detail says what changed, or that nothing did).
+    #[serde(rename = "provision.completed")]
+    ProvisionCompleted,
+    /// A step failed; the detail and error say which and what is left.
+    #[serde(rename = "provision.failed")]
+    ProvisionFailed,
+    /// The create's outcome is unknown: the password stays in the staging secret, tagged
+    /// pending; rerunning `keyturn provision` completes it.
+    #[serde(rename = "provision.left_pending")]
+    ProvisionLeftPending,
+    /// Entra provably never took the staged password (its create was refused): the staging
+    /// version is tagged `abandoned`.
+    #[serde(rename = "provision.abandoned")]
+    ProvisionAbandoned,
     /// This replica took the `[ha]` lease: it leads from now on (`docs/ha.md`).
     #[serde(rename = "ha.acquired")]
     HaAcquired,
@@ -186,6 +228,17 @@ impl EventKind {
             EventKind::AuditSealMismatch => "audit.seal_mismatch",
             EventKind::AuditPruned => "audit.pruned",
             EventKind::NotifyDropped => "notify.dropped",
+            EventKind::ProvisionStarted => "provision.started",
+            EventKind::ProvisionStaged => "provision.staged",
+            EventKind::ProvisionResumed => "provision.resumed",
+            EventKind::ProvisionUserCreated => "provision.user_created",
+            EventKind::ProvisionCommitted => "provision.committed",
+            EventKind::ProvisionRoleAssigned => "provision.role_assigned",
+            EventKind::ProvisionRoleRemoved => "provision.role_removed",
+            EventKind::ProvisionCompleted => "provision.completed",
+            EventKind::ProvisionFailed => "provision.failed",
+            EventKind::ProvisionLeftPending => "provision.left_pending",
+            EventKind::ProvisionAbandoned => "provision.abandoned",
             EventKind::HaAcquired => "ha.acquired",
             EventKind::HaLost => "ha.lost",
             EventKind::HaReleased => "ha.released",

@@ -10,7 +10,7 @@ pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// Let `run` and `rotate --offline` run as root (refused by default: exit 64).
+    /// Let `run`, `rotate --offline` and `provision` run as root (refused by default: exit 64).
     #[arg(
         long,
         global = true,
@@ -193,6 +193,44 @@ pub(crate) enum Cmd {
         /// (`keyturn-doctor-probe-…`; it stays soft-deleted until purged).
         #[arg(long)]
         write_probe: bool,
+    },
+    /// Make Entra match the accounts' declarations (docs/lifecycle.md): create a missing user
+    /// (its password staged in Key Vault first, committed after), assign missing directory
+    /// roles, report extra ones (removed with --prune-roles), then run doctor's checks of the
+    /// account. Acts as each account's provision_identity; takes the instance lock and writes
+    /// the audit log (not with --dry-run). Exit 0 done or nothing to do, 1 a step or a doctor
+    /// check failed, 64 bad arguments or configuration, 69 Azure unavailable, 75 a create was
+    /// left pending (run it again).
+    Provision {
+        /// The accounts to provision.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        accounts: Vec<String>,
+        /// Every account with a provision_identity.
+        #[arg(long)]
+        all: bool,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// A ticket number (recorded in the audit log).
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove directory roles the declaration does not list.
+        #[arg(long)]
+        prune_roles: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "KEYTURN_CONFIG",
+            default_value = "/etc/keyturn/keyturn.toml"
+        )]
+        config: PathBuf,
     },
     /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
     Reload {

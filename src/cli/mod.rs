@@ -1,4 +1,4 @@
-//! The command line: `run`, `rotate`, `adopt`, `plan`, `doctor`, `check-config`, `audit`, `demo`
+//! The command line: `run`, `rotate`, `adopt`, `provision`, `plan`, `doctor`, `check-config`, `audit`, `demo`
 //! (with the `demo` feature). `main.rs` only calls [`main`]. This module holds dispatch;
 //! `args` the clap types; `client` the commands sent to the daemon over the admin socket,
 //! `audit` the `keyturn audit …` commands, `check` `keyturn check-config`. The service
@@ -86,6 +86,33 @@ pub fn main() -> i32 {
                     .await
                 }
             }
+            Cmd::Provision {
+                accounts,
+                all,
+                reason,
+                ticket,
+                dry_run,
+                prune_roles,
+                json,
+                config,
+            } => match load(&config) {
+                Ok(loaded) => report(
+                    crate::service::provision(
+                        loaded,
+                        crate::service::ProvisionArgs {
+                            accounts,
+                            all,
+                            reason,
+                            ticket,
+                            dry_run,
+                            prune_roles,
+                            json,
+                        },
+                    )
+                    .await,
+                ),
+                Err(code) => code,
+            },
             Cmd::Status { conn } => client(&conn, admin::proto::Request::Status).await,
             Cmd::Pause {
                 account,
@@ -166,6 +193,7 @@ fn refuse_root(cli: &Cli) -> Option<i32> {
     let writes = match &cli.command {
         Cmd::Run { .. } => "keyturn run",
         Cmd::Rotate { offline: true, .. } => "keyturn rotate --offline",
+        Cmd::Provision { dry_run: false, .. } => "keyturn provision",
         _ => return None,
     };
     if cli.allow_root || !nix::unistd::geteuid().is_root() {

@@ -44,6 +44,29 @@ impl Engine {
             request: &recovery,
             started: tokio::time::Instant::now(),
         };
+        if staged.tag(tag::TRIGGER) == Some(Trigger::Provision.as_str()) {
+            // `keyturn provision` staged this password before creating the user: the user
+            // may not exist yet, or its create may still be in flight, or the user may be
+            // someone else's. Re-applying (a reset) or abandoning here could be wrong, so
+            // it is left to `keyturn provision`, which settles it by reading the user.
+            // Only the harmless finish (the password already in `<secret>`) is done here.
+            let current = account.store.latest(&account.secret).await.map_err(read)?;
+            let committed = current.as_ref().is_some_and(|c| {
+                c.tag(tag::ROTATION_ID) == staged.tag(tag::ROTATION_ID) && c.value == staged.value
+            });
+            if !committed {
+                let mut ev = self.end_event(&ctx, EventKind::RotationLeftPending, Outcome::Pending);
+                ev.secret = Some(account.staging());
+                ev.version = Some(staged.version.clone());
+                ev.detail = Some(format!("`keyturn provision` staged this password to create the user and has not completed; keyturn leaves it to `keyturn provision {}` (rerun it if it was interrupted) and neither resets, abandons nor rotates the account meanwhile", account.name));
+                self.record(&account.name, ev).await?;
+                return Err(RotationError::Pending {
+                    account: account.name.clone(),
+                    rotation_id,
+                    cause: format!("a provisioning of the account is in flight or was interrupted: rerun `keyturn provision {}` to complete it", account.name),
+                });
+            }
+        }
         let mut ev = self.event(&ctx, EventKind::RotationResumed);
         ev.secret = Some(account.staging());
         ev.version = Some(staged.version.clone());

@@ -7,6 +7,7 @@
 
 mod audit;
 mod offline;
+mod provision;
 
 use crate::admin;
 use crate::audit::{Actor, AuditError, Trigger};
@@ -21,6 +22,7 @@ use crate::signals::{Signal, Signals};
 pub(crate) use audit::audit_sinks;
 use audit::prune_audit_files;
 pub(crate) use offline::rotate_offline;
+pub(crate) use provision::{provision, ProvisionArgs};
 
 use std::future::Future;
 use std::net::SocketAddr;

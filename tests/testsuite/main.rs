@@ -27,6 +27,7 @@ mod ops;
 mod package;
 mod process;
 mod protocol;
+mod provision;
 mod reserve;
 mod scale;
 mod scale_e2e;

@@ -1,9 +1,13 @@
 //! [`Directory`] on Microsoft Graph (`reqwest`) and the Entra token endpoint (ROPC verify).
 //!
 //! This file holds [`GraphDirectory`], the password reset and the user read; `verify` the
-//! verify sign-in (ROPC) and the app it runs as ([`RopcClient`]).
+//! verify sign-in (ROPC) and the app it runs as ([`RopcClient`]); `provision` what
+//! `keyturn provision` asks Graph (users, role assignments) as [`GraphEntra`].
 
+mod provision;
 mod verify;
+
+pub(crate) use provision::GraphEntra;
 
 pub use verify::{RopcAuth, RopcClient, VERIFY_SCOPE};
 
