@@ -12,6 +12,8 @@
 //! - [`password`]: the password policy, the generator and the zeroized [`password::Password`].
 //! - [`store`]: the [`store::SecretStore`] trait (Key Vault) and its error enum.
 //! - [`directory`]: the [`directory::Directory`] trait (Entra ID through Graph).
+//! - [`entra_roles`]: Entra's built-in directory roles by name (template ids) and the
+//!   `preset:coreview` preset, as accounts declare them in `roles`.
 //! - [`audit`]: audit events, the chained file sink (the record of truth), copies to
 //!   stdout and journald, and `keyturn audit show | verify | tail` (`docs/audit.md`).
 //! - [`clock`]: time as an input.
@@ -76,6 +78,7 @@ pub mod daemon;
 pub mod demo;
 pub mod directory;
 pub mod doctor;
+pub mod entra_roles;
 pub mod fence;
 pub mod ha;
 pub mod idle;

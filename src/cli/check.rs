@@ -21,6 +21,9 @@ pub(super) fn check_config(path: &Path) -> i32 {
             {
                 println!("  warning: {key}: {message}");
             }
+            for (key, message) in config::provision_warnings(&loaded.config) {
+                println!("  warning: {key}: {message}");
+            }
             for a in &loaded.accounts {
                 println!(
                     "  {:<24} {} in {} ({}) schedule {:?}",

@@ -48,6 +48,21 @@ pub(super) fn validate_accounts(
             None
         }),
     };
+    let default_roles = config.defaults.roles.as_ref().map(|entries| {
+        let (roles, bad) = crate::entra_roles::resolve_all(entries);
+        for (j, m) in bad {
+            p(format!("defaults.roles[{j}]"), m);
+        }
+        roles
+    });
+    if let Some(id) = &config.defaults.provision_identity {
+        if !config.identities.contains_key(id) {
+            p(
+                "defaults.provision_identity".into(),
+                format!("{id:?} is not defined under [identities]; define [identities.{id}] (e.g. kind = \"azure_cli\") or name one of: {}", identity_names(config)),
+            );
+        }
+    }
     if config.accounts.is_empty() {
         p(
             "accounts".into(),
@@ -235,6 +250,41 @@ pub(super) fn validate_accounts(
                 None
             }),
         };
+        let roles = match &a.roles {
+            None => default_roles.clone(),
+            Some(entries) => {
+                let (roles, unknown) = crate::entra_roles::resolve_all(entries);
+                for (j, m) in unknown {
+                    bad(key(&format!("roles[{j}]")), m, &mut ok);
+                }
+                Some(roles)
+            }
+        };
+        if let Some(id) = &a.provision_identity {
+            if !config.identities.contains_key(id) {
+                bad(
+                    key("provision_identity"),
+                    format!("{id:?} is not defined under [identities]; define [identities.{id}] (e.g. kind = \"azure_cli\") or name one of: {}", identity_names(config)),
+                    &mut ok,
+                );
+            }
+        }
+        let provision_identity = a
+            .provision_identity
+            .clone()
+            .or_else(|| config.defaults.provision_identity.clone());
+        let display_name = match &a.display_name {
+            Some(d) if d.trim().is_empty() || d.chars().count() > 256 => {
+                bad(
+                    key("display_name"),
+                    "must be 1 to 256 characters (Entra's limit for displayName); leave it out to use the account's name".into(),
+                    &mut ok,
+                );
+                String::new()
+            }
+            Some(d) => d.clone(),
+            None => a.name.clone(),
+        };
         let pattern = a
             .schedule
             .clone()
@@ -294,6 +344,9 @@ pub(super) fn validate_accounts(
                 on_missing_secret,
                 signin_apps,
                 signin_ip,
+                roles,
+                display_name,
+                provision_identity,
                 policy,
                 // Both terms are bounded (the grace by validation, the period by the cron
                 // expression); saturating, so that nothing here can panic regardless.
@@ -306,6 +359,45 @@ pub(super) fn validate_accounts(
         }
     }
     resolved
+}
+
+/// The identities' names, for a message.
+fn identity_names(config: &Config) -> String {
+    config
+        .identities
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A warning, as `(key, message)`, for each account whose `provision_identity` is its
+/// everyday `identity` (or `vault_identity`): the daemon would then hold the rights to
+/// create users and assign admin roles. Warned, not refused: an operator may choose it
+/// (a small tenant, one app), and two identities with one client id would not be caught
+/// anyway. `keyturn check-config` and `keyturn provision` print these.
+pub fn provision_warnings(config: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, a) in config.accounts.iter().enumerate() {
+        let Some(prov) = a
+            .provision_identity
+            .as_ref()
+            .or(config.defaults.provision_identity.as_ref())
+        else {
+            continue;
+        };
+        let vault_identity = a.vault_identity.as_ref().unwrap_or(&a.identity);
+        if prov == &a.identity || prov == vault_identity {
+            let k = if a.provision_identity.is_some() {
+                format!("accounts[{i}].provision_identity")
+            } else {
+                "defaults.provision_identity".into()
+            };
+            out.push((k, format!("account {:?} provisions with {prov:?}, the identity the daemon rotates it with: the daemon would hold the rights to create users and assign admin roles (User.ReadWrite.All, RoleManagement.ReadWrite.Directory, Privileged Role Administrator); give provisioning its own identity (e.g. kind = \"azure_cli\", an operator's sign-in) and keep the daemon's app to User-PasswordProfile.ReadWrite.All", a.name)));
+        }
+    }
+    out.dedup();
+    out
 }
 
 /// The tenant an account's user lives in, as far as the configuration says: its identity's
@@ -532,6 +624,99 @@ secret = "b"
         assert!(
             e.contains("defaults.signin_ip: \"office\" is not an IP address"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn roles_resolve_with_presets_defaults_and_overrides() {
+        let text = format!(
+            "[defaults]\nroles = [\"preset:coreview\", \"User Administrator\"]\n{BASE}"
+        )
+        .replacen(
+            "secret = \"b\"\n",
+            "secret = \"b\"\nroles = [\"helpdesk administrator\"]\ndisplay_name = \"CoreView B\"\n",
+            1,
+        );
+        let loaded = load_str(&text, Path::new("t.toml")).unwrap();
+        let a = loaded.accounts[0].roles.as_ref().unwrap();
+        assert_eq!(
+            a.len(),
+            7,
+            "the preset's seven, User Administrator once: {a:?}"
+        );
+        assert_eq!(loaded.accounts[0].display_name, "a");
+        let b = loaded.accounts[1].roles.as_ref().unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].name, "Helpdesk Administrator");
+        assert_eq!(loaded.accounts[1].display_name, "CoreView B");
+        assert!(load_str(BASE, Path::new("t.toml")).unwrap().accounts[0]
+            .roles
+            .is_none());
+    }
+
+    #[test]
+    fn an_unknown_role_is_refused_at_its_key_with_close_matches() {
+        let text = BASE.replacen(
+            "secret = \"b\"\n",
+            "secret = \"b\"\nroles = [\"Global Reader\", \"Exchange Admin\"]\n",
+            1,
+        );
+        let e = load_str(&text, Path::new("t.toml")).unwrap_err();
+        let problems = e.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "accounts[1].roles[1]");
+        assert!(
+            problems[0]
+                .message
+                .contains("did you mean \"Exchange Administrator\""),
+            "{}",
+            problems[0].message
+        );
+        let e = load_str(
+            &format!("[defaults]\nroles = [\"preset:core\"]\n{BASE}"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("defaults.roles[0]: \"preset:core\" is not a preset"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn provision_identity_must_exist_and_is_warned_when_it_is_the_daemons() {
+        let text = BASE.replacen(
+            "secret = \"a\"\n",
+            "secret = \"a\"\nprovision_identity = \"operator\"\n",
+            1,
+        );
+        let e = load_str(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "accounts[0].provision_identity: \"operator\" is not defined under [identities]"
+            ),
+            "{e}"
+        );
+        let ok = format!("{text}\n[identities.operator]\nkind = \"azure_cli\"\n");
+        let loaded = load_str(&ok, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            loaded.accounts[0].provision_identity.as_deref(),
+            Some("operator")
+        );
+        assert_eq!(loaded.accounts[1].provision_identity, None);
+        assert!(crate::config::provision_warnings(&loaded.config).is_empty());
+        let shared = format!("[defaults]\nprovision_identity = \"rotator\"\n{BASE}");
+        let loaded = load_str(&shared, Path::new("t.toml")).unwrap();
+        let w = crate::config::provision_warnings(&loaded.config);
+        assert_eq!(w.len(), 2, "one warning per account: {w:?}");
+        assert_eq!(w[0].0, "defaults.provision_identity");
+        assert!(w[1].1.starts_with("account \"b\""), "{w:?}");
+        assert!(
+            w[0].1.contains("the identity the daemon rotates it with"),
+            "{w:?}"
         );
     }
 }

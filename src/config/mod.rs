@@ -25,7 +25,7 @@ mod model;
 mod notify;
 mod validate;
 
-pub use accounts::normalize_vault;
+pub use accounts::{normalize_vault, provision_warnings};
 pub use expiry::{credential_expiries, expiry_warnings, EXPIRY_WARNING};
 pub(crate) use load::admin_socket;
 pub use load::{load, load_str, load_with_env, ConfigError, Loaded};

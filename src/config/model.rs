@@ -398,6 +398,14 @@ pub struct Defaults {
     /// Conditional Access's named locations are judged against. Unset: policies with a
     /// location condition cannot be judged and are reported as such.
     pub signin_ip: Option<String>,
+    /// The directory roles every account should hold (`keyturn provision` assigns them):
+    /// display names of Entra's built-in roles, role template ids or `"preset:coreview"`
+    /// ([`crate::entra_roles`]). Absent: provisioning leaves roles alone.
+    pub roles: Option<Vec<String>>,
+    /// The identity (`[identities.NAME]`) `keyturn provision` creates users and assigns
+    /// roles with: more privileged than the daemon's, typically `azure_cli` on an operator's
+    /// machine. Absent: `keyturn provision` refuses.
+    pub provision_identity: Option<String>,
 }
 
 /// What the daemon does with an account that has no secret in Key Vault (`on_missing_secret`).
@@ -441,6 +449,8 @@ impl Default for Defaults {
             on_missing_secret: OnMissingSecret::Wait.as_str().into(),
             signin_apps: vec![GRAPH_APP_ID.into()],
             signin_ip: None,
+            roles: None,
+            provision_identity: None,
         }
     }
 }
@@ -619,6 +629,12 @@ pub struct AccountConfig {
     pub signin_apps: Option<Vec<String>>,
     /// Overrides `defaults.signin_ip`.
     pub signin_ip: Option<String>,
+    /// Overrides `defaults.roles`: the directory roles the user should hold.
+    pub roles: Option<Vec<String>>,
+    /// The user's display name when `keyturn provision` creates it (default: `name`).
+    pub display_name: Option<String>,
+    /// Overrides `defaults.provision_identity`.
+    pub provision_identity: Option<String>,
 }
 
 /// An account after defaults were applied and everything was checked.
@@ -643,6 +659,13 @@ pub struct ResolvedAccount {
     pub signin_apps: Vec<String>,
     /// The address its sign-ins come from (`signin_ip`).
     pub signin_ip: Option<std::net::IpAddr>,
+    /// The directory roles the user should hold (`roles`, resolved, sorted by id, no
+    /// duplicates); `None` when the account declares none (provisioning leaves roles alone).
+    pub roles: Option<Vec<crate::entra_roles::Role>>,
+    /// The display name a created user gets (`display_name`, default the account's name).
+    pub display_name: String,
+    /// The identity `keyturn provision` acts with (`provision_identity`), if any.
+    pub provision_identity: Option<String>,
 }
 
 /// One problem, at one key.
