@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every route name a fault rule can select (besides `*` and `prefix.*`).
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 21] = [
     "token",
     "msi",
     "kv.set",
@@ -25,6 +25,9 @@ pub const ROUTES: [&str; 18] = [
     "graph.service_principals",
     "kv.other",
     "graph.other",
+    "graph.create",
+    "graph.delete",
+    "graph.deleted_items",
 ];
 
 /// What a fault does.
@@ -71,7 +74,8 @@ pub struct FaultRule {
     pub id: Option<String>,
     /// Route selector: a route name (`token`, `msi`, `kv.set`, `kv.get`, `kv.list`,
     /// `kv.update`, `kv.delete`, `kv.recover`, `kv.purge`, `graph.get`, `graph.patch`,
-    /// `graph.grants`, `graph.ca`, `graph.roles`, `graph.service_principals`,
+    /// `graph.grants`, `graph.ca`, `graph.roles`, `graph.service_principals`, `graph.create`
+    /// (`POST /users`), `graph.delete` (`DELETE /users/{id}`), `graph.deleted_items`,
     /// `eventgrid.publish`), a
     /// prefix such as `kv.*`, or `*`.
     pub route: String,

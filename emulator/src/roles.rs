@@ -75,6 +75,28 @@ pub(crate) const BUILT_IN: [(&str, &str); 21] = [
     ),
 ];
 
+/// The built-in roles above that Microsoft labels PRIVILEGED ("Privileged roles and
+/// permissions in Microsoft Entra ID"; `isPrivileged` of their role definitions). **Unsure**
+/// for Global Reader and Security Reader (labelled privileged for what they can read).
+const PRIVILEGED: [&str; 11] = [
+    "Global Administrator",
+    "Privileged Authentication Administrator",
+    "Privileged Role Administrator",
+    "Authentication Administrator",
+    "User Administrator",
+    "Helpdesk Administrator",
+    "Password Administrator",
+    "Security Administrator",
+    "Security Reader",
+    "Global Reader",
+    "Application Administrator",
+];
+
+/// Whether a built-in role (by name) is privileged.
+pub(crate) fn is_privileged(name: &str) -> bool {
+    PRIVILEGED.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
 /// The template id of a role given by name (case-insensitive) or by template id.
 pub(crate) fn template_id(role: &str) -> Option<&'static str> {
     BUILT_IN

@@ -93,6 +93,10 @@ enum Target {
     Ca(String),
     /// `/v1.0/roleManagement/directory/…` and `/v1.0/servicePrincipals`.
     Roles(graph::RolesRoute),
+    /// `/{v1.0|beta}/users` (create).
+    Users,
+    /// `/{v1.0|beta}/directory/deletedItems/…`: the segments after `deletedItems`.
+    Deleted(Vec<String>),
     NotFound,
 }
 
@@ -138,7 +142,13 @@ fn classify(req: &Req) -> Target {
     if let Some(route) = graph::RolesRoute::parse(&segs) {
         return Target::Roles(route);
     }
-    if let ["v1.0", "users", user] = segs.as_slice() {
+    if let ["v1.0" | "beta", "users"] = segs.as_slice() {
+        return Target::Users;
+    }
+    if let ["v1.0" | "beta", "directory", "deletedItems", rest @ ..] = segs.as_slice() {
+        return Target::Deleted(rest.iter().map(|s| s.to_string()).collect());
+    }
+    if let ["v1.0" | "beta", "users", user] = segs.as_slice() {
         if !user.is_empty() {
             return Target::Graph(user.to_string());
         }
@@ -236,6 +246,7 @@ async fn answer(
             let r = match req.method {
                 hyper::Method::GET => "graph.get",
                 hyper::Method::PATCH => "graph.patch",
+                hyper::Method::DELETE => "graph.delete",
                 _ => "graph.other",
             };
             (r, None, graph::peek_tenant(&req))
@@ -244,6 +255,8 @@ async fn answer(
         Target::EventGrid(_) => ("eventgrid.publish", None, None),
         Target::Ca(_) => ("graph.ca", None, graph::peek_tenant(&req)),
         Target::Roles(r) => (r.name(), None, graph::peek_tenant(&req)),
+        Target::Users => ("graph.create", None, graph::peek_tenant(&req)),
+        Target::Deleted(_) => ("graph.deleted_items", None, graph::peek_tenant(&req)),
     };
     let plan = lock(&shared.faults).plan(route, vault.as_deref(), tenant.as_deref());
     if plan.latency_ms > 0 {
@@ -289,6 +302,8 @@ async fn answer(
         Target::EventGrid(topic) => crate::eventgrid::publish(shared, &req, topic),
         Target::Ca(what) => graph::handle_ca(shared, &req, what, &rid),
         Target::Roles(r) => graph::handle_roles(shared, &req, r, &rid),
+        Target::Users => graph::handle_create(shared, &req, &rid),
+        Target::Deleted(rest) => graph::handle_deleted(shared, &req, rest, &rid),
         Target::Control | Target::NotFound => json(404, &json!({})),
     };
     let mut resp = finish(resp, &target, &req, &rid);
@@ -333,7 +348,12 @@ fn finish(r: Resp, target: &Target, req: &Req, rid: &str) -> Resp {
                 "1.9.0.0 (keyturn-emulator)",
             )
         }
-        Target::Graph(_) | Target::Grants | Target::Ca(_) | Target::Roles(_) => {
+        Target::Graph(_)
+        | Target::Grants
+        | Target::Ca(_)
+        | Target::Roles(_)
+        | Target::Users
+        | Target::Deleted(_) => {
             let r = with_header(r, "request-id", rid);
             let crid = req.header("client-request-id").unwrap_or(rid).to_string();
             with_header(r, "client-request-id", &crid)
@@ -367,7 +387,12 @@ fn fault_response(
             };
             keyvault::kv_error(status, code, "The service encountered an internal error (injected by a keyturn-emulator fault rule).", None)
         }
-        Target::Graph(_) | Target::Grants | Target::Ca(_) | Target::Roles(_) => {
+        Target::Graph(_)
+        | Target::Grants
+        | Target::Ca(_)
+        | Target::Roles(_)
+        | Target::Users
+        | Target::Deleted(_) => {
             let code = match status {
                 429 => "TooManyRequests",
                 503 => "serviceNotAvailable",

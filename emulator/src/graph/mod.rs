@@ -6,16 +6,19 @@
 //! are writable, read-only, selected by default), their values, and the check of a `PATCH`;
 //! `grants`: `oauth2PermissionGrants` (list, create), the consent the password grant needs;
 //! `ca`: Conditional Access policies, named locations and the What-If evaluation;
-//! `roles`: directory roles (`roleManagement/directory/…`) and `servicePrincipals`.
+//! `roles`: directory roles (`roleManagement/directory/…`) and `servicePrincipals`;
+//! `users`: the user lifecycle (`POST /users`, `DELETE /users/{id}`, `directory/deletedItems`).
 
 mod ca;
 mod grants;
 mod properties;
 mod roles;
+mod users;
 
 pub(crate) use ca::handle as handle_ca;
 pub(crate) use grants::handle as handle_grants;
 pub(crate) use roles::{handle as handle_roles, Route as RolesRoute};
+pub(crate) use users::handle_deleted;
 
 use properties::{check_patch, known_property, property, DEFAULT_PROPERTIES, WRITABLE_FIXED};
 
@@ -150,6 +153,57 @@ pub(crate) fn peek_tenant(req: &Req) -> Option<String> {
     t.get("tid")?.as_str().map(str::to_string)
 }
 
+/// The 429 answer when the caller's app has used its Graph write budget in this tenant
+/// (`limits.graph_write_limit` per `graph_write_window_ms`), counting this write otherwise.
+fn throttled(shared: &Shared, st: &State, req: &Req, claims: &Claims, rid: &str) -> Option<Resp> {
+    let key = format!("graph/{}/{}", claims.tid, claims.appid);
+    let (limit, window) = (st.limits.graph_write_limit, st.limits.graph_write_window_ms);
+    let retry = lock(&shared.throttle)
+        .hit(&key, limit, window, shared.clock.unix_ms())
+        .err()?;
+    let mut r = graph_error(
+        req,
+        rid,
+        429,
+        "TooManyRequests",
+        "Too many requests. Please try again later.",
+    );
+    r.extensions_mut().insert(Throttled);
+    let r = with_header(r, "retry-after", &retry.to_string());
+    let r = with_header(
+        r,
+        "x-ms-throttle-scope",
+        &format!(
+            "Tenant_Application/ReadWrite/{}/{}",
+            claims.tid, claims.appid
+        ),
+    );
+    Some(with_header(
+        r,
+        "x-ms-throttle-information",
+        "ResourceUnitLimitExceeded",
+    ))
+}
+
+/// Handles `POST /{v1.0|beta}/users` (create a user).
+pub(crate) fn handle_create(shared: &Shared, req: &Req, rid: &str) -> Resp {
+    let mut st = lock(&shared.state);
+    let claims = match authenticate(shared, &st, req, rid) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if req.method != Method::POST {
+        return graph_error(
+            req,
+            rid,
+            405,
+            "Request_BadRequest",
+            "The emulator serves POST on /users only (read users by id or UPN).",
+        );
+    }
+    users::create(shared, &mut st, req, &claims, rid)
+}
+
 /// Handles `/v1.0/users/{id|upn}`; `rid` is the request id sent in headers and bodies.
 pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> Resp {
     let mut st = lock(&shared.state);
@@ -249,30 +303,8 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             {
                 return denied(req, rid);
             }
-            // Throttling of writes per app and tenant.
-            let key = format!("graph/{}/{}", claims.tid, claims.appid);
-            let (limit, window) = (st.limits.graph_write_limit, st.limits.graph_write_window_ms);
-            if let Err(retry) =
-                lock(&shared.throttle).hit(&key, limit, window, shared.clock.unix_ms())
-            {
-                let mut r = graph_error(
-                    req,
-                    rid,
-                    429,
-                    "TooManyRequests",
-                    "Too many requests. Please try again later.",
-                );
-                r.extensions_mut().insert(Throttled);
-                let r = with_header(r, "retry-after", &retry.to_string());
-                let r = with_header(
-                    r,
-                    "x-ms-throttle-scope",
-                    &format!(
-                        "Tenant_Application/ReadWrite/{}/{}",
-                        claims.tid, claims.appid
-                    ),
-                );
-                return with_header(r, "x-ms-throttle-information", "ResourceUnitLimitExceeded");
+            if let Some(r) = throttled(shared, &st, req, &claims, rid) {
+                return r;
             }
             let mut new_password = None;
             let mut force = true;
@@ -320,6 +352,7 @@ pub(crate) fn handle(shared: &Shared, req: &Req, user_ref: &str, rid: &str) -> R
             shared.persist(&st);
             empty(204)
         }
+        Method::DELETE => users::delete(shared, &mut st, req, &claims, &user_ref, rid),
         _ => graph_error(
             req,
             rid,

@@ -245,6 +245,7 @@ pub(crate) fn handle(shared: &Shared, req: &Req, route: &Route, rid: &str) -> Re
                         "displayName": name,
                         "isBuiltIn": true,
                         "isEnabled": true,
+                        "isPrivileged": crate::roles::is_privileged(name),
                         "resourceScopes": ["/"],
                         "templateId": id,
                         "version": "1",

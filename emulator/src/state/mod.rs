@@ -157,6 +157,15 @@ pub(crate) struct User {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+/// A soft-deleted user ("deleted items"): restorable for 30 days in Entra; the emulator keeps
+/// it until it is restored (no purge).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DeletedUser {
+    pub user: User,
+    /// Unix seconds of the deletion.
+    pub deleted: i64,
+}
+
 /// One version of a secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SecretVersion {
@@ -219,6 +228,9 @@ pub(crate) struct State {
     /// Conditional Access policies and named locations (absent from older state files).
     #[serde(default)]
     pub conditional_access: ConditionalAccess,
+    /// Soft-deleted users (absent from older state files).
+    #[serde(default)]
+    pub deleted_users: Vec<DeletedUser>,
     /// Lookup tables over `tenants`, `apps` and `users`, rebuilt on load and kept current by
     /// `put_tenants`, `put_app` and `put_user` (the only places those lists change), so a request costs O(1) lookups rather than
     /// a scan of every user under the state lock.
@@ -302,6 +314,7 @@ impl State {
             vaults: BTreeMap::new(),
             permission_grants: Vec::new(),
             conditional_access: ConditionalAccess::default(),
+            deleted_users: Vec::new(),
             index: Index::default(),
         };
         st.ensure_signer();
@@ -414,6 +427,14 @@ impl State {
                 self.apps.push(app);
             }
         }
+    }
+
+    /// Removes the user at `idx` (a soft delete moves it to `deleted_users`), rebuilding the
+    /// lookup tables (positions after it shift; deletes are rare).
+    pub(crate) fn remove_user(&mut self, idx: usize) -> User {
+        let u = self.users.remove(idx);
+        self.reindex();
+        u
     }
 
     /// Adds a user, replacing the one with the same tenant and UPN (case-insensitive) in place,

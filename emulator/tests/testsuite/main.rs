@@ -11,6 +11,7 @@ mod entra;
 mod eventgrid;
 mod graph;
 mod keyvault;
+mod lifecycle;
 mod msi;
 mod oidc;
 mod roles;
