@@ -578,3 +578,350 @@ async fn the_daemon_finishes_a_provisioning_whose_password_is_committed() {
     assert_eq!(w.staged_state().as_deref(), Some(tag::COMMITTED));
     assert!(w.converged());
 }
+
+// ---- Against the emulator: `keyturn provision` as a process, over Graph and Key Vault ----
+
+use crate::common::{write_config, Opts, BIN, READER, ROTATOR, SCENARIO, TENANT, VAULT};
+use keyturn_emulator::{Emulator, InvariantQuery};
+
+/// The app `keyturn provision` acts as: it may create users and assign roles, and write the
+/// vault.
+pub(crate) const PROVISIONER: &str = "55555555-5555-5555-5555-555555555555";
+/// An app with the vault but without Graph's write permissions.
+const NO_RIGHTS: &str = "66666666-6666-6666-6666-666666666666";
+/// An app that may create users and read roles, but not assign them.
+const NO_ROLES: &str = "77777777-7777-7777-7777-777777777777";
+pub(crate) const NEW_UPN: &str = "svc-new@contoso.onmicrosoft.com";
+pub(crate) const NEW_SECRET: &str = "svc-new";
+
+/// [`SCENARIO`] plus the provisioning apps, each with write access to the vault.
+pub(crate) fn scenario() -> String {
+    let mut s = SCENARIO.replacen(
+        "access = [\n",
+        &format!("access = [\n  {{ client_id = {PROVISIONER:?}, role = \"Key Vault Secrets Officer\" }},\n  {{ client_id = {NO_RIGHTS:?}, role = \"Key Vault Secrets Officer\" }},\n  {{ client_id = {NO_ROLES:?}, role = \"Key Vault Secrets Officer\" }},\n"),
+        1,
+    );
+    for (name, id, perms) in [
+        (
+            "provisioner",
+            PROVISIONER,
+            r#"["User.ReadWrite.All", "RoleManagement.ReadWrite.Directory"]"#,
+        ),
+        ("no-rights", NO_RIGHTS, r#"["User.Read.All"]"#),
+        (
+            "no-roles",
+            NO_ROLES,
+            r#"["User.ReadWrite.All", "RoleManagement.Read.Directory"]"#,
+        ),
+    ] {
+        s.push_str(&format!("\n[[apps]]\ntenant = \"contoso\"\nname = {name:?}\nclient_id = {id:?}\nsecrets = [\"{name}-secret\"]\ngraph_permissions = {perms}\n"));
+    }
+    s
+}
+
+/// An emulator with [`scenario`] and a configuration whose account `svc-new` (not in Entra
+/// yet) declares the CoreView roles and provisions as `provision_identity`.
+pub(crate) async fn setup(provision_identity: &str) -> (Emulator, tempfile::TempDir, PathBuf) {
+    let emu = keyturn_emulator::testkit::start_toml(&scenario()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), &Opts::default());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (name, id) in [
+        ("provisioner", PROVISIONER),
+        ("no-rights", NO_RIGHTS),
+        ("no-roles", NO_ROLES),
+    ] {
+        text.push_str(&format!(
+            "\n[identities.{name}]\nkind = \"client_secret\"\ntenant_id = \"contoso\"\nclient_id = {id:?}\nclient_secret = \"{name}-secret\"\nallow_inline_secret = true\nauthority_host = {:?}\ngraph_base = {:?}\n",
+            emu.authority_host(),
+            emu.graph_base()
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[accounts]]\nname = \"svc-new\"\nuser = {NEW_UPN:?}\nidentity = \"rotator\"\nvault = {:?}\nsecret = {NEW_SECRET:?}\ndisplay_name = \"CoreView management\"\nroles = [\"preset:coreview\"]\nprovision_identity = {provision_identity:?}\n",
+        emu.vault_url(VAULT)
+    ));
+    std::fs::write(&config, text).unwrap();
+    (emu, dir, config)
+}
+
+/// `keyturn provision ARGS --config CONFIG` as a process: (exit code, stdout, stderr).
+pub(crate) async fn provision(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .arg("provision")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("KEYTURN_ALLOW_ROOT", "1")
+        .env("KEYTURN_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub(crate) fn new_invariant(emu: &Emulator) -> keyturn_emulator::InvariantReport {
+    emu.control()
+        .invariant(&InvariantQuery {
+            tenant: TENANT.into(),
+            user: NEW_UPN.into(),
+            vault: VAULT.into(),
+            secret: NEW_SECRET.into(),
+            staging_secret: None,
+        })
+        .unwrap()
+}
+
+/// Writes that reached the emulator: creates, password changes, deletions, role
+/// assignments made or removed, secrets set or retagged.
+pub(crate) fn writes(emu: &Emulator) -> u64 {
+    let c = emu.control().counters();
+    let req = |r: &str| c.requests.get(r).copied().unwrap_or(0);
+    let resp = |r: &str| c.responses.get(r).copied().unwrap_or(0);
+    req("graph.create")
+        + req("graph.patch")
+        + req("graph.delete")
+        + req("kv.set")
+        + req("kv.update")
+        + resp("graph.roles 201")
+        + resp("graph.roles 204")
+}
+
+/// The latest `<secret>` of `svc-new` as a consumer reads it, and whether Entra's password
+/// grant takes it (the verify sign-in's app).
+pub(crate) async fn key_vault_password_signs_in(emu: &Emulator, config: &Path) -> bool {
+    let loaded = crate::common::load(config);
+    let value = crate::common::vault_client_as(
+        emu,
+        &loaded,
+        READER,
+        "reader-secret",
+        keyturn::observe::unobserved(),
+    )
+    .get_secret(NEW_SECRET, None)
+    .await
+    .unwrap()
+    .into_model()
+    .unwrap();
+    let password = value.value.unwrap();
+    let http = keyturn_emulator::testkit::http(emu);
+    let (status, body) = keyturn_emulator::testkit::token_request(
+        &http,
+        emu,
+        TENANT,
+        &[
+            ("grant_type", "password"),
+            ("client_id", ROTATOR),
+            ("client_secret", "rotator-secret"),
+            ("username", NEW_UPN),
+            ("password", password.as_str()),
+            ("scope", "openid User.Read"),
+        ],
+    )
+    .await;
+    status == 200 || panic!("the password grant refused the Key Vault password: {body}")
+}
+
+/// Every value of `svc-new`'s secret and staging secret.
+pub(crate) async fn new_passwords(emu: &Emulator, config: &Path) -> Vec<String> {
+    let loaded = crate::common::load(config);
+    let client = crate::common::vault_client_as(
+        emu,
+        &loaded,
+        crate::common::ROTATOR,
+        "rotator-secret",
+        keyturn::observe::unobserved(),
+    );
+    crate::common::all_values(&client, &[NEW_SECRET]).await
+}
+
+use std::path::{Path, PathBuf};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_from_nothing_against_the_emulator_then_a_no_op() {
+    let (emu, dir, config) = setup("provisioner").await;
+    let (code, stdout, stderr) = provision(
+        &config,
+        &[
+            "svc-new",
+            "--reason",
+            "onboarding",
+            "--ticket",
+            "OPS-7",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let acct = &out["accounts"][0];
+    assert_eq!(acct["result"], "changed", "{out:#}");
+    // Doctor's checks of the account ran and none fails.
+    let checks = acct["doctor"]["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["check"] == "user_roles"), "{out:#}");
+    assert!(checks.iter().all(|c| c["status"] != "fail"), "{out:#}");
+    // The user: enabled, no forced change, every declared role; the password in Key Vault.
+    let user = emu.control().user(TENANT, NEW_UPN).unwrap();
+    assert_eq!(user.flags.disabled, Some(false));
+    assert_eq!(user.flags.force_change_password_next_sign_in, Some(false));
+    let mut roles = user.directory_roles.clone();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            "Authentication Administrator",
+            "Exchange Administrator",
+            "Global Reader",
+            "Reports Reader",
+            "SharePoint Administrator",
+            "Teams Administrator",
+            "User Administrator",
+        ]
+    );
+    assert!(new_invariant(&emu).latest_matches);
+    assert!(key_vault_password_signs_in(&emu, &config).await);
+    let records = crate::common::audit_records(dir.path());
+    let started = records
+        .iter()
+        .find(|r| r["event"] == "provision.started")
+        .unwrap();
+    assert_eq!(started["reason"], "onboarding");
+    assert_eq!(started["ticket"], "OPS-7");
+    assert_eq!(started["actor"]["kind"], "user");
+
+    // A second run: nothing written, and it says so.
+    let before = writes(&emu);
+    let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "again"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+    assert_eq!(writes(&emu), before, "a second run writes nothing");
+
+    // No password in anything keyturn printed or recorded.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    for p in new_passwords(&emu, &config).await {
+        assert!(!stdout.contains(&p) && !stderr.contains(&p) && !audit.contains(&p));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_changes_nothing_in_the_emulator() {
+    let (emu, dir, config) = setup("provisioner").await;
+    let before = writes(&emu);
+    let (code, stdout, stderr) =
+        provision(&config, &["svc-new", "--reason", "look", "--dry-run"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing was changed"), "{stdout}");
+    assert!(stdout.contains("create_user"), "{stdout}");
+    assert!(stdout.contains("Global Reader"), "{stdout}");
+    assert_eq!(writes(&emu), before);
+    assert!(emu.control().user(TENANT, NEW_UPN).is_err(), "no user");
+    assert!(crate::common::audit_records(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_answer_is_settled_and_an_unknown_one_converges_on_a_rerun() {
+    // The create is applied, then its answer is lost: reading the user by UPN settles it.
+    let (emu, dir, config) = setup("provisioner").await;
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "graph.create".into(),
+            kind: keyturn_emulator::FaultKind::CommitThenFail,
+            status: Some(500),
+            count: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(new_invariant(&emu).latest_matches);
+    assert!(key_vault_password_signs_in(&emu, &config).await);
+    assert!(crate::common::audit_records(dir.path())
+        .iter()
+        .any(|r| r["event"] == "provision.user_created"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("answer was lost"))));
+
+    // Graph answers nothing definite to any create: the password stays pending (75), and
+    // a rerun completes it with the same password.
+    let (emu, _dir, config) = setup("provisioner").await;
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "graph.create".into(),
+            kind: keyturn_emulator::FaultKind::Status,
+            status: Some(503),
+            count: Some(4),
+            ..Default::default()
+        })
+        .unwrap();
+    let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
+    assert_eq!(code, 75, "{stdout}\n{stderr}");
+    assert!(stdout.contains("rerun"), "{stdout}");
+    assert_eq!(
+        staging_state(&emu, &config).await.as_deref(),
+        Some("pending")
+    );
+    let staged = new_passwords(&emu, &config).await;
+    emu.control().clear_faults();
+    let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let inv = new_invariant(&emu);
+    assert!(
+        inv.latest_matches && inv.pending_tag.as_deref() == Some("committed"),
+        "{inv:?}"
+    );
+    assert!(key_vault_password_signs_in(&emu, &config).await);
+    assert_eq!(staged.len(), 1, "one password staged");
+    assert!(
+        emu.control()
+            .check_password(TENANT, NEW_UPN, &staged[0])
+            .unwrap(),
+        "the rerun created the user with the staged password"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_without_the_rights_name_the_missing_permission() {
+    let (emu, _dir, config) = setup("no-rights").await;
+    let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("User.ReadWrite.All"), "{stdout}");
+    assert!(emu.control().user(TENANT, NEW_UPN).is_err());
+    assert_eq!(
+        staging_state(&emu, &config).await.as_deref(),
+        Some("abandoned")
+    );
+
+    let (emu, _dir, config) = setup("no-roles").await;
+    let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("RoleManagement.ReadWrite.Directory"),
+        "{stdout}"
+    );
+    // The user was created and its password secured before the roles were refused.
+    assert!(new_invariant(&emu).latest_matches);
+}
+
+/// The `keyturn-state` tag of `svc-new`'s latest staging version.
+pub(crate) async fn staging_state(emu: &Emulator, config: &Path) -> Option<String> {
+    let loaded = crate::common::load(config);
+    let client = crate::common::vault_client_as(
+        emu,
+        &loaded,
+        ROTATOR,
+        "rotator-secret",
+        keyturn::observe::unobserved(),
+    );
+    let s = client
+        .get_secret(&format!("{NEW_SECRET}-pending"), None)
+        .await
+        .ok()?
+        .into_model()
+        .ok()?;
+    s.tags.and_then(|t| t.get("keyturn-state").cloned())
+}
