@@ -505,3 +505,100 @@ async fn all_passwords(emu: &Emulator, cfg: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The chaos harness extended to provisioning: `keyturn provision` killed (SIGKILL) while
+/// each of its steps is in flight (the step's route held by latency: the stage, the create,
+/// the commit, the finish, the role assignments), then run again: it converges, and the
+/// password is never lost (the emulator's invariant after the kill; the Key Vault password
+/// signs in at the end). Nothing it printed or recorded holds a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_killed_at_each_step_converges_without_losing_the_password() {
+    use crate::provision::{
+        key_vault_password_signs_in, new_invariant, new_passwords, provision, setup, NEW_UPN,
+    };
+    for (route, after) in [
+        ("kv.set", "provision.started"),
+        ("graph.create", "provision.staged"),
+        ("kv.set", "provision.user_created"),
+        ("kv.update", "provision.committed"),
+        ("graph.roles", "provision.committed"),
+    ] {
+        let (emu, dir, config) = setup("provisioner").await;
+        let control = emu.control();
+        control
+            .add_fault(FaultRule {
+                route: route.into(),
+                kind: FaultKind::Latency,
+                latency_ms: Some(3000),
+                ..Default::default()
+            })
+            .unwrap();
+        let out = dir.path().join("killed.stdout");
+        let err = dir.path().join("killed.stderr");
+        let mut child = std::process::Command::new(BIN)
+            .args(["provision", "svc-new", "--reason", "chaos", "--config"])
+            .arg(&config)
+            .env("KEYTURN_ALLOW_ROOT", "1")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_for(Duration::from_secs(20), || count(dir.path(), after, None)
+                >= 1)
+            .await,
+            "{route}: never reached {after}: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        // The held request is in flight now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+        let _ = child.wait();
+        if control.user("contoso", NEW_UPN).is_ok() {
+            assert!(
+                new_invariant(&emu).holds,
+                "{route} after {after}: the kill lost the password"
+            );
+        }
+        control.clear_faults();
+        let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "rerun"]).await;
+        assert_eq!(code, 0, "{route} after {after}: {stdout}\n{stderr}");
+        let inv = new_invariant(&emu);
+        assert!(
+            inv.latest_matches && inv.pending_tag.as_deref() != Some("pending"),
+            "{route} after {after}: {inv:?}"
+        );
+        assert!(key_vault_password_signs_in(&emu, &config).await);
+        assert_eq!(
+            control
+                .user("contoso", NEW_UPN)
+                .unwrap()
+                .directory_roles
+                .len(),
+            7,
+            "{route} after {after}: every role"
+        );
+        let verify = std::process::Command::new(BIN)
+            .args(["audit", "verify", "--file"])
+            .arg(dir.path().join("audit.jsonl"))
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{route}: the audit chain verifies");
+        let mut written = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        for f in [&out, &err] {
+            written.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        }
+        written.push_str(&stdout);
+        written.push_str(&stderr);
+        for p in new_passwords(&emu, &config).await {
+            assert!(
+                !written.contains(&p),
+                "{route}: a password was printed or recorded"
+            );
+        }
+    }
+}

@@ -925,3 +925,78 @@ pub(crate) async fn staging_state(emu: &Emulator, config: &Path) -> Option<Strin
         .ok()?;
     s.tags.and_then(|t| t.get("keyturn-state").cloned())
 }
+
+/// A daemon runs on the configuration while an operator provisions the account from another
+/// machine (its own lock and audit log, the same tenant and vault). Asked to reconcile the
+/// account while the create is in flight, the daemon leaves the staged password alone
+/// (neither re-applies nor abandons it), and the provisioning completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_daemon_leaves_a_provisioning_in_flight_alone() {
+    let (emu, dir, config) = setup("provisioner").await;
+    let daemon = crate::common::Daemon::start(&config, dir.path(), "run");
+    daemon.ready().await;
+    // The operator's copy: its own state folder, audit log and socket.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("/state\"", "/state-operator\"")
+        .replace("/audit.jsonl\"", "/audit-operator.jsonl\"")
+        .replace("/admin.sock\"", "/admin-operator.sock\"");
+    let operator = dir.path().join("operator.toml");
+    std::fs::write(&operator, text).unwrap();
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "graph.create".into(),
+            kind: keyturn_emulator::FaultKind::Latency,
+            latency_ms: Some(4000),
+            ..Default::default()
+        })
+        .unwrap();
+    let op = operator.clone();
+    let running =
+        tokio::spawn(async move { provision(&op, &["svc-new", "--reason", "onboarding"]).await });
+    let staged = || {
+        std::fs::read_to_string(dir.path().join("audit-operator.jsonl"))
+            .unwrap_or_default()
+            .contains("provision.staged")
+    };
+    assert!(crate::common::wait_for(Duration::from_secs(20), staged).await);
+    let reconcile = tokio::process::Command::new(BIN)
+        .args(["reconcile", "svc-new", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let deferred = || {
+        crate::common::audit_records(dir.path()).iter().any(|r| {
+            r["account"] == "svc-new"
+                && r["event"] == "rotation.left_pending"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("keyturn provision svc-new"))
+        })
+    };
+    assert!(
+        crate::common::wait_for(Duration::from_secs(10), deferred).await,
+        "the daemon left it to keyturn provision: {}\n{}",
+        String::from_utf8_lossy(&reconcile.stdout),
+        daemon.stderr()
+    );
+    let (code, stdout, stderr) = running.await.unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let records = crate::common::audit_records(dir.path());
+    let of = |event: &str| {
+        records
+            .iter()
+            .filter(|r| r["account"] == "svc-new" && r["event"] == event)
+            .count()
+    };
+    assert_eq!(of("rotation.resumed"), 0, "the daemon never re-applied it");
+    assert_eq!(of("rotation.abandoned"), 0, "nor abandoned it");
+    assert!(new_invariant(&emu).holds);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait().await.success());
+    // Whatever the daemon did since (a retry may rotate the now provisioned account), the
+    // password in Key Vault is Entra's.
+    assert!(new_invariant(&emu).latest_matches);
+    assert!(key_vault_password_signs_in(&emu, &config).await);
+}
