@@ -45,6 +45,9 @@ use uuid::Uuid;
 pub const EXIT_PENDING: i32 = 75;
 /// Exit code when Azure could not be reached or no token was had (`EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: i32 = 69;
+/// Exit code for a declaration that cannot be provisioned as written (`EX_USAGE`, as a bad
+/// configuration; `config::EXIT_CONFIG`, which this layer does not import).
+pub const EXIT_USAGE: i32 = 64;
 
 /// What an account declares, as provisioning needs it.
 #[derive(Debug, Clone)]
@@ -178,7 +181,7 @@ impl ProvisionError {
     /// The exit code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ProvisionError::Usage { .. } => crate::config::EXIT_CONFIG,
+            ProvisionError::Usage { .. } => EXIT_USAGE,
             ProvisionError::Pending { .. } => EXIT_PENDING,
             ProvisionError::Read { source, .. } | ProvisionError::Stage { source, .. } => {
                 match source.next_step() {
