@@ -149,6 +149,18 @@ async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -
         Err(e) => return read_error(&account.staging(), e),
     };
     if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+        if s.tag(tag::TRIGGER) == Some(crate::audit::Trigger::Provision.as_str()) {
+            return planned(
+                "complete_pending",
+                None,
+                format!(
+                    "`keyturn provision` left the new user's password pending in {} (provisioning {}): start-up leaves it to `keyturn provision {}`; run that to complete it",
+                    account.staging(),
+                    s.tag(tag::ROTATION_ID).unwrap_or("?"),
+                    account.name
+                ),
+            );
+        }
         return planned(
             "complete_pending",
             None,

@@ -645,3 +645,49 @@ secret = "a b"
         problems(text)
     );
 }
+
+#[test]
+fn check_config_refuses_an_unknown_role_with_exit_64_naming_the_key_and_close_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyturn.toml");
+    std::fs::write(
+        &path,
+        "[identities.rotator]\nkind = \"managed_identity\"\n\n[identities.operator]\nkind = \"azure_cli\"\n\n[[accounts]]\nname = \"a\"\nuser = \"a@contoso.onmicrosoft.com\"\nidentity = \"rotator\"\nvault = \"https://kv.vault.azure.net/\"\nsecret = \"a\"\nroles = [\"preset:coreview\", \"Privileged Role Admin\"]\nprovision_identity = \"operator\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("accounts[0].roles[1]"), "{stderr}");
+    assert!(
+        stderr.contains("did you mean \"Privileged Role Administrator\""),
+        "{stderr}"
+    );
+    // Fixed, it passes; provisioning with the daemon's own identity is warned about.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("Privileged Role Admin\"", "Privileged Role Administrator\"")
+            .replace(
+                "provision_identity = \"operator\"",
+                "provision_identity = \"rotator\"",
+            ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning: accounts[0].provision_identity"),
+        "{stdout}"
+    );
+}
