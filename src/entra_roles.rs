@@ -198,32 +198,6 @@ pub const PRESETS: &[(&str, &[&str])] = &[(
 /// The prefix of a preset in `roles`.
 pub const PRESET_PREFIX: &str = "preset:";
 
-/// Roles whose assignment Entra lets only a Privileged Role Administrator (or a Global
-/// Administrator) make: the roles Microsoft labels privileged in the table above. Assigning
-/// them needs `RoleManagement.ReadWrite.Directory` *and* that role on the caller.
-const PRIVILEGED: &[&str] = &[
-    "Application Administrator",
-    "Application Developer",
-    "Authentication Administrator",
-    "Cloud Application Administrator",
-    "Cloud Device Administrator",
-    "Conditional Access Administrator",
-    "Directory Writers",
-    "Domain Name Administrator",
-    "Global Administrator",
-    "Global Reader",
-    "Helpdesk Administrator",
-    "Hybrid Identity Administrator",
-    "Intune Administrator",
-    "Password Administrator",
-    "Privileged Authentication Administrator",
-    "Privileged Role Administrator",
-    "Security Administrator",
-    "Security Operator",
-    "Security Reader",
-    "User Administrator",
-];
-
 /// One declared role, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Role {
@@ -239,11 +213,6 @@ pub fn name_of(id: &str) -> Option<&'static str> {
         .iter()
         .find(|(_, i)| i.eq_ignore_ascii_case(id))
         .map(|(n, _)| *n)
-}
-
-/// Whether Microsoft labels the role (by template id) privileged.
-pub fn is_privileged(id: &str) -> bool {
-    name_of(id).is_some_and(|n| PRIVILEGED.contains(&n))
 }
 
 /// One entry of `roles`: a display name, a template id or `preset:NAME`, into its roles; an
@@ -368,9 +337,6 @@ mod tests {
             for n in *names {
                 assert!(name_of(resolve(n).unwrap()[0].id.as_str()).is_some());
             }
-        }
-        for n in PRIVILEGED {
-            assert!(BUILT_IN.iter().any(|(b, _)| b == n), "{n}");
         }
     }
 }

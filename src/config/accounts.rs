@@ -393,7 +393,7 @@ pub fn provision_warnings(config: &Config) -> Vec<(String, String)> {
             } else {
                 "defaults.provision_identity".into()
             };
-            out.push((k, format!("account {:?} provisions with {prov:?}, the identity the daemon rotates it with: the daemon would hold the rights to create users and assign admin roles (User.ReadWrite.All, RoleManagement.ReadWrite.Directory, Privileged Role Administrator); give provisioning its own identity (e.g. kind = \"azure_cli\", an operator's sign-in) and keep the daemon's app to User-PasswordProfile.ReadWrite.All", a.name)));
+            out.push((k, format!("account {:?} provisions with {prov:?}, the identity the daemon rotates it with: the daemon would hold the rights to create users and assign admin roles (User.ReadWrite.All, RoleManagement.ReadWrite.Directory); give provisioning its own identity (e.g. kind = \"azure_cli\", an operator's sign-in) and keep the daemon's app to User-PasswordProfile.ReadWrite.All", a.name)));
         }
     }
     out.dedup();

@@ -63,7 +63,7 @@ impl Op {
             Op::ReadUser => "the Microsoft Graph permission User.Read.All (or User.ReadWrite.All)",
             Op::CreateUser => "the Microsoft Graph application permission User.ReadWrite.All (admin consent); signed in as a person (azure_cli), the User Administrator role",
             Op::ListRoles => "the Microsoft Graph permission RoleManagement.Read.Directory (or RoleManagement.ReadWrite.Directory)",
-            Op::AssignRole | Op::RemoveRole => "the Microsoft Graph application permission RoleManagement.ReadWrite.Directory (admin consent) and, for a privileged role (most admin roles) or signed in as a person, the directory role Privileged Role Administrator",
+            Op::AssignRole | Op::RemoveRole => "the Microsoft Graph application permission RoleManagement.ReadWrite.Directory (admin consent); signed in as a person (azure_cli), the directory role Privileged Role Administrator",
         }
     }
 

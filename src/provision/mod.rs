@@ -837,22 +837,6 @@ impl Provisioner {
                 Ok(())
             }
             Err(e) => {
-                let e = match e {
-                    EntraError::Refused {
-                        op,
-                        status: 403,
-                        code,
-                        message,
-                        request_id,
-                    } if crate::entra_roles::is_privileged(&r.id) => EntraError::Refused {
-                        op,
-                        status: 403,
-                        code,
-                        message: format!("{message} ({} is a privileged role: only a Privileged Role Administrator or Global Administrator may assign it)", r.name),
-                        request_id,
-                    },
-                    e => e,
-                };
                 let e = self.graph(t, e);
                 self.failed(run, &e, None).await?;
                 Err(e)
