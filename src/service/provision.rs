@@ -115,7 +115,15 @@ pub(crate) async fn provision(loaded: Loaded, args: ProvisionArgs) -> Result<i32
             Arc::new(SystemClock),
             store,
             entra,
-            provision::Tuning::default(),
+            provision::Tuning {
+                // The daemon's first retry delay, at most the default's 2 s.
+                delay: loaded
+                    .config
+                    .daemon
+                    .retry_base_delay
+                    .min(provision::Tuning::default().delay),
+                ..Default::default()
+            },
         );
         outcomes.push(p.provision(&target(a), &options).await);
     }

@@ -7,6 +7,9 @@
 //! `passwordProfile`, answers 201 with the user; a role assignment takes `principalId`,
 //! `roleDefinitionId` (a built-in role's template id) and `directoryScopeId` (`/`), answers
 //! 201. A refusal is definite only with Graph's own error body (as for the password reset).
+//! **Unsure** (`docs/lifecycle.md`, "Unconfirmed"): how long a new user takes to be readable
+//! (replication) and the status of a duplicate assignment; the provisioning logic does not
+//! depend on either (it reads again, or is rerun).
 
 use super::{error_chain, read_capped, GraphErrorBody, Timed};
 use crate::azure::{bounded, Http, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
