@@ -321,6 +321,13 @@ impl Provisioner {
             }
             UserPlan::Resume(staged) => {
                 self.act(run, "complete_create", t.user.clone());
+                // Every record of the completion carries the interrupted run's id.
+                if let Some(id) = staged
+                    .tag(tag::ROTATION_ID)
+                    .and_then(|i| Uuid::parse_str(i).ok())
+                {
+                    run.id = id;
+                }
                 if run.o.dry_run {
                     None
                 } else {
@@ -335,6 +342,13 @@ impl Provisioner {
             }
             UserPlan::FinishOnly(staged) => {
                 self.act(run, "finish", staging_name(&t.secret));
+                // Every record of the completion carries the interrupted run's id.
+                if let Some(id) = staged
+                    .tag(tag::ROTATION_ID)
+                    .and_then(|i| Uuid::parse_str(i).ok())
+                {
+                    run.id = id;
+                }
                 if !run.o.dry_run {
                     started = true;
                     self.start(

@@ -1000,3 +1000,35 @@ async fn a_running_daemon_leaves_a_provisioning_in_flight_alone() {
     assert!(new_invariant(&emu).latest_matches);
     assert!(key_vault_password_signs_in(&emu, &config).await);
 }
+
+#[tokio::test]
+async fn a_completed_provisioning_keeps_the_interrupted_runs_id_in_every_record() {
+    let w = world();
+    for _ in 0..3 {
+        w.entra.inject(
+            Op::CreateUser,
+            EntraFault::Fail(EntraError::NotSent {
+                op: Op::CreateUser,
+                detail: "cannot connect".into(),
+            }),
+        );
+    }
+    assert_eq!(w.run(&opts()).await.exit, 75);
+    let first = w.audit.events().len();
+    let staged_id = w
+        .vault
+        .peek(STAGING)
+        .unwrap()
+        .tag(tag::ROTATION_ID)
+        .unwrap()
+        .to_owned();
+    assert_eq!(w.run(&opts()).await.exit, 0);
+    let rerun = &w.audit.events()[first..];
+    assert!(rerun
+        .iter()
+        .all(|e| e.rotation_id.map(|i| i.to_string()) == Some(staged_id.clone())));
+    assert_eq!(
+        w.vault.peek(SECRET).unwrap().tag(tag::ROTATION_ID),
+        Some(staged_id.as_str())
+    );
+}
