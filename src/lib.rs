@@ -92,6 +92,7 @@ pub mod password;
 pub mod plan;
 pub mod protocol;
 pub mod reload;
+pub mod retire;
 pub mod schedule;
 pub mod service;
 pub(crate) mod signals;

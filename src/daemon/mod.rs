@@ -113,6 +113,8 @@ struct Slot {
     /// Its secret does not exist and `on_missing_secret = "wait"`: nothing is scheduled
     /// until `adopt` (or the secret appears). Reported once, when it is first found.
     awaiting: bool,
+    /// `keyturn retire` retired it: nothing is scheduled, rotations are refused.
+    retired: bool,
     failures: u32,
     /// A reload changed where or when the account is due while a job of it ran: reconcile
     /// it (due time from the new secret and schedule) once that job ends.
@@ -131,6 +133,7 @@ impl Slot {
             busy: false,
             paused: false,
             awaiting: false,
+            retired: false,
             failures: 0,
             reconcile_when_idle: false,
             epoch: 0,
@@ -317,6 +320,7 @@ impl Daemon {
                 st.paused = s.paused;
                 st.enabled = s.managed.enabled;
                 st.awaiting_adoption = s.awaiting;
+                st.retired = s.retired;
                 if !s.managed.enabled || self.settings.readiness_interval.is_zero() {
                     // Not watched (any more): no stale readiness in status or metrics.
                     st.readiness = None;

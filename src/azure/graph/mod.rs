@@ -3,6 +3,7 @@
 //! This file holds [`GraphDirectory`], the password reset and the user read; `verify` the
 //! verify sign-in (ROPC) and the app it runs as ([`RopcClient`]).
 
+mod lifecycle;
 mod verify;
 
 pub use verify::{RopcAuth, RopcClient, VERIFY_SCOPE};
