@@ -31,6 +31,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::admin::client::EXIT_BUSY;
+
+/// Exit code when the daemon stops answering (`EX_UNAVAILABLE`, as the socket commands).
+const EXIT_UNAVAILABLE: i32 = 69;
 /// Key Vault's longest tag value.
 const MAX_TAG: usize = 256;
 
@@ -152,26 +155,42 @@ pub async fn run(loaded: Loaded, opts: Options) -> i32 {
             .await
             .ok()
     };
-    if let Some(status) = &daemon {
-        let accounts = status
-            .result
-            .as_ref()
-            .and_then(|r| r.get("accounts"))
-            .and_then(|a| a.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for (a, _) in &targets {
-            let busy = accounts.iter().any(|s| {
-                s.get("name").and_then(|n| n.as_str()) == Some(a.name.as_str())
-                    && s.get("busy").and_then(|b| b.as_bool()) == Some(true)
-            });
-            if busy {
-                eprintln!(
-                    "keyturn: the daemon is rotating {:?} now; retire it when that ends (nothing was changed)",
-                    a.name
-                );
-                return EXIT_BUSY;
+    if daemon.is_some() {
+        // Paused first, so that the schedule starts no rotation while the secrets change
+        // (the pause goes with the account when it leaves the configuration); then any
+        // rotation already running is waited for, up to a minute.
+        let names: Vec<String> = targets.iter().map(|(a, _)| a.name.clone()).collect();
+        for name in &names {
+            let req = admin::proto::Request::Pause(admin::proto::Target::One(name.clone()));
+            match admin::client::send(&socket, &req).await {
+                Ok(r) if r.ok => {}
+                Ok(r) => {
+                    eprintln!(
+                        "keyturn: the daemon did not pause {name:?} ({}); nothing was changed",
+                        r.encode()
+                    );
+                    return admin::client::exit_code(&r).max(1);
+                }
+                Err(e) => {
+                    eprintln!("keyturn: the daemon did not answer the pause of {name:?} ({e}); nothing was changed");
+                    return EXIT_UNAVAILABLE;
+                }
             }
+        }
+        let mut busy = Vec::new();
+        for _ in 0..120 {
+            busy = busy_accounts(&socket, &names).await;
+            if busy.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        if !busy.is_empty() {
+            eprintln!(
+                "keyturn: the daemon is still rotating {} after a minute; it is paused now, retire it again when that ends (nothing else was changed)",
+                busy.join(", ")
+            );
+            return EXIT_BUSY;
         }
     }
     let mut offline: Option<(crate::daemon::InstanceLock, Arc<dyn AuditSink>)> = None;
@@ -227,6 +246,30 @@ pub async fn run(loaded: Loaded, opts: Options) -> i32 {
         }
     }
     code
+}
+
+/// Which of `names` the daemon reports busy (a rotation or reconcile runs).
+async fn busy_accounts(socket: &std::path::Path, names: &[String]) -> Vec<String> {
+    let Ok(status) = admin::client::send(socket, &admin::proto::Request::Status).await else {
+        return Vec::new();
+    };
+    let accounts = status
+        .result
+        .as_ref()
+        .and_then(|r| r.get("accounts"))
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    names
+        .iter()
+        .filter(|n| {
+            accounts.iter().any(|s| {
+                s.get("name").and_then(|x| x.as_str()) == Some(n.as_str())
+                    && s.get("busy").and_then(|b| b.as_bool()) == Some(true)
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 fn human(r: &Report, dry_run: bool) -> String {

@@ -192,13 +192,22 @@ async fn a_retired_account_is_disabled_deleted_from_the_vault_and_never_rotated_
     assert!(text(&again).contains("retired already"), "{}", text(&again));
     assert_eq!(service.stop().await, 0);
 
-    // A restart with on_missing_secret = "rotate": still retired, nothing rotated or made.
+    // A restart with on_missing_secret = "rotate", without the pause `retire` left in the
+    // state folder (as another replica would start): the marker alone keeps it retired,
+    // nothing rotated or made.
+    let pauses = w.path().join("state").join("paused.json");
+    assert!(
+        pauses.exists(),
+        "retire paused the account on the daemon first"
+    );
+    std::fs::remove_file(&pauses).expect("pause file removed");
     set_config(&w, "provisioner", true);
     let kv_sets = |w: &World| w.emu.control().counters().requests.get("kv.set").copied();
     let sets = kv_sets(&w);
     let service = w.service().await;
     let s = status_of(&service.socket, "svc-1").await;
     assert_eq!(s["state"], "retired", "{s}");
+    assert_eq!(s["paused"], false, "{s}");
     assert_eq!(service.stop().await, 0);
     assert_eq!(kv_sets(&w), sets, "nothing was written to Key Vault");
     let after = w.emu.control().user(TENANT, USERS[0].1).expect("svc-1");

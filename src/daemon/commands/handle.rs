@@ -73,12 +73,12 @@ impl Daemon {
                         immediate.push((name, Err(AccountError::AlreadyRotating.into())));
                         continue;
                     }
-                    if self.slots[idx].paused {
-                        immediate.push((name, Err(AccountError::Paused.into())));
-                        continue;
-                    }
                     if self.slots[idx].retired {
                         immediate.push((name, Err(AccountError::Retired.into())));
+                        continue;
+                    }
+                    if self.slots[idx].paused {
+                        immediate.push((name, Err(AccountError::Paused.into())));
                         continue;
                     }
                     if self.slots[idx].awaiting {
