@@ -431,7 +431,9 @@ impl Daemon {
 /// version is tagged `keyturn-retired` (a retire that stopped before deleting it), or the
 /// secret is gone and its deleted secret is (`GET /deletedsecrets/{name}`). Read before
 /// anything else, so that neither recovery nor `on_missing_secret = "rotate"` acts on it.
-async fn retired(account: &protocol::Account) -> Result<Option<Tags>, crate::store::StoreError> {
+pub(crate) async fn retired(
+    account: &protocol::Account,
+) -> Result<Option<Tags>, crate::store::StoreError> {
     match account.store.latest(&account.secret).await? {
         Some(current) => Ok(current.tag(tag::RETIRED).is_some().then_some(current.tags)),
         None => Ok(account

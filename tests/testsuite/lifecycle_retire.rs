@@ -284,6 +284,25 @@ async fn retire_delete_without_a_daemon_moves_the_user_to_deleted_items_and_reco
             .contains("user deleted"),
         "{rec}"
     );
+
+    // `keyturn plan` says what start-up would do with it: nothing, it is retired.
+    let config = w.config.clone();
+    let plan = tokio::task::block_in_place(|| {
+        Command::new(BIN)
+            .args(["plan", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .expect("keyturn plan runs")
+    });
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    let svc2 = plan["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["account"] == "svc-2")
+        .cloned()
+        .expect("svc-2 planned");
+    assert_eq!(svc2["action"], "retired", "{svc2}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
