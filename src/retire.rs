@@ -434,6 +434,13 @@ async fn retire_one(
         report.steps.push(retired_detail(tags));
         return Ok(report);
     }
+    if let Some((_, t)) = &found.staging {
+        if t.get(tag::STATE).map(String::as_str) == Some(tag::PENDING)
+            && !t.contains_key(tag::RETIRED)
+        {
+            return Err(fail(report, format!("a rotation is left pending in {staging}: let the daemon recover it first (keyturn reconcile {}), then retire the account", a.name)));
+        }
+    }
     if found.secret.is_none() && found.staging.is_none() {
         return Err(fail(report, format!("the account has no secret {:?} in {} (never adopted, or deleted outside keyturn): nothing marks it retired for the daemon; remove it from the configuration (and disable its user yourself)", a.secret, a.vault)));
     }

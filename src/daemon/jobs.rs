@@ -429,19 +429,27 @@ impl Daemon {
 
 /// The tags of the account's retirement, if `keyturn retire` retired it: its secret's latest
 /// version is tagged `keyturn-retired` (a retire that stopped before deleting it), or the
-/// secret is gone and its deleted secret is (`GET /deletedsecrets/{name}`). Read before
-/// anything else, so that neither recovery nor `on_missing_secret = "rotate"` acts on it.
+/// secret is gone and its deleted secret is (`GET /deletedsecrets/{name}`). `keyturn plan`
+/// asks it first; the daemon's reconcile makes the same checks from the reads it makes
+/// anyway, before the drift check and before `on_missing_secret = "rotate"` could act.
 pub(crate) async fn retired(
     account: &protocol::Account,
 ) -> Result<Option<Tags>, crate::store::StoreError> {
     match account.store.latest(&account.secret).await? {
         Some(current) => Ok(current.tag(tag::RETIRED).is_some().then_some(current.tags)),
-        None => Ok(account
-            .store
-            .deleted_tags(&account.secret)
-            .await?
-            .filter(|t| t.contains_key(tag::RETIRED))),
+        None => retired_deleted(account).await,
     }
+}
+
+/// The deleted secret's tags when `keyturn retire` marked it (`GET /deletedsecrets/{name}`).
+async fn retired_deleted(
+    account: &protocol::Account,
+) -> Result<Option<Tags>, crate::store::StoreError> {
+    Ok(account
+        .store
+        .deleted_tags(&account.secret)
+        .await?
+        .filter(|t| t.contains_key(tag::RETIRED)))
 }
 
 /// The key of the account's tenant allowance.
@@ -458,17 +466,8 @@ async fn reconcile(
     clock: &dyn Clock,
 ) -> TaskOut {
     let account = &managed.account;
-    // Retired first: recovery must not complete a staged password of a retired account.
-    match retired(account).await {
-        Ok(Some(tags)) => return TaskOut::Retired(tags),
-        Ok(None) => {}
-        Err(source) => {
-            return TaskOut::Failed(RotationError::Read {
-                account: account.name.clone(),
-                source,
-            })
-        }
-    }
+    // (A retired account has no pending staging secret: `keyturn retire` refuses one that
+    // has, so recovery has nothing to complete for it.)
     match engine.recover(account, request).await {
         Ok(Some(done)) => return TaskOut::Rotated(done),
         Ok(None) => {}
@@ -483,6 +482,22 @@ async fn reconcile(
             })
         }
     };
+    // Retired: the secret's latest version is marked, or the secret is gone and its deleted
+    // copy is. Checked before the drift check and before a missing secret is re-created.
+    if let Some(tags) = match &current {
+        Some(c) => c.tag(tag::RETIRED).is_some().then(|| c.tags.clone()),
+        None => match retired_deleted(account).await {
+            Ok(t) => t,
+            Err(source) => {
+                return TaskOut::Failed(RotationError::Read {
+                    account: account.name.clone(),
+                    source,
+                })
+            }
+        },
+    } {
+        return TaskOut::Retired(tags);
+    }
     if let Some(current) = &current {
         match engine.check_drift_of(account, current).await {
             Ok(Some(_)) => {
@@ -526,9 +541,22 @@ async fn reconcile_listed(
     clock: &dyn Clock,
 ) -> TaskOut {
     let account = &managed.account;
-    // No secret: the reading way asks Key Vault whether a retired one was deleted.
-    if listed.pending || listed.rotated.is_none() {
+    if listed.pending {
         return reconcile(engine, managed, request, clock).await;
+    }
+    // No secret: was a retired one deleted? (A marked live secret is not listed here:
+    // `listing` sends it the reading way.)
+    if listed.rotated.is_none() {
+        match retired_deleted(account).await {
+            Ok(Some(tags)) => return TaskOut::Retired(tags),
+            Ok(None) => {}
+            Err(source) => {
+                return TaskOut::Failed(RotationError::Read {
+                    account: account.name.clone(),
+                    source,
+                })
+            }
+        }
     }
     if let Some(rotated) = listed.rotated {
         match engine.drift_suspected(account, rotated).await {
