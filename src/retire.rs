@@ -305,7 +305,11 @@ async fn record(
     if daemon {
         let req = admin::proto::Request::Reconcile(admin::proto::Target::One(a.name.clone()));
         return match admin::client::send(socket, &req).await {
-            Ok(_) => 0,
+            Ok(r) if r.ok => 0,
+            Ok(r) => {
+                eprintln!("keyturn: {:?} is retired, but the daemon did not take the reconcile that records it ({}); `keyturn reconcile {}` on the daemon that leads records it", a.name, r.encode(), a.name);
+                1
+            }
             Err(e) => {
                 eprintln!("keyturn: {:?} is retired, but the daemon could not be told ({e}); it finds the account retired at its next reconcile or start", a.name);
                 0

@@ -343,12 +343,12 @@ impl Daemon {
 
 impl Daemon {
     /// The account was retired: nothing scheduled, never rotated again. The first time it is
-    /// found (per start) it is logged; when a user's request found it (`keyturn retire` asks
-    /// the running daemon to reconcile the account once it is done), the retirement is
-    /// recorded as `account.retired`, with that user as actor and the reason, ticket and what
-    /// was done from the secret's tags. Found at start-up, it is only logged: the record was
-    /// written when it happened (by this daemon, or by `keyturn retire` itself when no daemon
-    /// ran).
+    /// found (per start) it is logged; the first time a user's request finds it (`keyturn
+    /// retire` asks the running daemon to reconcile the account once it is done), the
+    /// retirement is recorded as `account.retired`, with that user as actor and the reason,
+    /// ticket and what was done from the secret's tags. Found by the daemon itself (start-up,
+    /// the drift timer), it is only logged: the record is written when it happens (by this
+    /// daemon, or by `keyturn retire` itself when no daemon ran).
     fn retire(&mut self, idx: usize, tags: &Tags, actor: &Actor) {
         self.heap.remove(idx);
         let slot = &mut self.slots[idx];
@@ -361,15 +361,16 @@ impl Daemon {
             b.awaiting_adoption = false;
             b.next_due = None;
         });
-        if !first {
-            return;
-        }
-        let account = &self.slots[idx].managed.account;
         let get = |k: &str| tags.get(k).cloned();
-        tracing::info!(account = %account.name, retired_at = ?get(tag::RETIRED), "the account is retired (keyturn retire): keyturn never rotates it again; remove it from the configuration");
-        if matches!(actor, Actor::Daemon) {
+        if first {
+            let name = &self.slots[idx].managed.account.name;
+            tracing::info!(account = %name, retired_at = ?get(tag::RETIRED), "the account is retired (keyturn retire): keyturn never rotates it again; remove it from the configuration");
+        }
+        if matches!(actor, Actor::Daemon) || self.slots[idx].retired_recorded {
             return;
         }
+        self.slots[idx].retired_recorded = true;
+        let account = &self.slots[idx].managed.account;
         let mut ev = AuditEvent::new(EventKind::AccountRetired, self.clock.now());
         ev.account = Some(account.name.clone());
         ev.user = Some(account.user.clone());

@@ -115,6 +115,8 @@ struct Slot {
     awaiting: bool,
     /// `keyturn retire` retired it: nothing is scheduled, rotations are refused.
     retired: bool,
+    /// This process recorded the retirement (`account.retired`) already.
+    retired_recorded: bool,
     failures: u32,
     /// A reload changed where or when the account is due while a job of it ran: reconcile
     /// it (due time from the new secret and schedule) once that job ends.
@@ -134,6 +136,7 @@ impl Slot {
             paused: false,
             awaiting: false,
             retired: false,
+            retired_recorded: false,
             failures: 0,
             reconcile_when_idle: false,
             epoch: 0,
