@@ -96,6 +96,7 @@ pub mod plan;
 pub mod protocol;
 pub mod provision;
 pub mod reload;
+pub mod retire;
 pub mod schedule;
 pub mod service;
 pub(crate) mod signals;

@@ -533,6 +533,24 @@ impl SecretStore for LimitedStore {
             .await
     }
 
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        self.buckets.acquire(&self.buckets.other, false).await;
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.delete(name))
+            .await
+    }
+
+    async fn deleted_tags(&self, name: &str) -> Result<Option<Tags>, StoreError> {
+        self.buckets.acquire(&self.buckets.other, false).await;
+        let vault = self.inner.vault();
+        self.buckets
+            .other
+            .learn(vault, self.inner.deleted_tags(name))
+            .await
+    }
+
     fn vault(&self) -> &str {
         self.inner.vault()
     }
@@ -611,6 +629,16 @@ impl SecretStore for FencedStore {
 
     async fn list_page(&self, next: Option<&str>) -> Result<ListPage, StoreError> {
         let r = self.fence.run(self.inner.list_page(next)).await;
+        r.unwrap_or_else(|c| Err(self.error(c)))
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let r = self.fence.run(self.inner.delete(name)).await;
+        r.unwrap_or_else(|c| Err(self.error(c)))
+    }
+
+    async fn deleted_tags(&self, name: &str) -> Result<Option<Tags>, StoreError> {
+        let r = self.fence.run(self.inner.deleted_tags(name)).await;
         r.unwrap_or_else(|c| Err(self.error(c)))
     }
 

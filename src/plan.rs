@@ -46,7 +46,7 @@ impl PlanError {
 pub struct Planned {
     /// The account's name.
     pub account: String,
-    /// `complete_pending`, `rotate_now`, `next_rotation`, `awaiting_adoption`, `disabled`,
+    /// `complete_pending`, `rotate_now`, `next_rotation`, `awaiting_adoption`, `retired`, `disabled`,
     /// `paused`, or `error` (Key Vault could not be read).
     pub action: &'static str,
     /// When (`next_rotation`: the due time; `rotate_now`: when it fell due, if it had a secret).
@@ -144,6 +144,21 @@ async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -
             ),
         )
     };
+    // Retired (`keyturn retire`): start-up reads the marker before anything else.
+    match crate::daemon::retired(account).await {
+        Ok(Some(tags)) => {
+            return planned(
+                "retired",
+                None,
+                format!(
+                    "{}: never rotated or re-created; remove it from the configuration",
+                    crate::store::retired_detail(&tags)
+                ),
+            )
+        }
+        Ok(None) => {}
+        Err(e) => return read_error(&account.secret, e),
+    }
     let staged = match account.store.latest(&account.staging()).await {
         Ok(s) => s,
         Err(e) => return read_error(&account.staging(), e),

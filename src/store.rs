@@ -25,6 +25,17 @@ pub mod tag {
     pub const ROTATED_AT: &str = "keyturn-rotated-at";
     /// What started the rotation: schedule, catch-up, signal, socket, recovery, drift, cli.
     pub const TRIGGER: &str = "keyturn-trigger";
+    /// Set by `keyturn retire` on the secret's latest version (and the staging secret's)
+    /// before it soft-deletes them: the time of the retirement (RFC 3339). A secret (or a
+    /// deleted secret) whose latest version carries it belongs to a retired account, which
+    /// the daemon never rotates or re-creates.
+    pub const RETIRED: &str = "keyturn-retired";
+    /// Who retired it, why, the ticket, and what was done to the user (`disabled`,
+    /// `deleted`, `none`), next to [`RETIRED`].
+    pub const RETIRED_BY: &str = "keyturn-retired-by";
+    pub const RETIRED_REASON: &str = "keyturn-retired-reason";
+    pub const RETIRED_TICKET: &str = "keyturn-retired-ticket";
+    pub const RETIRED_USER: &str = "keyturn-retired-user";
 
     /// Staging state: written, not yet known to be in Entra and in `<secret>`.
     pub const PENDING: &str = "pending";
@@ -44,6 +55,23 @@ pub(crate) const STAGING_SUFFIX: &str = "-pending";
 /// the configuration refuses account secrets that start with it, in any case, so a probe can
 /// never be an account's secret or its staging secret).
 pub(crate) const PROBE_PREFIX: &str = "keyturn-doctor-probe-";
+
+/// The detail of an `account.retired` record, from the tags `keyturn retire` set on the
+/// secrets ([`tag::RETIRED`] and its companions).
+pub(crate) fn retired_detail(tags: &Tags) -> String {
+    let get = |k: &str| tags.get(k).map(String::as_str).unwrap_or("unknown");
+    let user = match get(tag::RETIRED_USER) {
+        "deleted" => "user deleted (Entra keeps it 30 days in its deleted items)",
+        "disabled" => "user disabled",
+        "missing" => "user not found in Entra",
+        _ => "user left as it was",
+    };
+    format!(
+        "retired at {} by {}: {user}; its secrets tagged keyturn-retired and soft-deleted",
+        get(tag::RETIRED),
+        get(tag::RETIRED_BY)
+    )
+}
 
 /// The staging (write-ahead) secret's name for `secret`: `<secret>-pending`.
 pub(crate) fn staging_name(secret: &str) -> String {
@@ -303,6 +331,30 @@ pub trait SecretStore: Send + Sync {
             request_id: None,
         })
     }
+    /// Soft-deletes `name` (every version; Key Vault keeps it recoverable for its retention
+    /// period); `false` when no such secret exists. Only `keyturn retire` deletes.
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let _ = name;
+        Err(unsupported(self.vault(), "delete secrets"))
+    }
+    /// The tags of the deleted secret `name` (its latest version's, as Key Vault keeps them
+    /// while it is recoverable); `None` when no deleted secret has that name. How the daemon
+    /// learns that an account whose secret is gone was retired (`tag::RETIRED`).
+    async fn deleted_tags(&self, name: &str) -> Result<Option<Tags>, StoreError> {
+        let _ = name;
+        Ok(None)
+    }
     /// The vault's URL or name, for messages and audit records.
     fn vault(&self) -> &str;
+}
+
+/// The error of an operation a store does not offer.
+fn unsupported(vault: &str, what: &str) -> StoreError {
+    StoreError::Rejected {
+        vault: vault.to_owned(),
+        status: 0,
+        code: "Unsupported".into(),
+        message: format!("this secret store cannot {what}"),
+        request_id: None,
+    }
 }

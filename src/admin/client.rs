@@ -110,6 +110,7 @@ pub fn human(req: &Request, r: &Response) -> String {
                 "READY"
             ));
             let mut waiting = Vec::new();
+            let mut retired = Vec::new();
             let mut not_ready = Vec::new();
             for a in result["accounts"].as_array().into_iter().flatten() {
                 // `state`, or for an older daemon without it, from the flags.
@@ -124,6 +125,9 @@ pub fn human(req: &Request, r: &Response) -> String {
                 });
                 if state == "awaiting_adoption" {
                     waiting.push(a["name"].as_str().unwrap_or("?").to_owned());
+                }
+                if state == "retired" {
+                    retired.push(a["name"].as_str().unwrap_or("?").to_owned());
                 }
                 let t = |k: &str| {
                     a[k].as_str()
@@ -162,6 +166,13 @@ pub fn human(req: &Request, r: &Response) -> String {
                     "\n{} account(s) have no secret in Key Vault and are left alone until adopted: {}\n  take one over (rotates it now; tell its consumer first): keyturn adopt ACCOUNT --reason R [--ticket T]\n  or store its current password in the secret and run `keyturn reconcile ACCOUNT`\n  (docs/first-deployment.md)\n",
                     waiting.len(),
                     waiting.join(", ")
+                ));
+            }
+            if !retired.is_empty() {
+                out.push_str(&format!(
+                    "\n{} account(s) are retired (keyturn retire) and never rotated again: {}\n  remove them from the configuration and reload (docs/lifecycle.md)\n",
+                    retired.len(),
+                    retired.join(", ")
                 ));
             }
         }

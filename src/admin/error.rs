@@ -213,6 +213,7 @@ impl CommandError {
                 | AccountError::ReconcileWhileRotating
                 | AccountError::Removed
                 | AccountError::NothingToDo
+                | AccountError::Retired
                 | AccountError::PauseNotSaved { .. } => whole,
                 AccountError::Disabled => CommandError::AccountDisabled,
                 AccountError::AwaitingAdoption => CommandError::AwaitingAdoption,

@@ -120,6 +120,10 @@ pub enum EventKind {
     /// leaves it alone until `keyturn adopt` (once per start, when first found).
     #[serde(rename = "account.awaiting_adoption")]
     AccountAwaitingAdoption,
+    /// `keyturn retire` took the account out of management: the user disabled or deleted,
+    /// its secrets soft-deleted (the detail says what was done; actor, reason, ticket).
+    #[serde(rename = "account.retired")]
+    AccountRetired,
     /// The readiness watch found a check's result changed (or failing the first time it
     /// ran): the `readiness` member says which check, from what, to what; the detail names
     /// the finding (`docs/doctor.md`, "The watch").
@@ -219,6 +223,7 @@ impl EventKind {
             EventKind::RotationLeftPending => "rotation.left_pending",
             EventKind::DriftDetected => "drift.detected",
             EventKind::AccountAwaitingAdoption => "account.awaiting_adoption",
+            EventKind::AccountRetired => "account.retired",
             EventKind::ReadinessChanged => "readiness.changed",
             EventKind::AdminCommandAccepted => "admin.command_accepted",
             EventKind::AdminCommandRefused => "admin.command_refused",

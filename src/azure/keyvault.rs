@@ -342,6 +342,53 @@ impl SecretStore for KeyVaultStore {
         })
     }
 
+    /// `DELETE /secrets/{name}` through the SDK: a soft delete (the vault keeps the secret
+    /// recoverable for its retention period). Key Vault answers with the deleted bundle,
+    /// value included; its body is wiped unread.
+    async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        match self.client.delete_secret(name, None).await {
+            Ok(response) => {
+                let body: azure_core::Bytes = response.into_body().into();
+                if let Ok(mut owned) = body.try_into_mut() {
+                    owned.as_mut().zeroize();
+                }
+                Ok(true)
+            }
+            Err(e) => match self.map_err(e) {
+                StoreError::Rejected { status: 404, .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// `GET /deletedsecrets/{name}` through the SDK; only the tags are read from the answer
+    /// (which may hold the value: its body is wiped).
+    async fn deleted_tags(&self, name: &str) -> Result<Option<Tags>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct TagsOnly {
+            #[serde(default)]
+            tags: Option<std::collections::HashMap<String, String>>,
+        }
+        match self.client.get_deleted_secret(name, None).await {
+            Ok(response) => {
+                let body: azure_core::Bytes = response.into_body().into();
+                let parsed =
+                    serde_json::from_slice::<TagsOnly>(&body).map_err(|e| StoreError::BadAnswer {
+                        vault: self.vault.clone(),
+                        detail: unreadable_bundle(&e),
+                    });
+                if let Ok(mut owned) = body.try_into_mut() {
+                    owned.as_mut().zeroize();
+                }
+                Ok(Some(parsed?.tags.unwrap_or_default().into_iter().collect()))
+            }
+            Err(e) => match self.map_err(e) {
+                StoreError::Rejected { status: 404, .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn update_tags(&self, name: &str, version: &str, tags: Tags) -> Result<(), StoreError> {
         let parameters = UpdateSecretPropertiesParameters {
             tags: Some(tags.into_iter().collect()),

@@ -152,6 +152,31 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Retire accounts for good: disable the user (--delete: delete it; Entra keeps it 30 days
+    /// in its deleted items) with the account's provision_identity, tag its secrets
+    /// keyturn-retired and soft-delete them; the daemon never rotates it again
+    /// (docs/lifecycle.md, "Retire"). Exit 0 done (or retired already), 1 a step failed (the
+    /// error names the missing permission or role), 64 bad arguments or configuration, 75 the
+    /// daemon is rotating the account now.
+    Retire {
+        /// The accounts' names.
+        #[arg(required = true)]
+        accounts: Vec<String>,
+        /// Why (required; recorded in the audit log and on the secrets).
+        #[arg(long, required = true)]
+        reason: String,
+        /// Ticket number (recorded likewise).
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Delete the user instead of disabling it.
+        #[arg(long)]
+        delete: bool,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print what `keyturn run` would do to each account at start-up, reading Key Vault
     /// only: complete a pending rotation, rotate now, next rotation at T, await adoption,
     /// disabled, paused. Writes nothing; needs no daemon.

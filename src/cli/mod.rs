@@ -151,6 +151,31 @@ pub fn main() -> i32 {
                 )
                 .await
             }
+            Cmd::Retire {
+                accounts,
+                reason,
+                ticket,
+                delete,
+                dry_run,
+                conn,
+            } => match load(&conn.config) {
+                Ok(loaded) => {
+                    crate::retire::run(
+                        loaded,
+                        crate::retire::Options {
+                            accounts,
+                            reason,
+                            ticket,
+                            delete,
+                            dry_run,
+                            json: conn.json,
+                            socket: conn.socket.clone(),
+                        },
+                    )
+                    .await
+                }
+                Err(code) => code,
+            },
             Cmd::Plan { config, json } => match load(&config) {
                 Ok(loaded) => plan(&loaded, json).await,
                 Err(code) => code,

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// `rotation.manual` (the end of a rotation a person asked for: its `rotation.completed`,
 /// `rotation.failed` or `rotation.abandoned` record with trigger `socket`, `cli` or
 /// `signal`).
-pub const NOTIFY_EVENTS: [&str; 17] = [
+pub const NOTIFY_EVENTS: [&str; 18] = [
     "rotation.failed",
     "rotation.abandoned",
     "rotation.left_pending",
@@ -22,6 +22,7 @@ pub const NOTIFY_EVENTS: [&str; 17] = [
     "config.rejected",
     "config.loaded",
     "account.awaiting_adoption",
+    "account.retired",
     "daemon.started",
     "daemon.stopping",
     "admin.command_refused",

@@ -30,8 +30,11 @@ pub struct AccountStatus {
     /// Its secret does not exist and `on_missing_secret = "wait"`: nothing is scheduled
     /// until `keyturn adopt`.
     pub awaiting_adoption: bool,
+    /// `keyturn retire` retired it (its secret, or its deleted secret, is tagged
+    /// `keyturn-retired`): never rotated or re-created again.
+    pub retired: bool,
     /// One word for all of the above: `disabled`, `rotating`, `paused`,
-    /// `awaiting_adoption` or `idle` ([`AccountStatus::state_name`]).
+    /// `awaiting_adoption`, `retired` or `idle` ([`AccountStatus::state_name`]).
     pub state: &'static str,
     /// Consecutive failures.
     pub failures: u32,
@@ -113,12 +116,14 @@ pub struct CheckReadiness {
 
 impl AccountStatus {
     /// The account's state in one word, the first that applies of: `disabled`,
-    /// `rotating` (a job runs), `paused`, `awaiting_adoption`, `idle`.
+    /// `rotating` (a job runs), `retired`, `paused`, `awaiting_adoption`, `idle`.
     pub fn state_name(&self) -> &'static str {
         if !self.enabled {
             "disabled"
         } else if self.busy {
             "rotating"
+        } else if self.retired {
+            "retired"
         } else if self.paused {
             "paused"
         } else if self.awaiting_adoption {

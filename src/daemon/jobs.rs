@@ -9,7 +9,7 @@ use crate::audit::{Actor, AuditEvent, EventKind, Outcome, Trigger};
 use crate::clock::Clock;
 use crate::config::OnMissingSecret;
 use crate::protocol::{self, Engine, Request, Rotated, RotationError};
-use crate::store::SecretRecord;
+use crate::store::{tag, SecretRecord, Tags};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -29,6 +29,9 @@ enum TaskOut {
     Failed(RotationError),
     /// The secret does not exist and `on_missing_secret = "wait"`: await adoption.
     Missing,
+    /// The account was retired (`keyturn retire`): its secret, or its deleted secret, is
+    /// tagged `keyturn-retired`; the tags say when, by whom and why.
+    Retired(Tags),
     /// `adopt` without `force` found the secret already there (its version): refused,
     /// and the account scheduled from it.
     HasSecret(String, (OffsetDateTime, Trigger), OffsetDateTime),
@@ -42,6 +45,8 @@ pub(super) struct Done {
     out: TaskOut,
     reply: Option<oneshot::Sender<AccountResult>>,
     ack: Option<oneshot::Sender<AccountAck>>,
+    /// Who asked for the job (the daemon for its own).
+    request_actor: Actor,
 }
 
 /// A job waiting for a concurrency slot: a small record, no task.
@@ -132,6 +137,7 @@ impl Daemon {
                     out: TaskOut::Idle(None, None),
                     reply: None,
                     ack,
+                    request_actor: Actor::Daemon,
                 }
             });
             self.running.insert(handle.id(), (task_name, task_tenant));
@@ -142,6 +148,7 @@ impl Daemon {
         let clock = self.clock.clone();
         let task = (name.clone(), tenant.clone());
         let urgent = request.urgent;
+        let request_actor = request.actor.clone();
         let handle = self.tasks.spawn(async move {
             let account = &managed.account;
             let work = async {
@@ -171,6 +178,7 @@ impl Daemon {
                 out,
                 reply,
                 ack,
+                request_actor,
             }
         });
         self.running.insert(handle.id(), task);
@@ -225,7 +233,10 @@ impl Daemon {
         self.slots[idx].busy = false;
         self.slots[idx].epoch += 1;
         // Anything but "no secret" shows the secret exists (or now does).
-        if !matches!(done.out, TaskOut::Missing | TaskOut::Failed(_)) {
+        if !matches!(
+            done.out,
+            TaskOut::Missing | TaskOut::Failed(_) | TaskOut::Retired(_)
+        ) {
             self.slots[idx].awaiting = false;
             self.board_mut(idx, |b| b.awaiting_adoption = false);
         }
@@ -282,6 +293,13 @@ impl Daemon {
                     Ok("no secret in Key Vault; awaiting adoption (keyturn adopt)".into()),
                 )
             }
+            TaskOut::Retired(tags) => {
+                self.retire(idx, &tags, &done.request_actor);
+                (
+                    Err(AccountError::Retired.into()),
+                    Ok("retired (keyturn retire): never rotated again".into()),
+                )
+            }
             TaskOut::HasSecret(version, (due, trigger), rotated) => {
                 self.board_mut(idx, |b| {
                     b.version = Some(version.clone());
@@ -324,6 +342,54 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The account was retired: nothing scheduled, never rotated again. The first time it is
+    /// found (per start) it is logged; the first time a user's request finds it (`keyturn
+    /// retire` asks the running daemon to reconcile the account once it is done), the
+    /// retirement is recorded as `account.retired`, with that user as actor and the reason,
+    /// ticket and what was done from the secret's tags. Found by the daemon itself (start-up,
+    /// the drift timer), it is only logged: the record is written when it happens (by this
+    /// daemon, or by `keyturn retire` itself when no daemon ran).
+    fn retire(&mut self, idx: usize, tags: &Tags, actor: &Actor) {
+        self.heap.remove(idx);
+        let slot = &mut self.slots[idx];
+        slot.next_due = None;
+        slot.failures = 0;
+        slot.awaiting = false;
+        let first = !std::mem::replace(&mut slot.retired, true);
+        self.board_mut(idx, |b| {
+            b.retired = true;
+            b.awaiting_adoption = false;
+            b.next_due = None;
+        });
+        let get = |k: &str| tags.get(k).cloned();
+        if first {
+            let name = &self.slots[idx].managed.account.name;
+            tracing::info!(account = %name, retired_at = ?get(tag::RETIRED), "the account is retired (keyturn retire): keyturn never rotates it again; remove it from the configuration");
+        }
+        if matches!(actor, Actor::Daemon) || self.slots[idx].retired_recorded {
+            return;
+        }
+        self.slots[idx].retired_recorded = true;
+        let account = &self.slots[idx].managed.account;
+        let mut ev = AuditEvent::new(EventKind::AccountRetired, self.clock.now());
+        ev.account = Some(account.name.clone());
+        ev.user = Some(account.user.clone());
+        ev.vault = Some(account.store.vault().to_owned());
+        ev.secret = Some(account.secret.clone());
+        ev.actor = Some(actor.clone());
+        ev.trigger = Some(Trigger::Socket);
+        ev.outcome = Some(Outcome::Success);
+        ev.reason = get(tag::RETIRED_REASON);
+        ev.ticket = get(tag::RETIRED_TICKET);
+        ev.detail = Some(crate::store::retired_detail(tags));
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.record(&ev).await {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        });
+    }
+
     /// The account's secret does not exist and it waits for `adopt`: nothing scheduled; the
     /// first time (per start), a warning and an `account.awaiting_adoption` record.
     fn await_adoption(&mut self, idx: usize) {
@@ -362,6 +428,31 @@ impl Daemon {
     }
 }
 
+/// The tags of the account's retirement, if `keyturn retire` retired it: its secret's latest
+/// version is tagged `keyturn-retired` (a retire that stopped before deleting it), or the
+/// secret is gone and its deleted secret is (`GET /deletedsecrets/{name}`). `keyturn plan`
+/// asks it first; the daemon's reconcile makes the same checks from the reads it makes
+/// anyway, before the drift check and before `on_missing_secret = "rotate"` could act.
+pub(crate) async fn retired(
+    account: &protocol::Account,
+) -> Result<Option<Tags>, crate::store::StoreError> {
+    match account.store.latest(&account.secret).await? {
+        Some(current) => Ok(current.tag(tag::RETIRED).is_some().then_some(current.tags)),
+        None => retired_deleted(account).await,
+    }
+}
+
+/// The deleted secret's tags when `keyturn retire` marked it (`GET /deletedsecrets/{name}`).
+async fn retired_deleted(
+    account: &protocol::Account,
+) -> Result<Option<Tags>, crate::store::StoreError> {
+    Ok(account
+        .store
+        .deleted_tags(&account.secret)
+        .await?
+        .filter(|t| t.contains_key(tag::RETIRED)))
+}
+
 /// The key of the account's tenant allowance.
 fn tenant_of(managed: &Managed) -> Arc<str> {
     Arc::from(managed.account.directory.tenant().unwrap_or(""))
@@ -376,6 +467,8 @@ async fn reconcile(
     clock: &dyn Clock,
 ) -> TaskOut {
     let account = &managed.account;
+    // (A retired account has no pending staging secret: `keyturn retire` refuses one that
+    // has, so recovery has nothing to complete for it.)
     match engine.recover(account, request).await {
         Ok(Some(done)) => return TaskOut::Rotated(done),
         Ok(None) => {}
@@ -390,6 +483,22 @@ async fn reconcile(
             })
         }
     };
+    // Retired: the secret's latest version is marked, or the secret is gone and its deleted
+    // copy is. Checked before the drift check and before a missing secret is re-created.
+    if let Some(tags) = match &current {
+        Some(c) => c.tag(tag::RETIRED).is_some().then(|| c.tags.clone()),
+        None => match retired_deleted(account).await {
+            Ok(t) => t,
+            Err(source) => {
+                return TaskOut::Failed(RotationError::Read {
+                    account: account.name.clone(),
+                    source,
+                })
+            }
+        },
+    } {
+        return TaskOut::Retired(tags);
+    }
     if let Some(current) = &current {
         match engine.check_drift_of(account, current).await {
             Ok(Some(_)) => {
@@ -435,6 +544,20 @@ async fn reconcile_listed(
     let account = &managed.account;
     if listed.pending {
         return reconcile(engine, managed, request, clock).await;
+    }
+    // No secret: was a retired one deleted? (A marked live secret is not listed here:
+    // `listing` sends it the reading way.)
+    if listed.rotated.is_none() {
+        match retired_deleted(account).await {
+            Ok(Some(tags)) => return TaskOut::Retired(tags),
+            Ok(None) => {}
+            Err(source) => {
+                return TaskOut::Failed(RotationError::Read {
+                    account: account.name.clone(),
+                    source,
+                })
+            }
+        }
     }
     if let Some(rotated) = listed.rotated {
         match engine.drift_suspected(account, rotated).await {

@@ -151,6 +151,10 @@ fn of_account(all: &HashMap<String, ListedSecret>, secret: &str) -> Option<Liste
     if current.is_some_and(|c| !c.enabled) || staged.is_some_and(|s| !s.enabled) {
         return None;
     }
+    // Retired (`keyturn retire` tagged it before deleting it): the reading way says so.
+    if current.is_some_and(|c| c.tag(tag::RETIRED).is_some()) {
+        return None;
+    }
     Some(Listed {
         pending: staged.is_some_and(|s| s.tag(tag::STATE) == Some(tag::PENDING)),
         rotated: current

@@ -31,7 +31,7 @@ pub use board::{
 };
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
-pub(crate) use jobs::{first_due, FirstDue};
+pub(crate) use jobs::{first_due, retired, FirstDue};
 pub use lock::InstanceLock;
 pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};
 pub use readiness::{Probed, ReadinessProbe};
@@ -113,6 +113,10 @@ struct Slot {
     /// Its secret does not exist and `on_missing_secret = "wait"`: nothing is scheduled
     /// until `adopt` (or the secret appears). Reported once, when it is first found.
     awaiting: bool,
+    /// `keyturn retire` retired it: nothing is scheduled, rotations are refused.
+    retired: bool,
+    /// This process recorded the retirement (`account.retired`) already.
+    retired_recorded: bool,
     failures: u32,
     /// A reload changed where or when the account is due while a job of it ran: reconcile
     /// it (due time from the new secret and schedule) once that job ends.
@@ -131,6 +135,8 @@ impl Slot {
             busy: false,
             paused: false,
             awaiting: false,
+            retired: false,
+            retired_recorded: false,
             failures: 0,
             reconcile_when_idle: false,
             epoch: 0,
@@ -317,6 +323,7 @@ impl Daemon {
                 st.paused = s.paused;
                 st.enabled = s.managed.enabled;
                 st.awaiting_adoption = s.awaiting;
+                st.retired = s.retired;
                 if !s.managed.enabled || self.settings.readiness_interval.is_zero() {
                     // Not watched (any more): no stale readiness in status or metrics.
                     st.readiness = None;

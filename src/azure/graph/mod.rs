@@ -2,8 +2,10 @@
 //!
 //! This file holds [`GraphDirectory`], the password reset and the user read; `verify` the
 //! verify sign-in (ROPC) and the app it runs as ([`RopcClient`]); `provision` what
-//! `keyturn provision` asks Graph (users, role assignments) as [`GraphEntra`].
+//! `keyturn provision` asks Graph (users, role assignments) as [`GraphEntra`]; `lifecycle`
+//! what `keyturn retire` asks (disable, delete).
 
+mod lifecycle;
 mod provision;
 mod verify;
 

@@ -73,6 +73,10 @@ impl Daemon {
                         immediate.push((name, Err(AccountError::AlreadyRotating.into())));
                         continue;
                     }
+                    if self.slots[idx].retired {
+                        immediate.push((name, Err(AccountError::Retired.into())));
+                        continue;
+                    }
                     if self.slots[idx].paused {
                         immediate.push((name, Err(AccountError::Paused.into())));
                         continue;
@@ -158,6 +162,8 @@ impl Daemon {
                         })?;
                     if self.slots[idx].busy {
                         Err(AccountError::AlreadyRotating)
+                    } else if self.slots[idx].retired {
+                        Err(AccountError::Retired)
                     } else if self.slots[idx].paused {
                         Err(AccountError::Paused)
                     } else {

@@ -100,6 +100,9 @@ pub enum AccountError {
     /// A rotation was asked for an account whose secret does not exist yet.
     #[error("the account has no secret in Key Vault yet and waits for adoption: take it over with `keyturn adopt ACCOUNT --reason R` (see docs/first-deployment.md)")]
     AwaitingAdoption,
+    /// The account was retired (`keyturn retire`): keyturn never rotates it again.
+    #[error("the account is retired (keyturn retire): keyturn no longer rotates it; remove it from the configuration")]
+    Retired,
     /// `adopt` found the secret there already: the account is managed already.
     #[error("the account's secret exists already (version {version}): it is managed already; `keyturn rotate` changes its password, `keyturn adopt --force` rotates it anyway and records an adoption")]
     AlreadyAdopted {
