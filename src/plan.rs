@@ -1,12 +1,18 @@
 //! `keyturn plan`: what `keyturn run` would do to each account at start-up, read from Key
 //! Vault without writing anything (no Key Vault writes, no Graph requests, no audit record,
 //! no lock, no state file). It decides each account as the daemon's start-up does
-//! ([`crate::daemon::first_due`]) and reads the pause file the daemon would apply.
+//! (`daemon::first_due_at`) and reads the pause file the daemon would apply.
+//!
+//! Like the daemon's start-up (`daemon/listing.rs`), it lists each vault once (25 secrets a
+//! request, tags and attributes, no values) instead of reading two secrets per account: the
+//! listing shows whether `<secret>-pending` is tagged `pending` (with its rotation id) and when
+//! `<secret>` was rotated. An account whose vault cannot be listed, or whose latest version is
+//! disabled in the listing, is read as before.
 
 use crate::azure::SetupError;
 use crate::config::Loaded;
-use crate::daemon::{first_due, FirstDue, Managed, PauseFile, PauseFileError};
-use crate::store::tag;
+use crate::daemon::{first_due_at, FirstDue, Managed, PauseFile, PauseFileError};
+use crate::store::{tag, Listing};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -14,7 +20,8 @@ use std::path::PathBuf;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Accounts read at once (two Key Vault reads each), well inside Key Vault's limits.
+/// Vaults listed, or accounts read (two Key Vault reads each), at once: well inside Key
+/// Vault's limits.
 const CONCURRENCY: usize = 8;
 
 /// Why no plan could be made.
@@ -106,9 +113,22 @@ pub async fn plan(loaded: &Loaded, now: OffsetDateTime) -> Result<Plan, PlanErro
         crate::observe::unobserved(),
     )?;
     let accounts = crate::app::accounts(loaded, &http)?;
+    let listings = crate::store::list_vaults(
+        accounts
+            .iter()
+            .filter(|m| m.enabled)
+            .map(|m| m.account.store.clone()),
+        CONCURRENCY,
+    )
+    .await;
     let paused = &paused;
     let accounts = futures::stream::iter(accounts.iter())
-        .map(|m| plan_one(m, paused, now))
+        .map(|m| {
+            let listing = listings
+                .get(m.account.store.vault())
+                .and_then(Option::as_ref);
+            plan_one(m, paused, now, listing)
+        })
         .buffered(CONCURRENCY)
         .collect()
         .await;
@@ -119,7 +139,37 @@ pub async fn plan(loaded: &Loaded, now: OffsetDateTime) -> Result<Plan, PlanErro
     })
 }
 
-async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -> Planned {
+/// What start-up would find of the account in its vault: a pending rotation's id, or its
+/// current version's rotation time (`None`: no secret).
+enum Found {
+    Pending(String),
+    Current(Option<OffsetDateTime>),
+}
+
+/// [`Found`] from the vault's listing; `None` when the account must be read instead (a
+/// disabled latest version, which a read reports).
+fn found_in(listing: &Listing, secret: &str, staging: &str) -> Option<Found> {
+    let current = listing.get(secret);
+    let staged = listing.get(staging);
+    if current.is_some_and(|c| !c.enabled) || staged.is_some_and(|s| !s.enabled) {
+        return None;
+    }
+    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+        return Some(Found::Pending(
+            s.tag(tag::ROTATION_ID).unwrap_or("?").to_owned(),
+        ));
+    }
+    Some(Found::Current(current.map(|c| {
+        crate::protocol::rotated_at_of(&c.tags, c.created).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    })))
+}
+
+async fn plan_one(
+    m: &Managed,
+    paused: &BTreeSet<String>,
+    now: OffsetDateTime,
+    listing: Option<&Listing>,
+) -> Planned {
     let account = &m.account;
     let planned = |action, at, detail: String| Planned {
         account: account.name.clone(),
@@ -144,27 +194,39 @@ async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -
             ),
         )
     };
-    let staged = match account.store.latest(&account.staging()).await {
-        Ok(s) => s,
-        Err(e) => return read_error(&account.staging(), e),
+    let found = match listing.and_then(|l| found_in(l, &account.secret, &account.staging())) {
+        Some(found) => found,
+        None => {
+            let staged = match account.store.latest(&account.staging()).await {
+                Ok(s) => s,
+                Err(e) => return read_error(&account.staging(), e),
+            };
+            match staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+                Some(s) => Found::Pending(s.tag(tag::ROTATION_ID).unwrap_or("?").to_owned()),
+                None => match account.store.latest(&account.secret).await {
+                    Ok(current) => Found::Current(current.as_ref().map(|c| {
+                        crate::protocol::rotated_at(c).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+                    })),
+                    Err(e) => return read_error(&account.secret, e),
+                },
+            }
+        }
     };
-    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
-        return planned(
-            "complete_pending",
-            None,
-            format!(
-                "rotation {} was left pending in {}: recovery completes it (or abandons it if Entra never took it) before anything else{}",
-                s.tag(tag::ROTATION_ID).unwrap_or("?"),
-                account.staging(),
-                if paused.contains(&account.name) { "; the account stays paused after" } else { "" }
-            ),
-        );
-    }
-    let current = match account.store.latest(&account.secret).await {
-        Ok(c) => c,
-        Err(e) => return read_error(&account.secret, e),
+    let rotated = match found {
+        Found::Pending(rotation) => {
+            return planned(
+                "complete_pending",
+                None,
+                format!(
+                    "rotation {rotation} was left pending in {}: recovery completes it (or abandons it if Entra never took it) before anything else{}",
+                    account.staging(),
+                    if paused.contains(&account.name) { "; the account stays paused after" } else { "" }
+                ),
+            );
+        }
+        Found::Current(rotated) => rotated,
     };
-    let then = match first_due(m, current.as_ref(), now) {
+    let then = match first_due_at(m, rotated, now) {
         FirstDue::At(due, _, rotated) if due <= now => (
             "rotate_now",
             Some(due),
@@ -310,7 +372,7 @@ mod tests {
             (managed("off", false, OnMissingSecret::Wait), "disabled"),
         ];
         for (m, action) in cases {
-            let p = plan_one(&m, &paused, now).await;
+            let p = plan_one(&m, &paused, now, None).await;
             assert_eq!(p.action, action, "{}: {p:?}", m.account.name);
             match action {
                 "next_rotation" => {
