@@ -174,6 +174,9 @@ pub struct Daemon {
     takeover: bool,
     /// The drift check's vault listings while they run (at most one round at a time).
     listings: JoinSet<listing::Outcome>,
+    /// The vault listings of `reconcile` commands while they run, each with what its
+    /// command's answer still needs.
+    command_listings: JoinSet<(listing::Outcome, commands::ListedReconcile)>,
 }
 
 impl Daemon {
@@ -209,6 +212,7 @@ impl Daemon {
             watch: None,
             takeover: false,
             listings: JoinSet::new(),
+            command_listings: JoinSet::new(),
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -442,6 +446,12 @@ impl Daemon {
                     Ok(outcome) => self.reconcile_listed(outcome, Trigger::Drift, true),
                     Err(e) => tracing::error!(error = %e, "a drift check's vault listing failed; the next drift check tries again"),
                 },
+                Some(listed) = self.command_listings.join_next(), if !self.command_listings.is_empty() => match listed {
+                    Ok((outcome, pending)) => self.reconcile_from_listing(outcome, pending),
+                    // A panic in a listing task is a bug; the command's client sees its
+                    // answer dropped.
+                    Err(e) => tracing::error!(error = %e, "a reconcile command's vault listing failed"),
+                },
             }
         }
         self.stop().await;
@@ -501,6 +511,7 @@ impl Daemon {
             task.abort();
         }
         self.listings.abort_all();
+        self.command_listings.abort_all();
         self.board
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -344,3 +344,36 @@ async fn doctor_lists_the_vault_for_the_staging_secrets() {
         .unwrap();
     assert_eq!(pending.detail, detail, "the same finding read or listed");
 }
+
+/// `keyturn reconcile --all` lists the vault as start-up does: every account reconciled from
+/// the listing, no value read (Graph's drift reads only); one account is read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_of_several_accounts_lists_the_vault() {
+    use keyturn::admin::proto::{Request, Target};
+    let (emu, _dir, config) = world("0s").await;
+    let service = Service::start(load(&config)).await;
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let r = keyturn::admin::client::send(&service.socket, &Request::Reconcile(Target::All))
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let answered = r.result.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    for i in [0, 29, N - 1] {
+        assert!(answered.contains(&format!("svc-{i:02}")), "{answered}");
+    }
+    assert_eq!(requests(&emu, "kv.list") - lists, 3, "60 secrets: 3 pages");
+    assert_eq!(requests(&emu, "kv.get") - gets, 0, "no value read");
+
+    // One account: its two reads, no listing.
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let r = keyturn::admin::client::send(
+        &service.socket,
+        &Request::Reconcile(Target::One("svc-03".into())),
+    )
+    .await
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(requests(&emu, "kv.list") - lists, 0);
+    assert_eq!(requests(&emu, "kv.get") - gets, 2);
+    assert_eq!(service.stop().await, 0);
+}
