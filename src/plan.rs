@@ -1,12 +1,18 @@
 //! `keyturn plan`: what `keyturn run` would do to each account at start-up, read from Key
 //! Vault without writing anything (no Key Vault writes, no Graph requests, no audit record,
 //! no lock, no state file). It decides each account as the daemon's start-up does
-//! ([`crate::daemon::first_due`]) and reads the pause file the daemon would apply.
+//! (`daemon::first_due_at`) and reads the pause file the daemon would apply.
+//!
+//! Like the daemon's start-up (`daemon/listing.rs`), it lists each vault once (25 secrets a
+//! request, tags and attributes, no values) instead of reading two secrets per account: the
+//! listing shows whether `<secret>-pending` is tagged `pending` (with its rotation id) and when
+//! `<secret>` was rotated. An account whose vault cannot be listed, or whose latest version is
+//! disabled in the listing, is read as before.
 
 use crate::azure::SetupError;
 use crate::config::Loaded;
-use crate::daemon::{first_due, FirstDue, Managed, PauseFile, PauseFileError};
-use crate::store::tag;
+use crate::daemon::{first_due_at, FirstDue, Managed, PauseFile, PauseFileError};
+use crate::store::{tag, Listing};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -14,7 +20,8 @@ use std::path::PathBuf;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Accounts read at once (two Key Vault reads each), well inside Key Vault's limits.
+/// Vaults listed, or accounts read (two Key Vault reads each), at once: well inside Key
+/// Vault's limits.
 const CONCURRENCY: usize = 8;
 
 /// Why no plan could be made.
@@ -106,9 +113,22 @@ pub async fn plan(loaded: &Loaded, now: OffsetDateTime) -> Result<Plan, PlanErro
         crate::observe::unobserved(),
     )?;
     let accounts = crate::app::accounts(loaded, &http)?;
+    let listings = crate::store::list_vaults(
+        accounts
+            .iter()
+            .filter(|m| m.enabled)
+            .map(|m| m.account.store.clone()),
+        CONCURRENCY,
+    )
+    .await;
     let paused = &paused;
     let accounts = futures::stream::iter(accounts.iter())
-        .map(|m| plan_one(m, paused, now))
+        .map(|m| {
+            let listing = listings
+                .get(m.account.store.vault())
+                .and_then(Option::as_ref);
+            plan_one(m, paused, now, listing)
+        })
         .buffered(CONCURRENCY)
         .collect()
         .await;
@@ -119,7 +139,79 @@ pub async fn plan(loaded: &Loaded, now: OffsetDateTime) -> Result<Plan, PlanErro
     })
 }
 
-async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -> Planned {
+/// What start-up would find of the account in its vault: the `keyturn retire` marker, a
+/// pending rotation (its id, and whether `keyturn provision` staged it), or its current
+/// version's rotation time (`None`: no secret).
+enum Found {
+    Retired(crate::store::Tags),
+    Pending { rotation: String, provision: bool },
+    Current(Option<OffsetDateTime>),
+}
+
+/// The [`Found`] of a pending staging version.
+fn pending(tags: &crate::store::Tags) -> Found {
+    let get = |k: &str| tags.get(k).map(String::as_str);
+    Found::Pending {
+        rotation: get(tag::ROTATION_ID).unwrap_or("?").to_owned(),
+        provision: get(tag::TRIGGER) == Some(crate::audit::Trigger::Provision.as_str()),
+    }
+}
+
+/// [`Found`] from the vault's listing; `None` when the account must be read instead (a
+/// disabled latest version, which a read reports, or no secret at all: only a read of the
+/// deleted secret tells whether `keyturn retire` removed it).
+fn found_in(listing: &Listing, secret: &str, staging: &str) -> Option<Found> {
+    let current = listing.get(secret)?;
+    let staged = listing.get(staging);
+    if !current.enabled || staged.is_some_and(|s| !s.enabled) {
+        return None;
+    }
+    if current.tag(tag::RETIRED).is_some() {
+        return Some(Found::Retired(current.tags.clone()));
+    }
+    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+        return Some(pending(&s.tags));
+    }
+    Some(Found::Current(Some(
+        crate::protocol::rotated_at_of(&current.tags, current.created)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )))
+}
+
+/// [`Found`] from reads, as start-up makes them without a listing: the retire marker before
+/// anything else, then the staging secret, then the current one.
+async fn found_by_reads(
+    account: &crate::protocol::Account,
+) -> Result<Found, (String, crate::store::StoreError)> {
+    match crate::daemon::retired(account).await {
+        Ok(Some(tags)) => return Ok(Found::Retired(tags)),
+        Ok(None) => {}
+        Err(e) => return Err((account.secret.clone(), e)),
+    }
+    let staged = account
+        .store
+        .latest(&account.staging())
+        .await
+        .map_err(|e| (account.staging(), e))?;
+    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+        return Ok(pending(&s.tags));
+    }
+    let current = account
+        .store
+        .latest(&account.secret)
+        .await
+        .map_err(|e| (account.secret.clone(), e))?;
+    Ok(Found::Current(current.as_ref().map(|c| {
+        crate::protocol::rotated_at(c).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    })))
+}
+
+async fn plan_one(
+    m: &Managed,
+    paused: &BTreeSet<String>,
+    now: OffsetDateTime,
+    listing: Option<&Listing>,
+) -> Planned {
     let account = &m.account;
     let planned = |action, at, detail: String| Planned {
         account: account.name.clone(),
@@ -144,9 +236,15 @@ async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -
             ),
         )
     };
-    // Retired (`keyturn retire`): start-up reads the marker before anything else.
-    match crate::daemon::retired(account).await {
-        Ok(Some(tags)) => {
+    let found = match listing.and_then(|l| found_in(l, &account.secret, &account.staging())) {
+        Some(found) => found,
+        None => match found_by_reads(account).await {
+            Ok(found) => found,
+            Err((what, e)) => return read_error(&what, e),
+        },
+    };
+    let rotated = match found {
+        Found::Retired(tags) => {
             return planned(
                 "retired",
                 None,
@@ -156,42 +254,37 @@ async fn plan_one(m: &Managed, paused: &BTreeSet<String>, now: OffsetDateTime) -
                 ),
             )
         }
-        Ok(None) => {}
-        Err(e) => return read_error(&account.secret, e),
-    }
-    let staged = match account.store.latest(&account.staging()).await {
-        Ok(s) => s,
-        Err(e) => return read_error(&account.staging(), e),
-    };
-    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
-        if s.tag(tag::TRIGGER) == Some(crate::audit::Trigger::Provision.as_str()) {
+        Found::Pending {
+            rotation,
+            provision: true,
+        } => {
             return planned(
                 "complete_pending",
                 None,
                 format!(
-                    "`keyturn provision` left the new user's password pending in {} (provisioning {}): start-up leaves it to `keyturn provision {}`; run that to complete it",
+                    "`keyturn provision` left the new user's password pending in {} (provisioning {rotation}): start-up leaves it to `keyturn provision {}`; run that to complete it",
                     account.staging(),
-                    s.tag(tag::ROTATION_ID).unwrap_or("?"),
                     account.name
                 ),
             );
         }
-        return planned(
-            "complete_pending",
-            None,
-            format!(
-                "rotation {} was left pending in {}: recovery completes it (or abandons it if Entra never took it) before anything else{}",
-                s.tag(tag::ROTATION_ID).unwrap_or("?"),
-                account.staging(),
-                if paused.contains(&account.name) { "; the account stays paused after" } else { "" }
-            ),
-        );
-    }
-    let current = match account.store.latest(&account.secret).await {
-        Ok(c) => c,
-        Err(e) => return read_error(&account.secret, e),
+        Found::Pending {
+            rotation,
+            provision: false,
+        } => {
+            return planned(
+                "complete_pending",
+                None,
+                format!(
+                    "rotation {rotation} was left pending in {}: recovery completes it (or abandons it if Entra never took it) before anything else{}",
+                    account.staging(),
+                    if paused.contains(&account.name) { "; the account stays paused after" } else { "" }
+                ),
+            );
+        }
+        Found::Current(rotated) => rotated,
     };
-    let then = match first_due(m, current.as_ref(), now) {
+    let then = match first_due_at(m, rotated, now) {
         FirstDue::At(due, _, rotated) if due <= now => (
             "rotate_now",
             Some(due),
@@ -337,7 +430,7 @@ mod tests {
             (managed("off", false, OnMissingSecret::Wait), "disabled"),
         ];
         for (m, action) in cases {
-            let p = plan_one(&m, &paused, now).await;
+            let p = plan_one(&m, &paused, now, None).await;
             assert_eq!(p.action, action, "{}: {p:?}", m.account.name);
             match action {
                 "next_rotation" => {

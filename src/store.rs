@@ -133,6 +133,34 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
+/// A vault's secrets by name, as its listing showed them ([`list_all`]).
+pub type Listing = std::collections::HashMap<String, ListedSecret>;
+
+/// Lists each vault of `stores` once (stores with the same [`SecretStore::vault`] list the
+/// same secrets), `concurrency` vaults at once, keyed by `vault()`. A vault that cannot be
+/// listed is `None` (its accounts are read one by one instead), with a warning naming it.
+pub async fn list_vaults(
+    stores: impl IntoIterator<Item = std::sync::Arc<dyn SecretStore>>,
+    concurrency: usize,
+) -> std::collections::HashMap<String, Option<Listing>> {
+    use futures::StreamExt;
+    let mut unique = std::collections::HashMap::new();
+    for store in stores {
+        unique.entry(store.vault().to_owned()).or_insert(store);
+    }
+    futures::stream::iter(unique)
+        .map(|(vault, store)| async move {
+            let listed = list_all(store.as_ref()).await;
+            if let Err(e) = &listed {
+                tracing::warn!(vault = %vault, error = %e, "cannot list the vault's secrets; reading each account's secrets instead");
+            }
+            (vault, listed.ok())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// Every secret of a vault, by name, read page by page through [`SecretStore::list_page`]
 /// (so a rate-limited store paces each page).
 pub async fn list_all(

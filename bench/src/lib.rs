@@ -14,6 +14,8 @@
 //!   every vault) reads and writes every vault: a managed-service provider keeps its vaults
 //!   in its own tenant, while each customer's app can only reach that customer's Graph. It
 //!   also means one Key Vault token and V vault clients instead of T × V;
+//! - one consumer app (`CONSUMER_CLIENT` in `msp`, Key Vault Secrets User on every vault),
+//!   which the benchmark's consumer reads a password as;
 //! - each user's initial password is seeded as the first version of its secret `sI`.
 
 use keyturn_emulator::Emulator;
@@ -24,6 +26,11 @@ use std::path::Path;
 pub const OPERATOR_TENANT: &str = "msp";
 /// The operator app's client id.
 pub const OPERATOR_CLIENT: &str = "ffffffff-0000-0000-0000-000000000000";
+/// The consumer's app (in the operator's tenant, Key Vault Secrets User on every vault): a
+/// CoreView-style tool reading the passwords keyturn writes.
+pub const CONSUMER_CLIENT: &str = "eeeeeeee-0000-0000-0000-000000000000";
+/// The consumer app's client secret.
+pub const CONSUMER_SECRET: &str = "consumer-secret";
 
 /// A fleet's shape.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +95,8 @@ pub struct KeyturnOpts {
     pub per_tenant: usize,
     /// `daemon.drift_check_interval`.
     pub drift: String,
+    /// `limits.reserve`, `None`: keyturn's default.
+    pub reserve: Option<f64>,
 }
 
 impl Default for KeyturnOpts {
@@ -98,6 +107,7 @@ impl Default for KeyturnOpts {
             max_concurrent: 64,
             per_tenant: 4,
             drift: "1h".into(),
+            reserve: None,
         }
     }
 }
@@ -147,7 +157,7 @@ impl Fleet {
         );
         let _ = writeln!(
             t,
-            "[[tenants]]\nid = \"{OPERATOR_TENANT}\"\n\n[[apps]]\ntenant = \"{OPERATOR_TENANT}\"\nclient_id = \"{OPERATOR_CLIENT}\"\nsecrets = [\"operator-secret\"]\n"
+            "[[tenants]]\nid = \"{OPERATOR_TENANT}\"\n\n[[apps]]\ntenant = \"{OPERATOR_TENANT}\"\nclient_id = \"{OPERATOR_CLIENT}\"\nsecrets = [\"operator-secret\"]\n\n[[apps]]\ntenant = \"{OPERATOR_TENANT}\"\nclient_id = \"{CONSUMER_CLIENT}\"\nsecrets = [\"{CONSUMER_SECRET}\"]\n"
         );
         for j in 0..self.tenants {
             let _ = writeln!(
@@ -167,7 +177,7 @@ impl Fleet {
         for k in 0..self.vaults {
             let _ = writeln!(
                 t,
-                "[[vaults]]\nname = \"{}\"\ntenant = \"{OPERATOR_TENANT}\"\naccess = [{{ client_id = \"{OPERATOR_CLIENT}\", role = \"Key Vault Secrets Officer\" }}]\nsecrets = [",
+                "[[vaults]]\nname = \"{}\"\ntenant = \"{OPERATOR_TENANT}\"\naccess = [{{ client_id = \"{OPERATOR_CLIENT}\", role = \"Key Vault Secrets Officer\" }}, {{ client_id = \"{CONSUMER_CLIENT}\", role = \"Key Vault Secrets User\" }}]\nsecrets = [",
                 Self::vault_name(k)
             );
             for i in (0..self.accounts).filter(|i| self.vault_of(*i) == k) {
@@ -198,6 +208,9 @@ impl Fleet {
             o.per_tenant
         );
         let _ = writeln!(t, "[limits]\nenabled = {}", o.limits);
+        if let Some(r) = o.reserve {
+            let _ = writeln!(t, "reserve = {r}");
+        }
         if let Some((w, other, g)) = o.budgets {
             let _ = writeln!(
                 t,

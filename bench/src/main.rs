@@ -1,6 +1,8 @@
 //! `keyturn-bench`: seeds `keyturn-emulator` (in this process) with a fleet, runs
 //! `keyturn run` as a real child process against it, and measures start-up, idle memory and
-//! CPU, command latency, and a rotation of every account (see `docs/benchmarks.md`).
+//! CPU, command latency, and a rotation of every account (see `docs/benchmarks.md`), while a
+//! consumer reads a password through the official SDK at its reserved share of the vault's
+//! read budget, counting the 429s it meets during start-up, the rotate-all and a drift check.
 //!
 //! ```sh
 //! cargo build --release && cargo run --release -p keyturn-bench -- --accounts 10000 --tenants 1000 --vaults 10 --limits on
@@ -9,8 +11,10 @@
 //! Here: the arguments and the run, step by step. `watch`: noticing the first request for a
 //! path in the emulator's access log; `measure`: reading a process's memory and CPU, counting
 //! completed rotations in the audit log, the admin socket, the keyturn child process;
-//! `load`: the emulator alone under the request mix of a rotation.
+//! `load`: the emulator alone under the request mix of a rotation; `consumer`: the vault's
+//! other client.
 
+mod consumer;
 mod load;
 mod measure;
 mod watch;
@@ -65,6 +69,39 @@ struct Args {
     /// Measure only the emulator alone (with `--load-workers`, default 64 here), no keyturn.
     #[arg(long)]
     emulator_only: bool,
+    /// `limits.reserve` for keyturn (its default: 0.25).
+    #[arg(long, default_value_t = 0.25)]
+    reserve: f64,
+    /// The consumer's reads per second of one password in the first vault; default: its
+    /// reserved share of that vault's read budget (`reserve` × 4,000 per 10 s with limits on),
+    /// 0: no consumer.
+    #[arg(long)]
+    consumer_rate: Option<f64>,
+    /// `daemon.drift_check_interval`: the consumer's drift-check phase is the first drift
+    /// check after the rotate-all.
+    #[arg(long, default_value = "90s")]
+    drift: String,
+}
+
+/// Seconds of a keyturn duration written as `<n>s`, `<n>m` or `<n>h`.
+fn secs_of(d: &str) -> Option<u64> {
+    let (n, unit) = d.split_at(d.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return None,
+    })
+}
+
+/// The total of the emulator's request counters for routes starting with `prefix`.
+fn routes(c: &keyturn_emulator::Counters, prefix: &str) -> u64 {
+    c.requests
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| *v)
+        .sum()
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -137,9 +174,47 @@ async fn main() -> Result<()> {
         limits: limits_on,
         max_concurrent: args.concurrency,
         per_tenant: args.per_tenant,
-        ..Default::default()
+        drift: args.drift.clone(),
+        reserve: Some(args.reserve),
+        budgets: None,
     };
     std::fs::write(&config, fleet.config(&emu, &dir, &opts))?;
+    let drift_secs = secs_of(&args.drift).context("--drift: a number and s, m or h")?;
+
+    // The consumer, warmed up (its token, the vault's authentication challenge) before
+    // keyturn starts.
+    let kv_limits = limits;
+    let consumer_rate = args.consumer_rate.unwrap_or(if limits_on {
+        args.reserve * f64::from(kv_limits.kv_other) / (kv_limits.kv_window_ms as f64 / 1000.0)
+    } else {
+        0.0
+    });
+    let consumer = if consumer_rate > 0.0 {
+        let loaded = keyturn::config::load(&config)?;
+        let (_, _, secret) = fleet.account(0);
+        let c = consumer::Consumer::start(
+            consumer::Target {
+                loaded: &loaded,
+                authority_host: emu.authority_host(),
+                tenant: keyturn_bench::OPERATOR_TENANT,
+                client_id: keyturn_bench::CONSUMER_CLIENT,
+                client_secret: keyturn_bench::CONSUMER_SECRET,
+                vault_url: emu.vault_url(&Fleet::vault_name(fleet.vault_of(0))),
+                secret,
+            },
+            consumer_rate,
+        )?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        eprintln!("consumer reading {consumer_rate:.1}/s from kv0");
+        Some(c)
+    } else {
+        None
+    };
+    let phase = |name: &str| {
+        if let Some(c) = &consumer {
+            c.phase(name);
+        }
+    };
     eprintln!(
         "seeded {} accounts, {} tenants, {} vaults in {:.1}s; config {}",
         fleet.accounts,
@@ -152,6 +227,7 @@ async fn main() -> Result<()> {
     // Start-up to ready.
     let stderr = dir.join("keyturn.stderr");
     let before = ctl.counters();
+    phase("start-up");
     let t = Instant::now();
     let child = Command::new(&keyturn)
         .args(["run", "--config"])
@@ -179,18 +255,26 @@ async fn main() -> Result<()> {
     }
     let startup = t.elapsed();
     let at_ready = ctl.counters();
+    phase("");
+    let consumer_kv_at_startup = consumer
+        .as_ref()
+        .map(|c| c.snapshot("start-up").kv_requests)
+        .unwrap_or(0);
+    let startup_kv = routes(&at_ready, "kv.") - routes(&before, "kv.") - consumer_kv_at_startup;
     let diff = |route: &str, a: &keyturn_emulator::Counters, b: &keyturn_emulator::Counters| {
         b.requests.get(route).copied().unwrap_or(0) - a.requests.get(route).copied().unwrap_or(0)
     };
     let startup_requests = format!(
-        "kv.get {}, graph.get {}, token {}",
+        "kv.list {}, kv.get {}, graph.get {}, token {}",
+        diff("kv.list", &before, &at_ready),
         diff("kv.get", &before, &at_ready),
         diff("graph.get", &before, &at_ready),
         diff("token", &before, &at_ready)
     );
     eprintln!(
-        "ready in {:.2}s ({startup_requests})",
-        startup.as_secs_f64()
+        "ready in {:.2}s ({startup_requests}; counted by the emulator, the consumer's included); keyturn's Key Vault requests {startup_kv} (goal ≤ N/10 = {})",
+        startup.as_secs_f64(),
+        fleet.accounts / 10
     );
 
     // Idle memory and CPU.
@@ -247,6 +331,7 @@ async fn main() -> Result<()> {
     let baseline = audit.poll();
     let (kt_cpu0, emu_cpu0) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let requests0 = ctl.counters();
+    phase("rotate-all");
     let t = Instant::now();
     let socket2 = socket.clone();
     let answer = tokio::task::spawn_blocking(move || {
@@ -279,6 +364,11 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = t.elapsed();
+    phase("");
+    let consumer_throttled_rotate = consumer
+        .as_ref()
+        .map(|c| c.snapshot("rotate-all").throttled)
+        .unwrap_or(0);
     let completed = audit.completed - baseline;
     let (kt_cpu, emu_cpu) = (
         cpu_secs(pid) - kt_cpu0,
@@ -296,10 +386,13 @@ async fn main() -> Result<()> {
     );
     let hwm_kib = proc_status(pid, "VmHWM:");
     peak_rss = peak_rss.max(proc_status(pid, "VmRSS:"));
-    let throttled = ctl.counters().throttled.values().sum::<u64>() - throttled0;
+    // The 429s keyturn met: the emulator's, less the consumer's.
+    let throttled = (ctl.counters().throttled.values().sum::<u64>() - throttled0)
+        .saturating_sub(consumer_throttled_rotate);
 
-    // The least time Azure's limits allow: two sets per rotation per vault, one Graph write
-    // per rotation per tenant, two other operations per rotation per vault.
+    // The least time Azure's limits allow keyturn, after the reserve: two sets per rotation
+    // per vault, one Graph write per rotation per tenant, two other operations per rotation
+    // per vault, each budget times (1 − reserve).
     let mut per_vault = vec![0usize; fleet.vaults];
     let mut per_tenant = vec![0usize; fleet.tenants];
     for i in 0..fleet.accounts {
@@ -308,9 +401,10 @@ async fn main() -> Result<()> {
     }
     let max_v = *per_vault.iter().max().unwrap_or(&0) as f64;
     let max_t = *per_tenant.iter().max().unwrap_or(&0) as f64;
-    let min_wall = (2.0 * max_v / 300.0 * 10.0)
-        .max(max_t / 3000.0 * 150.0)
-        .max(2.0 * max_v / 4000.0 * 10.0);
+    let share = 1.0 - args.reserve;
+    let min_wall = (2.0 * max_v / (300.0 * share) * 10.0)
+        .max(max_t / (3000.0 * share) * 150.0)
+        .max(2.0 * max_v / (4000.0 * share) * 10.0);
 
     // Invariants.
     let mut violations = 0;
@@ -338,7 +432,63 @@ async fn main() -> Result<()> {
         peak_rss,
         hwm_kib
     );
+
+    // The first drift check after the rotate-all: from its first listing until no listing
+    // for 3 s (its Key Vault part; it reads a value only for an account the listing shows
+    // pending, none here, and the consumer's reads are the other `kv.get`s; its Graph reads
+    // do not touch the vault's budget, and the readiness watch keeps reading Graph anyway).
+    let mut drift_s = None;
+    if consumer.is_some() {
+        let lists0 = routes(&ctl.counters(), "kv.list");
+        let end = Instant::now() + Duration::from_secs(drift_secs * 2 + 30);
+        while routes(&ctl.counters(), "kv.list") == lists0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        phase("drift check");
+        let t = Instant::now();
+        let keyturn_kv = || routes(&ctl.counters(), "kv.list") + routes(&ctl.counters(), "kv.set");
+        let mut last = keyturn_kv();
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(3) && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = keyturn_kv();
+            if now != last {
+                last = now;
+                quiet = Instant::now();
+            }
+        }
+        phase("");
+        drift_s = Some(quiet.duration_since(t).as_secs_f64());
+    }
     drop(kt);
+    let consumer_seen = match consumer {
+        Some(c) => c.stop().await,
+        None => Default::default(),
+    };
+    let mut consumer_json = serde_json::Map::new();
+    for (name, seen) in &consumer_seen {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let max = seen.latencies.last().copied().unwrap_or_default();
+        eprintln!(
+            "consumer, {name}: {} reads, {} failed, {} × 429; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            seen.reads,
+            seen.failures,
+            seen.throttled,
+            ms(percentile(&seen.latencies, 0.5)),
+            ms(percentile(&seen.latencies, 0.99)),
+            ms(max)
+        );
+        consumer_json.insert(
+            name.clone(),
+            serde_json::json!({"reads": seen.reads, "failures": seen.failures,
+                "throttled": seen.throttled,
+                "p50_ms": ms(percentile(&seen.latencies, 0.5)),
+                "p99_ms": ms(percentile(&seen.latencies, 0.99)), "max_ms": ms(max)}),
+        );
+    }
+    if let Some(s) = drift_s {
+        eprintln!("drift check: {s:.1}s");
+    }
 
     // The emulator alone, same request mix.
     let capacity = if args.load_workers > 0 {
@@ -357,6 +507,8 @@ async fn main() -> Result<()> {
         "limits": limits_on, "concurrency": args.concurrency, "per_tenant": args.per_tenant,
         "seed_s": seed_time.as_secs_f64(),
         "startup_s": startup.as_secs_f64(), "startup_requests": startup_requests,
+        "startup_kv_requests": startup_kv, "reserve": args.reserve,
+        "consumer_rate": consumer_rate, "consumer": consumer_json, "drift_check_s": drift_s,
         "idle_rss_kib": idle_rss_kib, "idle_cpu_s": idle_cpu, "idle_secs": args.idle_secs,
         "latency_p50_ms": lat_p50.as_secs_f64() * 1e3, "latency_p99_ms": lat_p99.as_secs_f64() * 1e3,
         "latency_samples": latencies.len(),

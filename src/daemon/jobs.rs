@@ -639,6 +639,16 @@ pub fn first_due(
     due_at(managed, rotated, now)
 }
 
+/// [`first_due`] from the current version's rotation time (`None`: no secret), as a vault
+/// listing shows it (`keyturn plan`).
+pub(crate) fn first_due_at(
+    managed: &Managed,
+    rotated: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> FirstDue {
+    due_at(managed, rotated, now)
+}
+
 /// [`first_due`] from the current version's rotation time (`None`: no secret).
 fn due_at(managed: &Managed, rotated: Option<OffsetDateTime>, now: OffsetDateTime) -> FirstDue {
     let account = &managed.account;

@@ -80,13 +80,10 @@ impl Daemon {
                 continue;
             };
             let slot = &self.slots[idx];
-            let account = &slot.managed.account;
             if slot.busy
                 || !slot.managed.enabled
                 || (skip_paused && slot.paused)
-                || slot.epoch != entry.epoch
-                || account.secret != entry.secret
-                || crate::config::normalize_vault(account.store.vault()) != entry.vault
+                || !self.still_as_listed(idx, &entry)
             {
                 continue;
             }
@@ -102,6 +99,18 @@ impl Daemon {
                 None,
             );
         }
+    }
+}
+
+impl Daemon {
+    /// The account at `idx` is still as it was when `entry` was listed: no job ended since,
+    /// the same vault and secret.
+    pub(super) fn still_as_listed(&self, idx: usize, entry: &Entry) -> bool {
+        let slot = &self.slots[idx];
+        let account = &slot.managed.account;
+        slot.epoch == entry.epoch
+            && account.secret == entry.secret
+            && crate::config::normalize_vault(account.store.vault()) == entry.vault
     }
 }
 

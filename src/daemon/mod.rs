@@ -31,7 +31,7 @@ pub use board::{
 };
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
-pub(crate) use jobs::{first_due, retired, FirstDue};
+pub(crate) use jobs::{first_due_at, retired, FirstDue};
 pub use lock::InstanceLock;
 pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};
 pub use readiness::{Probed, ReadinessProbe};
@@ -180,6 +180,9 @@ pub struct Daemon {
     takeover: bool,
     /// The drift check's vault listings while they run (at most one round at a time).
     listings: JoinSet<listing::Outcome>,
+    /// The vault listings of `reconcile` commands while they run, each with what its
+    /// command's answer still needs.
+    command_listings: JoinSet<(listing::Outcome, commands::ListedReconcile)>,
 }
 
 impl Daemon {
@@ -215,6 +218,7 @@ impl Daemon {
             watch: None,
             takeover: false,
             listings: JoinSet::new(),
+            command_listings: JoinSet::new(),
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
         d
@@ -449,6 +453,12 @@ impl Daemon {
                     Ok(outcome) => self.reconcile_listed(outcome, Trigger::Drift, true),
                     Err(e) => tracing::error!(error = %e, "a drift check's vault listing failed; the next drift check tries again"),
                 },
+                Some(listed) = self.command_listings.join_next(), if !self.command_listings.is_empty() => match listed {
+                    Ok((outcome, pending)) => self.reconcile_from_listing(outcome, pending),
+                    // A panic in a listing task is a bug; the command's client sees its
+                    // answer dropped.
+                    Err(e) => tracing::error!(error = %e, "a reconcile command's vault listing failed"),
+                },
             }
         }
         self.stop().await;
@@ -508,6 +518,7 @@ impl Daemon {
             task.abort();
         }
         self.listings.abort_all();
+        self.command_listings.abort_all();
         self.board
             .lock()
             .unwrap_or_else(|e| e.into_inner())

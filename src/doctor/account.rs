@@ -6,8 +6,8 @@
 use super::{AccountReport, Check};
 use crate::azure::Http;
 use crate::config::{IdentityConfig, ResolvedAccount};
-use crate::daemon::{first_due, FirstDue, Managed};
-use crate::store::tag;
+use crate::daemon::{first_due_at, FirstDue, Managed};
+use crate::store::{tag, Listing};
 use azure_core::credentials::Secret;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -33,6 +33,7 @@ pub(super) async fn check(
     from: FromIdentity<'_>,
     http: &Http,
     now: OffsetDateTime,
+    listing: Option<&Listing>,
 ) -> AccountReport {
     let mut checks = Vec::new();
     if !a.enabled {
@@ -83,7 +84,7 @@ pub(super) async fn check(
             format!("fix identity {:?}'s graph_token check first", a.identity),
         )),
     }
-    let mut vault_checks = vault(m, a, now).await;
+    let mut vault_checks = vault(m, a, now, listing).await;
     // After secret_readable and nothing_pending, before secret_age.
     let at = vault_checks
         .iter()
@@ -220,9 +221,37 @@ pub(super) fn user_cloud_only(user: &str, on_premises_sync_enabled: Option<bool>
     }
 }
 
-async fn vault(m: &Managed, a: &ResolvedAccount, now: OffsetDateTime) -> Vec<Check> {
+/// The secret checks. `listing`: the vault's listing, which tells whether the secret exists,
+/// when it was rotated and whether a rotation was left pending (its tags), so that only the
+/// secret's own value is read (`secret_readable`: the question is whether it can be read);
+/// without it, or when it shows a disabled version, both secrets are read.
+async fn vault(
+    m: &Managed,
+    a: &ResolvedAccount,
+    now: OffsetDateTime,
+    listing: Option<&Listing>,
+) -> Vec<Check> {
     let store = &m.account.store;
-    let current = match store.latest(&a.secret).await {
+    let staging = m.account.staging();
+    let listed = listing.filter(|l| {
+        [&a.secret, &staging]
+            .iter()
+            .all(|name| l.get(name.as_str()).is_none_or(|s| s.enabled))
+    });
+    // The current version's rotation time: from the listing, or from the value read.
+    let listed_current = listed.map(|l| {
+        l.get(&a.secret).map(|c| {
+            crate::protocol::rotated_at_of(&c.tags, c.created).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        })
+    });
+    let current = match listed_current {
+        // Listed as absent: nothing to read.
+        Some(None) => Ok(None),
+        _ => store.latest(&a.secret).await.map(|c| {
+            c.map(|c| crate::protocol::rotated_at(&c).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+        }),
+    };
+    let current = match current {
         Ok(c) => c,
         Err(e) => {
             return vec![Check::fail(
@@ -254,17 +283,24 @@ async fn vault(m: &Managed, a: &ResolvedAccount, now: OffsetDateTime) -> Vec<Che
             ),
         )),
     }
-    let staging = m.account.staging();
-    match store.latest(&staging).await {
-        Ok(Some(s)) if s.tag(tag::STATE) == Some(tag::PENDING) => checks.push(Check::warn(
+    // A pending rotation's id, from the listing's tags or the staging secret read.
+    let pending = match listed {
+        Some(l) => Ok(l
+            .get(&staging)
+            .filter(|s| s.tag(tag::STATE) == Some(tag::PENDING))
+            .map(|s| s.tag(tag::ROTATION_ID).unwrap_or("?").to_owned())),
+        None => store.latest(&staging).await.map(|s| {
+            s.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING))
+                .map(|s| s.tag(tag::ROTATION_ID).unwrap_or("?").to_owned())
+        }),
+    };
+    match pending {
+        Ok(Some(rotation)) => checks.push(Check::warn(
             "nothing_pending",
-            format!(
-                "rotation {} was left pending in {staging:?}",
-                s.tag(tag::ROTATION_ID).unwrap_or("?")
-            ),
+            format!("rotation {rotation} was left pending in {staging:?}"),
             "start keyturn (`keyturn run`): its start-up completes or abandons it",
         )),
-        Ok(_) => checks.push(Check::pass("nothing_pending", "no rotation left pending")),
+        Ok(None) => checks.push(Check::pass("nothing_pending", "no rotation left pending")),
         Err(e) => checks.push(Check::fail(
             "nothing_pending",
             format!("cannot read {staging:?} in {}: {e}", store.vault()),
@@ -274,7 +310,7 @@ async fn vault(m: &Managed, a: &ResolvedAccount, now: OffsetDateTime) -> Vec<Che
             ),
         )),
     }
-    if let FirstDue::At(due, _, rotated) = first_due(m, current.as_ref(), now) {
+    if let FirstDue::At(due, _, rotated) = first_due_at(m, current, now) {
         checks.push(if now > due + AGE_GRACE {
             Check::warn(
                 "secret_age",

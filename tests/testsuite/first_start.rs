@@ -452,19 +452,19 @@ async fn plan_says_what_start_up_would_do_and_changes_nothing() {
         ]
     );
 
-    // Nothing was written: Key Vault was only read, Graph not asked at all, no audit log,
-    // no lock, the passwords where they were.
+    // Nothing was written: Key Vault was only listed (no value read), Graph not asked at all,
+    // no audit log, no lock, the passwords where they were.
     let after = emu.control().counters().requests;
     for (route, n) in &after {
         let was = before.get(route).copied().unwrap_or(0);
         if *n != was {
             assert!(
-                ["token", "discovery", "kv.get"].contains(&route.as_str()),
+                ["token", "discovery", "kv.list"].contains(&route.as_str()),
                 "plan sent {route} requests: {before:?} → {after:?}"
             );
         }
     }
-    assert!(after.get("kv.get").copied().unwrap_or(0) > 0, "{after:?}");
+    assert!(after.get("kv.list").copied().unwrap_or(0) > 0, "{after:?}");
     assert!(!dir.path().join("audit.jsonl").exists());
     let entries: Vec<_> = std::fs::read_dir(&state)
         .unwrap()

@@ -237,3 +237,143 @@ fn writer(
         keyturn::observe::unobserved(),
     )
 }
+
+/// `keyturn plan` lists the vault as start-up does: N accounts cost a few list requests and
+/// no value read, and a pending rotation is seen from its tags alone; a vault it cannot list
+/// is read account by account, with the same plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_lists_the_vault_instead_of_reading_each_secret() {
+    let (emu, _dir, config) = world("0s").await;
+    stage_pending(&emu, &config, "svc-05", "Pending-Pass-5-xyz!").await;
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let loaded = load(&config);
+    let now = time::OffsetDateTime::now_utc();
+    let listed = keyturn::plan::plan(&loaded, now).await.unwrap();
+    // 61 secrets: 3 pages, and nothing read.
+    assert_eq!(requests(&emu, "kv.list") - lists, 3);
+    assert_eq!(requests(&emu, "kv.get") - gets, 0, "no value read");
+    let action = |p: &keyturn::plan::Plan, name: &str| {
+        p.accounts
+            .iter()
+            .find(|a| a.account == name)
+            .map(|a| (a.action, a.detail.clone()))
+            .unwrap()
+    };
+    let (pending, detail) = action(&listed, "svc-05");
+    assert_eq!(pending, "complete_pending");
+    assert!(
+        detail.contains("rotation 0b0e6a4e-7c59-4d3e-9f53-3a1f6f0c2d11"),
+        "{detail}"
+    );
+    assert_eq!(action(&listed, "svc-06").0, "next_rotation");
+
+    // Listing refused: each account read, the same plan.
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "kv.list".into(),
+            kind: FaultKind::Status,
+            status: Some(403),
+            ..rule()
+        })
+        .unwrap();
+    let gets = requests(&emu, "kv.get");
+    let read = keyturn::plan::plan(&loaded, now).await.unwrap();
+    // Each account reads its staging secret, and its secret unless the staging one is pending.
+    assert_eq!(requests(&emu, "kv.get") - gets, 2 * N as u64 - 1);
+    assert_eq!(read.accounts, listed.accounts);
+}
+
+/// `keyturn doctor`'s secret checks list the vault: each account's own secret is read (is it
+/// readable is the question), its staging secret is not, and a pending rotation is named from
+/// the listing's tags; one account (`--account`) is read as before, without a listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_lists_the_vault_for_the_staging_secrets() {
+    let (emu, _dir, config) = world("0s").await;
+    stage_pending(&emu, &config, "svc-04", "Pending-Pass-4-xyz!").await;
+    let loaded = load(&config);
+    let now = time::OffsetDateTime::now_utc();
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let report = keyturn::doctor::doctor(&loaded, None, false, now)
+        .await
+        .unwrap();
+    assert_eq!(requests(&emu, "kv.list") - lists, 3, "61 secrets: 3 pages");
+    assert_eq!(
+        requests(&emu, "kv.get") - gets,
+        N as u64,
+        "one read per account: its secret, not its staging secret"
+    );
+    let check = |account: &str, name: &str| {
+        let a = report
+            .accounts
+            .iter()
+            .find(|a| a.account == account)
+            .unwrap();
+        let c = a.checks.iter().find(|c| c.check == name).unwrap();
+        (c.status, c.detail.clone())
+    };
+    let (status, detail) = check("svc-04", "nothing_pending");
+    assert_eq!(status, keyturn::doctor::Status::Warn, "{detail}");
+    assert!(
+        detail.contains("rotation 0b0e6a4e-7c59-4d3e-9f53-3a1f6f0c2d11"),
+        "{detail}"
+    );
+    assert_eq!(
+        check("svc-05", "nothing_pending").0,
+        keyturn::doctor::Status::Pass
+    );
+    assert_eq!(
+        check("svc-05", "secret_readable").0,
+        keyturn::doctor::Status::Pass
+    );
+    assert_eq!(
+        check("svc-05", "secret_age").0,
+        keyturn::doctor::Status::Pass
+    );
+
+    // One account: its two secrets read, no listing of the whole vault.
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let one = keyturn::doctor::doctor(&loaded, Some("svc-04"), false, now)
+        .await
+        .unwrap();
+    assert_eq!(requests(&emu, "kv.list") - lists, 0);
+    assert_eq!(requests(&emu, "kv.get") - gets, 2);
+    let pending = one.accounts[0]
+        .checks
+        .iter()
+        .find(|c| c.check == "nothing_pending")
+        .unwrap();
+    assert_eq!(pending.detail, detail, "the same finding read or listed");
+}
+
+/// `keyturn reconcile --all` lists the vault as start-up does: every account reconciled from
+/// the listing, no value read (Graph's drift reads only); one account is read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_of_several_accounts_lists_the_vault() {
+    use keyturn::admin::proto::{Request, Target};
+    let (emu, _dir, config) = world("0s").await;
+    let service = Service::start(load(&config)).await;
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let r = keyturn::admin::client::send(&service.socket, &Request::Reconcile(Target::All))
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let answered = r.result.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    for i in [0, 29, N - 1] {
+        assert!(answered.contains(&format!("svc-{i:02}")), "{answered}");
+    }
+    assert_eq!(requests(&emu, "kv.list") - lists, 3, "60 secrets: 3 pages");
+    assert_eq!(requests(&emu, "kv.get") - gets, 0, "no value read");
+
+    // One account: its two reads, no listing.
+    let (lists, gets) = (requests(&emu, "kv.list"), requests(&emu, "kv.get"));
+    let r = keyturn::admin::client::send(
+        &service.socket,
+        &Request::Reconcile(Target::One("svc-03".into())),
+    )
+    .await
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(requests(&emu, "kv.list") - lists, 0);
+    assert_eq!(requests(&emu, "kv.get") - gets, 2);
+    assert_eq!(service.stop().await, 0);
+}

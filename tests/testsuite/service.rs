@@ -51,8 +51,9 @@ async fn service_run_becomes_ready_rotates_and_stops_when_its_shutdown_future_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_run_hands_its_metrics_to_the_rate_limits() {
     let port = free_port();
-    // 100 reads per 10 s: a burst of one, so a reconcile's reads queue (start-up lists the
-    // vault in one request; `keyturn reconcile` reads each account's two secrets).
+    // 100 reads per 10 s: a burst of one, so a reconcile's reads queue (start-up, and a
+    // reconcile of several accounts, list the vault in one request; `keyturn reconcile` of
+    // one account reads its two secrets).
     let extra = format!(
         "\n[limits]\nvault_other_per_10s = 100\nheadroom = 0.0\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
     );
@@ -70,7 +71,9 @@ async fn service_run_hands_its_metrics_to_the_rate_limits() {
         if i % 20 == 0 {
             keyturn::admin::client::send(
                 &service.socket,
-                &keyturn::admin::proto::Request::Reconcile(keyturn::daemon::Target::All),
+                &keyturn::admin::proto::Request::Reconcile(keyturn::daemon::Target::One(
+                    "svc-1".into(),
+                )),
             )
             .await
             .unwrap();

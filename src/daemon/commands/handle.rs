@@ -1,7 +1,7 @@
 //! The daemon's handling of a [`Command`]: the accounts it targets, each command's effect on
 //! them (rotate, adopt, pause, resume, reconcile, reload) and its answer.
 
-use super::{AccountError, Command, RotationSummary, Target};
+use super::{AccountAck, AccountError, Command, RotationSummary, Target};
 use crate::audit::Trigger;
 use crate::daemon::jobs::Job;
 use crate::daemon::{Daemon, Managed, Settings, Slot};
@@ -197,15 +197,32 @@ impl Daemon {
                     Err(e) => return refuse(reply, &target, e),
                 };
                 let mut immediate = Vec::new();
-                let mut waits = Vec::new();
+                let mut idle = Vec::new();
                 for idx in targets {
                     if self.slots[idx].busy {
                         immediate.push((
                             self.slots[idx].name().to_owned(),
                             Err(AccountError::ReconcileWhileRotating.into()),
                         ));
-                        continue;
+                    } else {
+                        idle.push(idx);
                     }
+                }
+                if idle.len() > 1 {
+                    // Several accounts: their vaults listed (25 secrets a request, no values)
+                    // as start-up does, then each reconciled from its listing.
+                    let lists = self.vault_lists(&idle);
+                    let pending = ListedReconcile {
+                        request,
+                        reply,
+                        immediate,
+                    };
+                    self.command_listings
+                        .spawn(async move { (crate::daemon::listing::run(lists).await, pending) });
+                    return;
+                }
+                let mut waits = Vec::new();
+                for idx in idle {
                     let (tx, rx) = oneshot::channel();
                     self.spawn(idx, Job::Reconcile, request.clone(), None, Some(tx));
                     waits.push(rx);
@@ -329,6 +346,54 @@ type Answer<T> = (String, Result<T, super::AccountFailure>);
 fn refuse<T>(reply: Option<oneshot::Sender<Vec<Answer<T>>>>, target: &Target, e: AccountError) {
     if let Some(reply) = reply {
         let _ = reply.send(vec![(target.to_string(), Err(e.into()))]);
+    }
+}
+
+/// A `reconcile` command of several accounts while their vaults are listed.
+pub(crate) struct ListedReconcile {
+    /// The command's request (who asked, why).
+    request: Request,
+    /// Where its answer goes.
+    reply: Option<oneshot::Sender<Vec<AccountAck>>>,
+    /// The answers known before the listing (accounts that were busy).
+    immediate: Vec<AccountAck>,
+}
+
+impl Daemon {
+    /// Reconciles each account of a `reconcile` command from its vault's listing: one that
+    /// changed since (a job ended, another vault or secret) or whose vault could not be
+    /// listed by reading, one busy now refused as busy, one a reload removed left out.
+    pub(in crate::daemon) fn reconcile_from_listing(
+        &mut self,
+        outcome: crate::daemon::listing::Outcome,
+        pending: ListedReconcile,
+    ) {
+        let ListedReconcile {
+            request,
+            reply,
+            mut immediate,
+        } = pending;
+        let mut waits = Vec::new();
+        for (entry, listed) in outcome {
+            let Some(&idx) = self.index.get(&entry.name) else {
+                continue;
+            };
+            if self.slots[idx].busy {
+                immediate.push((
+                    entry.name.clone(),
+                    Err(AccountError::ReconcileWhileRotating.into()),
+                ));
+                continue;
+            }
+            let job = match listed {
+                Some(listed) if self.still_as_listed(idx, &entry) => Job::ReconcileListed(listed),
+                _ => Job::Reconcile,
+            };
+            let (tx, rx) = oneshot::channel();
+            self.spawn(idx, job, request.clone(), None, Some(tx));
+            waits.push(rx);
+        }
+        reply_when_done(reply, immediate, waits);
     }
 }
 

@@ -3,6 +3,7 @@
 //! types (`Command`, `Target`, the answers and their failures); `handle` the daemon's handling.
 
 mod handle;
+pub(crate) use handle::ListedReconcile;
 
 use super::{Managed, Settings};
 use crate::protocol::{Request, Rotated, RotationError, Tuning};
