@@ -157,43 +157,60 @@ fn pending(tags: &crate::store::Tags) -> Found {
     }
 }
 
-/// [`Found`] from the vault's listing; `None` when the account must be read instead (a
-/// disabled latest version, which a read reports, or no secret at all: only a read of the
-/// deleted secret tells whether `keyturn retire` removed it).
-fn found_in(listing: &Listing, secret: &str, staging: &str) -> Option<Found> {
-    let current = listing.get(secret)?;
-    let staged = listing.get(staging);
-    if !current.enabled || staged.is_some_and(|s| !s.enabled) {
-        return None;
-    }
-    if current.tag(tag::RETIRED).is_some() {
-        return Some(Found::Retired(current.tags.clone()));
-    }
-    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
-        return Some(pending(&s.tags));
-    }
-    Some(Found::Current(Some(
-        crate::protocol::rotated_at_of(&current.tags, current.created)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-    )))
+/// What a vault's listing shows of an account: a [`Found`], or no secret at all, when only a
+/// read of the deleted secret tells whether `keyturn retire` removed it (as start-up reads
+/// it); `None` when the account must be read instead (a disabled latest version, which a
+/// read reports).
+enum Listed {
+    Found(Found),
+    Missing,
 }
 
-/// [`Found`] from reads, as start-up makes them without a listing: the retire marker before
-/// anything else, then the staging secret, then the current one.
+fn found_in(listing: &Listing, secret: &str, staging: &str) -> Option<Listed> {
+    let current = listing.get(secret);
+    let staged = listing.get(staging);
+    if current.is_some_and(|c| !c.enabled) || staged.is_some_and(|s| !s.enabled) {
+        return None;
+    }
+    if let Some(c) = current.filter(|c| c.tag(tag::RETIRED).is_some()) {
+        return Some(Listed::Found(Found::Retired(c.tags.clone())));
+    }
+    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+        return Some(Listed::Found(pending(&s.tags)));
+    }
+    Some(match current {
+        Some(c) => Listed::Found(Found::Current(Some(
+            crate::protocol::rotated_at_of(&c.tags, c.created)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        ))),
+        None => Listed::Missing,
+    })
+}
+
+/// An account the listing shows without a secret: retired (its deleted secret carries the
+/// marker), or never there.
+async fn missing(account: &crate::protocol::Account) -> Result<Found, crate::store::StoreError> {
+    Ok(match account.store.deleted_tags(&account.secret).await? {
+        Some(tags) if tags.contains_key(tag::RETIRED) => Found::Retired(tags),
+        _ => Found::Current(None),
+    })
+}
+
+/// [`Found`] from reads, as start-up makes them without a listing: the staging secret, then
+/// the current one, whose tags (or, when it is gone, the deleted secret's) carry the retire
+/// marker. (`keyturn retire` refuses an account with a rotation pending, so a pending
+/// staging version is never a retired account's.)
 async fn found_by_reads(
     account: &crate::protocol::Account,
 ) -> Result<Found, (String, crate::store::StoreError)> {
-    match crate::daemon::retired(account).await {
-        Ok(Some(tags)) => return Ok(Found::Retired(tags)),
-        Ok(None) => {}
-        Err(e) => return Err((account.secret.clone(), e)),
-    }
     let staged = account
         .store
         .latest(&account.staging())
         .await
         .map_err(|e| (account.staging(), e))?;
-    if let Some(s) = staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING)) {
+    if let Some(s) =
+        staged.filter(|s| s.tag(tag::STATE) == Some(tag::PENDING) && s.tag(tag::RETIRED).is_none())
+    {
         return Ok(pending(&s.tags));
     }
     let current = account
@@ -201,9 +218,15 @@ async fn found_by_reads(
         .latest(&account.secret)
         .await
         .map_err(|e| (account.secret.clone(), e))?;
-    Ok(Found::Current(current.as_ref().map(|c| {
-        crate::protocol::rotated_at(c).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-    })))
+    match current {
+        Some(c) if c.tag(tag::RETIRED).is_some() => Ok(Found::Retired(c.tags)),
+        Some(c) => Ok(Found::Current(Some(
+            crate::protocol::rotated_at(&c).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        ))),
+        None => missing(account)
+            .await
+            .map_err(|e| (account.secret.clone(), e)),
+    }
 }
 
 async fn plan_one(
@@ -237,7 +260,11 @@ async fn plan_one(
         )
     };
     let found = match listing.and_then(|l| found_in(l, &account.secret, &account.staging())) {
-        Some(found) => found,
+        Some(Listed::Found(found)) => found,
+        Some(Listed::Missing) => match missing(account).await {
+            Ok(found) => found,
+            Err(e) => return read_error(&account.secret, e),
+        },
         None => match found_by_reads(account).await {
             Ok(found) => found,
             Err((what, e)) => return read_error(&what, e),

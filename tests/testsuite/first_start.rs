@@ -452,18 +452,26 @@ async fn plan_says_what_start_up_would_do_and_changes_nothing() {
         ]
     );
 
-    // Nothing was written: Key Vault was only listed (no value read), Graph not asked at all,
-    // no audit log, no lock, the passwords where they were.
+    // Nothing was written: Key Vault was listed, and read only for svc-2, whose secret is
+    // missing (one read of its deleted secret, which would carry `keyturn retire`'s marker:
+    // one per run of plan), Graph not asked at all, no audit log, no lock, the passwords
+    // where they were.
     let after = emu.control().counters().requests;
     for (route, n) in &after {
         let was = before.get(route).copied().unwrap_or(0);
         if *n != was {
             assert!(
-                ["token", "discovery", "kv.list"].contains(&route.as_str()),
+                ["token", "discovery", "kv.list", "kv.get"].contains(&route.as_str()),
                 "plan sent {route} requests: {before:?} → {after:?}"
             );
         }
     }
+    let gets = |c: &std::collections::BTreeMap<String, u64>| c.get("kv.get").copied().unwrap_or(0);
+    assert_eq!(
+        gets(&after) - gets(&before),
+        2,
+        "two plans, one deleted-secret read each: {after:?}"
+    );
     assert!(after.get("kv.list").copied().unwrap_or(0) > 0, "{after:?}");
     assert!(!dir.path().join("audit.jsonl").exists());
     let entries: Vec<_> = std::fs::read_dir(&state)
