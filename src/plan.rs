@@ -190,9 +190,9 @@ fn found_in(listing: &Listing, secret: &str, staging: &str) -> Option<Listed> {
 /// An account the listing shows without a secret: retired (its deleted secret carries the
 /// marker), or never there.
 async fn missing(account: &crate::protocol::Account) -> Result<Found, crate::store::StoreError> {
-    Ok(match account.store.deleted_tags(&account.secret).await? {
-        Some(tags) if tags.contains_key(tag::RETIRED) => Found::Retired(tags),
-        _ => Found::Current(None),
+    Ok(match crate::daemon::retired_deleted(account).await? {
+        Some(tags) => Found::Retired(tags),
+        None => Found::Current(None),
     })
 }
 

@@ -428,22 +428,10 @@ impl Daemon {
     }
 }
 
-/// The tags of the account's retirement, if `keyturn retire` retired it: its secret's latest
-/// version is tagged `keyturn-retired` (a retire that stopped before deleting it), or the
-/// secret is gone and its deleted secret is (`GET /deletedsecrets/{name}`). `keyturn plan`
-/// asks it first; the daemon's reconcile makes the same checks from the reads it makes
-/// anyway, before the drift check and before `on_missing_secret = "rotate"` could act.
-pub(crate) async fn retired(
-    account: &protocol::Account,
-) -> Result<Option<Tags>, crate::store::StoreError> {
-    match account.store.latest(&account.secret).await? {
-        Some(current) => Ok(current.tag(tag::RETIRED).is_some().then_some(current.tags)),
-        None => retired_deleted(account).await,
-    }
-}
-
-/// The deleted secret's tags when `keyturn retire` marked it (`GET /deletedsecrets/{name}`).
-async fn retired_deleted(
+/// The deleted secret's tags when `keyturn retire` marked it (`GET /deletedsecrets/{name}`):
+/// how the daemon's reconcile and `keyturn plan` learn that an account whose secret is gone was
+/// retired (a live secret's own tags say it otherwise).
+pub(crate) async fn retired_deleted(
     account: &protocol::Account,
 ) -> Result<Option<Tags>, crate::store::StoreError> {
     Ok(account

@@ -31,7 +31,7 @@ pub use board::{
 };
 pub(crate) use commands::{AccountAck, AccountResult};
 pub use commands::{AccountError, AccountFailure, Command, RotationSummary, Target};
-pub(crate) use jobs::{first_due_at, retired, FirstDue};
+pub(crate) use jobs::{first_due_at, retired_deleted, FirstDue};
 pub use lock::InstanceLock;
 pub use pauses::{PauseFile, PauseFileError, PAUSE_FILE};
 pub use readiness::{Probed, ReadinessProbe};
