@@ -454,14 +454,17 @@ fn watch_signals(
     // running one (the kernel merges repeated signals the same way).
     let (rotate_tx, mut rotate_rx) = mpsc::channel::<()>(1);
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let standby = move || {
+        board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .standby()
+            .is_some()
+    };
+    let is_standby = standby.clone();
     let rotator = tokio::spawn(async move {
         while rotate_rx.recv().await.is_some() {
-            if board
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .standby()
-                .is_some()
-            {
+            if is_standby() {
                 tracing::warn!(
                     "SIGUSR1 ignored: this replica is an [ha] standby; signal the leader"
                 );
@@ -475,6 +478,14 @@ fn watch_signals(
     });
     let reloader = tokio::spawn(async move {
         while reload_rx.recv().await.is_some() {
+            // A standby keeps the configuration it started with, as the socket's `reload`
+            // is refused with `not_leader` (docs/ha.md): restart it after changing the file.
+            if standby() {
+                tracing::warn!(
+                    "SIGHUP ignored: this replica is an [ha] standby and keeps the configuration it started with; restart it to apply a changed file (a rolling update does)"
+                );
+                continue;
+            }
             tracing::info!("SIGHUP: reloading the configuration");
             // The outcome is logged and audited by the reloader.
             let _ = reload.reload(Actor::Daemon).await;

@@ -444,6 +444,24 @@ async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
         );
     }
 
+    // SIGHUP on a standby is refused, as the socket's `reload` is: a warning, no reload.
+    let loaded_before = count(p.dir(1), "config.loaded", None);
+    second.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || second
+            .stderr()
+            .contains("SIGHUP ignored: this replica is an [ha] standby"))
+        .await,
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        !second.stderr().contains("SIGHUP: reloading"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(count(p.dir(1), "config.loaded", None), loaded_before);
+
     let stopped = Instant::now();
     first.signal(Signal::SIGTERM);
     assert!(first.wait().await.success());
