@@ -544,6 +544,11 @@ impl Proxy {
     fn cut(&self) {
         let _ = self.cut.send(true);
     }
+
+    /// Lets new connections through again.
+    fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
 }
 
 /// A partition: the leader loses Azurite. It stops acting (`ha.lost`, exit 75) before its
@@ -613,6 +618,324 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
         .map(|r| r["event"].as_str().unwrap_or("").to_owned())
         .collect();
     assert!(after.iter().all(|e| e == "daemon.stopping"), "{after:?}");
+    second.signal(Signal::SIGTERM);
+    assert!(second.wait().await.success());
+}
+
+/// Adds `[daemon.audit_blob]` to the configuration at `config`: the append blob `blob`
+/// reached through `port` (Azurite's, or a proxy's).
+fn with_audit_blob(config: &Path, port: u16, blob: &str) {
+    let mut t = std::fs::read_to_string(config).unwrap();
+    t.push_str(&format!(
+        "\n[daemon.audit_blob]\nurl = {:?}\nidentity = \"rotator\"\n",
+        Azurite::lease_url(port, blob)
+    ));
+    std::fs::write(config, t).unwrap();
+}
+
+/// `keyturn audit verify --blob --config CONFIG [URL]`: (exit code, stdout).
+async fn verify_blob(config: &Path, url: Option<&str>) -> (Option<i32>, String) {
+    let mut args = vec!["audit".to_string(), "verify".into(), "--config".into()];
+    args.push(config.display().to_string());
+    args.push("--blob".into());
+    if let Some(u) = url {
+        args.push(u.into());
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The records in the append blob `blob` (every line parsed as JSON).
+async fn blob_records(
+    emu: &keyturn_emulator::Emulator,
+    config: &Path,
+    az: &Azurite,
+    blob: &str,
+) -> Vec<serde_json::Value> {
+    let (cred, options) = sdk(emu, config);
+    let client = BlobClient::new(
+        Url::parse(&Azurite::lease_url(az.port, blob)).unwrap(),
+        Some(cred),
+        Some(BlobClientOptions {
+            client_options: options,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let Ok(r) = client.download(None).await else {
+        return Vec::new();
+    };
+    let bytes = r.body.collect().await.unwrap();
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The copier's metric `name` on the replica configured by `config`.
+async fn metric(config: &Path, name: &str) -> Option<f64> {
+    let (_, body) = probe(config, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Without `[ha]`: every audit record reaches the append blob, in one chain that
+/// `keyturn audit verify --blob` checks; while Storage is unreachable, rotations go on, the
+/// backlog and its lag show in the metrics, and the copy catches up when Storage answers.
+/// A record changed in the blob is named by `verify --blob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_copied_to_an_append_blob_and_catches_up_after_an_outage() {
+    let Some(az) = azurite_or_skip(
+        "ha::the_audit_log_is_copied_to_an_append_blob_and_catches_up_after_an_outage",
+    )
+    .await
+    else {
+        return;
+    };
+    let proxy = Proxy::start(az.port).await;
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ha_config(&emu, dir.path(), &az, az.port, "unused");
+    // No [ha] here: the copy works on a single keyturn too.
+    let t = std::fs::read_to_string(&config).unwrap();
+    let ha_at = t.find("\n[ha]\n").unwrap();
+    let metrics_at = t.find("[metrics]").unwrap();
+    let t = format!("{}{}", &t[..ha_at], &t[metrics_at..]);
+    std::fs::write(&config, t).unwrap();
+    with_audit_blob(&config, proxy.port, "audit");
+    create_container(&emu, &config, &az).await;
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    let socket = dir.path().join("admin.sock");
+    let out = cli(&socket, &["rotate", "svc-1", "--reason", "copy test"]).await;
+    assert!(out.status.success(), "{}", d.stderr());
+    // Everything the file holds reaches the blob, byte for byte but seq, prev and hash.
+    let copied = |recs: &[serde_json::Value]| {
+        recs.iter()
+            .filter(|r| r["event"] == "rotation.completed")
+            .count()
+    };
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = blob_records(&emu, &config, &az, "audit").await;
+        if copied(&recs) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(copied(&recs), 1, "{}", d.stderr());
+    let local = audit_records(dir.path());
+    let strip = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        for k in ["seq", "prev", "hash"] {
+            r.as_object_mut().unwrap().remove(k);
+        }
+        r
+    };
+    assert_eq!(
+        recs.iter().map(strip).collect::<Vec<_>>(),
+        local[..recs.len()].iter().map(strip).collect::<Vec<_>>()
+    );
+    let (code, text) = verify_blob(&config, None).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with(&format!("intact: {} record(s)", recs.len())),
+        "{text}"
+    );
+
+    // Storage unreachable: the rotation is not held up; the backlog waits.
+    proxy.cut();
+    let before = recs.len();
+    let out = cli(
+        &socket,
+        &["rotate", "svc-2", "--reason", "during the outage"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", d.stderr());
+    assert!(
+        wait_for(Duration::from_secs(30), || d
+            .stderr()
+            .contains("audit copy: Storage did not take the copy"))
+        .await,
+        "{}",
+        d.stderr()
+    );
+    let mut pending = 0.0;
+    for _ in 0..100 {
+        pending = metric(&config, "keyturn_audit_copy_pending_records")
+            .await
+            .unwrap_or(0.0);
+        if pending > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pending > 0.0, "no backlog in the metrics");
+    assert!(metric(&config, "keyturn_audit_copy_lag_seconds")
+        .await
+        .is_some());
+    assert_eq!(
+        blob_records(&emu, &config, &az, "audit").await.len(),
+        before
+    );
+
+    // Storage back: the copy catches up, in order, in one chain.
+    proxy.restore();
+    let mut recs = Vec::new();
+    for _ in 0..300 {
+        recs = blob_records(&emu, &config, &az, "audit").await;
+        if copied(&recs) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(copied(&recs), 2, "{}", d.stderr());
+    let (code, text) = verify_blob(&config, None).await;
+    assert_eq!(code, Some(0), "{text}");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+    // The stop's own records were copied before the process ended.
+    let recs = blob_records(&emu, &config, &az, "audit").await;
+    assert_eq!(recs.last().unwrap()["event"], "daemon.stopping", "{recs:?}");
+    let local = audit_records(dir.path());
+    assert_eq!(
+        recs.len(),
+        local.len(),
+        "every local record is in the blob once"
+    );
+
+    // A record appended by someone else, edited: verify names it.
+    let (cred, options) = sdk(&emu, &config);
+    let client = BlobClient::new(
+        Url::parse(&Azurite::lease_url(az.port, "audit")).unwrap(),
+        Some(cred),
+        Some(BlobClientOptions {
+            client_options: options,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let mut forged = serde_json::to_string(recs.last().unwrap()).unwrap();
+    forged = forged.replace("daemon.stopping", "daemon.started");
+    forged.push('\n');
+    let n = forged.len() as u64;
+    client
+        .append_blob_client()
+        .append_block(RequestContent::from(forged.into_bytes()), n, None)
+        .await
+        .unwrap();
+    let (code, text) = verify_blob(&config, None).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("line {}", recs.len() + 1)) && text.contains("/keyturn/audit"),
+        "{text}"
+    );
+    emu.shutdown().await;
+}
+
+/// Two replicas with one append blob: the new leader continues the chain the old one
+/// left (after a SIGKILL), so the blob holds one chain with both replicas' records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_write_one_chain_in_the_append_blob() {
+    let Some(az) = azurite_or_skip("ha::two_replicas_write_one_chain_in_the_append_blob").await
+    else {
+        return;
+    };
+    let p = Pair::new(az, None).await;
+    for c in &p.configs {
+        with_audit_blob(c, p.az.port, "audit");
+    }
+    let first = p.start(0);
+    first.ready().await;
+    assert!(wait_leader(&p.socket(0), Duration::from_secs(30)).await);
+    let second = p.start(1);
+    second.ready().await;
+    let out = cli(
+        &p.socket(0),
+        &["rotate", "svc-1", "--reason", "first leader"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", first.stderr());
+    let completed = |recs: &[serde_json::Value]| {
+        recs.iter()
+            .filter(|r| r["event"] == "rotation.completed")
+            .count()
+    };
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = blob_records(&p.emu, &p.configs[0], &p.az, "audit").await;
+        if completed(&recs) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(completed(&recs), 1, "{}", first.stderr());
+    // The standby appended nothing.
+    assert!(
+        recs.iter().all(|r| r["event"] != "ha.acquired"
+            || r["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("pid {}", first.child.id()))),
+        "{recs:?}"
+    );
+    first.signal(Signal::SIGKILL);
+    let _ = first.wait().await;
+    assert!(
+        wait_leader(&p.socket(1), Duration::from_secs(60)).await,
+        "{}",
+        second.stderr()
+    );
+    let out = cli(
+        &p.socket(1),
+        &["rotate", "svc-1", "--reason", "second leader"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", second.stderr());
+    for _ in 0..100 {
+        recs = blob_records(&p.emu, &p.configs[0], &p.az, "audit").await;
+        if completed(&recs) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(completed(&recs), 2, "{}", second.stderr());
+    let leaders: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["event"] == "ha.acquired")
+        .map(|r| r["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 2, "{leaders:?}");
+    assert!(
+        leaders[1].contains(&format!("pid {}", second.child.id())),
+        "{leaders:?}"
+    );
+    // One chain: seq 0.. with each prev the hash before.
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64, "{r}");
+        if i > 0 {
+            assert_eq!(r["prev"], recs[i - 1]["hash"], "{r}");
+        }
+    }
+    let (code, text) = verify_blob(&p.configs[1], None).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(invariant(&p.emu, "svc-1").holds);
     second.signal(Signal::SIGTERM);
     assert!(second.wait().await.success());
 }
