@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Writes a keyturn configuration into `dir` for the emulator, with `[ha]` on the lease blob
 /// `blob` reached through `port` (Azurite's, or a proxy's).
-fn ha_config(
+pub(crate) fn ha_config(
     emu: &keyturn_emulator::Emulator,
     dir: &Path,
     az: &Azurite,
@@ -70,7 +70,11 @@ fn sdk(
     (cred, keyturn::azure::client_options(&http, None))
 }
 
-async fn create_container(emu: &keyturn_emulator::Emulator, config: &Path, az: &Azurite) {
+pub(crate) async fn create_container(
+    emu: &keyturn_emulator::Emulator,
+    config: &Path,
+    az: &Azurite,
+) {
     let (cred, options) = sdk(emu, config);
     let c = BlobContainerClient::new(
         Url::parse(&az.container_url()).unwrap(),
@@ -85,12 +89,12 @@ async fn create_container(emu: &keyturn_emulator::Emulator, config: &Path, az: &
 }
 
 /// The `ha` part of a daemon's `status`, if it answers.
-async fn ha_status(socket: &Path) -> Option<serde_json::Value> {
+pub(crate) async fn ha_status(socket: &Path) -> Option<serde_json::Value> {
     let r = client::send(socket, &Request::Status).await.ok()?;
     r.result.map(|v| v["ha"].clone())
 }
 
-async fn role(socket: &Path) -> Option<String> {
+pub(crate) async fn role(socket: &Path) -> Option<String> {
     ha_status(socket).await?["role"].as_str().map(String::from)
 }
 
@@ -129,7 +133,7 @@ async fn names(socket: &Path, leader: &str) -> bool {
 }
 
 /// Runs `keyturn ARGS --socket SOCKET`.
-async fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) async fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let socket = socket.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -190,7 +194,7 @@ impl Pair {
     }
 }
 
-async fn azurite_or_skip(test: &str) -> Option<Azurite> {
+pub(crate) async fn azurite_or_skip(test: &str) -> Option<Azurite> {
     match Azurite::start().await {
         Ok(a) => Some(a),
         Err(why) => {
@@ -506,13 +510,13 @@ async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
 }
 
 /// A TCP proxy in front of Azurite whose connections can all be cut at once.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
-    async fn start(to: u16) -> Proxy {
+    pub(crate) async fn start(to: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
@@ -541,12 +545,12 @@ impl Proxy {
         Proxy { port, cut }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let _ = self.cut.send(true);
     }
 
     /// Lets new connections through again.
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         let _ = self.cut.send(false);
     }
 }
@@ -624,7 +628,7 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
 
 /// Adds `[daemon.audit_blob]` to the configuration at `config`: the append blob `blob`
 /// reached through `port` (Azurite's, or a proxy's).
-fn with_audit_blob(config: &Path, port: u16, blob: &str) {
+pub(crate) fn with_audit_blob(config: &Path, port: u16, blob: &str) {
     let mut t = std::fs::read_to_string(config).unwrap();
     t.push_str(&format!(
         "\n[daemon.audit_blob]\nurl = {:?}\nidentity = \"rotator\"\n",
@@ -634,7 +638,7 @@ fn with_audit_blob(config: &Path, port: u16, blob: &str) {
 }
 
 /// `keyturn audit verify --blob --config CONFIG [URL]`: (exit code, stdout).
-async fn verify_blob(config: &Path, url: Option<&str>) -> (Option<i32>, String) {
+pub(crate) async fn verify_blob(config: &Path, url: Option<&str>) -> (Option<i32>, String) {
     let mut args = vec!["audit".to_string(), "verify".into(), "--config".into()];
     args.push(config.display().to_string());
     args.push("--blob".into());
@@ -660,7 +664,7 @@ async fn verify_blob(config: &Path, url: Option<&str>) -> (Option<i32>, String) 
 }
 
 /// The records in the append blob `blob` (every line parsed as JSON).
-async fn blob_records(
+pub(crate) async fn blob_records(
     emu: &keyturn_emulator::Emulator,
     config: &Path,
     az: &Azurite,
