@@ -31,7 +31,6 @@ pub(crate) use remote::{Remote, RemoteError, Tail, MAX_BLOCK, MAX_BLOCKS};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -179,9 +178,9 @@ impl AuditSink for CopySink {
 /// The running copier.
 pub(crate) struct Copier {
     wake: Arc<Notify>,
-    pending: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
-    stop: Arc<Notify>,
+    /// Asks for the last rounds, until the instant given.
+    stop: tokio::sync::oneshot::Sender<tokio::time::Instant>,
 }
 
 impl Copier {
@@ -194,15 +193,12 @@ impl Copier {
 
     /// Gives the copier up to `time` to copy what is pending (at a stop: before the leader
     /// releases its lease), then stops it. What is left stays in the local file and is copied
-    /// at the next start (on a replica: when it next leads).
+    /// at the next start (on a replica: when it next leads); a standby, which may not append,
+    /// stops at once.
     pub(crate) async fn stop(self, time: Duration) {
         let deadline = tokio::time::Instant::now() + time;
-        self.wake.notify_one();
-        while self.pending.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.stop.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        let _ = self.stop.send(deadline);
+        let _ = tokio::time::timeout(time + Duration::from_secs(1), self.task).await;
     }
 }
 
@@ -220,8 +216,7 @@ pub(crate) struct Setup {
 pub(crate) fn start(setup: Setup, http: &Http, net: &NetworkConfig) -> Result<Copier, SetupError> {
     let remote = Remote::new(&setup.cfg.url, setup.credential.clone(), http, net)?;
     let wake = Arc::new(Notify::new());
-    let stop = Arc::new(Notify::new());
-    let pending = Arc::new(AtomicU64::new(0));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let mut state = State {
         remote,
         cursor: load_cursor(&setup.state_dir, &setup.cfg.url),
@@ -232,9 +227,8 @@ pub(crate) fn start(setup: Setup, http: &Http, net: &NetworkConfig) -> Result<Co
         known: None,
         in_doubt: None,
         failures: 0,
-        pending: pending.clone(),
     };
-    let (w, s) = (wake.clone(), stop.clone());
+    let w = wake.clone();
     let task = tokio::spawn(async move {
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
@@ -245,7 +239,20 @@ pub(crate) fn start(setup: Setup, http: &Http, net: &NetworkConfig) -> Result<Co
             tokio::select! {
                 _ = w.notified() => {}
                 _ = tokio::time::sleep_until(sleep) => {}
-                _ = s.notified() => return,
+                deadline = &mut stopped => {
+                    // The last rounds: until the queue is empty, Storage fails or refuses
+                    // (a standby), or the deadline.
+                    let deadline = deadline.unwrap_or_else(|_| tokio::time::Instant::now());
+                    let _ = tokio::time::timeout_at(deadline, async {
+                        while let Some(next) = state.round().await {
+                            if next > tokio::time::Instant::now() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    return;
+                }
             }
             if retry_at.is_some_and(|t| tokio::time::Instant::now() < t) {
                 state.read_local();
@@ -254,12 +261,7 @@ pub(crate) fn start(setup: Setup, http: &Http, net: &NetworkConfig) -> Result<Co
             retry_at = state.round().await;
         }
     });
-    Ok(Copier {
-        wake,
-        pending,
-        task,
-        stop,
-    })
+    Ok(Copier { wake, task, stop })
 }
 
 /// An append whose outcome is unknown.
@@ -285,7 +287,6 @@ struct State {
     known: Option<Tail>,
     in_doubt: Option<Doubt>,
     failures: u32,
-    pending: Arc<AtomicU64>,
 }
 
 /// Why a request did not give its result.
@@ -342,8 +343,6 @@ impl State {
     }
 
     fn report(&self) {
-        self.pending
-            .store(self.queue.len() as u64, Ordering::SeqCst);
         let lag = self
             .queue
             .front()

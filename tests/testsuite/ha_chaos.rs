@@ -7,16 +7,20 @@
 //! asking the emulator whether each account's invariant holds. Then, faults off, every
 //! account must converge, and:
 //!
-//! - **never two leaders acting**: each replica's own audit log is cut into *terms*, from an
-//!   `ha.acquired` to the next `ha.lost`, `ha.released` or `ha.acquired`; every `rotation.*`
-//!   record must fall in a term, and, ordered by time, the records of one account (and of all
-//!   accounts) must form runs of one term each: a term whose records resume after another
-//!   term's began is a failure (two holders interleaved);
+//! - **never two leaders acting**: each replica's own audit log is cut into *terms*, each from
+//!   an `ha.acquired` to the next; every `rotation.*` record must fall in a term; a rotation
+//!   started after the term's `ha.lost` or `ha.released` (before the daemon has stopped) may
+//!   record no step done (`staged`, `applied`, `verified`, `committed`: the fence refuses its
+//!   requests), while a step already under way may still report (its request left before the
+//!   deadline); and, ordered by time, the
+//!   records of one account (and of all accounts) must form runs of one term each: a term
+//!   whose records resume after another term's began is a failure (two holders interleaved);
 //! - 0 invariant violations, and at the end Key Vault's latest password is Entra's for every
 //!   account;
 //! - the append blob holds one chain (`keyturn audit verify --blob`) with both replicas'
 //!   records;
-//! - every exit is 0 (SIGTERM), 75 (lost the lease) or a SIGKILL.
+//! - every exit is 0 (SIGTERM), 75 (lost the lease), a SIGKILL, or a SIGTERM that came before
+//!   the process had installed its handlers.
 //!
 //! CI runs 100 s of chaos (about three minutes in all). For figures, by hand:
 //! `KEYTURN_HA_CHAOS_SECS=900 cargo test --release --test testsuite ha_chaos:: -- --ignored --nocapture`
@@ -125,24 +129,44 @@ struct Terms {
     acquired: BTreeMap<Term, OffsetDateTime>,
     /// `rotation.*` records as (time, term, account), in no order.
     actions: Vec<(OffsetDateTime, Term, String)>,
-    /// `rotation.*` records written outside a term.
+    /// `rotation.*` records written outside a term, and steps done by rotations started
+    /// after their term's `ha.lost` or `ha.released`.
     outside: Vec<String>,
+    /// Rotations started after their term ended (between `ha.lost` and the daemon's stop):
+    /// the fence refuses every request they make.
+    late_starts: usize,
 }
 
 fn terms(logs: &[Vec<serde_json::Value>]) -> Terms {
     let mut t = Terms::default();
     for (replica, recs) in logs.iter().enumerate() {
         let mut term: Option<Term> = None;
+        let mut ended = false;
+        let mut late = std::collections::HashSet::new();
         let mut n = 0;
         for r in recs {
             let event = r["event"].as_str().unwrap_or("");
             match event {
                 "ha.acquired" => {
                     term = Some((replica, n));
+                    ended = false;
                     t.acquired.insert((replica, n), at(r));
                     n += 1;
                 }
-                "ha.lost" | "ha.released" => term = None,
+                "ha.lost" | "ha.released" => ended = true,
+                "rotation.started" if ended => {
+                    // The fence refuses its requests: it must record no step done.
+                    late.insert(r["rotation_id"].as_str().unwrap_or("").to_owned());
+                    t.late_starts += 1;
+                }
+                "rotation.staged" | "rotation.applied" | "rotation.verified"
+                | "rotation.committed"
+                    if late.contains(r["rotation_id"].as_str().unwrap_or("")) =>
+                {
+                    t.outside.push(format!(
+                        "replica {replica}: a step done by a rotation started after the term ended: {r}"
+                    ))
+                }
                 e if e.starts_with("rotation.") => match term {
                     Some(term) => t.actions.push((
                         at(r),
@@ -189,6 +213,17 @@ fn interleaving_is_found() {
         interleaved(vec![(s(1), (0, 0)), (s(2), (1, 0)), (s(3), (0, 0))]).len(),
         1
     );
+}
+
+/// Waits (up to a minute) until the replica behind `socket` leads.
+async fn wait_for_leader(socket: &std::path::Path) -> bool {
+    for _ in 0..600 {
+        if role(socket).await.as_deref() == Some("leader") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 async fn run_chaos(test: &str, secs: u64) {
@@ -280,7 +315,7 @@ async fn run_chaos(test: &str, secs: u64) {
                     _ => "?".into(),
                 };
                 if !matches!(status.code(), Some(0) | Some(75) | None)
-                    || status.signal().is_some_and(|s| s != 9)
+                    || status.signal().is_some_and(|s| s != 9 && s != 15)
                 {
                     bad_exits.push(format!("replica {i}: {what}"));
                 }
@@ -370,12 +405,26 @@ async fn run_chaos(test: &str, secs: u64) {
         }
     }
     let converge_time = converge_start.elapsed();
-    // Standbys first, then the leader, which copies its last records before releasing.
-    let mut order: Vec<usize> = vec![0, 1];
-    if role(&replicas[0].socket()).await.as_deref() == Some("leader") {
-        order.reverse();
+    // A last handover, so that both replicas have led whatever the dice did: the leader stops
+    // (it copies its last records and releases the lease), the other takes over and copies
+    // its own, then stops too.
+    for r in &replicas {
+        if let Some(d) = &r.daemon {
+            // Started (its signal handlers installed), so SIGTERM is a graceful stop.
+            d.ready().await;
+        }
     }
-    for i in order {
+    let first = match role(&replicas[0].socket()).await.as_deref() {
+        Some("leader") => 0,
+        _ => 1,
+    };
+    for (n, i) in [first, 1 - first].into_iter().enumerate() {
+        if n == 1 {
+            let led = wait_for_leader(&replicas[i].socket()).await;
+            assert!(led, "replica {i} did not take over at the end");
+            // Its first copy (its term's records) before it stops.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         if let Some(d) = replicas[i].daemon.take() {
             d.signal(Signal::SIGTERM);
             let status = d.wait().await;
@@ -454,7 +503,7 @@ async fn run_chaos(test: &str, secs: u64) {
 
     let violations = violations.lock().unwrap().clone();
     let summary = format!(
-        "ha chaos: 2 replicas, lease 15s, {} accounts, {secs}s of chaos, {:.0?} in all\n  actions: {sigkills} SIGKILL ({} of the leader), {sigterms} SIGTERM, {partitions} partitions from Storage, {asked} rotate --all accepted\n  exits: {exits:?}\n  terms (ha.acquired): {}, failovers: {failovers}, ha.lost: {lost}\n  time to take over after a leader's SIGKILL (to ha.acquired): median {}, max {} over {} takeovers\n  rotations completed: {completed}; rotation records: {}, outside a term: {}, interleaved terms: {}\n  faults fired: {faults_fired:?}\n  invariant checks: {}, violations: {}\n  converged with faults off in {:.1?}: {converged}\n  append blob: {} records, terms of replicas {holders:?}, verify exit {code:?}: {}",
+        "ha chaos: 2 replicas, lease 15s, {} accounts, {secs}s of chaos, {:.0?} in all\n  actions: {sigkills} SIGKILL ({} of the leader), {sigterms} SIGTERM, {partitions} partitions from Storage, {asked} rotate --all accepted\n  exits: {exits:?}\n  terms (ha.acquired): {}, failovers: {failovers}, ha.lost: {lost}\n  time to take over after a leader's SIGKILL (to ha.acquired): median {}, max {} over {} takeovers\n  rotations completed: {completed}; rotation records: {}, outside a term: {}, started after their term ended (refused by the fence): {}, interleaved terms: {}\n  faults fired: {faults_fired:?}\n  invariant checks: {}, violations: {}\n  converged with faults off in {:.1?}: {converged}\n  append blob: {} records, terms of replicas {holders:?}, verify exit {code:?}: {}",
         queries.len(),
         started.elapsed(),
         leader_kills.len(),
@@ -464,6 +513,7 @@ async fn run_chaos(test: &str, secs: u64) {
         takeovers.len(),
         t.actions.len(),
         t.outside.len(),
+        t.late_starts,
         overlaps.len(),
         checks.load(Ordering::Relaxed),
         violations.len(),
