@@ -72,6 +72,7 @@ pub(crate) mod accept;
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub(crate) mod audit_blob;
 pub mod azure;
 pub mod cli;
 pub mod clock;

@@ -120,6 +120,9 @@ pub(crate) struct Metrics {
     notify_delivered: Family<SinkLabel, Counter>,
     /// Notifications dropped, by sink and reason.
     notify_dropped: Family<SinkReason, Counter>,
+    /// The append-blob copy of the audit log: records not copied yet and the age of the
+    /// oldest; `None` without `[daemon.audit_blob]`.
+    audit_copy: std::sync::Mutex<Option<(u64, f64)>>,
 }
 
 impl Default for Metrics {
@@ -136,6 +139,7 @@ impl Default for Metrics {
             credential_expiry: Default::default(),
             notify_delivered: Family::default(),
             notify_dropped: Family::default(),
+            audit_copy: Default::default(),
         }
     }
 }
@@ -207,6 +211,10 @@ impl Observer for Metrics {
         self.notify_delivered
             .get_or_create(&SinkLabel { sink: sink.into() })
             .inc();
+    }
+
+    fn audit_copy(&self, pending: u64, lag_seconds: f64) {
+        *self.audit_copy.lock().unwrap_or_else(|e| e.into_inner()) = Some((pending, lag_seconds));
     }
 
     fn notify_dropped(&self, sink: &str, reason: &'static str) {
@@ -381,6 +389,23 @@ pub(crate) fn render(
             "leader",
             "With [ha]: 1 while this replica holds the lease and acts, 0 on a standby",
             leader,
+        );
+    }
+    let copy = *metrics.audit_copy.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((pending, lag)) = copy {
+        let p = Gauge::<i64>::default();
+        p.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        reg.register(
+            "audit_copy_pending_records",
+            "With [daemon.audit_blob]: audit records in the local log not yet in the append blob",
+            p,
+        );
+        let l = Gauge::<f64, AtomicU64>::default();
+        l.set(lag);
+        reg.register(
+            "audit_copy_lag_seconds",
+            "With [daemon.audit_blob]: how old the oldest audit record not yet in the append blob is (0: none)",
+            l,
         );
     }
     reg.register(

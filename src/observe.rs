@@ -34,6 +34,10 @@ pub trait Observer: Send + Sync {
 
     /// The rate factor of `vault`'s `budget` as it recovers (1: the whole share).
     fn rate_factor(&self, _budget: &'static str, _vault: &str, _factor: f64) {}
+
+    /// The append-blob copy of the audit log (`crate::audit_blob`): `pending` local records
+    /// not in the blob yet, the oldest of them `lag_seconds` old (0 when none).
+    fn audit_copy(&self, _pending: u64, _lag_seconds: f64) {}
 }
 
 tokio::task_local! {

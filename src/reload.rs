@@ -201,6 +201,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         audit_log,
         audit_stdout,
         audit_retention,
+        audit_blob,
         unclean_start_delay,
         // The daemon's settings and the engine's tuning, replaced by the reload.
         drift_check_interval: _,
@@ -224,6 +225,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             old.daemon.audit_retention != *audit_retention,
             "daemon.audit_retention",
         ),
+        // The copier and its blob client are built at start-up.
+        (old.daemon.audit_blob != *audit_blob, "daemon.audit_blob"),
         (
             old.daemon.unclean_start_delay != *unclean_start_delay,
             "daemon.unclean_start_delay",

@@ -220,6 +220,55 @@ pub fn parse_line(line: &str) -> Result<Record, LineError> {
     })
 }
 
+/// The members of `line` (a valid record, without its newline) that do not depend on its
+/// place in a chain: the line without its `seq` value and without its `prev` and `hash`
+/// members. Two records with the same content key are copies of one another (`audit_blob`).
+pub fn content_key(line: &str) -> Result<String, LineError> {
+    let (head, _, mid) = split_for_rechain(line)?;
+    Ok(format!("{head}{mid}"))
+}
+
+/// `line` (a valid record, without its newline) moved to another chain: the same bytes with
+/// `seq` and `prev` replaced and the hash computed again. The append-blob copy
+/// (`audit_blob`) continues one chain across replicas this way, each record byte for byte
+/// the replica's own but for those three members.
+pub fn rechain(line: &str, seq: u64, prev: &str) -> Result<Encoded, LineError> {
+    let (head, _, mid) = split_for_rechain(line)?;
+    let mut out = Vec::with_capacity(line.len() + 8);
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(mid.as_bytes());
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(prev.as_bytes());
+    out.extend_from_slice(b"\"}");
+    let hash = sha256_hex(&out);
+    out.pop();
+    out.extend_from_slice(HASH_MEMBER.as_bytes());
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    Ok(Encoded { line: out, hash })
+}
+
+/// `line` cut around its `seq` value and before its `prev` member: (everything up to and
+/// including `"seq":`, the digits, everything after them up to `,"prev":`).
+fn split_for_rechain(line: &str) -> Result<(&str, &str, &str), LineError> {
+    parse_line(line)?;
+    const SEQ: &str = ",\"seq\":";
+    const PREV: &str = ",\"prev\":\"";
+    let malformed = |m: &str| LineError::Malformed(m.to_owned());
+    // `seq` is the second member, after `"v":<digits>`: its first occurrence is the member.
+    let at = line.find(SEQ).ok_or_else(|| malformed("no seq member"))? + SEQ.len();
+    let digits = line[at..].bytes().take_while(u8::is_ascii_digit).count();
+    // The line ends in `,"prev":"<64 hex>"` and the hash member (checked by `parse_line`).
+    let tail = PREV.len() + 64 + 1 + SUFFIX_LEN;
+    let end = line
+        .len()
+        .checked_sub(tail)
+        .filter(|e| *e >= at + digits && line[*e..].starts_with(PREV))
+        .ok_or_else(|| malformed("prev is not the member before hash"))?;
+    Ok((&line[..at], &line[at..at + digits], &line[at + digits..end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +311,28 @@ mod tests {
             parse_line("{\"v\":1}"),
             Err(LineError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_rechained_record_keeps_its_content_and_verifies_in_the_new_chain() {
+        let mut ev = AuditEvent::new(EventKind::RotationStarted, datetime!(2026-11-22 10:00 UTC));
+        ev.account = Some("coreview".into());
+        ev.detail = Some("\"seq\":1,\"prev\":\"x\" in a detail".into());
+        let local = encode(41, GENESIS_PREV, &ev).unwrap();
+        let text = std::str::from_utf8(&local.line).unwrap().trim_end();
+        let prev = "a".repeat(64);
+        let moved = rechain(text, 7, &prev).unwrap();
+        let moved_text = std::str::from_utf8(&moved.line).unwrap().trim_end();
+        let r = parse_line(moved_text).unwrap();
+        assert_eq!(
+            (r.seq, r.prev.as_str(), r.hash.as_str()),
+            (7, prev.as_str(), moved.hash.as_str())
+        );
+        assert_eq!(r.value["detail"], ev.detail.clone().unwrap().as_str());
+        assert_eq!(content_key(text).unwrap(), content_key(moved_text).unwrap());
+        // What the event itself would encode to at that place in the chain.
+        assert_eq!(moved.line, encode(7, &prev, &ev).unwrap().line);
+        let edited = text.replace("coreview", "coreviex");
+        assert!(rechain(&edited, 7, &prev).is_err());
     }
 }

@@ -355,6 +355,11 @@ pub(crate) enum AuditCmd {
         /// The files hold a piece of the chain: no genesis needed at the start, more may follow.
         #[arg(long)]
         partial: bool,
+        /// Check the append-blob copy instead (`[daemon.audit_blob]`, `docs/audit.md`): the
+        /// blob at URL, or without URL the configuration's `daemon.audit_blob.url`; read with
+        /// the configuration's `daemon.audit_blob.identity` (and its `[tls]`, `[network]`).
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        blob: Option<String>,
     },
     /// Follow the live log (Ctrl-C to stop).
     Tail {

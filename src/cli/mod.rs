@@ -189,7 +189,7 @@ pub fn main() -> i32 {
                 Ok(loaded) => doctor(&loaded, account.as_deref(), json, write_probe).await,
                 Err(code) => code,
             },
-            Cmd::Audit { command } => audit_command(command),
+            Cmd::Audit { command } => audit_command(command).await,
             Cmd::Reconcile {
                 account,
                 tenant,

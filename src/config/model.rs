@@ -171,6 +171,9 @@ pub struct DaemonConfig {
     /// never the live file nor the newest rotated one (`docs/audit.md`, "Retention").
     #[serde(with = "humantime_serde::option")]
     pub audit_retention: Option<Duration>,
+    /// A copy of the audit log in an Azure append blob (`[daemon.audit_blob]`,
+    /// `docs/audit.md`, "The append-blob copy"); absent: none.
+    pub audit_blob: Option<AuditBlobConfig>,
     /// How often to compare Graph's last password change with Key Vault (drift); 0 = never.
     #[serde(with = "humantime_serde")]
     pub drift_check_interval: Duration,
@@ -206,6 +209,7 @@ impl Default for DaemonConfig {
             audit_log: PathBuf::from("/var/log/keyturn/audit.jsonl"),
             audit_stdout: AuditStdout::Off,
             audit_retention: None,
+            audit_blob: None,
             drift_check_interval: Duration::from_secs(3600),
             readiness_check_interval: Duration::from_secs(6 * 3600),
             max_concurrent_rotations: 8,
@@ -287,6 +291,19 @@ pub struct HaConfig {
     /// The lease's duration, 15 to 60 s (Azure's bounds for a finite lease).
     #[serde(with = "humantime_serde")]
     pub lease_duration: Duration,
+}
+
+/// `[daemon.audit_blob]`: where the audit log is copied, one hash chain for every replica.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditBlobConfig {
+    /// The append blob: `https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB` (the container
+    /// must exist; the blob is created if missing, and continued in `BLOB.1`, `BLOB.2`, …
+    /// when full).
+    pub url: String,
+    /// The `[identities.NAME]` whose token Blob Storage accepts (role "Storage Blob Data
+    /// Contributor" on the container).
+    pub identity: String,
 }
 
 impl Default for HaConfig {

@@ -160,6 +160,7 @@ pub fn validate(config: &Config, problems: &mut Vec<Problem>) -> Vec<ResolvedAcc
     validate_tls_network(config, &mut p);
     validate_identities(config, &mut p);
     validate_ha(config, &mut p);
+    validate_audit_blob(config, &mut p);
     let resolved = validate_accounts(config, &mut p);
     super::notify::validate_notify(config, &mut p);
     problems.dedup();
@@ -321,11 +322,48 @@ fn validate_ha(config: &Config, p: &mut impl FnMut(String, String)) {
     }
 }
 
+/// `[daemon.audit_blob]`: the append blob's URL and the identity.
+fn validate_audit_blob(config: &Config, p: &mut impl FnMut(String, String)) {
+    let Some(b) = &config.daemon.audit_blob else {
+        return;
+    };
+    if let Err(message) = blob_url_problem(&b.url, "daemon.audit_blob.identity") {
+        p("daemon.audit_blob.url".into(), message);
+    }
+    if b.identity.is_empty() {
+        p(
+            "daemon.audit_blob.identity".into(),
+            "is missing: name the [identities.NAME] whose token Blob Storage accepts".into(),
+        );
+    } else if !config.identities.contains_key(&b.identity) {
+        p(
+            "daemon.audit_blob.identity".into(),
+            format!(
+                "{:?} is not an identity; define [identities.{}] or name one of: {}",
+                b.identity,
+                b.identity,
+                config
+                    .identities
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+}
+
 /// Why `url` is not a blob's URL (`https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB`).
 pub(crate) fn lease_url_problem(url: &str) -> Result<url::Url, String> {
+    blob_url_problem(url, "ha.identity")
+}
+
+/// Why `url` is not a blob's URL; `identity_key` is the key naming the identity keyturn
+/// signs in with (for the SAS-token hint).
+pub(crate) fn blob_url_problem(url: &str, identity_key: &str) -> Result<url::Url, String> {
     const FORM: &str = "https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB";
     if url.is_empty() {
-        return Err(format!("is missing: the blob to lease, {FORM}"));
+        return Err(format!("is missing: the blob's URL, {FORM}"));
     }
     let parsed =
         url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e}); use {FORM}"))?;
@@ -338,7 +376,7 @@ pub(crate) fn lease_url_problem(url: &str) -> Result<url::Url, String> {
         return Err(format!("{url:?} has no host; use {FORM}"));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(format!("{url:?} has a query or fragment (a SAS token?): keyturn signs in with ha.identity; use {FORM}"));
+        return Err(format!("{url:?} has a query or fragment (a SAS token?): keyturn signs in with {identity_key}; use {FORM}"));
     }
     let segments: Vec<&str> = parsed
         .path_segments()

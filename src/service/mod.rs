@@ -144,16 +144,30 @@ pub async fn run(
         file_audit.clone(),
     )
     .map_err(notify_error)?;
-    let audit: Arc<dyn crate::audit::AuditSink> = match &notifier {
-        Some(n) => Arc::new(crate::audit::Tee(vec![file_audit, n.sink()])),
-        None => file_audit,
-    };
-    // With `[ha]`, every Key Vault and Graph operation is behind the leader's fence.
+    // With `[ha]`, every Key Vault and Graph operation is behind the leader's fence (and
+    // the audit copy's appends).
     let fence = loaded
         .config
         .ha
         .as_ref()
         .map(|_| Arc::new(crate::fence::Fence::new()));
+    // `[daemon.audit_blob]`: a copier that reads the file and appends to the blob; its sink
+    // only wakes it.
+    let mut copier = match &loaded.config.daemon.audit_blob {
+        Some(cfg) => Some(copier(&loaded, cfg, &http, fence.clone(), metrics.clone())?),
+        None => None,
+    };
+    let mut sinks: Vec<Arc<dyn crate::audit::AuditSink>> = vec![file_audit.clone()];
+    if let Some(c) = &copier {
+        sinks.push(Arc::new(c.sink()));
+    }
+    if let Some(n) = &notifier {
+        sinks.push(n.sink());
+    }
+    let audit: Arc<dyn crate::audit::AuditSink> = match sinks.len() {
+        1 => file_audit,
+        _ => Arc::new(crate::audit::Tee(sinks)),
+    };
     let limiter = Arc::new(
         crate::limits::Limiter::new(loaded.config.limits.clone(), metrics.clone())
             .with_fence(fence.clone()),
@@ -380,8 +394,15 @@ pub async fn run(
         // the takeover delay for their requests.
         let cut_off = board.lock().unwrap_or_else(|e| e.into_inner()).cut_off;
         if leads && !lost && !cut_off {
+            // The copy catches up while this replica still holds the lease.
+            if let Some(c) = copier.take() {
+                c.stop(COPY_DRAIN.min(shutdown_grace)).await;
+            }
             el.release().await;
         }
+    }
+    if let Some(c) = copier {
+        c.stop(COPY_DRAIN.min(shutdown_grace)).await;
     }
     for t in signal_tasks {
         t.abort();
@@ -406,6 +427,40 @@ pub async fn run(
     } else {
         0
     })
+}
+
+/// The longest a stop waits for the audit copy to catch up (at most
+/// `daemon.shutdown_grace`); what is left is copied at the next start.
+const COPY_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The `[daemon.audit_blob]` copier: the blob reached with its identity's credential.
+fn copier(
+    loaded: &Loaded,
+    cfg: &crate::config::AuditBlobConfig,
+    http: &crate::azure::Http,
+    fence: Option<Arc<crate::fence::Fence>>,
+    observer: Arc<dyn crate::observe::Observer>,
+) -> Result<crate::audit_blob::Copier, ServiceError> {
+    let net = &loaded.config.network;
+    let id = loaded
+        .config
+        .identities
+        .get(&cfg.identity)
+        .ok_or_else(|| SetupError::Identity {
+            identity: cfg.identity.clone(),
+            detail: "daemon.audit_blob.identity names no [identities.NAME]".into(),
+            source: None,
+        })?;
+    let credential = crate::azure::credential(&cfg.identity, id, http, net)?;
+    let setup = crate::audit_blob::Setup {
+        cfg: cfg.clone(),
+        credential,
+        live: loaded.config.daemon.audit_log.clone(),
+        state_dir: loaded.config.daemon.state_dir.clone(),
+        fence,
+        observer,
+    };
+    Ok(crate::audit_blob::start(setup, http, net)?)
 }
 
 /// The `[ha]` elector: the lease blob reached with `ha.identity`'s credential.
@@ -456,14 +511,17 @@ fn watch_signals(
     // running one (the kernel merges repeated signals the same way).
     let (rotate_tx, mut rotate_rx) = mpsc::channel::<()>(1);
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let standby = move || {
+        board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .standby()
+            .is_some()
+    };
+    let is_standby = standby.clone();
     let rotator = tokio::spawn(async move {
         while rotate_rx.recv().await.is_some() {
-            if board
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .standby()
-                .is_some()
-            {
+            if is_standby() {
                 tracing::warn!(
                     "SIGUSR1 ignored: this replica is an [ha] standby; signal the leader"
                 );
@@ -477,6 +535,14 @@ fn watch_signals(
     });
     let reloader = tokio::spawn(async move {
         while reload_rx.recv().await.is_some() {
+            // A standby keeps the configuration it started with, as the socket's `reload`
+            // is refused with `not_leader` (docs/ha.md): restart it after changing the file.
+            if standby() {
+                tracing::warn!(
+                    "SIGHUP ignored: this replica is an [ha] standby and keeps the configuration it started with; restart it to apply a changed file (a rolling update does)"
+                );
+                continue;
+            }
             tracing::info!("SIGHUP: reloading the configuration");
             // The outcome is logged and audited by the reloader.
             let _ = reload.reload(Actor::Daemon).await;

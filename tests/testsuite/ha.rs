@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Writes a keyturn configuration into `dir` for the emulator, with `[ha]` on the lease blob
 /// `blob` reached through `port` (Azurite's, or a proxy's).
-fn ha_config(
+pub(crate) fn ha_config(
     emu: &keyturn_emulator::Emulator,
     dir: &Path,
     az: &Azurite,
@@ -70,7 +70,11 @@ fn sdk(
     (cred, keyturn::azure::client_options(&http, None))
 }
 
-async fn create_container(emu: &keyturn_emulator::Emulator, config: &Path, az: &Azurite) {
+pub(crate) async fn create_container(
+    emu: &keyturn_emulator::Emulator,
+    config: &Path,
+    az: &Azurite,
+) {
     let (cred, options) = sdk(emu, config);
     let c = BlobContainerClient::new(
         Url::parse(&az.container_url()).unwrap(),
@@ -85,12 +89,12 @@ async fn create_container(emu: &keyturn_emulator::Emulator, config: &Path, az: &
 }
 
 /// The `ha` part of a daemon's `status`, if it answers.
-async fn ha_status(socket: &Path) -> Option<serde_json::Value> {
+pub(crate) async fn ha_status(socket: &Path) -> Option<serde_json::Value> {
     let r = client::send(socket, &Request::Status).await.ok()?;
     r.result.map(|v| v["ha"].clone())
 }
 
-async fn role(socket: &Path) -> Option<String> {
+pub(crate) async fn role(socket: &Path) -> Option<String> {
     ha_status(socket).await?["role"].as_str().map(String::from)
 }
 
@@ -129,7 +133,7 @@ async fn names(socket: &Path, leader: &str) -> bool {
 }
 
 /// Runs `keyturn ARGS --socket SOCKET`.
-async fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) async fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let socket = socket.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -190,7 +194,7 @@ impl Pair {
     }
 }
 
-async fn azurite_or_skip(test: &str) -> Option<Azurite> {
+pub(crate) async fn azurite_or_skip(test: &str) -> Option<Azurite> {
     match Azurite::start().await {
         Ok(a) => Some(a),
         Err(why) => {
@@ -444,6 +448,24 @@ async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
         );
     }
 
+    // SIGHUP on a standby is refused, as the socket's `reload` is: a warning, no reload.
+    let loaded_before = count(p.dir(1), "config.loaded", None);
+    second.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || second
+            .stderr()
+            .contains("SIGHUP ignored: this replica is an [ha] standby"))
+        .await,
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        !second.stderr().contains("SIGHUP: reloading"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(count(p.dir(1), "config.loaded", None), loaded_before);
+
     let stopped = Instant::now();
     first.signal(Signal::SIGTERM);
     assert!(first.wait().await.success());
@@ -488,13 +510,13 @@ async fn a_stopped_leader_releases_the_lease_and_the_standby_leads_at_once() {
 }
 
 /// A TCP proxy in front of Azurite whose connections can all be cut at once.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
-    async fn start(to: u16) -> Proxy {
+    pub(crate) async fn start(to: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
@@ -523,8 +545,13 @@ impl Proxy {
         Proxy { port, cut }
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let _ = self.cut.send(true);
+    }
+
+    /// Lets new connections through again.
+    pub(crate) fn restore(&self) {
+        let _ = self.cut.send(false);
     }
 }
 
@@ -595,6 +622,324 @@ async fn a_leader_cut_off_from_storage_stops_before_the_standby_takes_over() {
         .map(|r| r["event"].as_str().unwrap_or("").to_owned())
         .collect();
     assert!(after.iter().all(|e| e == "daemon.stopping"), "{after:?}");
+    second.signal(Signal::SIGTERM);
+    assert!(second.wait().await.success());
+}
+
+/// Adds `[daemon.audit_blob]` to the configuration at `config`: the append blob `blob`
+/// reached through `port` (Azurite's, or a proxy's).
+pub(crate) fn with_audit_blob(config: &Path, port: u16, blob: &str) {
+    let mut t = std::fs::read_to_string(config).unwrap();
+    t.push_str(&format!(
+        "\n[daemon.audit_blob]\nurl = {:?}\nidentity = \"rotator\"\n",
+        Azurite::lease_url(port, blob)
+    ));
+    std::fs::write(config, t).unwrap();
+}
+
+/// `keyturn audit verify --blob --config CONFIG [URL]`: (exit code, stdout).
+pub(crate) async fn verify_blob(config: &Path, url: Option<&str>) -> (Option<i32>, String) {
+    let mut args = vec!["audit".to_string(), "verify".into(), "--config".into()];
+    args.push(config.display().to_string());
+    args.push("--blob".into());
+    if let Some(u) = url {
+        args.push(u.into());
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The records in the append blob `blob` (every line parsed as JSON).
+pub(crate) async fn blob_records(
+    emu: &keyturn_emulator::Emulator,
+    config: &Path,
+    az: &Azurite,
+    blob: &str,
+) -> Vec<serde_json::Value> {
+    let (cred, options) = sdk(emu, config);
+    let client = BlobClient::new(
+        Url::parse(&Azurite::lease_url(az.port, blob)).unwrap(),
+        Some(cred),
+        Some(BlobClientOptions {
+            client_options: options,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let Ok(r) = client.download(None).await else {
+        return Vec::new();
+    };
+    let bytes = r.body.collect().await.unwrap();
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The copier's metric `name` on the replica configured by `config`.
+async fn metric(config: &Path, name: &str) -> Option<f64> {
+    let (_, body) = probe(config, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Without `[ha]`: every audit record reaches the append blob, in one chain that
+/// `keyturn audit verify --blob` checks; while Storage is unreachable, rotations go on, the
+/// backlog and its lag show in the metrics, and the copy catches up when Storage answers.
+/// A record changed in the blob is named by `verify --blob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_copied_to_an_append_blob_and_catches_up_after_an_outage() {
+    let Some(az) = azurite_or_skip(
+        "ha::the_audit_log_is_copied_to_an_append_blob_and_catches_up_after_an_outage",
+    )
+    .await
+    else {
+        return;
+    };
+    let proxy = Proxy::start(az.port).await;
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ha_config(&emu, dir.path(), &az, az.port, "unused");
+    // No [ha] here: the copy works on a single keyturn too.
+    let t = std::fs::read_to_string(&config).unwrap();
+    let ha_at = t.find("\n[ha]\n").unwrap();
+    let metrics_at = t.find("[metrics]").unwrap();
+    let t = format!("{}{}", &t[..ha_at], &t[metrics_at..]);
+    std::fs::write(&config, t).unwrap();
+    with_audit_blob(&config, proxy.port, "audit");
+    create_container(&emu, &config, &az).await;
+    let d = Daemon::start(&config, dir.path(), "run");
+    d.ready().await;
+    let socket = dir.path().join("admin.sock");
+    let out = cli(&socket, &["rotate", "svc-1", "--reason", "copy test"]).await;
+    assert!(out.status.success(), "{}", d.stderr());
+    // Everything the file holds reaches the blob, byte for byte but seq, prev and hash.
+    let copied = |recs: &[serde_json::Value]| {
+        recs.iter()
+            .filter(|r| r["event"] == "rotation.completed")
+            .count()
+    };
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = blob_records(&emu, &config, &az, "audit").await;
+        if copied(&recs) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(copied(&recs), 1, "{}", d.stderr());
+    let local = audit_records(dir.path());
+    let strip = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        for k in ["seq", "prev", "hash"] {
+            r.as_object_mut().unwrap().remove(k);
+        }
+        r
+    };
+    assert_eq!(
+        recs.iter().map(strip).collect::<Vec<_>>(),
+        local[..recs.len()].iter().map(strip).collect::<Vec<_>>()
+    );
+    let (code, text) = verify_blob(&config, None).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with(&format!("intact: {} record(s)", recs.len())),
+        "{text}"
+    );
+
+    // Storage unreachable: the rotation is not held up; the backlog waits.
+    proxy.cut();
+    let before = recs.len();
+    let out = cli(
+        &socket,
+        &["rotate", "svc-2", "--reason", "during the outage"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", d.stderr());
+    assert!(
+        wait_for(Duration::from_secs(30), || d
+            .stderr()
+            .contains("audit copy: Storage did not take the copy"))
+        .await,
+        "{}",
+        d.stderr()
+    );
+    let mut pending = 0.0;
+    for _ in 0..100 {
+        pending = metric(&config, "keyturn_audit_copy_pending_records")
+            .await
+            .unwrap_or(0.0);
+        if pending > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pending > 0.0, "no backlog in the metrics");
+    assert!(metric(&config, "keyturn_audit_copy_lag_seconds")
+        .await
+        .is_some());
+    assert_eq!(
+        blob_records(&emu, &config, &az, "audit").await.len(),
+        before
+    );
+
+    // Storage back: the copy catches up, in order, in one chain.
+    proxy.restore();
+    let mut recs = Vec::new();
+    for _ in 0..300 {
+        recs = blob_records(&emu, &config, &az, "audit").await;
+        if copied(&recs) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(copied(&recs), 2, "{}", d.stderr());
+    let (code, text) = verify_blob(&config, None).await;
+    assert_eq!(code, Some(0), "{text}");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait().await.success());
+    // The stop's own records were copied before the process ended.
+    let recs = blob_records(&emu, &config, &az, "audit").await;
+    assert_eq!(recs.last().unwrap()["event"], "daemon.stopping", "{recs:?}");
+    let local = audit_records(dir.path());
+    assert_eq!(
+        recs.len(),
+        local.len(),
+        "every local record is in the blob once"
+    );
+
+    // A record appended by someone else, edited: verify names it.
+    let (cred, options) = sdk(&emu, &config);
+    let client = BlobClient::new(
+        Url::parse(&Azurite::lease_url(az.port, "audit")).unwrap(),
+        Some(cred),
+        Some(BlobClientOptions {
+            client_options: options,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let mut forged = serde_json::to_string(recs.last().unwrap()).unwrap();
+    forged = forged.replace("daemon.stopping", "daemon.started");
+    forged.push('\n');
+    let n = forged.len() as u64;
+    client
+        .append_blob_client()
+        .append_block(RequestContent::from(forged.into_bytes()), n, None)
+        .await
+        .unwrap();
+    let (code, text) = verify_blob(&config, None).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("line {}", recs.len() + 1)) && text.contains("/keyturn/audit"),
+        "{text}"
+    );
+    emu.shutdown().await;
+}
+
+/// Two replicas with one append blob: the new leader continues the chain the old one
+/// left (after a SIGKILL), so the blob holds one chain with both replicas' records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_write_one_chain_in_the_append_blob() {
+    let Some(az) = azurite_or_skip("ha::two_replicas_write_one_chain_in_the_append_blob").await
+    else {
+        return;
+    };
+    let p = Pair::new(az, None).await;
+    for c in &p.configs {
+        with_audit_blob(c, p.az.port, "audit");
+    }
+    let first = p.start(0);
+    first.ready().await;
+    assert!(wait_leader(&p.socket(0), Duration::from_secs(30)).await);
+    let second = p.start(1);
+    second.ready().await;
+    let out = cli(
+        &p.socket(0),
+        &["rotate", "svc-1", "--reason", "first leader"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", first.stderr());
+    let completed = |recs: &[serde_json::Value]| {
+        recs.iter()
+            .filter(|r| r["event"] == "rotation.completed")
+            .count()
+    };
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = blob_records(&p.emu, &p.configs[0], &p.az, "audit").await;
+        if completed(&recs) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(completed(&recs), 1, "{}", first.stderr());
+    // The standby appended nothing.
+    assert!(
+        recs.iter().all(|r| r["event"] != "ha.acquired"
+            || r["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("pid {}", first.child.id()))),
+        "{recs:?}"
+    );
+    first.signal(Signal::SIGKILL);
+    let _ = first.wait().await;
+    assert!(
+        wait_leader(&p.socket(1), Duration::from_secs(60)).await,
+        "{}",
+        second.stderr()
+    );
+    let out = cli(
+        &p.socket(1),
+        &["rotate", "svc-1", "--reason", "second leader"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", second.stderr());
+    for _ in 0..100 {
+        recs = blob_records(&p.emu, &p.configs[0], &p.az, "audit").await;
+        if completed(&recs) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(completed(&recs), 2, "{}", second.stderr());
+    let leaders: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["event"] == "ha.acquired")
+        .map(|r| r["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 2, "{leaders:?}");
+    assert!(
+        leaders[1].contains(&format!("pid {}", second.child.id())),
+        "{leaders:?}"
+    );
+    // One chain: seq 0.. with each prev the hash before.
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64, "{r}");
+        if i > 0 {
+            assert_eq!(r["prev"], recs[i - 1]["hash"], "{r}");
+        }
+    }
+    let (code, text) = verify_blob(&p.configs[1], None).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(invariant(&p.emu, "svc-1").holds);
     second.signal(Signal::SIGTERM);
     assert!(second.wait().await.success());
 }

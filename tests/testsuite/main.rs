@@ -16,6 +16,7 @@ mod doctor;
 mod e2e;
 mod first_start;
 mod ha;
+mod ha_chaos;
 mod lifecycle_retire;
 mod listeners;
 mod listing;

@@ -23,6 +23,11 @@ const NOT_YET_EXPORTED: &[(&str, &str)] = &[
     // keyturn_leader (1 on the replica that holds the lease) is exported only with `[ha]`,
     // which this scrape does not configure: tests/testsuite/ha.rs reads it.
     ("keyturn_leader", "[ha] only (tests/testsuite/ha.rs)"),
+    // The append-blob copy's lag, only with `[daemon.audit_blob]` (tests/testsuite/ha.rs).
+    (
+        "keyturn_audit_copy_lag_seconds",
+        "[daemon.audit_blob] only (tests/testsuite/ha.rs)",
+    ),
 ];
 
 pub(crate) fn read(rel: &str) -> String {
@@ -287,9 +292,12 @@ async fn scrape() -> BTreeSet<String> {
         .collect();
     assert!(registered.len() >= 15, "{registered:?}");
     for name in &registered {
-        // Series only with `[ha]` (tests/testsuite/ha.rs) or a `[[notify]]` sink that
-        // delivered or dropped something (tests/testsuite/notify.rs).
-        if NOT_YET_EXPORTED.iter().any(|(n, _)| n == name) || name.starts_with("keyturn_notify_") {
+        // Series only with `[ha]` or `[daemon.audit_blob]` (tests/testsuite/ha.rs) or a
+        // `[[notify]]` sink that delivered or dropped something (tests/testsuite/notify.rs).
+        if NOT_YET_EXPORTED.iter().any(|(n, _)| n == name)
+            || name.starts_with("keyturn_notify_")
+            || name.starts_with("keyturn_audit_copy_")
+        {
             continue;
         }
         assert!(

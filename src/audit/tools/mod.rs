@@ -11,7 +11,7 @@ mod verify;
 
 pub use show::{line_text, parse_since, show, Filter};
 pub use tail::tail;
-pub use verify::{verify, verify_command, Break, BreakKind, VerifyReport};
+pub use verify::{print_verify, verify, verify_command, Break, BreakKind, VerifyReport};
 
 use super::chain::{self, LineError, Record};
 use super::file::rotated_files;

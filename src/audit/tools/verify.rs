@@ -367,7 +367,12 @@ fn seal_problem(mut report: VerifyReport, e: SealError) -> Result<VerifyReport, 
 
 /// `keyturn audit verify`: prints the result; returns the exit code (0, 1, 2).
 pub fn verify_command(files: &[PathBuf], partial: bool, out: &mut dyn Write) -> i32 {
-    match verify(files, partial) {
+    print_verify(verify(files, partial), out)
+}
+
+/// Prints a verification's result; returns the exit code (0, 1, 2).
+pub fn print_verify(result: Result<VerifyReport, Unreadable>, out: &mut dyn Write) -> i32 {
+    match result {
         Ok(report) => {
             let _ = match &report.problem {
                 None => writeln!(
