@@ -54,8 +54,7 @@ pub(super) async fn check(
                             http,
                             &base,
                             token,
-                            &a.user,
-                            user_id,
+                            &super::roles::Holder::of(a, user_id),
                             from.app_roles,
                         )
                         .await,
