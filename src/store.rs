@@ -36,6 +36,11 @@ pub mod tag {
     pub const RETIRED_REASON: &str = "keyturn-retired-reason";
     pub const RETIRED_TICKET: &str = "keyturn-retired-ticket";
     pub const RETIRED_USER: &str = "keyturn-retired-user";
+    /// Set by the rotation of `keyturn adopt` (the one that took the account under
+    /// management) on the versions it writes, staging and committed: the time of the write
+    /// (RFC 3339). A record only: recovery and the schedule do not read it (a recovery that
+    /// completes an adoption's rotation carries it over).
+    pub const ADOPTED: &str = "keyturn-adopted";
 
     /// Staging state: written, not yet known to be in Entra and in `<secret>`.
     pub const PENDING: &str = "pending";

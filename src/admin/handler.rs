@@ -146,6 +146,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 ticket,
                 rotation_id: None,
                 urgent,
+                adopt: false,
             };
             let cmd = Command::Rotate {
                 target,
@@ -175,6 +176,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 ticket,
                 rotation_id: None,
                 urgent: false,
+                adopt: false,
             };
             let cmd = Command::Adopt {
                 account,
@@ -208,6 +210,7 @@ pub(super) async fn handle(req: Request, peer: &Peer, handler: &Handler) -> Resp
                 ticket: None,
                 rotation_id: None,
                 urgent: false,
+                adopt: false,
             };
             if handler
                 .commands

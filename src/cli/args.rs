@@ -135,8 +135,10 @@ pub(crate) enum Cmd {
         conn: Conn,
     },
     /// Take over an account whose secret is not in Key Vault yet: rotate it now, so that its
-    /// password (unknown until then) is a known one in Key Vault. Tell the account's consumer
-    /// where to read it first (docs/first-deployment.md).
+    /// password (unknown until then) is a known one in Key Vault (tagged keyturn-adopted), then
+    /// check its directory roles against its declared roles as doctor does (from --config;
+    /// the exit code stays the adoption's). Tell the account's consumer where to read it
+    /// first (docs/first-deployment.md, docs/lifecycle.md).
     Adopt {
         /// The account's name.
         account: String,

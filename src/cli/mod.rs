@@ -140,7 +140,8 @@ pub fn main() -> i32 {
                 force,
                 conn,
             } => {
-                client(
+                let name = account.clone();
+                client::adopt(
                     &conn,
                     admin::proto::Request::Adopt {
                         account,
@@ -148,6 +149,7 @@ pub fn main() -> i32 {
                         ticket,
                         force,
                     },
+                    &name,
                 )
                 .await
             }

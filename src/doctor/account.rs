@@ -55,8 +55,7 @@ pub(super) async fn check(
                             http,
                             &base,
                             token,
-                            &a.user,
-                            user_id,
+                            &super::roles::Holder::of(a, user_id),
                             from.app_roles,
                         )
                         .await,
@@ -96,6 +95,69 @@ pub(super) async fn check(
         account: a.name.clone(),
         checks,
     }
+}
+
+/// `user_roles` alone for account `a` (`keyturn adopt`'s role check), with the account
+/// identity `id` (named `id_name`): a token, the user's object id, its role assignments.
+pub(super) async fn roles_only(
+    a: &ResolvedAccount,
+    id_name: &str,
+    id: &IdentityConfig,
+    http: &Http,
+    network: &crate::config::NetworkConfig,
+) -> Result<super::RoleReport, crate::azure::SetupError> {
+    let declared = a
+        .roles
+        .as_ref()
+        .map(|r| r.iter().map(|r| r.name.clone()).collect());
+    let report = |check: Check, held: Option<&[String]>| {
+        let (missing, extra) = held
+            .and_then(|h| super::roles::drift(a.roles.as_deref(), h))
+            .unwrap_or_default();
+        let named = |ids: Vec<String>| ids.iter().map(|i| super::roles::role_name(i)).collect();
+        super::RoleReport {
+            check,
+            declared: declared.clone(),
+            missing: named(missing),
+            extra: named(extra),
+        }
+    };
+    let credential = crate::azure::credential(id_name, id, http, network)?;
+    let base = super::identity::graph_base(id);
+    let scope = id
+        .graph_scope
+        .clone()
+        .unwrap_or_else(|| crate::azure::graph::graph_scope(&base));
+    let token = match credential.get_token(&[scope.as_str()], None).await {
+        Ok(t) => t.token,
+        Err(e) => {
+            return Ok(report(
+                Check::warn(
+                    "user_roles",
+                    format!(
+                        "not checked: identity {id_name:?} got no Graph token: {}",
+                        crate::azure::bounded(&crate::azure::error_chain(&e), None, 300)
+                    ),
+                    format!("`keyturn doctor --account {}` names the fix", a.name),
+                ),
+                None,
+            ))
+        }
+    };
+    let (_, user_id) = user(a, id, &token, http).await;
+    let Some(user_id) = user_id else {
+        return Ok(report(
+            Check::warn(
+                "user_roles",
+                "not checked: the user could not be read",
+                format!("`keyturn doctor --account {}` names the fix", a.name),
+            ),
+            None,
+        ));
+    };
+    let holder = super::roles::Holder::of(a, &user_id);
+    let (asked, held) = super::roles::user_roles(http, &base, &token, &holder).await;
+    Ok(report(asked.check(), held.as_deref()))
 }
 
 #[derive(serde::Deserialize)]

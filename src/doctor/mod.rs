@@ -223,6 +223,71 @@ impl DoctorError {
     }
 }
 
+/// An account's roles as `keyturn adopt` reports them: doctor's `user_roles` check, the
+/// roles the account declares (`roles`; display names, `None` when it declares none), the
+/// declared ones it lacks and the ones it holds without declaring them (display names; empty
+/// when nothing is declared or the roles could not be read).
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleReport {
+    #[serde(flatten)]
+    pub check: Check,
+    pub declared: Option<Vec<String>>,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl RoleReport {
+    /// The roles could not be checked at all (no configuration, say): why, as a warning.
+    pub fn not_checked(why: impl std::fmt::Display, account: &str) -> RoleReport {
+        RoleReport {
+            check: Check::warn(
+                "user_roles",
+                format!("not checked: {why}"),
+                format!("`keyturn doctor --account {account}` checks the account's roles"),
+            ),
+            declared: None,
+            missing: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The lines `keyturn adopt` prints under the account's result.
+    pub fn human(&self) -> String {
+        let mut out = format!(
+            "  roles: {}: {}
+",
+            self.check.status.word(),
+            self.check.detail
+        );
+        if !self.check.fix.is_empty() {
+            out.push_str(&format!("    fix: {}\n", self.check.fix));
+        }
+        out
+    }
+}
+
+/// `keyturn adopt`'s role check: only `user_roles` for the account `name`, read-only, as
+/// doctor runs it (the account identity's Graph token, the user's object id, its role
+/// assignments against its declared `roles`).
+pub async fn account_roles(loaded: &Loaded, name: &str) -> Result<RoleReport, DoctorError> {
+    let a = loaded
+        .accounts
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| DoctorError::UnknownAccount(name.to_owned()))?;
+    let http = crate::azure::http_client(
+        &loaded.config.tls,
+        &loaded.config.network,
+        crate::observe::unobserved(),
+    )?;
+    let id = loaded
+        .config
+        .identities
+        .get(&a.identity)
+        .ok_or_else(|| DoctorError::UnknownAccount(name.to_owned()))?;
+    Ok(account::roles_only(a, &a.identity, id, &http, &loaded.config.network).await?)
+}
+
 /// Runs every check for the accounts (`only`: that one) and the identities they use;
 /// `write_probe`: confirm each vault identity's write access by setting and deleting a probe
 /// secret (`--write-probe`).

@@ -10,6 +10,8 @@
 
 use super::{Asked, Check};
 use crate::azure::Http;
+use crate::config::ResolvedAccount;
+use crate::entra_roles::Role;
 use azure_core::credentials::Secret;
 use base64::Engine as _;
 use serde_json::Value;
@@ -29,50 +31,6 @@ const MESSAGE_CENTER_READER: &str = "790c1fb9-7f7d-4f88-86a1-ef1f95c05c1b";
 const REPORTS_READER: &str = "4a5d8f65-41da-4de4-8968-e035b65339cf";
 const UX_SUCCESS_MANAGER: &str = "27460883-1df1-4691-b032-3b79643e5e63";
 const USAGE_SUMMARY_READER: &str = "75934031-6c7e-415a-99d7-48dbd49e875e";
-
-/// Names of the roles doctor names (template ids from Microsoft's "Microsoft Entra built-in
-/// roles"); other ids are shown as ids.
-const NAMES: [(&str, &str); 21] = [
-    (GLOBAL_ADMIN, "Global Administrator"),
-    (PRIV_AUTH_ADMIN, "Privileged Authentication Administrator"),
-    (
-        "e8611ab8-c189-46e8-94e1-60213ab1f814",
-        "Privileged Role Administrator",
-    ),
-    (AUTH_ADMIN, "Authentication Administrator"),
-    (USER_ADMIN, "User Administrator"),
-    (HELPDESK_ADMIN, "Helpdesk Administrator"),
-    (PASSWORD_ADMIN, "Password Administrator"),
-    (DIRECTORY_READERS, "Directory Readers"),
-    (GROUPS_ADMIN, "Groups Administrator"),
-    (GUEST_INVITER, "Guest Inviter"),
-    (MESSAGE_CENTER_READER, "Message Center Reader"),
-    (REPORTS_READER, "Reports Reader"),
-    (UX_SUCCESS_MANAGER, "User Experience Success Manager"),
-    (USAGE_SUMMARY_READER, "Usage Summary Reports Reader"),
-    (
-        "29232cdf-9323-42fd-ade2-1d097af3e4de",
-        "Exchange Administrator",
-    ),
-    (
-        "f28a1f50-f6e7-4571-818b-6a12f2af6b6c",
-        "SharePoint Administrator",
-    ),
-    (
-        "69091246-20e8-4a56-aa4d-066075b2a7a8",
-        "Teams Administrator",
-    ),
-    ("f2ef992c-3afb-46b9-b7cf-a126ee74c451", "Global Reader"),
-    (
-        "194ae4cb-b126-40b2-bd5b-6091b380977d",
-        "Security Administrator",
-    ),
-    ("5d6b6bb7-de71-4623-b4af-96380a352509", "Security Reader"),
-    (
-        "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
-        "Application Administrator",
-    ),
-];
 
 /// "Who can reset passwords", by column: a reset role and the target roles it may reset (a
 /// target without roles: all of them). Privileged Authentication Administrator and Global
@@ -134,12 +92,11 @@ const APP_RESET_ROLES: [&str; 4] = [USER_ADMIN, AUTH_ADMIN, PRIV_AUTH_ADMIN, GLO
 /// The permission doctor asks for to read role assignments.
 const READ_PERMISSION: &str = "RoleManagement.Read.Directory";
 
-/// A role's display name, or its id when doctor does not know it.
+/// A role's display name ([`crate::entra_roles`], the one table of built-in roles), or its
+/// id when that table does not know it.
 pub(crate) fn role_name(id: &str) -> String {
-    NAMES
-        .iter()
-        .find(|(i, _)| i.eq_ignore_ascii_case(id))
-        .map(|(_, n)| (*n).to_owned())
+    crate::entra_roles::name_of(id)
+        .map(str::to_owned)
         .unwrap_or_else(|| id.to_owned())
 }
 
@@ -354,38 +311,52 @@ pub(crate) async fn app_directory_roles(
     (check, Some(ids))
 }
 
+/// The account whose roles are checked: its name (for the fix), its user, the user's object
+/// id, and the roles it declares (`roles`; `None`: none declared, nothing to compare).
+pub(crate) struct Holder<'a> {
+    pub account: &'a str,
+    pub user: &'a str,
+    pub user_id: &'a str,
+    pub declared: Option<&'a [Role]>,
+}
+
+impl<'a> Holder<'a> {
+    /// The holder of a configured account, whose user has the object id `user_id`.
+    pub(crate) fn of(a: &'a ResolvedAccount, user_id: &'a str) -> Self {
+        Holder {
+            account: &a.name,
+            user: &a.user,
+            user_id,
+            declared: a.roles.as_deref(),
+        }
+    }
+}
+
 /// The checks `user_roles` and `reset_rights` of one account: its directory roles (read with
-/// `token`, by the user's object id `user_id`) and whether `app` (the app's roles, `None`
-/// when unknown) may reset its password.
+/// `token`, by the user's object id) against the roles it declares, and whether `app` (the
+/// app's roles, `None` when unknown) may reset its password.
 pub(crate) async fn account_roles(
     http: &Http,
     base: &str,
     token: &Secret,
-    user: &str,
-    user_id: &str,
+    holder: &Holder<'_>,
     app: Option<&[String]>,
 ) -> Vec<Check> {
-    let (roles_check, target) = user_roles(http, base, token, user, user_id).await;
+    let (roles_check, target) = user_roles(http, base, token, holder).await;
     vec![roles_check.check(), reset_rights(app, target.as_deref())]
 }
 
 /// The check `user_roles` of one account, and its roles (template ids) when Graph listed
-/// them (doctor and the readiness watch).
+/// them (doctor, the readiness watch and `keyturn adopt`).
 pub(crate) async fn user_roles(
     http: &Http,
     base: &str,
     token: &Secret,
-    user: &str,
-    user_id: &str,
+    holder: &Holder<'_>,
 ) -> (Asked, Option<Vec<String>>) {
-    match assigned(http, base, token, user_id).await {
-        Ok(ids) => (
-            Asked::Answered(Check::pass(
-                "user_roles",
-                format!("{user} holds {}", names(&ids)),
-            )),
-            Some(ids),
-        ),
+    let user = holder.user;
+    match assigned(http, base, token, holder.user_id).await {
+        Ok(ids) => (Asked::Answered(judge(holder, &ids)), Some(ids)),
         Err(ReadError::Forbidden) => (
             Asked::Answered(Check::warn(
                 "user_roles",
@@ -396,6 +367,71 @@ pub(crate) async fn user_roles(
         ),
         Err(ReadError::Other(e)) => (Asked::Answered(unreadable_roles(user, &e)), None),
         Err(ReadError::NoAnswer(e)) => (Asked::NoAnswer(unreadable_roles(user, &e)), None),
+    }
+}
+
+/// The roles a holder declares and does not hold, and those it holds and does not declare
+/// (template ids, compared without regard to case): `None` when it declares none.
+pub(crate) fn drift(
+    declared: Option<&[Role]>,
+    held: &[String],
+) -> Option<(Vec<String>, Vec<String>)> {
+    let declared = declared?;
+    let missing = declared
+        .iter()
+        .filter(|d| !held.iter().any(|h| h.eq_ignore_ascii_case(&d.id)))
+        .map(|d| d.id.clone())
+        .collect();
+    let extra = held
+        .iter()
+        .filter(|h| !declared.iter().any(|d| d.id.eq_ignore_ascii_case(h)))
+        .cloned()
+        .collect();
+    Some((missing, extra))
+}
+
+/// `user_roles` from the roles the holder holds: a declared role missing is a `fail` (a
+/// consumer relying on it would fail), a role held and not declared a `warn`; without
+/// declared roles, the roles held, as found.
+fn judge(holder: &Holder<'_>, held: &[String]) -> Check {
+    const CHECK: &str = "user_roles";
+    let (user, account) = (holder.user, holder.account);
+    let Some((missing, extra)) = drift(holder.declared, held) else {
+        return Check::pass(CHECK, format!("{user} holds {}", names(held)));
+    };
+    let extra_fix = format!("`keyturn provision {account} --prune-roles --reason R` removes the roles not declared, or add them to the account's roles");
+    match (missing.is_empty(), extra.is_empty()) {
+        (true, true) => Check::pass(CHECK, format!("{user} holds {} as declared", names(held))),
+        (false, _) => {
+            let mut detail = format!(
+                "{user} lacks the declared role(s) {} (holds {})",
+                names(&missing),
+                names(held)
+            );
+            let mut fix = format!("`keyturn provision {account} --reason R` assigns them (with the provision_identity's rights)");
+            if !extra.is_empty() {
+                detail.push_str(&format!("; holds {} not declared", names(&extra)));
+                fix.push_str(&format!("; {extra_fix}"));
+            }
+            Check::fail(CHECK, detail, fix)
+        }
+        (true, false) => Check::warn(
+            CHECK,
+            format!(
+                "{user} holds {} not declared in its roles (declared: {})",
+                names(&extra),
+                holder
+                    .declared
+                    .map(|d| d
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| "none".into())
+            ),
+            extra_fix,
+        ),
     }
 }
 
@@ -505,6 +541,88 @@ mod tests {
         ids.iter().map(|s| (*s).to_owned()).collect()
     }
     const EXCHANGE: &str = "29232cdf-9323-42fd-ade2-1d097af3e4de";
+
+    #[test]
+    fn every_role_doctor_names_is_in_the_one_table() {
+        for id in [
+            GLOBAL_ADMIN,
+            PRIV_AUTH_ADMIN,
+            AUTH_ADMIN,
+            USER_ADMIN,
+            HELPDESK_ADMIN,
+            PASSWORD_ADMIN,
+            DIRECTORY_READERS,
+            GROUPS_ADMIN,
+            GUEST_INVITER,
+            MESSAGE_CENTER_READER,
+            REPORTS_READER,
+            UX_SUCCESS_MANAGER,
+            USAGE_SUMMARY_READER,
+        ] {
+            assert_ne!(role_name(id), id, "{id} has no name in entra_roles");
+        }
+        assert_eq!(role_name(USER_ADMIN), "User Administrator");
+        // Names doctor did not know before it used entra_roles' table.
+        assert_eq!(
+            role_name("3a2c62db-5318-420d-8d74-23affee5d9d5"),
+            "Intune Administrator"
+        );
+    }
+
+    fn declared(names: &[&str]) -> Vec<Role> {
+        names
+            .iter()
+            .flat_map(|n| crate::entra_roles::resolve(n).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn user_roles_compares_held_roles_with_declared_ones() {
+        let d = declared(&["User Administrator", "Reports Reader"]);
+        let holder = |declared| Holder {
+            account: "svc-a",
+            user: "svc-a@x",
+            user_id: "1",
+            declared,
+        };
+        // As declared.
+        let c = judge(&holder(Some(&d)), &v(&[REPORTS_READER, USER_ADMIN]));
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        // Missing: fail, naming the role and the command that assigns it.
+        let c = judge(&holder(Some(&d)), &v(&[USER_ADMIN]));
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.detail
+                .contains("lacks the declared role(s) Reports Reader"),
+            "{c:?}"
+        );
+        assert!(
+            c.fix.contains("keyturn provision svc-a --reason R"),
+            "{c:?}"
+        );
+        // Extra: warn, naming it and the prune.
+        let c = judge(
+            &holder(Some(&d)),
+            &v(&[REPORTS_READER, USER_ADMIN, EXCHANGE]),
+        );
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.detail.contains("Exchange Administrator not declared"),
+            "{c:?}"
+        );
+        assert!(c.fix.contains("--prune-roles"), "{c:?}");
+        // Both: fail, naming both.
+        let c = judge(&holder(Some(&d)), &v(&[USER_ADMIN, EXCHANGE]));
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.detail.contains("Reports Reader"), "{c:?}");
+        assert!(c.detail.contains("Exchange Administrator"), "{c:?}");
+        // Nothing declared: as found.
+        let c = judge(&holder(None), &v(&[EXCHANGE]));
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        // Declared empty: every held role is extra.
+        let c = judge(&holder(Some(&[])), &v(&[EXCHANGE]));
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+    }
 
     #[test]
     fn the_reset_table_decides_who_may_reset_whom() {

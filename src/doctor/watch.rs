@@ -276,7 +276,7 @@ impl Watch {
             }
         };
         let (user_roles, target) =
-            roles::user_roles(http, &id.base, &token, &a.user, &user_id).await;
+            roles::user_roles(http, &id.base, &token, &roles::Holder::of(a, &user_id)).await;
         let reset = match roles::app_roles_now(http, &id.base, &token).await {
             AppRoles::NoAnswer(e) => unknown(
                 "reset_rights",

@@ -113,6 +113,9 @@ pub struct Request {
     /// An operator asked for it urgently (`keyturn rotate --all --urgent`): its requests may
     /// use the budget reserved for the vault's other clients (`limits.reserve`).
     pub urgent: bool,
+    /// The rotation takes the account under management (`keyturn adopt`): the versions it
+    /// writes carry [`crate::store::tag::ADOPTED`].
+    pub adopt: bool,
 }
 
 impl Request {
@@ -125,6 +128,7 @@ impl Request {
             ticket: None,
             rotation_id: None,
             urgent: false,
+            adopt: false,
         }
     }
 }

@@ -37,6 +37,8 @@ impl Engine {
             ticket: request.ticket.clone(),
             rotation_id: None,
             urgent: request.urgent,
+            // Completing an adoption's rotation completes the adoption.
+            adopt: request.adopt || staged.tag(tag::ADOPTED).is_some(),
         };
         let ctx = Ctx {
             account,

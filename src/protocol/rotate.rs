@@ -108,6 +108,12 @@ impl Engine {
             self.clock.now().format(&Rfc3339).unwrap_or_default(),
         );
         tags.insert(tag::TRIGGER.into(), ctx.request.trigger.as_str().into());
+        if ctx.request.adopt {
+            tags.insert(
+                tag::ADOPTED.into(),
+                self.clock.now().format(&Rfc3339).unwrap_or_default(),
+            );
+        }
         tags
     }
 

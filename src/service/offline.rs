@@ -71,6 +71,7 @@ async fn rotate_one(
         ticket,
         rotation_id: None,
         urgent: false,
+        adopt: false,
     };
     let accounts = match crate::app::accounts(&loaded, &http) {
         Ok(a) => a,

@@ -139,6 +139,7 @@ async fn rotations_write_exactly_the_expected_records_in_order() {
         ticket: Some("CHG-1234".into()),
         rotation_id: None,
         urgent: false,
+        adopt: false,
     };
     let first = engine.rotate(&w.account, &by_hand).await.unwrap();
     let second = engine

@@ -789,3 +789,73 @@ async fn the_write_probe_sets_and_deletes_a_probe_secret_and_leaves_none_active(
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("keyturn-doctor-probe-"), "{stderr}");
 }
+
+/// Gives `account` the line `roles = [...]` in the configuration at `config`.
+pub(crate) fn declare_roles(config: &Path, account: &str, roles: &[&str]) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let list: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+    let at = format!("name = {account:?}\n");
+    assert!(text.contains(&at), "{text}");
+    let text = text.replacen(&at, &format!("{at}roles = [{}]\n", list.join(", ")), 1);
+    std::fs::write(config, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_roles_missing_fail_and_roles_not_declared_warn_naming_them() {
+    let (_emu, _dir, config) = world(|s| s, &["svc-1", "svc-2"]).await;
+    // svc-1 holds Exchange Administrator, User Administrator and Global Reader; svc-2 Teams
+    // Administrator and Reports Reader (SCENARIO).
+    declare_roles(&config, "svc-1", &["User Administrator", "Global Reader"]);
+    declare_roles(&config, "svc-2", &["preset:coreview"]);
+    let (code, v) = json(&config, &[]);
+    assert_eq!(code, 1, "{v}");
+    let c = find(&v, "accounts", "svc-1", "user_roles");
+    assert_eq!(c["status"], "warn", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Exchange Administrator not declared"),
+        "{c}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("keyturn provision svc-1 --prune-roles --reason R"),
+        "{c}"
+    );
+    let c = find(&v, "accounts", "svc-2", "user_roles");
+    assert_eq!(c["status"], "fail", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    let missing = detail
+        .split("lacks the declared role(s) ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{c}"));
+    for role in [
+        "Authentication Administrator",
+        "Exchange Administrator",
+        "SharePoint Administrator",
+        "User Administrator",
+        "Global Reader",
+    ] {
+        assert!(missing.contains(role), "{role}: {c}");
+    }
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("keyturn provision svc-2 --reason R"),
+        "{c}"
+    );
+    // The other checks judge the roles held, as before.
+    assert_eq!(
+        find(&v, "accounts", "svc-2", "reset_rights")["status"],
+        "pass"
+    );
+
+    // Declared as held: pass; the text form says so.
+    let (_emu2, _dir2, config) = world(|s| s, &["svc-2"]).await;
+    declare_roles(&config, "svc-2", &["Reports Reader", "Teams Administrator"]);
+    let (code, text, _) = doctor(&config, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("as declared"), "{text}");
+}

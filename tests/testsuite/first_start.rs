@@ -568,3 +568,141 @@ async fn rotate_offline_refuses_a_disabled_account_with_exit_64() {
         .expect("the refused rotate --offline is recorded");
     assert_eq!(tried["reason"], "test");
 }
+
+/// Runs `keyturn adopt ARGS…` with the configuration at `config`: (exit code, stdout).
+async fn adopt_cli(config: &Path, args: &[&str]) -> (i32, String) {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .arg("adopt")
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("KEYTURN_SOCKET")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for leak in ["Initial-Pass-", "rotator-secret", "eyJ"] {
+        assert!(!stdout.contains(leak), "adopt printed {leak:?}: {stdout}");
+    }
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_checks_the_declared_roles_and_tags_the_secret_adopted() {
+    // The rotator as deployed: it may read role assignments (RoleManagement.Read.Directory).
+    let scenario = SCENARIO.replacen(
+        "\"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
+        "\"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged",
+        1,
+    );
+    assert_ne!(scenario, SCENARIO);
+    let emu = keyturn_emulator::testkit::start_toml(&scenario).await;
+    let dir = tempfile::tempdir().unwrap();
+    // svc-2 holds Teams Administrator and Reports Reader (SCENARIO): it lacks Global Reader
+    // and holds Reports Reader undeclared.
+    let path = config(&emu, dir.path(), &["svc-1", "svc-2"], |t| {
+        let t = no_secret_for_svc_2(t);
+        let edited = t.replacen(
+            "name = \"svc-2\"\n",
+            "name = \"svc-2\"\nroles = [\"Teams Administrator\", \"Global Reader\"]\n",
+            1,
+        );
+        assert_ne!(edited, t);
+        edited
+    });
+    let svc = Service::start(&path).await;
+    assert_eq!(svc.account("svc-2").await["state"], "awaiting_adoption");
+
+    let (code, out) = adopt_cli(&path, &["svc-2", "--reason", "first deployment", "--json"]).await;
+    // Adopted: exit 0, whatever the roles.
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["ok"], true, "{v}");
+    let roles = &v["roles"];
+    assert_eq!(roles["check"], "user_roles", "{v}");
+    assert_eq!(roles["status"], "fail", "{v}");
+    assert_eq!(
+        roles["missing"],
+        serde_json::json!(["Global Reader"]),
+        "{v}"
+    );
+    assert_eq!(roles["extra"], serde_json::json!(["Reports Reader"]), "{v}");
+    assert!(
+        roles["fix"]
+            .as_str()
+            .unwrap()
+            .contains("keyturn provision svc-2 --reason R"),
+        "{v}"
+    );
+    assert_eq!(count(dir.path(), "rotation.completed", Some("svc-2")), 1);
+
+    // The adopted secret records the adoption; recovery and the schedule go on as before.
+    let loaded = load(&path);
+    let kv = vault_client_as(
+        &emu,
+        &loaded,
+        ROTATOR,
+        "rotator-secret",
+        keyturn::observe::unobserved(),
+    );
+    let tags = |name: &'static str| {
+        let kv = &kv;
+        async move {
+            kv.get_secret(name, None)
+                .await
+                .unwrap()
+                .into_model()
+                .unwrap()
+                .tags
+                .unwrap_or_default()
+        }
+    };
+    let t = tags("svc-2-new").await;
+    let adopted = t
+        .get("keyturn-adopted")
+        .unwrap_or_else(|| panic!("no keyturn-adopted tag: {t:?}"));
+    assert!(
+        time::OffsetDateTime::parse(adopted, &time::format_description::well_known::Rfc3339)
+            .is_ok(),
+        "{adopted}"
+    );
+    assert_eq!(t.get("keyturn-trigger").map(String::as_str), Some("socket"));
+    let a = svc.account("svc-2").await;
+    assert_eq!(a["state"], "idle", "{a}");
+    assert!(a["next_due"].is_string(), "{a}");
+
+    // A later rotation of the account is not an adoption: its version has no such tag.
+    let r = svc
+        .send(Request::Rotate {
+            target: Target::One("svc-2".into()),
+            reason: Some("routine".into()),
+            ticket: None,
+            wait: true,
+            urgent: false,
+        })
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert!(!tags("svc-2-new").await.contains_key("keyturn-adopted"));
+
+    // Declared as held, the text form says so under the adoption.
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "roles = [\"Teams Administrator\", \"Global Reader\"]",
+        "roles = [\"Teams Administrator\", \"Reports Reader\"]",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, out) = adopt_cli(&path, &["svc-2", "--reason", "again", "--force"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("svc-2: adopted: rotated"), "{out}");
+    assert!(
+        out.contains("  roles: pass: svc-2@contoso.onmicrosoft.com holds Reports Reader, Teams Administrator as declared"),
+        "{out}"
+    );
+    assert!(tags("svc-2-new").await.contains_key("keyturn-adopted"));
+    assert_eq!(svc.stop().await, 0);
+}

@@ -691,3 +691,44 @@ async fn rotations_of_one_account_never_overlap() {
         .iter()
         .all(|s| s.tag(tag::STATE) == Some(tag::COMMITTED)));
 }
+
+#[tokio::test]
+async fn an_adoption_tags_its_versions_and_a_recovery_completing_it_keeps_the_tag() {
+    let w = world();
+    let adopt = Request {
+        adopt: true,
+        ..req(Trigger::Socket)
+    };
+    // The commit fails: the adoption's password is left pending, its staging version tagged.
+    w.vault
+        .inject(StoreOp::Set, Some(SECRET), StoreFault::Fail(unavailable()));
+    let err = w.engine().rotate(&w.account, &adopt).await.unwrap_err();
+    assert!(err.is_pending(), "{err}");
+    let staged = w.vault.peek(&format!("{SECRET}-pending")).unwrap();
+    assert!(staged.tag(tag::ADOPTED).is_some(), "{:?}", staged.tags);
+
+    // The daemon's recovery (not an adoption itself) completes it: the committed version
+    // records the adoption.
+    let done = w
+        .engine()
+        .rotate(&w.account, &req(Trigger::Recovery))
+        .await
+        .unwrap();
+    assert!(done.resumed);
+    let latest = w.vault.peek(SECRET).unwrap();
+    assert_eq!(latest.version, done.version);
+    let at = latest
+        .tag(tag::ADOPTED)
+        .unwrap_or_else(|| panic!("{:?}", latest.tags));
+    assert!(
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{at}"
+    );
+
+    // A later rotation is not an adoption.
+    w.engine()
+        .rotate(&w.account, &req(Trigger::Schedule))
+        .await
+        .unwrap();
+    assert!(w.vault.peek(SECRET).unwrap().tag(tag::ADOPTED).is_none());
+}

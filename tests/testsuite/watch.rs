@@ -758,3 +758,137 @@ graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.Re
     d.signal(Signal::SIGTERM);
     assert!(d.wait().await.success());
 }
+
+/// Global Reader, which svc-1 holds (SCENARIO).
+const GLOBAL_READER: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_role_removed_while_the_daemon_runs_is_a_readiness_change_naming_it() {
+    let scenario = SCENARIO.replacen(
+        "\"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
+        "\"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged",
+        1,
+    );
+    assert_ne!(scenario, SCENARIO);
+    let scenario = format!(
+        "{scenario}
+[[apps]]
+tenant = \"contoso\"
+name = \"ca-admin\"
+client_id = \"{CA_ADMIN}\"
+secrets = [\"{CA_ADMIN_SECRET}\"]
+graph_permissions = [\"User.Read.All\", \"RoleManagement.ReadWrite.Directory\"]
+directory_roles = [\"Privileged Role Administrator\"]
+"
+    );
+    let emu = keyturn_emulator::testkit::start_toml(&scenario).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), &Opts::default());
+    let w = World { emu, dir, config };
+    let port = free_port();
+    configure(&w, "1s", port, vec![("svc-1", "rotator")]);
+    crate::doctor::declare_roles(
+        &w.config,
+        "svc-1",
+        &[
+            "Exchange Administrator",
+            "User Administrator",
+            "Global Reader",
+        ],
+    );
+    let d = w.daemon().await;
+    let sock = w.socket();
+
+    // The first look: svc-1 holds what it declares.
+    assert!(
+        wait_for(Duration::from_secs(60), || check_state(
+            &sock,
+            "svc-1",
+            "user_roles"
+        )
+        .as_deref()
+            == Some("ready"))
+        .await,
+        "{:#}\n{}",
+        status_json(&sock),
+        d.stderr()
+    );
+    assert!(changes(&w, "svc-1", "user_roles").is_empty());
+
+    // Global Reader's assignment deleted through Graph while the daemon runs.
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::GET,
+        &format!("users/{UPN_1}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let user_id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::GET,
+        &format!("roleManagement/directory/roleAssignments?$filter=principalId eq '{user_id}'"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let assignment = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["roleDefinitionId"] == GLOBAL_READER)
+        .and_then(|a| a["id"].as_str())
+        .unwrap_or_else(|| panic!("no Global Reader assignment: {v}"))
+        .to_owned();
+    let (s, v) = graph(
+        &w.emu,
+        reqwest::Method::DELETE,
+        &format!("roleManagement/directory/roleAssignments/{assignment}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    assert!(
+        wait_for(Duration::from_secs(60), || !changes(
+            &w,
+            "svc-1",
+            "user_roles"
+        )
+        .is_empty())
+        .await,
+        "no readiness.changed for user_roles:\n{}",
+        d.stderr()
+    );
+    let r = &changes(&w, "svc-1", "user_roles")[0];
+    assert_eq!(r["readiness"]["from"], "ready", "{r}");
+    assert_eq!(r["readiness"]["to"], "not_ready", "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the declared role(s) Global Reader"),
+        "{r}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || check_state(
+            &sock,
+            "svc-1",
+            "user_roles"
+        )
+        .as_deref()
+            == Some("not_ready"))
+        .await
+    );
+    assert!(
+        status_text(&sock).contains("svc-1: not ready: user_roles failed"),
+        "{}",
+        status_text(&sock)
+    );
+    assert!(wait_metrics(port, &format!("{} 0", series("svc-1", "user_roles")), true).await);
+    // The other role check judges what is held: the rotator may still reset svc-1.
+    assert_eq!(
+        check_state(&sock, "svc-1", "reset_rights").as_deref(),
+        Some("ready")
+    );
+}

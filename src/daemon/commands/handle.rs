@@ -180,6 +180,7 @@ impl Daemon {
                         let (tx, rx) = oneshot::channel();
                         let request = Request {
                             rotation_id: Some(Uuid::new_v4()),
+                            adopt: true,
                             ..request
                         };
                         self.spawn(idx, Job::Adopt { force }, request, Some(tx), None);
