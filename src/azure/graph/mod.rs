@@ -133,6 +133,28 @@ struct GraphUser {
 }
 
 impl GraphDirectory {
+    /// Sends a write on `user` that Graph answers with 204 No Content (a PATCH, a DELETE):
+    /// the answer's headers on 204; otherwise the error its status and body say (any other
+    /// status, 2xx included, is not Graph's answer to a write).
+    pub(super) async fn send_write(
+        &self,
+        user: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::header::HeaderMap, DirectoryError> {
+        let resp = request
+            .send()
+            .timed(&self.http)
+            .await
+            .map_err(|e| Self::transport_error(user, &e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if status == 204 {
+            return Ok(headers);
+        }
+        let body = read_capped(resp).await.unwrap_or_default();
+        Err(Self::answer_error(user, status, &headers, &body, true))
+    }
+
     /// A directory for one tenant.
     pub fn new(http: super::Http, credential: Arc<dyn TokenCredential>, s: GraphSettings) -> Self {
         GraphDirectory {
@@ -328,32 +350,26 @@ impl Directory for GraphDirectory {
             user: user.to_owned(),
             detail: format!("cannot build the request: {e}"),
         })?;
-        let resp = self
-            .http
-            .client
-            .patch(self.user_url(user))
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .timed(&self.http)
-            .await
-            .map_err(|e| Self::transport_error(user, &e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
         // Only 204 is Graph's answer to a password PATCH. Any other 2xx (a proxy's page, a
         // captive portal) proves nothing: the outcome is unknown, and the same password is
         // sent again.
-        if status == 204 {
-            return Ok(Applied {
-                request_id: headers
-                    .get("request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from),
-            });
-        }
-        let body = read_capped(resp).await.unwrap_or_default();
-        Err(Self::answer_error(user, status, &headers, &body, true))
+        let headers = self
+            .send_write(
+                user,
+                self.http
+                    .client
+                    .patch(self.user_url(user))
+                    .bearer_auth(token)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body),
+            )
+            .await?;
+        Ok(Applied {
+            request_id: headers
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+        })
     }
 
     async fn user(&self, user: &str) -> Result<UserInfo, DirectoryError> {
