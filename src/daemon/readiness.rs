@@ -49,7 +49,8 @@ pub trait ReadinessProbe: Send + Sync {
 #[derive(Clone)]
 pub(super) struct Plan {
     pub interval: Duration,
-    pub accounts: Vec<Managed>,
+    /// Shared with the daemon's slots.
+    pub accounts: Vec<Arc<Managed>>,
 }
 
 /// The first pass starts at a random moment within this long after start-up (or within
@@ -326,7 +327,7 @@ mod tests {
         }));
         let (_tx, rx) = watch::channel(Plan {
             interval: Duration::from_secs(60),
-            accounts: vec![m.clone()],
+            accounts: vec![Arc::new(m.clone())],
         });
         let mut w = Watch::new(
             Arc::new(Never),

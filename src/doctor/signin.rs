@@ -173,14 +173,38 @@ pub(crate) async fn sign_in_readiness(
     user_id: &str,
 ) -> Check {
     let base = super::identity::graph_base(id);
-    evaluate(a, &base, graph_token, http, user_id).await.check()
+    evaluate(SignIn::of(a), &base, graph_token, http, user_id)
+        .await
+        .check()
+}
+
+/// What the What-If evaluation of an account needs from its configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SignIn<'a> {
+    /// `signin_apps`.
+    pub signin_apps: &'a [String],
+    /// `signin_ip`.
+    pub signin_ip: Option<std::net::IpAddr>,
+    /// `verify`.
+    pub verify: bool,
+}
+
+impl<'a> SignIn<'a> {
+    /// The sign-in settings of `a`.
+    pub(crate) fn of(a: &'a ResolvedAccount) -> Self {
+        SignIn {
+            signin_apps: &a.signin_apps,
+            signin_ip: a.signin_ip,
+            verify: a.verify,
+        }
+    }
 }
 
 /// The What-If evaluation for the user whose object id is `user_id`, against Graph at
 /// `base`: [`Asked::NoAnswer`] when Graph did not answer (no answer, 429, 5xx, an unreadable
 /// answer), which the readiness watch takes as unknown; doctor prints the check either way.
 pub(crate) async fn evaluate(
-    a: &ResolvedAccount,
+    a: SignIn<'_>,
     base: &str,
     graph_token: &Secret,
     http: &Http,
@@ -257,7 +281,7 @@ pub(crate) async fn evaluate(
     Asked::Answered(verdict(a, &answer.value))
 }
 
-fn verdict(a: &ResolvedAccount, results: &[WhatIf]) -> Check {
+fn verdict(a: SignIn<'_>, results: &[WhatIf]) -> Check {
     let apps: Vec<String> = a.signin_apps.iter().map(|x| app_name(x)).collect();
     let from = a
         .signin_ip
@@ -288,7 +312,7 @@ fn verdict(a: &ResolvedAccount, results: &[WhatIf]) -> Check {
         .collect();
     let list = |rs: &[&WhatIf]| {
         rs.iter()
-            .map(|r| r.describe(&a.signin_apps))
+            .map(|r| r.describe(a.signin_apps))
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -367,7 +391,7 @@ mod tests {
     #[test]
     fn an_enforced_mfa_policy_fails_a_verifying_account_and_warns_otherwise() {
         let r = [whatif("enabled", true, "notSet", &["mfa"])];
-        let c = verdict(&account(true), &r);
+        let c = verdict(SignIn::of(&account(true)), &r);
         assert_eq!(c.status, super::super::Status::Fail);
         assert!(
             c.detail.contains("\"P\" (mfa) requires MFA (AADSTS50076)"),
@@ -375,7 +399,7 @@ mod tests {
             c.detail
         );
         assert_eq!(
-            verdict(&account(false), &r).status,
+            verdict(SignIn::of(&account(false)), &r).status,
             super::super::Status::Warn
         );
     }
@@ -384,7 +408,7 @@ mod tests {
     fn report_only_and_unjudged_policies_warn_and_others_pass() {
         let a = account(true);
         let c = verdict(
-            &a,
+            SignIn::of(&a),
             &[whatif(
                 "enabledForReportingButNotEnforced",
                 true,
@@ -395,13 +419,13 @@ mod tests {
         assert_eq!(c.status, super::super::Status::Warn);
         assert!(c.detail.contains("report-only"), "{}", c.detail);
         let c = verdict(
-            &a,
+            SignIn::of(&a),
             &[whatif("enabled", false, "notEnoughInformation", &["mfa"])],
         );
         assert_eq!(c.status, super::super::Status::Warn);
         assert!(c.fix.contains("signin_ip"), "{}", c.fix);
         let c = verdict(
-            &a,
+            SignIn::of(&a),
             &[
                 whatif("enabled", false, "users,notEnoughInformation", &["mfa"]),
                 whatif("disabled", false, "policyNotEnabled", &["block"]),

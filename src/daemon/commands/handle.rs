@@ -7,6 +7,7 @@ use crate::daemon::jobs::Job;
 use crate::daemon::{Daemon, Managed, Settings, Slot};
 use crate::protocol::Request;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -269,7 +270,7 @@ impl Daemon {
                         || old.account.secret != new.account.secret
                         || crate::config::normalize_vault(old.account.store.vault())
                             != crate::config::normalize_vault(new.account.store.vault());
-                    s.managed = m;
+                    s.managed = Arc::new(m);
                     if moved {
                         // The old due time belongs to the old secret or schedule.
                         s.next_due = None;
