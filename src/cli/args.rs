@@ -134,14 +134,18 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Take over an account whose secret is not in Key Vault yet: rotate it now, so that its
+    /// Take over accounts whose secret is not in Key Vault yet: rotate each now, so that its
     /// password (unknown until then) is a known one in Key Vault (tagged keyturn-adopted), then
     /// check its directory roles against its declared roles as doctor does (from --config;
     /// the exit code stays the adoption's). Tell the account's consumer where to read it
-    /// first (docs/first-deployment.md, docs/lifecycle.md).
+    /// first (docs/first-deployment.md, docs/lifecycle.md). Several accounts: one request
+    /// each, in the order given, each answer printed as for one (--json: one line each).
+    /// Exit 0 all adopted (--dry-run: all would be), else the code of the first that was not:
+    /// 1 refused or failed, 69 the daemon cannot be reached, 75 the daemon is busy.
     Adopt {
-        /// The account's name.
-        account: String,
+        /// The accounts' names.
+        #[arg(required = true)]
+        accounts: Vec<String>,
         /// Why (required; recorded in the audit log with who asked).
         #[arg(long, required = true)]
         reason: Option<String>,
@@ -151,6 +155,10 @@ pub(crate) enum Cmd {
         /// Adopt even if the secret exists already (its password is replaced).
         #[arg(long)]
         force: bool,
+        /// Change nothing: ask the daemon's status (read-only) and print what adopt would do
+        /// to each account, and the roles check.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         conn: Conn,
     },

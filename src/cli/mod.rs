@@ -134,22 +134,22 @@ pub fn main() -> i32 {
             }
             Cmd::Reload { conn } => client(&conn, admin::proto::Request::Reload).await,
             Cmd::Adopt {
-                account,
+                accounts,
                 reason,
                 ticket,
                 force,
+                dry_run,
                 conn,
             } => {
-                let name = account.clone();
                 client::adopt(
                     &conn,
-                    admin::proto::Request::Adopt {
-                        account,
+                    &accounts,
+                    &client::AdoptOptions {
                         reason,
                         ticket,
                         force,
+                        dry_run,
                     },
-                    &name,
                 )
                 .await
             }

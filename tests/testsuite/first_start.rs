@@ -706,3 +706,179 @@ async fn adopt_checks_the_declared_roles_and_tags_the_secret_adopted() {
     assert!(tags("svc-2-new").await.contains_key("keyturn-adopted"));
     assert_eq!(svc.stop().await, 0);
 }
+
+/// Points svc-1 and svc-2 at secrets that are not in the vault.
+fn no_secrets_for_svc_1_and_2(text: String) -> String {
+    let t = no_secret_for_svc_2(text);
+    let edited = t.replace("secret = \"svc-1\"\n", "secret = \"svc-1-new\"\n");
+    assert_ne!(edited, t);
+    edited
+}
+
+/// The emulator's write requests (Key Vault and Graph), route by route.
+fn writes(emu: &keyturn_emulator::Emulator) -> Vec<(String, u64)> {
+    [
+        "kv.set",
+        "kv.update",
+        "kv.delete",
+        "kv.purge",
+        "kv.recover",
+        "graph.patch",
+        "graph.create",
+        "graph.delete",
+    ]
+    .into_iter()
+    .map(|route| (route.to_owned(), requests(emu, route)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_takes_several_accounts_over_one_request_each_in_order() {
+    let emu = keyturn_emulator::testkit::start_toml(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(
+        &emu,
+        dir.path(),
+        &["svc-1", "svc-2"],
+        no_secrets_for_svc_1_and_2,
+    );
+    let svc = Service::start(&path).await;
+    for name in ["svc-1", "svc-2"] {
+        assert_eq!(svc.account(name).await["state"], "awaiting_adoption");
+    }
+
+    let (code, out) = adopt_cli(&path, &["svc-2", "svc-1", "--reason", "first deployment"]).await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(": adopted: rotated (rotation "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("svc-2: "), "{out}");
+    assert!(lines[1].starts_with("svc-1: "), "{out}");
+
+    // Both secrets exist now, both adoptions are on the record, one command each.
+    let loaded = load(&path);
+    let kv = vault_client_as(
+        &emu,
+        &loaded,
+        ROTATOR,
+        "rotator-secret",
+        keyturn::observe::unobserved(),
+    );
+    for (name, secret) in [("svc-1", "svc-1-new"), ("svc-2", "svc-2-new")] {
+        let s = kv
+            .get_secret(secret, None)
+            .await
+            .unwrap()
+            .into_model()
+            .unwrap();
+        assert!(s.value.is_some_and(|v| !v.is_empty()), "{secret}");
+        assert_eq!(svc.account(name).await["state"], "idle");
+        assert_eq!(count(dir.path(), "rotation.completed", Some(name)), 1);
+    }
+    let accepted: Vec<String> = audit_records(dir.path())
+        .into_iter()
+        .filter(|r| r["event"] == "admin.command_accepted")
+        .filter_map(|r| r["detail"].as_str().map(str::to_owned))
+        .filter(|d| d.starts_with("adopt "))
+        .collect();
+    assert_eq!(accepted, ["adopt svc-2", "adopt svc-1"]);
+
+    // An account refused among others: the others are still adopted, the exit code is the
+    // refusal's (JSON: one line per account).
+    let (code, out) = adopt_cli(
+        &path,
+        &[
+            "svc-1", "nope", "svc-2", "--reason", "again", "--force", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    let answers: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let oks: Vec<bool> = answers.iter().map(|v| v["ok"] == true).collect();
+    assert_eq!(oks, [true, false, true], "{out}");
+    assert_eq!(count(dir.path(), "rotation.completed", Some("svc-2")), 2);
+    assert_eq!(svc.stop().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_dry_run_changes_nothing_and_says_what_adopt_would_do() {
+    let emu = keyturn_emulator::testkit::start_toml(SCENARIO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(&emu, dir.path(), &["svc-1", "svc-2"], no_secret_for_svc_2);
+    let svc = Service::start(&path).await;
+    assert_eq!(svc.account("svc-2").await["state"], "awaiting_adoption");
+    let before = writes(&emu);
+    let records = audit_records(dir.path()).len();
+
+    let (code, out) = adopt_cli(&path, &["svc-2", "--reason", "R", "--dry-run"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("svc-2 (awaiting_adoption): would rotate it now: its current password is replaced, tell its consumer first\n"),
+        "{out}"
+    );
+    // The roles check, as after an adoption.
+    assert!(out.contains("  roles: "), "{out}");
+    assert!(
+        out.ends_with("dry run: no adopt was sent, nothing was changed\n"),
+        "{out}"
+    );
+
+    // svc-1's secret exists: refused without --force, replaced with it.
+    let (code, out) = adopt_cli(
+        &path,
+        &[
+            "svc-2",
+            "svc-1",
+            "nope",
+            "--reason",
+            "R",
+            "--dry-run",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    let plans: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let would: Vec<(&str, &str)> = plans
+        .iter()
+        .map(|p| (p["account"].as_str().unwrap(), p["would"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        would,
+        [("svc-2", "rotate"), ("svc-1", "refuse"), ("nope", "refuse")],
+        "{out}"
+    );
+    assert_eq!(plans[0]["roles"]["check"], "user_roles", "{out}");
+    assert!(
+        plans[1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused without --force (already adopted): "),
+        "{out}"
+    );
+    assert_eq!(plans[2]["state"], "unknown", "{out}");
+    let (code, out) = adopt_cli(&path, &["svc-1", "--reason", "R", "--dry-run", "--force"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("svc-1 (idle): would replace its password"),
+        "{out}"
+    );
+
+    // Nothing changed: no write reached the emulator, nothing on the record, svc-2 waits.
+    assert_eq!(writes(&emu), before);
+    assert_eq!(audit_records(dir.path()).len(), records);
+    assert_eq!(svc.account("svc-2").await["state"], "awaiting_adoption");
+    // (The counters do see an adoption's writes.)
+    let (code, out) = adopt_cli(&path, &["svc-2", "--reason", "R"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(writes(&emu), before);
+    assert_eq!(svc.stop().await, 0);
+}
