@@ -65,6 +65,15 @@ impl Replica {
         ));
     }
 
+    /// Waits until a killed process has exited, without forgetting its status.
+    async fn wait_gone(&mut self) {
+        if let Some(d) = self.daemon.as_mut() {
+            while matches!(d.child.try_wait(), Ok(None)) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     /// The exit status if the process has exited (then it is forgotten).
     fn reap(&mut self) -> Option<std::process::ExitStatus> {
         let d = self.daemon.as_mut()?;
@@ -338,6 +347,11 @@ async fn run_chaos(test: &str, secs: u64) {
                         leader_kills.push(OffsetDateTime::now_utc());
                     }
                 }
+                // A SIGKILL is not instant: until the process is gone, `reap` sees it
+                // running, and a kill in the last round would be taken for a live replica
+                // at the end (SIGTERMed, it then "exits" with signal 9). The status stays
+                // in the child for the next `reap`.
+                replicas[i].wait_gone().await;
             }
             3 => {
                 if let Some(d) = &replicas[i].daemon {
