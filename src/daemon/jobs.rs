@@ -268,19 +268,7 @@ impl Daemon {
                 )
             }
             TaskOut::Idle(due, current) => {
-                if let Some((version, rotated)) = current.clone() {
-                    self.board_mut(idx, |b| {
-                        if version.is_some() {
-                            b.version = version;
-                        }
-                        b.rotated_at = Some(rotated);
-                    });
-                }
-                let (due, trigger) = due.unwrap_or_else(|| {
-                    let s = &self.slots[idx];
-                    (s.next_due.unwrap_or(now), s.next_trigger)
-                });
-                self.set_due(idx, due, trigger);
+                self.idle(idx, due, current);
                 (
                     Err(AccountError::NothingToDo.into()),
                     Ok("consistent; nothing to do".into()),
@@ -342,6 +330,55 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The account is consistent: due at `due` (`None`: when it was due already), its
+    /// current version (when read) and rotation time as shown.
+    fn idle(
+        &mut self,
+        idx: usize,
+        due: Option<(OffsetDateTime, Trigger)>,
+        current: Option<(Option<String>, OffsetDateTime)>,
+    ) {
+        if let Some((version, rotated)) = current {
+            self.board_mut(idx, |b| {
+                if version.is_some() {
+                    b.version = version;
+                }
+                b.rotated_at = Some(rotated);
+            });
+        }
+        let (due, trigger) = due.unwrap_or_else(|| {
+            let s = &self.slots[idx];
+            (s.next_due.unwrap_or(self.clock.now()), s.next_trigger)
+        });
+        self.set_due(idx, due, trigger);
+    }
+
+    /// An account a vault listing showed consistent (its secret exists, nothing pending)
+    /// and not yet due, scheduled from the listing alone: no job, so the account stays
+    /// free for commands while the drift check asks Graph about it (`listing::drift_reads`).
+    /// `None` when the listing is not enough (pending, missing, or due now: those go the
+    /// job's way, which checks drift before a catch-up rotation).
+    pub(super) fn schedule_from_listing(
+        &mut self,
+        idx: usize,
+        listed: Listed,
+    ) -> Option<OffsetDateTime> {
+        let rotated = listed.rotated.filter(|_| !listed.pending)?;
+        let now = self.clock.now();
+        let FirstDue::At(due, trigger, rotated) =
+            due_at(&self.slots[idx].managed, Some(rotated), now)
+        else {
+            return None;
+        };
+        if due <= now {
+            return None;
+        }
+        self.slots[idx].awaiting = false;
+        self.board_mut(idx, |b| b.awaiting_adoption = false);
+        self.idle(idx, Some((due, trigger)), Some((None, rotated)));
+        Some(rotated)
+    }
+
     /// The account was retired: nothing scheduled, never rotated again. The first time it is
     /// found (per start) it is logged; the first time a user's request finds it (`keyturn
     /// retire` asks the running daemon to reconcile the account once it is done), the

@@ -4,6 +4,12 @@
 //! 2N/25 list requests instead of 2N value reads. Only an account whose staging secret is
 //! pending (normally none), or whose drift check Graph suggests, is then read.
 //!
+//! An account the listing shows consistent and not yet due is scheduled from it at once,
+//! with no job: its drift check (Graph's last password change, one user read) runs
+//! afterwards in [`drift_reads`], which holds no account, so start-up is ready once the
+//! listings are in and a command sent meanwhile is not refused as busy. Only an account
+//! Graph suggests has drifted is then reconciled (read, confirmed, rotated).
+//!
 //! A vault whose listing fails (no list permission, throttling that outlasts the SDK's
 //! retries, an unreadable answer) is not an error: its accounts are reconciled as before,
 //! each with its own reads, and a warning names the vault and the cause.
@@ -75,6 +81,7 @@ impl Daemon {
         trigger: crate::audit::Trigger,
         skip_paused: bool,
     ) {
+        let mut ask_graph = Vec::new();
         for (entry, listed) in outcome {
             let Some(&idx) = self.index.get(&entry.name) else {
                 continue;
@@ -85,6 +92,16 @@ impl Daemon {
                 || (skip_paused && slot.paused)
                 || !self.still_as_listed(idx, &entry)
             {
+                continue;
+            }
+            // The common case: scheduled from the listing at once, its drift check asked of
+            // Graph afterwards without holding the account.
+            if let Some(rotated) = listed.and_then(|l| self.schedule_from_listing(idx, l)) {
+                ask_graph.push(DriftRead {
+                    managed: self.slots[idx].managed.clone(),
+                    entry,
+                    rotated,
+                });
                 continue;
             }
             let job = match listed {
@@ -99,7 +116,111 @@ impl Daemon {
                 None,
             );
         }
+        // Spawned with no account too, so that every round ends with its log line.
+        let engine = self.engine.clone();
+        let concurrency = self.settings.max_concurrent.max(1);
+        self.drift_reads
+            .spawn(drift_reads(engine, ask_graph, trigger, concurrency));
     }
+
+    /// The drift reads are in: each account Graph suggests has drifted, and that is still
+    /// as listed and free, is reconciled the reading way (which confirms the drift on a
+    /// fresh read of its secret and rotates). One busy since is left to what it is doing (a
+    /// rotation replaces the password anyway), and the next drift check comes back to it.
+    pub(super) fn drift_read(&mut self, done: DriftReads) {
+        let DriftReads {
+            trigger,
+            checked,
+            failed,
+            suspected,
+        } = done;
+        let mut reconciled = 0;
+        for entry in &suspected {
+            let Some(&idx) = self.index.get(&entry.name) else {
+                continue;
+            };
+            let slot = &self.slots[idx];
+            if slot.busy || !slot.managed.enabled || !self.still_as_listed(idx, entry) {
+                continue;
+            }
+            self.spawn_reconcile(idx, trigger);
+            reconciled += 1;
+        }
+        tracing::info!(
+            checked,
+            failed,
+            suspected = suspected.len(),
+            reconciled,
+            ?trigger,
+            "drift check: Graph's last password changes read"
+        );
+        if self.tasks.is_empty() {
+            crate::idle::release();
+        }
+    }
+}
+
+/// One account whose drift check asks Graph: its entry as listed, the rotation time the
+/// listing showed.
+pub(super) struct DriftRead {
+    managed: Arc<super::Managed>,
+    entry: Entry,
+    rotated: OffsetDateTime,
+}
+
+/// What the drift reads found.
+pub(super) struct DriftReads {
+    trigger: crate::audit::Trigger,
+    /// Accounts whose user Graph answered for.
+    checked: usize,
+    /// Accounts whose user read failed (logged each; the next drift check tries again).
+    failed: usize,
+    /// Accounts whose Entra password changed after the listed rotation time.
+    suspected: Vec<Entry>,
+}
+
+/// Reads each account's user from Graph (`concurrency` at a time; each read is paced by
+/// its tenant's Graph allowance) and says which ones look drifted. Records nothing:
+/// [`Daemon::drift_read`] confirms each suspicion before anything is done.
+async fn drift_reads(
+    engine: Arc<crate::protocol::Engine>,
+    accounts: Vec<DriftRead>,
+    trigger: crate::audit::Trigger,
+    concurrency: usize,
+) -> DriftReads {
+    use futures::StreamExt;
+    let mut out = DriftReads {
+        trigger,
+        checked: 0,
+        failed: 0,
+        suspected: Vec::new(),
+    };
+    let mut reads = futures::stream::iter(accounts)
+        .map(|read| {
+            let engine = engine.clone();
+            async move {
+                let r = engine
+                    .drift_suspected(&read.managed.account, read.rotated)
+                    .await;
+                (read.entry, r)
+            }
+        })
+        .buffer_unordered(concurrency);
+    while let Some((entry, r)) = reads.next().await {
+        match r {
+            Ok(true) => {
+                out.checked += 1;
+                out.suspected.push(entry);
+            }
+            Ok(false) => out.checked += 1,
+            Err(e) => {
+                // Drift needs Graph's user read; its failure must not block scheduling.
+                tracing::warn!(account = %entry.name, error = %e, "drift check skipped");
+                out.failed += 1;
+            }
+        }
+    }
+    out
 }
 
 impl Daemon {

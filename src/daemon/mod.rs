@@ -181,6 +181,8 @@ pub struct Daemon {
     takeover: bool,
     /// The drift check's vault listings while they run (at most one round at a time).
     listings: JoinSet<listing::Outcome>,
+    /// The drift checks' Graph reads of accounts scheduled from a listing while they run.
+    drift_reads: JoinSet<listing::DriftReads>,
     /// The vault listings of `reconcile` commands while they run, each with what its
     /// command's answer still needs.
     command_listings: JoinSet<(listing::Outcome, commands::ListedReconcile)>,
@@ -219,6 +221,7 @@ impl Daemon {
             watch: None,
             takeover: false,
             listings: JoinSet::new(),
+            drift_reads: JoinSet::new(),
             command_listings: JoinSet::new(),
         };
         d.set_slots(accounts.into_iter().map(Slot::new).collect());
@@ -457,6 +460,10 @@ impl Daemon {
                     Ok(outcome) => self.reconcile_listed(outcome, Trigger::Drift, true),
                     Err(e) => tracing::error!(error = %e, "a drift check's vault listing failed; the next drift check tries again"),
                 },
+                Some(read) = self.drift_reads.join_next(), if !self.drift_reads.is_empty() => match read {
+                    Ok(read) => self.drift_read(read),
+                    Err(e) => tracing::error!(error = %e, "a drift check's Graph reads failed; the next drift check tries again"),
+                },
                 Some(listed) = self.command_listings.join_next(), if !self.command_listings.is_empty() => match listed {
                     Ok((outcome, pending)) => self.reconcile_from_listing(outcome, pending),
                     // A panic in a listing task is a bug; the command's client sees its
@@ -500,9 +507,9 @@ impl Daemon {
     /// The drift check: lists the vaults of the accounts that are idle, then reconciles
     /// each from its listing (`reconcile_listed`, when the listing is in).
     fn drift_check(&mut self) {
-        if !self.listings.is_empty() {
+        if !self.listings.is_empty() || !self.drift_reads.is_empty() {
             tracing::warn!(
-                "the previous drift check is still listing its vaults; this one is skipped"
+                "the previous drift check is still listing its vaults or reading Graph; this one is skipped"
             );
             return;
         }
@@ -522,6 +529,7 @@ impl Daemon {
             task.abort();
         }
         self.listings.abort_all();
+        self.drift_reads.abort_all();
         self.command_listings.abort_all();
         self.board
             .lock()

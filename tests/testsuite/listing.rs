@@ -377,3 +377,80 @@ async fn reconcile_of_several_accounts_lists_the_vault() {
     assert_eq!(requests(&emu, "kv.get") - gets, 2);
     assert_eq!(service.stop().await, 0);
 }
+
+/// Start-up is ready once the listing is in: the drift check's Graph reads run afterwards
+/// without holding the accounts, so a command sent meanwhile is served, and a drift they
+/// find is still confirmed, recorded and rotated away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_is_ready_before_the_drift_reads_and_they_still_find_a_drift() {
+    use keyturn::admin::{client, proto::Request, proto::Target};
+    let (emu, dir, config) = world("0s").await;
+    // An admin resets svc-05's password in the portal ten minutes after keyturn set it.
+    emu.control().advance_clock(Duration::from_secs(600));
+    emu.control()
+        .set_password(TENANT, &upn(5), "Portal-Reset-99!")
+        .unwrap();
+    // Graph's user reads are slow (5 s each); Key Vault is not.
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "graph.get".into(),
+            kind: FaultKind::Latency,
+            latency_ms: Some(5000),
+            ..rule()
+        })
+        .unwrap();
+    let service = Service::start(load(&config)).await;
+    assert_eq!(
+        requests(&emu, "graph.get"),
+        0,
+        "ready before any drift read was answered"
+    );
+    // A command meanwhile is not refused as busy.
+    let answer = client::send(
+        &service.socket,
+        &Request::Rotate {
+            target: Target::One("svc-01".into()),
+            reason: Some("on-call".into()),
+            ticket: None,
+            wait: false,
+            urgent: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(answer.ok, "{answer:?}");
+    // The drift reads come in: svc-05 is confirmed on a fresh read, recorded, rotated.
+    assert!(
+        wait_for(Duration::from_secs(60), || count(
+            dir.path(),
+            "rotation.completed",
+            Some("svc-05")
+        ) == 1)
+        .await,
+        "svc-05's drift was rotated away: {:?}",
+        emu.control().counters().requests
+    );
+    assert_eq!(count(dir.path(), "drift.detected", None), 1);
+    assert_eq!(count(dir.path(), "drift.detected", Some("svc-05")), 1);
+    let rotated: Vec<_> = audit_records(dir.path())
+        .into_iter()
+        .filter(|r| r["event"] == "rotation.started")
+        .map(|r| (r["account"].clone(), r["trigger"].clone()))
+        .collect();
+    assert!(
+        rotated.contains(&("svc-05".into(), "drift".into())),
+        "{rotated:?}"
+    );
+    assert!(
+        rotated.contains(&("svc-01".into(), "socket".into())),
+        "{rotated:?}"
+    );
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    assert!(
+        wait_for(Duration::from_secs(30), || requests(&emu, "graph.get")
+            >= N as u64)
+        .await,
+        "every account's user was read"
+    );
+    assert_eq!(service.stop().await, 0);
+}
