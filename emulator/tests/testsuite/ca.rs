@@ -20,8 +20,7 @@ const BLOCK_OUTSIDE_OFFICE: &str = "Block svc-coreview-ca outside the office";
 const REPORT_ONLY_MFA: &str = "Require MFA for administrators (report-only)";
 
 async fn start_ca() -> Emulator {
-    let emu = start().await;
-    let extra = format!(
+    start_seeded(&format!(
         r#"
 [[apps]]
 tenant = "contoso"
@@ -37,11 +36,8 @@ client_id = "{READER}"
 secrets = ["{READER_SECRET}"]
 graph_permissions = ["Policy.Read.ConditionalAccess"]
 "#
-    );
-    emu.control()
-        .seed(&Scenario::from_toml_str(&extra).expect("extra scenario"))
-        .expect("seeded");
-    emu
+    ))
+    .await
 }
 
 async fn token(emu: &Emulator, client: &str, secret: &str) -> String {

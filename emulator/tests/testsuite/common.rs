@@ -100,6 +100,15 @@ pub async fn start() -> Emulator {
     start_with(scenario()).await
 }
 
+/// [`start`], then `extra` (a scenario fragment: more apps, users, policies) seeded on top.
+pub async fn start_seeded(extra: &str) -> Emulator {
+    let emu = start().await;
+    emu.control()
+        .seed(&Scenario::from_toml_str(extra).expect("extra scenario"))
+        .expect("seeded");
+    emu
+}
+
 /// A client-credentials token in [`TENANT`] for `scope` (e.g. [`GRAPH_SCOPE`]).
 pub async fn app_token(
     http: &reqwest::Client,

@@ -16,8 +16,7 @@ const GRANTER: &str = "88888888-8888-8888-8888-888888888888";
 const GRANTER_SECRET: &str = "granter-secret";
 
 async fn start_with_apps() -> Emulator {
-    let emu = start().await;
-    let extra = format!(
+    start_seeded(&format!(
         r#"
 [[apps]]
 tenant = "contoso"
@@ -33,11 +32,8 @@ client_id = "{GRANTER}"
 secrets = ["{GRANTER_SECRET}"]
 graph_permissions = ["DelegatedPermissionGrant.ReadWrite.All"]
 "#
-    );
-    emu.control()
-        .seed(&Scenario::from_toml_str(&extra).expect("extra scenario"))
-        .expect("seeded");
-    emu
+    ))
+    .await
 }
 
 async fn ropc_as(

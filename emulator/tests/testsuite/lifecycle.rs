@@ -4,7 +4,7 @@
 //! new routes, commit-then-fail on the create included.
 
 use crate::common::*;
-use keyturn_emulator::{Emulator, FaultKind, FaultRule, Scenario};
+use keyturn_emulator::{Emulator, FaultKind, FaultRule};
 use serde_json::{json, Value};
 
 /// Creates users and assigns roles, holds Privileged Authentication Administrator (as a
@@ -18,8 +18,7 @@ const NEW_UPN: &str = "svc-new@contoso.onmicrosoft.com";
 const NEW_PASSWORD: &str = "Fresh-Pass-2026!x";
 
 async fn start_with_apps() -> Emulator {
-    let emu = start().await;
-    let extra = format!(
+    start_seeded(&format!(
         r#"
 [[apps]]
 tenant = "contoso"
@@ -37,11 +36,8 @@ secrets = ["{USER_ADMIN_SECRET}"]
 graph_permissions = ["User.ReadWrite.All"]
 directory_roles = ["User Administrator"]
 "#
-    );
-    emu.control()
-        .seed(&Scenario::from_toml_str(&extra).expect("extra scenario"))
-        .expect("seeded");
-    emu
+    ))
+    .await
 }
 
 async fn token(emu: &Emulator, client: &str, secret: &str) -> String {

@@ -3,7 +3,7 @@
 //! permissions, and that an assignment made here is the one the password-reset check uses.
 
 use crate::common::*;
-use keyturn_emulator::{Emulator, FaultKind, FaultRule, Scenario};
+use keyturn_emulator::{Emulator, FaultKind, FaultRule};
 use serde_json::{json, Value};
 
 const PAA: &str = "7be44c8a-adaf-4e2a-84d6-ab2649e08a13";
@@ -17,8 +17,7 @@ const ROLE_WRITER_SECRET: &str = "role-writer-secret";
 const HELPDESK_OID: &str = "44444444-0000-0000-0000-00000000000b";
 
 async fn start_with_apps() -> Emulator {
-    let emu = start().await;
-    let extra = format!(
+    start_seeded(&format!(
         r#"
 [[apps]]
 tenant = "contoso"
@@ -43,11 +42,8 @@ secrets = ["{HELPDESK_SECRET}"]
 graph_permissions = ["User.Read.All", "User-PasswordProfile.ReadWrite.All"]
 directory_roles = ["User Administrator"]
 "#
-    );
-    emu.control()
-        .seed(&Scenario::from_toml_str(&extra).expect("extra scenario"))
-        .expect("seeded");
-    emu
+    ))
+    .await
 }
 
 async fn call(
