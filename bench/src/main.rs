@@ -241,18 +241,13 @@ async fn main() -> Result<()> {
         .spawn()?;
     let kt = KeyturnProc { child, stderr };
     let pid = kt.child.id();
-    loop {
-        if std::fs::read_to_string(&kt.stderr)
-            .unwrap_or_default()
-            .contains("keyturn is ready")
-        {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(900) {
-            bail!("keyturn never became ready");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_log(
+        &kt.stderr,
+        "keyturn is ready",
+        t,
+        "keyturn never became ready",
+    )
+    .await?;
     let startup = t.elapsed();
     let at_ready = ctl.counters();
     phase("");
@@ -280,18 +275,13 @@ async fn main() -> Result<()> {
     // The start-up drift check's Graph reads run after ready, holding no account: idle is
     // measured once they are done.
     let drift_started = ctl.counters();
-    loop {
-        if std::fs::read_to_string(&kt.stderr)
-            .unwrap_or_default()
-            .contains("drift check: Graph's last password changes read")
-        {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(900) {
-            bail!("keyturn's start-up drift check never ended");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_log(
+        &kt.stderr,
+        "drift check: Graph's last password changes read",
+        t,
+        "keyturn's start-up drift check never ended",
+    )
+    .await?;
     let startup_drift = t.elapsed() - startup;
     let drift_done = ctl.counters();
     eprintln!(
@@ -549,4 +539,25 @@ async fn main() -> Result<()> {
     emu.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Waits until keyturn's log `stderr` contains `line`, at most 900 s after `started`.
+async fn wait_for_log(
+    stderr: &std::path::Path,
+    line: &str,
+    started: Instant,
+    never: &str,
+) -> Result<()> {
+    loop {
+        if std::fs::read_to_string(stderr)
+            .unwrap_or_default()
+            .contains(line)
+        {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("{never}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
