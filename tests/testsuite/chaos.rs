@@ -8,7 +8,7 @@
 //! CI runs a short version. The long one:
 //! `KEYTURN_CHAOS_ACCOUNTS=200 KEYTURN_CHAOS_TENANTS=8 KEYTURN_CHAOS_ROUNDS=300 cargo test --release --test testsuite chaos:: -- --nocapture`
 
-use crate::common::{count, wait_for, Daemon, BIN};
+use crate::common::{count, wait_for, Daemon, InvariantChecker, BIN};
 use keyturn_emulator::{
     Emulator, EmulatorConfig, FaultKind, FaultRule, InvariantQuery, Scenario, TlsSource,
 };
@@ -16,8 +16,6 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: usize) -> usize {
@@ -229,30 +227,7 @@ async fn chaos_never_breaks_the_invariant() {
     }
 
     // The independent checker.
-    let checks = Arc::new(AtomicU64::new(0));
-    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let checker = {
-        let (control, queries, checks, violations, stop) = (
-            control.clone(),
-            queries.clone(),
-            checks.clone(),
-            violations.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                for (name, q) in &queries {
-                    let r = control.invariant(q).unwrap();
-                    checks.fetch_add(1, Ordering::Relaxed);
-                    if !r.holds {
-                        violations.lock().unwrap().push(format!("{name}: {r:?}"));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let checker = InvariantChecker::start(control.clone(), queries.clone());
 
     for f in faults() {
         control.add_fault(f).unwrap();
@@ -303,14 +278,7 @@ async fn chaos_never_breaks_the_invariant() {
         }
         d.wait().await;
         for (name, q) in &queries {
-            let r = control.invariant(q).unwrap();
-            checks.fetch_add(1, Ordering::Relaxed);
-            if !r.holds {
-                violations
-                    .lock()
-                    .unwrap()
-                    .push(format!("after kill {round}: {name}: {r:?}"));
-            }
+            checker.check(name, q, &format!("after kill {round}: "));
         }
     }
 
@@ -333,8 +301,7 @@ async fn chaos_never_breaks_the_invariant() {
         d.wait().await.success(),
         "the final daemon exits 0 on SIGTERM"
     );
-    stop.store(true, Ordering::Relaxed);
-    checker.await.unwrap();
+    let (checks, violations) = checker.stop().await;
 
     // Every staged rotation ended once everything converged: completed or abandoned, or at
     // least committed (a kill after the commit and the finish, before the `completed`
@@ -381,7 +348,6 @@ async fn chaos_never_breaks_the_invariant() {
         .filter(|p| output.contains(p.as_str()))
         .count();
 
-    let violations = violations.lock().unwrap().clone();
     let summary = format!(
         "chaos: {} accounts, {} tenants, 2 vaults, {rounds} rounds in {:.0?}\n  kills: {sigkills} SIGKILL, {sigterms} SIGTERM; forced: {usr1} SIGUSR1, {socket_rotations} socket rotate-all\n  rotations: {} started, {} completed, {} abandoned, {} left pending, {} resumed\n  faults fired: {:?}\n  invariant checks: {}, violations: {}\n  converged with faults off in {:.1?}: {converged}\n  staged rotations without an end: {}\n  output searched: {} bytes for {} passwords: {leaks} hits\n  audit chain: {chain}",
         shape.accounts,
@@ -393,7 +359,7 @@ async fn chaos_never_breaks_the_invariant() {
         kinds.get("rotation.left_pending").unwrap_or(&0),
         kinds.get("rotation.resumed").unwrap_or(&0),
         faults_fired,
-        checks.load(Ordering::Relaxed),
+        checks,
         violations.len(),
         converge_time,
         unfinished.len(),

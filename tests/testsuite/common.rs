@@ -540,3 +540,80 @@ impl Service {
             .expect("the service ran")
     }
 }
+
+/// The chaos tests' independent checker: every 100 ms, the invariant of each account in
+/// `queries` (named), from the emulator's own state, until stopped.
+pub struct InvariantChecker {
+    control: keyturn_emulator::Control,
+    checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InvariantChecker {
+    pub fn start(
+        control: keyturn_emulator::Control,
+        queries: Vec<(String, keyturn_emulator::InvariantQuery)>,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let checks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = {
+            let (control, checks, violations, stop) = (
+                control.clone(),
+                checks.clone(),
+                violations.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    for (name, q) in &queries {
+                        check(&control, &checks, &violations, name, q, "");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        InvariantChecker {
+            control,
+            checks,
+            violations,
+            stop,
+            task,
+        }
+    }
+
+    /// One more check now (e.g. right after a kill), its violation prefixed with `when`.
+    pub fn check(&self, name: &str, q: &keyturn_emulator::InvariantQuery, when: &str) {
+        check(&self.control, &self.checks, &self.violations, name, q, when);
+    }
+
+    /// Stops it: the number of checks made and the violations found.
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let violations = self.violations.lock().unwrap().clone();
+        (self.checks.load(Ordering::Relaxed), violations)
+    }
+}
+
+fn check(
+    control: &keyturn_emulator::Control,
+    checks: &std::sync::atomic::AtomicU64,
+    violations: &std::sync::Mutex<Vec<String>>,
+    name: &str,
+    q: &keyturn_emulator::InvariantQuery,
+    when: &str,
+) {
+    let r = control.invariant(q).unwrap();
+    checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if !r.holds {
+        violations
+            .lock()
+            .unwrap()
+            .push(format!("{when}{name}: {r:?}"));
+    }
+}

@@ -35,8 +35,6 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -274,30 +272,7 @@ async fn run_chaos(test: &str, secs: u64) {
         .collect();
 
     // The independent checker.
-    let checks = Arc::new(AtomicU64::new(0));
-    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let checker = {
-        let (control, queries, checks, violations, stop) = (
-            control.clone(),
-            queries.clone(),
-            checks.clone(),
-            violations.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                for (name, q) in &queries {
-                    let r = control.invariant(q).unwrap();
-                    checks.fetch_add(1, Ordering::Relaxed);
-                    if !r.holds {
-                        violations.lock().unwrap().push(format!("{name}: {r:?}"));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let checker = InvariantChecker::start(control.clone(), queries.clone());
 
     for r in &mut replicas {
         r.start();
@@ -447,8 +422,7 @@ async fn run_chaos(test: &str, secs: u64) {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    checker.await.unwrap();
+    let (checks, violations) = checker.stop().await;
 
     // Who acted when.
     let logs: Vec<Vec<serde_json::Value>> = replicas
@@ -515,7 +489,6 @@ async fn run_chaos(test: &str, secs: u64) {
         .map(|(i, _)| i)
         .collect();
 
-    let violations = violations.lock().unwrap().clone();
     let summary = format!(
         "ha chaos: 2 replicas, lease 15s, {} accounts, {secs}s of chaos, {:.0?} in all\n  actions: {sigkills} SIGKILL ({} of the leader), {sigterms} SIGTERM, {partitions} partitions from Storage, {asked} rotate --all accepted\n  exits: {exits:?}\n  terms (ha.acquired): {}, failovers: {failovers}, ha.lost: {lost}\n  time to take over after a leader's SIGKILL (to ha.acquired): median {}, max {} over {} takeovers\n  rotations completed: {completed}; rotation records: {}, outside a term: {}, started after their term ended (refused by the fence): {}, interleaved terms: {}\n  faults fired: {faults_fired:?}\n  invariant checks: {}, violations: {}\n  converged with faults off in {:.1?}: {converged}\n  append blob: {} records, terms of replicas {holders:?}, verify exit {code:?}: {}",
         queries.len(),
@@ -529,7 +502,7 @@ async fn run_chaos(test: &str, secs: u64) {
         t.outside.len(),
         t.late_starts,
         overlaps.len(),
-        checks.load(Ordering::Relaxed),
+        checks,
         violations.len(),
         converge_time,
         blob.len(),
