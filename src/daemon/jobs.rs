@@ -407,6 +407,21 @@ impl Daemon {
             return;
         }
         self.slots[idx].retired_recorded = true;
+        // Retired before this process started: the daemon that ran then recorded it (or
+        // `keyturn retire` itself, when none ran); a user's reconcile now only finds it.
+        let retired_at = get(tag::RETIRED).and_then(|t| {
+            OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+        });
+        let started = self
+            .board
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .started_at;
+        if let (Some(retired_at), Some(started)) = (retired_at, started) {
+            if retired_at < started {
+                return;
+            }
+        }
         let account = &self.slots[idx].managed.account;
         let mut ev = AuditEvent::new(EventKind::AccountRetired, self.clock.now());
         ev.account = Some(account.name.clone());

@@ -208,6 +208,14 @@ async fn a_retired_account_is_disabled_deleted_from_the_vault_and_never_rotated_
     let s = status_of(&service.socket, "svc-1").await;
     assert_eq!(s["state"], "retired", "{s}");
     assert_eq!(s["paused"], false, "{s}");
+    // On-call reconciles it after the restart: it is found retired, not retired again.
+    let r = client::send(
+        &service.socket,
+        &proto::Request::Reconcile(proto::Target::One("svc-1".into())),
+    )
+    .await
+    .expect("answer");
+    assert!(r.encode().contains("retired"), "{}", r.encode());
     assert_eq!(service.stop().await, 0);
     assert_eq!(kv_sets(&w), sets, "nothing was written to Key Vault");
     let after = w.emu.control().user(TENANT, USERS[0].1).expect("svc-1");
