@@ -30,18 +30,11 @@ impl Engine {
         account: &Account,
         current: &SecretRecord,
     ) -> Result<Option<Drift>, RotationError> {
-        let user = account
-            .directory
-            .user(&account.user)
-            .await
-            .map_err(|source| RotationError::Directory {
-                account: account.name.clone(),
-                source,
-            })?;
+        let changed = self.last_password_change(account).await?;
         let Some(rotated_at) = rotated_at(current) else {
             return Ok(None);
         };
-        match user.last_password_change {
+        match changed {
             Some(changed_at) if self.drifted(changed_at, rotated_at) => {
                 let mut ev = AuditEvent::new(EventKind::DriftDetected, self.clock.now());
                 ev.account = Some(account.name.clone());
@@ -74,6 +67,17 @@ impl Engine {
         account: &Account,
         rotated_at: OffsetDateTime,
     ) -> Result<bool, RotationError> {
+        Ok(self
+            .last_password_change(account)
+            .await?
+            .is_some_and(|changed_at| self.drifted(changed_at, rotated_at)))
+    }
+
+    /// Graph's `lastPasswordChangeDateTime` of the account's user (one user read).
+    async fn last_password_change(
+        &self,
+        account: &Account,
+    ) -> Result<Option<OffsetDateTime>, RotationError> {
         let user = account
             .directory
             .user(&account.user)
@@ -82,9 +86,7 @@ impl Engine {
                 account: account.name.clone(),
                 source,
             })?;
-        Ok(user
-            .last_password_change
-            .is_some_and(|changed_at| self.drifted(changed_at, rotated_at)))
+        Ok(user.last_password_change)
     }
 
     fn drifted(&self, changed_at: OffsetDateTime, rotated_at: OffsetDateTime) -> bool {
