@@ -154,3 +154,60 @@ pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Whether `node` and `npm` both run here (Microsoft's JavaScript SDKs and Azurite need them).
+pub fn node_and_npm() -> bool {
+    ["node", "npm"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}
+
+/// Copies `files` (the first two `package.json` and `package-lock.json`) from `src` into
+/// `cache` and runs `npm ci` there, only when the two package files changed or
+/// `node_modules` is missing: a test's npm packages installed once per build folder (`what`
+/// names them in the timing line and the failure).
+pub fn npm_ci_cached(
+    what: &str,
+    src: &std::path::Path,
+    cache: &std::path::Path,
+    files: &[&str],
+) -> Result<(), String> {
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let same = |f: &str| match (std::fs::read(src.join(f)), std::fs::read(cache.join(f))) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let fresh =
+        same("package.json") && same("package-lock.json") && cache.join("node_modules").is_dir();
+    for f in files {
+        std::fs::copy(src.join(f), cache.join(f))
+            .map_err(|e| format!("cannot copy {what}'s {f} into {}: {e}", cache.display()))?;
+    }
+    if fresh {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(cache)
+        .output()
+        .map_err(|e| format!("cannot run npm ci for {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "npm ci for {what} failed in {}:\n{}{}",
+            cache.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    eprintln!(
+        "{what}: npm ci took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -10,7 +10,7 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The host name keyturn uses for Azurite's built-in account, `devstoreaccount1` (resolved to 127.0.0.1 by `[network.resolve]`, as
 /// Azure's own name would be resolved by DNS); Azurite reads the account from it.
@@ -18,17 +18,9 @@ pub const HOST: &str = "devstoreaccount1.blob.core.windows.net";
 /// The container the tests create for the lease blob.
 pub const CONTAINER: &str = "keyturn";
 
-fn available(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// `<target>/azurite` with a `node_modules` matching the lock file, or why not.
 fn prepare() -> Result<PathBuf, String> {
-    if !available("node") || !available("npm") {
+    if !keyturn_emulator::testkit::node_and_npm() {
         return Err(
             "`node` and `npm` must both be on PATH (Node 20 or later) to run Azurite".into(),
         );
@@ -36,35 +28,12 @@ fn prepare() -> Result<PathBuf, String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/azurite");
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let cache = tmp.parent().unwrap_or(tmp).join("azurite");
-    std::fs::create_dir_all(&cache).expect("create the azurite cache directory");
-    let same = |f: &str| match (std::fs::read(src.join(f)), std::fs::read(cache.join(f))) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    let bin = cache.join("node_modules/.bin/azurite-blob");
-    if same("package.json") && same("package-lock.json") && bin.exists() {
-        return Ok(cache);
-    }
-    for f in ["package.json", "package-lock.json"] {
-        std::fs::copy(src.join(f), cache.join(f)).expect("copy the azurite package files");
-    }
-    let started = Instant::now();
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&cache)
-        .output()
-        .expect("run npm ci");
-    assert!(
-        out.status.success(),
-        "npm ci failed in {}:\n{}{}",
-        cache.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!(
-        "azurite: npm ci took {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    keyturn_emulator::testkit::npm_ci_cached(
+        "azurite",
+        &src,
+        &cache,
+        &["package.json", "package-lock.json"],
+    )?;
     Ok(cache)
 }
 

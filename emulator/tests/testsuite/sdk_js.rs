@@ -7,6 +7,7 @@
 //! files changes. Skipped, with the reason printed, only when `node` or `npm` is missing.
 
 use crate::common::*;
+use keyturn_emulator::testkit;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -18,54 +19,20 @@ const FILES: [&str; 4] = [
     "keyvault.test.mjs",
 ];
 
-fn available(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// `<target>/sdk-js` with the test files and a `node_modules` matching the lock file.
 fn prepare() -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_js");
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let cache = tmp.parent().unwrap_or(tmp).join("sdk-js");
-    std::fs::create_dir_all(&cache).expect("create the sdk-js cache directory");
-    let same = |f: &str| match (std::fs::read(src.join(f)), std::fs::read(cache.join(f))) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    let fresh =
-        same("package.json") && same("package-lock.json") && cache.join("node_modules").is_dir();
-    for f in FILES {
-        std::fs::copy(src.join(f), cache.join(f)).expect("copy the sdk_js files");
-    }
-    if !fresh {
-        let started = Instant::now();
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&cache)
-            .output()
-            .expect("run npm ci");
-        assert!(
-            out.status.success(),
-            "npm ci failed in {}:\n{}{}",
-            cache.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "sdk_js: npm ci took {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+    if let Err(e) = testkit::npm_ci_cached("sdk_js", &src, &cache, &FILES) {
+        panic!("{e}");
     }
     cache
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_sdks_work_against_the_emulator() {
-    if !available("node") || !available("npm") {
+    if !testkit::node_and_npm() {
         eprintln!("SKIPPED sdk_js: `node` and `npm` must both be on PATH (Node 20 or later) to run Microsoft's JavaScript SDKs against the emulator");
         return;
     }
