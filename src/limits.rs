@@ -755,17 +755,53 @@ mod tests {
         assert!(waits.iter().all(|(budget, _)| *budget == "test_budget"));
     }
 
-    /// A store that keeps the names of the secrets set, in the order the sets reached it.
-    struct Recording(Mutex<Vec<String>>);
+    /// One set that reached the [`Vault`] double.
+    struct Set {
+        name: String,
+        at: tokio::time::Instant,
+        urgent: bool,
+    }
+
+    /// A vault that keeps every set that reaches it (the secret's name, when, whether it was
+    /// urgent), in order; its first `throttled` sets met a 429 the SDK's retry got past.
+    #[derive(Default)]
+    struct Vault {
+        sets: Mutex<Vec<Set>>,
+        throttled: std::sync::atomic::AtomicU32,
+    }
+
+    impl Vault {
+        /// The names of the secrets set, in the order the sets reached the vault.
+        fn names(&self) -> Vec<String> {
+            self.sets
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| s.name.clone())
+                .collect()
+        }
+    }
 
     #[async_trait]
-    impl SecretStore for Recording {
+    impl SecretStore for Vault {
         async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
             Ok(None)
         }
 
         async fn set(&self, name: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
-            self.0.lock().unwrap().push(name.to_owned());
+            use std::sync::atomic::Ordering;
+            if self
+                .throttled
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                crate::observe::note_throttled();
+            }
+            self.sets.lock().unwrap().push(Set {
+                name: name.to_owned(),
+                at: tokio::time::Instant::now(),
+                urgent: is_urgent(),
+            });
             Ok(Written {
                 version: "v".into(),
                 request_id: None,
@@ -791,7 +827,7 @@ mod tests {
             },
             crate::observe::unobserved(),
         );
-        let inner = Arc::new(Recording(Mutex::new(Vec::new())));
+        let inner = Arc::new(Vault::default());
         let store = limiter.store(inner.clone());
         let password = Password::new("Aa1!aaaaaaaaaaaa".into());
         let set = |name: &'static str, step: Step| {
@@ -824,7 +860,7 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(
-            *inner.0.lock().unwrap(),
+            inner.names(),
             [
                 "s0-pending",
                 "s1-pending",
@@ -850,7 +886,7 @@ mod tests {
                 crate::observe::unobserved(),
             )
             .with_fence(Some(fence.clone()));
-            let inner = Arc::new(Recording(Mutex::new(Vec::new())));
+            let inner = Arc::new(Vault::default());
             let store = limiter.store(inner.clone());
             let password = Password::new("Aa1!aaaaaaaaaaaa".into());
             let new = || NewVersion {
@@ -879,33 +915,7 @@ mod tests {
             // Past the deadline without a renewal: refused again.
             tokio::time::advance(Duration::from_secs(11)).await;
             assert!(store.set("s-pending", new()).await.is_err());
-            assert_eq!(*inner.0.lock().unwrap(), ["s-pending"], "pacing {enabled}");
-        }
-    }
-
-    /// Records when each set reached the vault, and whether it was urgent.
-    struct Times(Mutex<Vec<(tokio::time::Instant, bool)>>);
-
-    #[async_trait]
-    impl SecretStore for Times {
-        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
-            Ok(None)
-        }
-        async fn set(&self, _: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
-            self.0
-                .lock()
-                .unwrap()
-                .push((tokio::time::Instant::now(), is_urgent()));
-            Ok(Written {
-                version: "v".into(),
-                request_id: None,
-            })
-        }
-        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn vault(&self) -> &str {
-            "https://kv.vault.azure.net/"
+            assert_eq!(inner.names(), ["s-pending"], "pacing {enabled}");
         }
     }
 
@@ -963,10 +973,10 @@ mod tests {
             },
             crate::observe::unobserved(),
         );
-        let inner = Arc::new(Times(Mutex::new(Vec::new())));
+        let inner = Arc::new(Vault::default());
         let store = limiter.store(inner.clone());
         burst(&store, 300, 0).await;
-        let ordinary: Vec<_> = inner.0.lock().unwrap().iter().map(|t| t.0).collect();
+        let ordinary: Vec<_> = inner.sets.lock().unwrap().iter().map(|s| s.at).collect();
         let most = fullest(&ordinary, VAULT_WINDOW);
         assert!(most <= 75, "{most} sets in one window, share 75");
         // Not trivially: it does use its share (300 sets over about four windows).
@@ -977,12 +987,12 @@ mod tests {
         // Urgent sets may use the whole budget; mixed with ordinary ones, all of them
         // together stay within it and the ordinary ones within their share.
         tokio::time::advance(Duration::from_secs(60)).await;
-        inner.0.lock().unwrap().clear();
+        inner.sets.lock().unwrap().clear();
         burst(&store, 400, 200).await;
-        let all = inner.0.lock().unwrap().clone();
-        let times: Vec<_> = all.iter().map(|t| t.0).collect();
-        let ordinary: Vec<_> = all.iter().filter(|t| !t.1).map(|t| t.0).collect();
-        let urgent_only: Vec<_> = all.iter().filter(|t| t.1).map(|t| t.0).collect();
+        let all = inner.sets.lock().unwrap();
+        let times: Vec<_> = all.iter().map(|s| s.at).collect();
+        let ordinary: Vec<_> = all.iter().filter(|s| !s.urgent).map(|s| s.at).collect();
+        let urgent_only: Vec<_> = all.iter().filter(|s| s.urgent).map(|s| s.at).collect();
         assert_eq!((ordinary.len(), urgent_only.len()), (200, 200));
         let most = fullest(&times, VAULT_WINDOW);
         assert!(most <= 100, "{most} sets in one window, budget 100");
@@ -992,38 +1002,6 @@ mod tests {
         );
         let most = fullest(&ordinary, VAULT_WINDOW);
         assert!(most <= 75, "{most} ordinary sets in one window, share 75");
-    }
-
-    /// A vault whose first `throttled` sets met a 429 the SDK's retry got past.
-    struct Contended {
-        throttled: std::sync::atomic::AtomicU32,
-    }
-
-    #[async_trait]
-    impl SecretStore for Contended {
-        async fn latest(&self, _: &str) -> Result<Option<SecretRecord>, StoreError> {
-            Ok(None)
-        }
-        async fn set(&self, _: &str, _: NewVersion<'_>) -> Result<Written, StoreError> {
-            use std::sync::atomic::Ordering;
-            if self
-                .throttled
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                crate::observe::note_throttled();
-            }
-            Ok(Written {
-                version: "v".into(),
-                request_id: None,
-            })
-        }
-        async fn update_tags(&self, _: &str, _: &str, _: Tags) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn vault(&self) -> &str {
-            "https://kv.vault.azure.net/"
-        }
     }
 
     /// An observer that keeps the back-offs it is told of.
@@ -1053,8 +1031,9 @@ mod tests {
             },
             observed.clone(),
         );
-        let inner = Arc::new(Contended {
+        let inner = Arc::new(Vault {
             throttled: 1.into(),
+            ..Default::default()
         });
         let store = limiter.store(inner);
         // One set met a 429: the vault's write rate halves, and the metrics are told.

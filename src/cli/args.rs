@@ -51,33 +51,47 @@ pub(crate) struct Conn {
     pub json: bool,
 }
 
+/// The configuration file of a command that reads it itself (no daemon involved).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ConfigFile {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        env = "KEYTURN_CONFIG",
+        default_value = "/etc/keyturn/keyturn.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// Which accounts `rotate`, `pause` and `resume` act on: one named, a tenant's, or all.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Targets {
+    /// The account's name.
+    #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
+    pub account: Option<String>,
+    /// Every account in this tenant: an identity's `tenant_id` as written there (its id
+    /// or its domain).
+    #[arg(long, value_name = "TENANT", conflicts_with = "all")]
+    pub tenant: Option<String>,
+    /// Every account.
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum Cmd {
     /// Run the daemon: recover, schedule and rotate every configured account.
     Run {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "KEYTURN_CONFIG",
-            default_value = "/etc/keyturn/keyturn.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Rotate one account (a tenant's, or all) now: through the daemon's admin socket, or with
     /// `--offline` in the foreground when no daemon runs.
     Rotate {
-        /// The account's name.
-        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
-        account: Option<String>,
-        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
-        /// or its domain).
-        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
-        tenant: Option<String>,
-        /// Every account.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        targets: Targets,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
@@ -106,31 +120,15 @@ pub(crate) enum Cmd {
     },
     /// Stop scheduled rotations of an account (a tenant's, or all) until `resume`.
     Pause {
-        /// The account's name.
-        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
-        account: Option<String>,
-        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
-        /// or its domain).
-        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
-        tenant: Option<String>,
-        /// Every account.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        targets: Targets,
         #[command(flatten)]
         conn: Conn,
     },
     /// Restart scheduled rotations of an account (a tenant's, or all).
     Resume {
-        /// The account's name.
-        #[arg(required_unless_present_any = ["all", "tenant"], conflicts_with_all = ["all", "tenant"])]
-        account: Option<String>,
-        /// Every account in this tenant: an identity's `tenant_id` as written there (its id
-        /// or its domain).
-        #[arg(long, value_name = "TENANT", conflicts_with = "all")]
-        tenant: Option<String>,
-        /// Every account.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        targets: Targets,
         #[command(flatten)]
         conn: Conn,
     },
@@ -191,14 +189,8 @@ pub(crate) enum Cmd {
     /// only: complete a pending rotation, rotate now, next rotation at T, await adoption,
     /// disabled, paused. Writes nothing; needs no daemon.
     Plan {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "KEYTURN_CONFIG",
-            default_value = "/etc/keyturn/keyturn.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
@@ -210,14 +202,8 @@ pub(crate) enum Cmd {
     /// Exit 0 when nothing fails, 1 when a check fails, 64 bad configuration, 69 when no
     /// identity can get a token.
     Doctor {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "KEYTURN_CONFIG",
-            default_value = "/etc/keyturn/keyturn.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Check only this account (and the identities it uses).
         #[arg(long)]
         account: Option<String>,
@@ -258,14 +244,8 @@ pub(crate) enum Cmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "KEYTURN_CONFIG",
-            default_value = "/etc/keyturn/keyturn.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Reload the configuration file (like SIGHUP); a bad file is rejected and the old stays.
     Reload {
@@ -288,14 +268,8 @@ pub(crate) enum Cmd {
     },
     /// Validate the configuration and report every problem (exit 64 on error).
     CheckConfig {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "KEYTURN_CONFIG",
-            default_value = "/etc/keyturn/keyturn.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Read, check and follow the audit log (see docs/audit.md).
     Audit {

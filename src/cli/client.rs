@@ -1,7 +1,7 @@
 //! The commands sent to a running daemon over its admin socket (`rotate`, `status`,
 //! `pause`, `resume`, `reload`, `reconcile`, `adopt`): where the socket is, and printing the answer.
 
-use super::Conn;
+use super::{Conn, Targets};
 use crate::admin;
 
 /// Exit code when the daemon cannot be reached (`EX_UNAVAILABLE`).
@@ -17,6 +17,13 @@ pub(super) fn target(
         (Some(a), _, false) => admin::proto::Target::One(a),
         (None, Some(t), false) => admin::proto::Target::Tenant(t),
         _ => admin::proto::Target::All,
+    }
+}
+
+impl Targets {
+    /// The admin protocol's target for these arguments.
+    pub(super) fn target(self) -> admin::proto::Target {
+        target(self.account, self.tenant, self.all)
     }
 }
 

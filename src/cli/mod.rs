@@ -12,7 +12,7 @@ mod client;
 use crate::admin;
 use crate::config::{self, Loaded, EXIT_CONFIG};
 use crate::service::ServiceError;
-use args::{AuditCmd, AuditSource, Cli, Cmd, Conn, LogFormat};
+use args::{AuditCmd, AuditSource, Cli, Cmd, Conn, LogFormat, Targets};
 use audit::audit_command;
 use check::check_config;
 use clap::Parser;
@@ -44,15 +44,13 @@ pub fn main() -> i32 {
     };
     runtime.block_on(async move {
         match cli.command {
-            Cmd::CheckConfig { config } => check_config(&config),
-            Cmd::Run { config } => match load(&config) {
+            Cmd::CheckConfig { config } => check_config(&config.config),
+            Cmd::Run { config } => match load(&config.config) {
                 Ok(loaded) => report(crate::service::run(loaded, std::future::pending()).await),
                 Err(code) => code,
             },
             Cmd::Rotate {
-                account,
-                tenant,
-                all,
+                targets,
                 reason,
                 ticket,
                 no_wait,
@@ -61,7 +59,7 @@ pub fn main() -> i32 {
                 conn,
             } => {
                 if offline {
-                    let Some(account) = account else {
+                    let Some(account) = targets.account else {
                         eprintln!("keyturn: --offline rotates one account: name it");
                         return EXIT_CONFIG;
                     };
@@ -72,11 +70,10 @@ pub fn main() -> i32 {
                         Err(code) => code,
                     }
                 } else {
-                    let target = target(account, tenant, all);
                     client(
                         &conn,
                         admin::proto::Request::Rotate {
-                            target,
+                            target: targets.target(),
                             reason,
                             ticket,
                             wait: !no_wait,
@@ -95,7 +92,7 @@ pub fn main() -> i32 {
                 prune_roles,
                 json,
                 config,
-            } => match load(&config) {
+            } => match load(&config.config) {
                 Ok(loaded) => report(
                     crate::service::provision(
                         loaded,
@@ -114,23 +111,11 @@ pub fn main() -> i32 {
                 Err(code) => code,
             },
             Cmd::Status { conn } => client(&conn, admin::proto::Request::Status).await,
-            Cmd::Pause {
-                account,
-                tenant,
-                all,
-                conn,
-            } => {
-                let target = target(account, tenant, all);
-                client(&conn, admin::proto::Request::Pause(target)).await
+            Cmd::Pause { targets, conn } => {
+                client(&conn, admin::proto::Request::Pause(targets.target())).await
             }
-            Cmd::Resume {
-                account,
-                tenant,
-                all,
-                conn,
-            } => {
-                let target = target(account, tenant, all);
-                client(&conn, admin::proto::Request::Resume(target)).await
+            Cmd::Resume { targets, conn } => {
+                client(&conn, admin::proto::Request::Resume(targets.target())).await
             }
             Cmd::Reload { conn } => client(&conn, admin::proto::Request::Reload).await,
             Cmd::Adopt {
@@ -178,7 +163,7 @@ pub fn main() -> i32 {
                 }
                 Err(code) => code,
             },
-            Cmd::Plan { config, json } => match load(&config) {
+            Cmd::Plan { config, json } => match load(&config.config) {
                 Ok(loaded) => plan(&loaded, json).await,
                 Err(code) => code,
             },
@@ -187,7 +172,7 @@ pub fn main() -> i32 {
                 account,
                 json,
                 write_probe,
-            } => match load(&config) {
+            } => match load(&config.config) {
                 Ok(loaded) => doctor(&loaded, account.as_deref(), json, write_probe).await,
                 Err(code) => code,
             },

@@ -3,7 +3,9 @@
 
 use keyturn::audit::{EventKind, MemorySink, Trigger};
 use keyturn::clock::{Clock, TokioClock};
-use keyturn::daemon::{AccountError, AccountFailure, Command, Daemon, Managed, Settings};
+use keyturn::daemon::{
+    AccountError, AccountFailure, Command, Daemon, DaemonError, Managed, Settings,
+};
 use keyturn::directory::DirectoryError;
 use keyturn::memory::{DirFault, DirOp, MemoryDirectory, MemoryVault, StoreFault, StoreOp};
 use keyturn::password::{Password, PasswordPolicy};
@@ -125,6 +127,25 @@ async fn run_for(d: Daemon, virtual_time: Duration) -> mpsc::Sender<Command> {
     tx
 }
 
+/// Runs `d` in a task for `virtual_time` at most and waits until it is ready: its command
+/// sender and the task.
+async fn start_ready(
+    d: Daemon,
+    virtual_time: Duration,
+) -> (
+    mpsc::Sender<Command>,
+    tokio::task::JoinHandle<Result<(), DaemonError>>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let handle = tokio::spawn(async move {
+        d.run(rx, tokio::time::sleep(virtual_time), Some(ready_tx))
+            .await
+    });
+    ready_rx.await.unwrap();
+    (tx, handle)
+}
+
 #[tokio::test(start_paused = true)]
 async fn overdue_accounts_catch_up_at_start_and_then_follow_the_schedule() {
     // Every minute at second 0; last rotated 5 minutes ago: overdue.
@@ -226,18 +247,8 @@ async fn a_pending_rotation_is_recovered_before_anything_is_scheduled() {
     tags.insert(tag::ROTATION_ID.into(), uuid::Uuid::new_v4().to_string());
     f.vault.seed("svc-0-pending", &p, tags);
     f.dir.reset_out_of_band("svc-0@contoso.onmicrosoft.com", &p);
-    let (tx, rx) = mpsc::channel(8);
-    let (ready_tx, ready_rx) = oneshot::channel();
     let d = f.daemon(settings());
-    let handle = tokio::spawn(async move {
-        d.run(
-            rx,
-            tokio::time::sleep(Duration::from_secs(5)),
-            Some(ready_tx),
-        )
-        .await
-    });
-    ready_rx.await.unwrap();
+    let (tx, handle) = start_ready(d, Duration::from_secs(5)).await;
     // By readiness, recovery has committed P.
     assert_eq!(f.vault.peek("svc-0").unwrap().value, p);
     assert_eq!(
@@ -415,18 +426,8 @@ async fn a_failure_with_the_longest_retry_delays_does_not_stop_the_daemon() {
 #[tokio::test(start_paused = true)]
 async fn a_reload_applies_the_new_apply_attempts() {
     let f = fixture(1, "0 0 3 * * MON", time::Duration::hours(1));
-    let (tx, rx) = mpsc::channel(8);
-    let (ready_tx, ready_rx) = oneshot::channel();
     let d = f.daemon(settings()); // 5 apply attempts
-    let handle = tokio::spawn(async move {
-        d.run(
-            rx,
-            tokio::time::sleep(Duration::from_secs(600)),
-            Some(ready_tx),
-        )
-        .await
-    });
-    ready_rx.await.unwrap();
+    let (tx, handle) = start_ready(d, Duration::from_secs(600)).await;
     let answer = reload(
         &tx,
         f.managed.clone(),
@@ -467,19 +468,9 @@ async fn a_reload_applies_the_new_apply_attempts() {
 async fn a_reload_reschedules_accounts_whose_time_zone_window_vault_or_secret_changed() {
     // Daily at 03:00 UTC; rotated at 09:00:30 UTC: due tomorrow 03:00 UTC.
     let f = fixture(1, "0 0 3 * * *", time::Duration::hours(1));
-    let (tx, rx) = mpsc::channel(8);
-    let (ready_tx, ready_rx) = oneshot::channel();
     let d = f.daemon(settings());
     let board = d.board();
-    let handle = tokio::spawn(async move {
-        d.run(
-            rx,
-            tokio::time::sleep(Duration::from_secs(600)),
-            Some(ready_tx),
-        )
-        .await
-    });
-    ready_rx.await.unwrap();
+    let (tx, handle) = start_ready(d, Duration::from_secs(600)).await;
     let next_due = || board.lock().unwrap().accounts[0].next_due.unwrap();
     assert_eq!(next_due(), datetime!(2026-11-21 03:00 UTC));
     let tuning = Tuning::default;
@@ -542,18 +533,8 @@ async fn an_account_changed_by_a_reload_while_it_rotates_is_reconciled_after() {
         f.dir
             .inject(DirOp::Reset, throttled(Duration::from_secs(5)));
     }
-    let (tx, rx) = mpsc::channel(8);
-    let (ready_tx, ready_rx) = oneshot::channel();
     let d = f.daemon(settings());
-    let handle = tokio::spawn(async move {
-        d.run(
-            rx,
-            tokio::time::sleep(Duration::from_secs(600)),
-            Some(ready_tx),
-        )
-        .await
-    });
-    ready_rx.await.unwrap();
+    let (tx, handle) = start_ready(d, Duration::from_secs(600)).await;
     tx.send(Command::Rotate {
         target: keyturn::daemon::Target::All,
         request: Request::daemon(Trigger::Signal),

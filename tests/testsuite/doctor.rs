@@ -41,6 +41,10 @@ pub(crate) fn doctor(config: &Path, args: &[&str]) -> (i32, String, String) {
 const ROTATOR_PERMISSIONS: &str = "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged";
 const ROTATOR_PERMISSIONS_DEPLOYED: &str = "graph_permissions = [\"User.Read.All\", \"User-PasswordProfile.ReadWrite.All\", \"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged";
 
+/// The rotator's `SCENARIO` permissions in another order, which [`world`] leaves alone:
+/// without the deployment's `RoleManagement.Read.Directory`.
+const ROTATOR_PERMISSIONS_UNDEPLOYED: &str = "graph_permissions = [\"User-PasswordProfile.ReadWrite.All\", \"User.Read.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged";
+
 /// An emulator with `SCENARIO` changed by `edit` (then given the deployment's
 /// `RoleManagement.Read.Directory` for the rotator, unless `edit` changed its permissions),
 /// and a configuration for `accounts` with the rotator identity.
@@ -111,6 +115,11 @@ pub(crate) fn find<'a>(v: &'a Value, section: &str, name: &str, check: &str) -> 
         .unwrap_or_else(|| panic!("no check {check} for {name} in {v}"))
 }
 
+/// A check's `field` ("detail" or "fix") as text.
+fn field_text<'a>(c: &'a Value, field: &str) -> &'a str {
+    c[field].as_str().unwrap()
+}
+
 /// The checks that did not pass: (check, status).
 fn not_passed(v: &Value) -> Vec<(String, String)> {
     ["identities", "accounts"]
@@ -177,10 +186,7 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
     // The roles are named: the app's from its token, the account's from Graph.
     let c = find(&v, "identities", "rotator", "app_directory_roles");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Privileged Authentication Administrator"),
+        field_text(c, "detail").contains("Privileged Authentication Administrator"),
         "{c}"
     );
     let c = find(&v, "accounts", "svc-1", "user_roles");
@@ -189,17 +195,14 @@ async fn a_healthy_setup_passes_with_exit_0_in_the_documented_json_shape() {
         "User Administrator",
         "Global Reader",
     ] {
-        assert!(c["detail"].as_str().unwrap().contains(role), "{c}");
+        assert!(field_text(c, "detail").contains(role), "{c}");
     }
     let c = find(&v, "accounts", "svc-1", "vault_write");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("cannot confirm write access without writing"),
+        field_text(c, "detail").contains("cannot confirm write access without writing"),
         "{c}"
     );
-    assert!(c["fix"].as_str().unwrap().contains("--write-probe"), "{c}");
+    assert!(field_text(c, "fix").contains("--write-probe"), "{c}");
 
     // The text form says the same, and --account narrows it to one account.
     let (code, text, _) = doctor(&config, &["--account", "svc-2"]);
@@ -227,11 +230,8 @@ async fn an_expired_client_secret_is_named_by_its_aadsts_code_and_exits_69() {
     assert_eq!(code, 69, "no identity can get a token: {v}");
     let c = find(&v, "identities", "rotator", "graph_token");
     assert_eq!(c["status"], "fail");
-    assert!(
-        c["detail"].as_str().unwrap().contains("AADSTS7000222"),
-        "{c}"
-    );
-    assert!(c["fix"].as_str().unwrap().contains("expired"), "{c}");
+    assert!(field_text(c, "detail").contains("AADSTS7000222"), "{c}");
+    assert!(field_text(c, "fix").contains("expired"), "{c}");
     assert_eq!(
         find(&v, "identities", "rotator", "vault_token")["status"],
         "fail"
@@ -281,10 +281,7 @@ async fn a_disabled_user_fails() {
     let c = find(&v, "accounts", "svc-2", "user_enabled");
     assert_eq!(c["status"], "fail", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("accountEnabled = false"),
+        field_text(c, "detail").contains("accountEnabled = false"),
         "{c}"
     );
     assert_eq!(
@@ -311,17 +308,11 @@ async fn a_user_synced_from_on_premises_fails() {
     let c = find(&v, "accounts", "svc-2", "user_cloud_only");
     assert_eq!(c["status"], "fail", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("onPremisesSyncEnabled"),
+        field_text(c, "detail").contains("onPremisesSyncEnabled"),
         "{c}"
     );
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("next sync overwrites"),
+        field_text(c, "detail").contains("next sync overwrites"),
         "{c}"
     );
 }
@@ -338,10 +329,7 @@ async fn a_user_that_does_not_exist_fails() {
     let c = find(&v, "accounts", "svc-2", "user_exists");
     assert_eq!(c["status"], "fail", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no user \"nobody@contoso.onmicrosoft.com\""),
+        field_text(c, "detail").contains("no user \"nobody@contoso.onmicrosoft.com\""),
         "{c}"
     );
 }
@@ -364,10 +352,7 @@ async fn a_vault_the_identity_cannot_read_fails_and_a_missing_secret_awaits_adop
     let c = find(&v, "accounts", "svc-1", "secret_readable");
     assert_eq!(c["status"], "fail", "{c}");
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("Key Vault Secrets Officer"),
+        field_text(c, "fix").contains("Key Vault Secrets Officer"),
         "{c}"
     );
 
@@ -381,14 +366,8 @@ async fn a_vault_the_identity_cannot_read_fails_and_a_missing_secret_awaits_adop
     assert_eq!(code, 0, "{v}");
     let c = find(&v, "accounts", "svc-1", "secret_readable");
     assert_eq!(c["status"], "warn", "{c}");
-    assert!(
-        c["detail"].as_str().unwrap().contains("awaiting adoption"),
-        "{c}"
-    );
-    assert!(
-        c["fix"].as_str().unwrap().contains("keyturn adopt svc-1"),
-        "{c}"
-    );
+    assert!(field_text(c, "detail").contains("awaiting adoption"), "{c}");
+    assert!(field_text(c, "fix").contains("keyturn adopt svc-1"), "{c}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,10 +419,7 @@ async fn a_rotation_left_pending_and_an_old_secret_are_warnings() {
     assert_eq!(code, 0, "warnings only: {v}");
     let c = find(&v, "accounts", "svc-1", "nothing_pending");
     assert_eq!(c["status"], "warn", "{c}");
-    assert!(
-        c["detail"].as_str().unwrap().contains("rotation r-42"),
-        "{c}"
-    );
+    assert!(field_text(c, "detail").contains("rotation r-42"), "{c}");
     assert_eq!(
         find(&v, "accounts", "svc-2", "nothing_pending")["status"],
         "pass"
@@ -451,10 +427,7 @@ async fn a_rotation_left_pending_and_an_old_secret_are_warnings() {
     let c = find(&v, "accounts", "svc-2", "secret_age");
     assert_eq!(c["status"], "warn", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("2020-01-06T03:00:00Z"),
+        field_text(c, "detail").contains("2020-01-06T03:00:00Z"),
         "{c}"
     );
     assert_eq!(
@@ -475,7 +448,7 @@ async fn a_clock_minutes_off_the_services_is_a_warning() {
     assert_eq!(code, 0, "a warning only: {v}");
     let c = find(&v, "identities", "rotator", "clock_skew");
     assert_eq!(c["status"], "warn", "{c}");
-    let detail = c["detail"].as_str().unwrap();
+    let detail = field_text(c, "detail");
     assert!(detail.contains("behind"), "{c}");
     let secs: i64 = detail
         .split_whitespace()
@@ -483,7 +456,7 @@ async fn a_clock_minutes_off_the_services_is_a_warning() {
         .unwrap();
     assert!((595..=605).contains(&secs), "{c}");
     assert!(
-        c["fix"].as_str().unwrap().contains("synchronise the clock"),
+        field_text(c, "fix").contains("synchronise the clock"),
         "{c}"
     );
 }
@@ -535,23 +508,17 @@ async fn an_app_without_privileged_authentication_administrator_cannot_reset_a_p
     let c = find(&v, "identities", "weak", "app_directory_roles");
     assert_eq!(c["status"], "pass", "{c}");
     assert!(
-        c["detail"].as_str().unwrap().contains("User Administrator"),
+        field_text(c, "detail").contains("User Administrator"),
         "{c}"
     );
     let c = find(&v, "accounts", "svc-1", "reset_rights");
     assert_eq!(c["status"], "fail", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Exchange Administrator"),
+        field_text(c, "detail").contains("Exchange Administrator"),
         "{c}"
     );
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("Privileged Authentication Administrator"),
+        field_text(c, "fix").contains("Privileged Authentication Administrator"),
         "{c}"
     );
     let c = find(&v, "accounts", "svc-2", "reset_rights");
@@ -594,13 +561,7 @@ async fn without_role_read_permissions_the_role_checks_warn_naming_the_permissio
     // The rotator keeps its SCENARIO permissions (no RoleManagement.Read.Directory): its own
     // roles come from its token's wids, the account's cannot be read.
     let (_emu, _dir, config) = world(
-        |s| {
-            s.replacen(
-                ROTATOR_PERMISSIONS,
-                "graph_permissions = [\"User-PasswordProfile.ReadWrite.All\", \"User.Read.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
-                1,
-            )
-        },
+        |s| s.replacen(ROTATOR_PERMISSIONS, ROTATOR_PERMISSIONS_UNDEPLOYED, 1),
         &["svc-1"],
     )
     .await;
@@ -608,12 +569,9 @@ async fn without_role_read_permissions_the_role_checks_warn_naming_the_permissio
     assert_eq!(code, 0, "warnings only: {v}");
     let c = find(&v, "accounts", "svc-1", "user_roles");
     assert_eq!(c["status"], "warn", "{c}");
-    assert!(c["detail"].as_str().unwrap().contains("403"), "{c}");
+    assert!(field_text(c, "detail").contains("403"), "{c}");
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("RoleManagement.Read.Directory"),
+        field_text(c, "fix").contains("RoleManagement.Read.Directory"),
         "{c}"
     );
     // Privileged Authentication Administrator resets anyone: no need to know the roles.
@@ -625,16 +583,12 @@ async fn without_role_read_permissions_the_role_checks_warn_naming_the_permissio
     // An app without directory roles has no wids: doctor asks Graph, which refuses.
     let (_emu, _dir, config) = world(
         |s| {
-            s.replacen(
-                ROTATOR_PERMISSIONS,
-                "graph_permissions = [\"User-PasswordProfile.ReadWrite.All\", \"User.Read.All\", \"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
-                1,
-            )
-            .replacen(
-                "directory_roles = [\"Privileged Authentication Administrator\"]",
-                "directory_roles = []",
-                1,
-            )
+            s.replacen(ROTATOR_PERMISSIONS, ROTATOR_PERMISSIONS_UNDEPLOYED, 1)
+                .replacen(
+                    "directory_roles = [\"Privileged Authentication Administrator\"]",
+                    "directory_roles = []",
+                    1,
+                )
         },
         &["svc-1"],
     )
@@ -644,15 +598,12 @@ async fn without_role_read_permissions_the_role_checks_warn_naming_the_permissio
     let c = find(&v, "identities", "rotator", "app_directory_roles");
     assert_eq!(c["status"], "warn", "{c}");
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("RoleManagement.Read.Directory"),
+        field_text(c, "fix").contains("RoleManagement.Read.Directory"),
         "{c}"
     );
     let c = find(&v, "accounts", "svc-1", "reset_rights");
     assert_eq!(c["status"], "warn", "{c}");
-    assert!(c["detail"].as_str().unwrap().contains("cannot tell"), "{c}");
+    assert!(field_text(c, "detail").contains("cannot tell"), "{c}");
 
     // With the permission, Graph answers: the app holds no role that may reset passwords.
     let (_emu, _dir, config) = world(
@@ -672,17 +623,11 @@ async fn without_role_read_permissions_the_role_checks_warn_naming_the_permissio
     assert_eq!(code, 1, "{v}");
     assert_eq!(c["status"], "fail", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("Graph's role assignments"),
+        field_text(c, "detail").contains("Graph's role assignments"),
         "{c}"
     );
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("Privileged Authentication Administrator"),
+        field_text(c, "fix").contains("Privileged Authentication Administrator"),
         "{c}"
     );
 }
@@ -710,10 +655,7 @@ async fn a_vault_the_identity_only_reads_cannot_be_confirmed_and_fails_the_write
     let c = find(&v, "accounts", "svc-1", "vault_write");
     assert_eq!(c["status"], "warn", "{c}");
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("cannot confirm write access without writing"),
+        field_text(c, "detail").contains("cannot confirm write access without writing"),
         "{c}"
     );
     // With it: the probe is refused, naming the role and the command that grants it.
@@ -722,8 +664,8 @@ async fn a_vault_the_identity_only_reads_cannot_be_confirmed_and_fails_the_write
     for account in ["svc-1", "svc-2"] {
         let c = find(&v, "accounts", account, "vault_write");
         assert_eq!(c["status"], "fail", "{c}");
-        assert!(c["detail"].as_str().unwrap().contains("403"), "{c}");
-        let fix = c["fix"].as_str().unwrap();
+        assert!(field_text(c, "detail").contains("403"), "{c}");
+        let fix = field_text(c, "fix");
         assert!(fix.contains("Key Vault Secrets Officer"), "{c}");
         assert!(fix.contains("az role assignment create"), "{c}");
     }
@@ -744,10 +686,7 @@ async fn the_write_probe_sets_and_deletes_a_probe_secret_and_leaves_none_active(
     assert_eq!(code, 0, "{v}");
     let c = find(&v, "accounts", "svc-1", "vault_write");
     assert_eq!(c["status"], "pass", "{c}");
-    assert!(
-        c["detail"].as_str().unwrap().contains("soft-deleted"),
-        "{c}"
-    );
+    assert!(field_text(c, "detail").contains("soft-deleted"), "{c}");
     let loaded = load(&config);
     let client = reader(&_emu, &loaded);
     let active: Vec<String> = client
@@ -811,21 +750,18 @@ async fn declared_roles_missing_fail_and_roles_not_declared_warn_naming_them() {
     assert_eq!(code, 1, "{v}");
     let c = find(&v, "accounts", "svc-1", "user_roles");
     assert_eq!(c["status"], "warn", "{c}");
-    let detail = c["detail"].as_str().unwrap();
+    let detail = field_text(c, "detail");
     assert!(
         detail.contains("Exchange Administrator not declared"),
         "{c}"
     );
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("keyturn provision svc-1 --prune-roles --reason R"),
+        field_text(c, "fix").contains("keyturn provision svc-1 --prune-roles --reason R"),
         "{c}"
     );
     let c = find(&v, "accounts", "svc-2", "user_roles");
     assert_eq!(c["status"], "fail", "{c}");
-    let detail = c["detail"].as_str().unwrap();
+    let detail = field_text(c, "detail");
     let missing = detail
         .split("lacks the declared role(s) ")
         .nth(1)
@@ -840,10 +776,7 @@ async fn declared_roles_missing_fail_and_roles_not_declared_warn_naming_them() {
         assert!(missing.contains(role), "{role}: {c}");
     }
     assert!(
-        c["fix"]
-            .as_str()
-            .unwrap()
-            .contains("keyturn provision svc-2 --reason R"),
+        field_text(c, "fix").contains("keyturn provision svc-2 --reason R"),
         "{c}"
     );
     // The other checks judge the roles held, as before.

@@ -7,7 +7,7 @@ use keyturn::clock::{Clock, ManualClock};
 use keyturn::directory::DirectoryError;
 use keyturn::memory::{DirFault, DirOp, MemoryDirectory, MemoryVault, StoreFault, StoreOp};
 use keyturn::password::{Password, PasswordPolicy};
-use keyturn::protocol::{Account, Engine, Request, RotationError, Tuning};
+use keyturn::protocol::{Account, Engine, Request, Rotated, RotationError, Tuning};
 use keyturn::store::{tag, StoreError, Tags};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,6 +69,30 @@ fn world() -> World {
 impl World {
     fn engine(&self) -> Engine {
         Engine::new(Arc::new(self.audit.clone()), self.clock.clone(), tuning())
+    }
+
+    /// A scheduled rotation of the account by a new engine.
+    async fn rotate(&self) -> Result<Rotated, RotationError> {
+        self.engine()
+            .rotate(&self.account, &req(Trigger::Schedule))
+            .await
+    }
+
+    /// Recovery of the account by a new engine.
+    async fn recover(&self) -> Result<Option<Rotated>, RotationError> {
+        self.engine()
+            .recover(&self.account, &req(Trigger::Recovery))
+            .await
+    }
+
+    /// Makes Entra refuse the next `n` password resets (403 Authorization_RequestDenied).
+    fn refuse_resets(&self, n: u32) {
+        for _ in 0..n {
+            self.dir.inject(
+                DirOp::Reset,
+                DirFault::Fail(refused(403, "Authorization_RequestDenied")),
+            );
+        }
     }
 
     fn engine_with(&self, audit: Arc<dyn AuditSink>) -> Engine {
@@ -171,11 +195,7 @@ fn refused(status: u16, code: &str) -> DirectoryError {
 #[tokio::test]
 async fn a_rotation_puts_the_same_new_password_in_entra_and_key_vault() {
     let w = world();
-    let done = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let done = w.rotate().await.unwrap();
     assert!(!done.resumed);
     let current = w.current();
     assert_ne!(current, w.initial);
@@ -221,11 +241,7 @@ async fn a_failed_stage_changes_nothing() {
         Some("svc-coreview-pending"),
         StoreFault::Fail(unavailable()),
     );
-    let err = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap_err();
+    let err = w.rotate().await.unwrap_err();
     assert!(matches!(err, RotationError::Stage { .. }), "{err}");
     assert!(err.to_string().contains("nothing was changed"));
     assert_eq!(w.dir.resets(), 0);
@@ -244,20 +260,12 @@ async fn a_stage_whose_answer_was_lost_is_completed_by_the_next_rotation() {
         Some("svc-coreview-pending"),
         StoreFault::CommitThenFail(unavailable()),
     );
-    assert!(w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .is_err());
+    assert!(w.rotate().await.is_err());
     assert!(w.invariant_holds());
     assert_eq!(w.staged_state().as_deref(), Some(tag::PENDING));
     let staged = w.vault.peek("svc-coreview-pending").unwrap().value;
 
-    let done = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let done = w.rotate().await.unwrap();
     assert!(done.resumed);
     assert_eq!(
         w.current(),
@@ -271,15 +279,8 @@ async fn a_stage_whose_answer_was_lost_is_completed_by_the_next_rotation() {
 #[tokio::test]
 async fn a_definite_refusal_abandons_after_one_attempt() {
     let w = world();
-    w.dir.inject(
-        DirOp::Reset,
-        DirFault::Fail(refused(403, "Authorization_RequestDenied")),
-    );
-    let err = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap_err();
+    w.refuse_resets(1);
+    let err = w.rotate().await.unwrap_err();
     assert!(matches!(err, RotationError::Abandoned { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -298,10 +299,7 @@ async fn a_definite_refusal_abandons_after_one_attempt() {
     );
     assert_eq!(last.error.as_ref().unwrap().http_status, Some(403));
     // Abandoned is not pending: the next rotation starts afresh.
-    w.engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    w.rotate().await.unwrap();
     assert!(w.invariant_holds());
 }
 
@@ -311,11 +309,7 @@ async fn unknown_outcomes_are_retried_with_the_same_password() {
     w.dir
         .inject(DirOp::Reset, DirFault::ApplyThenFail(unknown()));
     w.dir.inject(DirOp::Reset, DirFault::Fail(unknown()));
-    let done = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let done = w.rotate().await.unwrap();
     assert_eq!(
         w.dir.resets(),
         2,
@@ -337,11 +331,7 @@ async fn unknown_outcomes_that_never_clear_leave_the_password_pending() {
         w.dir
             .inject(DirOp::Reset, DirFault::ApplyThenFail(unknown()));
     }
-    let err = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap_err();
+    let err = w.rotate().await.unwrap_err();
     assert!(err.is_pending(), "{err}");
     assert_eq!(w.staged_state().as_deref(), Some(tag::PENDING));
     assert_ne!(
@@ -350,12 +340,7 @@ async fn unknown_outcomes_that_never_clear_leave_the_password_pending() {
     );
     assert!(w.invariant_holds(), "Entra holds the pending password");
 
-    let done = w
-        .engine()
-        .recover(&w.account, &req(Trigger::Recovery))
-        .await
-        .unwrap()
-        .unwrap();
+    let done = w.recover().await.unwrap().unwrap();
     assert!(done.resumed);
     assert!(w.dir.password_is(USER, &w.current()));
     assert_eq!(w.staged_state().as_deref(), Some(tag::COMMITTED));
@@ -366,21 +351,8 @@ async fn a_refusal_after_an_unknown_outcome_is_not_proof() {
     let w = world();
     w.dir
         .inject(DirOp::Reset, DirFault::ApplyThenFail(unknown()));
-    w.dir.inject(
-        DirOp::Reset,
-        DirFault::Fail(refused(403, "Authorization_RequestDenied")),
-    );
-    for _ in 0..tuning().apply_attempts {
-        w.dir.inject(
-            DirOp::Reset,
-            DirFault::Fail(refused(403, "Authorization_RequestDenied")),
-        );
-    }
-    let err = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap_err();
+    w.refuse_resets(1 + tuning().apply_attempts);
+    let err = w.rotate().await.unwrap_err();
     assert!(
         err.is_pending(),
         "must not abandon a password Entra may hold: {err}"
@@ -393,11 +365,7 @@ async fn a_failed_commit_leaves_pending_and_recovery_commits() {
     let w = world();
     w.vault
         .inject(StoreOp::Set, Some(SECRET), StoreFault::Fail(unavailable()));
-    let err = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap_err();
+    let err = w.rotate().await.unwrap_err();
     assert!(err.is_pending(), "{err}");
     assert_eq!(w.current(), w.initial);
     assert!(
@@ -406,11 +374,7 @@ async fn a_failed_commit_leaves_pending_and_recovery_commits() {
     );
     assert!(w.invariant_holds(), "the staging secret holds it");
 
-    let done = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let done = w.rotate().await.unwrap();
     assert!(done.resumed);
     assert!(w.dir.password_is(USER, &w.current()));
     assert_eq!(w.staged_state().as_deref(), Some(tag::COMMITTED));
@@ -424,20 +388,10 @@ async fn a_lost_commit_answer_is_finished_without_another_reset() {
         Some(SECRET),
         StoreFault::CommitThenFail(unavailable()),
     );
-    assert!(w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap_err()
-        .is_pending());
+    assert!(w.rotate().await.unwrap_err().is_pending());
     let resets = w.dir.resets();
     let committed = w.current();
-    let done = w
-        .engine()
-        .recover(&w.account, &req(Trigger::Recovery))
-        .await
-        .unwrap()
-        .unwrap();
+    let done = w.recover().await.unwrap().unwrap();
     assert!(done.finish_only);
     assert_eq!(w.dir.resets(), resets, "no second reset was needed");
     assert_eq!(w.current(), committed);
@@ -449,11 +403,7 @@ async fn a_failed_finish_warns_and_the_next_rotation_still_makes_a_new_password(
     let w = world();
     w.vault
         .inject(StoreOp::UpdateTags, None, StoreFault::Fail(unavailable()));
-    let first = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let first = w.rotate().await.unwrap();
     assert_eq!(first.warnings.len(), 1);
     assert_eq!(w.staged_state().as_deref(), Some(tag::PENDING));
     assert!(w.invariant_holds());
@@ -478,15 +428,8 @@ async fn recovery_abandons_only_with_proof_that_entra_never_took_the_password() 
     tags.insert(tag::STATE.into(), tag::PENDING.into());
     tags.insert(tag::ROTATION_ID.into(), uuid::Uuid::new_v4().to_string());
     w.vault.seed("svc-coreview-pending", &staged, tags);
-    w.dir.inject(
-        DirOp::Reset,
-        DirFault::Fail(refused(403, "Authorization_RequestDenied")),
-    );
-    let err = w
-        .engine()
-        .recover(&w.account, &req(Trigger::Recovery))
-        .await
-        .unwrap_err();
+    w.refuse_resets(1);
+    let err = w.recover().await.unwrap_err();
     assert!(matches!(err, RotationError::Abandoned { .. }), "{err}");
     assert_eq!(w.staged_state().as_deref(), Some(tag::ABANDONED));
     assert!(w.invariant_holds());
@@ -502,17 +445,8 @@ async fn recovery_keeps_pending_when_entra_may_have_taken_the_password() {
     w.vault.seed("svc-coreview-pending", &staged, tags);
     w.clock.advance(time::Duration::seconds(1));
     w.dir.reset_out_of_band(USER, &staged);
-    for _ in 0..tuning().apply_attempts {
-        w.dir.inject(
-            DirOp::Reset,
-            DirFault::Fail(refused(403, "Authorization_RequestDenied")),
-        );
-    }
-    let err = w
-        .engine()
-        .recover(&w.account, &req(Trigger::Recovery))
-        .await
-        .unwrap_err();
+    w.refuse_resets(tuning().apply_attempts);
+    let err = w.recover().await.unwrap_err();
     assert!(err.is_pending(), "{err}");
     assert_eq!(w.staged_state().as_deref(), Some(tag::PENDING));
     assert!(
@@ -525,11 +459,7 @@ async fn recovery_keeps_pending_when_entra_may_have_taken_the_password() {
 async fn verify_blocked_by_conditional_access_warns_and_commits() {
     let w = world();
     w.dir.block_sign_in(USER, 53003);
-    let done = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let done = w.rotate().await.unwrap();
     assert_eq!(done.warnings.len(), 1);
     assert!(
         done.warnings[0].contains("AADSTS53003"),
@@ -561,11 +491,7 @@ async fn verify_retries_while_entra_replicates() {
             }),
         );
     }
-    let done = w
-        .engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    let done = w.rotate().await.unwrap();
     assert!(done.warnings.is_empty(), "{:?}", done.warnings);
     let verified = w
         .audit
@@ -726,9 +652,6 @@ async fn an_adoption_tags_its_versions_and_a_recovery_completing_it_keeps_the_ta
     );
 
     // A later rotation is not an adoption.
-    w.engine()
-        .rotate(&w.account, &req(Trigger::Schedule))
-        .await
-        .unwrap();
+    w.rotate().await.unwrap();
     assert!(w.vault.peek(SECRET).unwrap().tag(tag::ADOPTED).is_none());
 }

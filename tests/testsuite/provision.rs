@@ -92,6 +92,19 @@ impl World {
         self.provisioner().provision(&target(), o).await
     }
 
+    /// Makes the next `n` user creations fail before they reach Entra (cannot connect).
+    fn creates_not_sent(&self, n: usize) {
+        for _ in 0..n {
+            self.entra.inject(
+                Op::CreateUser,
+                EntraFault::Fail(EntraError::NotSent {
+                    op: Op::CreateUser,
+                    detail: "cannot connect".into(),
+                }),
+            );
+        }
+    }
+
     /// Provisioning's invariant: no user yet, or Entra's password is the latest `<secret>`,
     /// or the latest staging version while it is tagged pending.
     fn invariant_holds(&self) -> bool {
@@ -450,15 +463,7 @@ async fn an_existing_user_without_a_secret_is_left_to_adopt() {
 #[tokio::test]
 async fn a_resumed_provisioning_does_not_take_a_user_that_was_there_before_its_stage() {
     let w = world();
-    for _ in 0..3 {
-        w.entra.inject(
-            Op::CreateUser,
-            EntraFault::Fail(EntraError::NotSent {
-                op: Op::CreateUser,
-                detail: "cannot connect".into(),
-            }),
-        );
-    }
+    w.creates_not_sent(3);
     assert_eq!(w.run(&opts()).await.exit, 75);
     // Meanwhile someone created the user by hand, with a password nobody told keyturn; its
     // creation time is before the staged password's.
@@ -479,15 +484,7 @@ async fn a_resumed_provisioning_does_not_take_a_user_that_was_there_before_its_s
 #[tokio::test]
 async fn the_daemons_recovery_leaves_a_provisioning_in_flight_alone() {
     let w = world();
-    for _ in 0..3 {
-        w.entra.inject(
-            Op::CreateUser,
-            EntraFault::Fail(EntraError::NotSent {
-                op: Op::CreateUser,
-                detail: "cannot connect".into(),
-            }),
-        );
-    }
+    w.creates_not_sent(3);
     assert_eq!(w.run(&opts()).await.exit, 75);
     let staged = w.vault.peek(STAGING).unwrap();
     // The daemon's view of the account: its own directory (where the user does not exist
@@ -643,6 +640,19 @@ pub(crate) async fn setup(provision_identity: &str) -> (Emulator, tempfile::Temp
     ));
     std::fs::write(&config, text).unwrap();
     (emu, dir, config)
+}
+
+/// Makes Graph's next `count` user creations in `emu` meet `kind` with HTTP `status`.
+fn fail_creates(emu: &Emulator, kind: keyturn_emulator::FaultKind, status: u16, count: u32) {
+    emu.control()
+        .add_fault(keyturn_emulator::FaultRule {
+            route: "graph.create".into(),
+            kind,
+            status: Some(status),
+            count: Some(count),
+            ..Default::default()
+        })
+        .unwrap();
 }
 
 /// `keyturn provision ARGS --config CONFIG` as a process: (exit code, stdout, stderr).
@@ -826,15 +836,7 @@ async fn a_dry_run_changes_nothing_in_the_emulator() {
 async fn a_lost_create_answer_is_settled_and_an_unknown_one_converges_on_a_rerun() {
     // The create is applied, then its answer is lost: reading the user by UPN settles it.
     let (emu, dir, config) = setup("provisioner").await;
-    emu.control()
-        .add_fault(keyturn_emulator::FaultRule {
-            route: "graph.create".into(),
-            kind: keyturn_emulator::FaultKind::CommitThenFail,
-            status: Some(500),
-            count: Some(1),
-            ..Default::default()
-        })
-        .unwrap();
+    fail_creates(&emu, keyturn_emulator::FaultKind::CommitThenFail, 500, 1);
     let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(new_invariant(&emu).latest_matches);
@@ -849,15 +851,7 @@ async fn a_lost_create_answer_is_settled_and_an_unknown_one_converges_on_a_rerun
     // Graph answers nothing definite to any create: the password stays pending (75), and
     // a rerun completes it with the same password.
     let (emu, _dir, config) = setup("provisioner").await;
-    emu.control()
-        .add_fault(keyturn_emulator::FaultRule {
-            route: "graph.create".into(),
-            kind: keyturn_emulator::FaultKind::Status,
-            status: Some(503),
-            count: Some(4),
-            ..Default::default()
-        })
-        .unwrap();
+    fail_creates(&emu, keyturn_emulator::FaultKind::Status, 503, 4);
     let (code, stdout, stderr) = provision(&config, &["svc-new", "--reason", "r"]).await;
     assert_eq!(code, 75, "{stdout}\n{stderr}");
     assert!(stdout.contains("rerun"), "{stdout}");
@@ -1004,15 +998,7 @@ async fn a_running_daemon_leaves_a_provisioning_in_flight_alone() {
 #[tokio::test]
 async fn a_completed_provisioning_keeps_the_interrupted_runs_id_in_every_record() {
     let w = world();
-    for _ in 0..3 {
-        w.entra.inject(
-            Op::CreateUser,
-            EntraFault::Fail(EntraError::NotSent {
-                op: Op::CreateUser,
-                detail: "cannot connect".into(),
-            }),
-        );
-    }
+    w.creates_not_sent(3);
     assert_eq!(w.run(&opts()).await.exit, 75);
     let first = w.audit.events().len();
     let staged_id = w

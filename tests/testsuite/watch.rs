@@ -89,6 +89,20 @@ fn check_state(socket: &Path, account: &str, check: &str) -> Option<String> {
         .and_then(|c| c["state"].as_str().map(str::to_owned))
 }
 
+/// Waits up to `secs` seconds until the status shows `account`'s `check` in `state`.
+async fn wait_check_state(
+    socket: &Path,
+    account: &str,
+    check: &str,
+    state: &str,
+    secs: u64,
+) -> bool {
+    wait_for(Duration::from_secs(secs), || {
+        check_state(socket, account, check).as_deref() == Some(state)
+    })
+    .await
+}
+
 async fn metrics(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -124,6 +138,14 @@ fn changes(w: &World, account: &str, check: &str) -> Vec<Value> {
                 && r["readiness"]["check"] == check
         })
         .collect()
+}
+
+/// Waits up to a minute until `account`'s `check` has a `readiness.changed` record.
+async fn wait_change(w: &World, account: &str, check: &str) -> bool {
+    wait_for(Duration::from_secs(60), || {
+        !changes(w, account, check).is_empty()
+    })
+    .await
 }
 
 fn graph_gets(w: &World) -> u64 {
@@ -182,13 +204,7 @@ async fn a_user_disabled_while_the_daemon_runs_is_audited_shown_and_exported_the
         )
         .unwrap();
     assert!(
-        wait_for(Duration::from_secs(60), || !changes(
-            &w,
-            "svc-1",
-            "user_enabled"
-        )
-        .is_empty())
-        .await,
+        wait_change(&w, "svc-1", "user_enabled").await,
         "no readiness.changed for svc-1:\n{}",
         d.stderr()
     );
@@ -512,10 +528,10 @@ async fn graph(
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conditional_access_policy_or_a_lost_role_while_the_daemon_runs_is_audited_shown_and_exported(
-) {
-    // The rotator as deployed (deploy/azure/setup.sh): it may read role assignments too.
+/// A world whose rotator may read role assignments too, as deployed
+/// (deploy/azure/setup.sh), with the CA administrator app that [`graph`] signs in as: its
+/// `ca_admin` lines (permissions, roles) added to the app's declaration.
+async fn world_with_ca_admin(ca_admin: &str) -> World {
     let scenario = SCENARIO.replacen(
         "\"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
         "\"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged",
@@ -529,13 +545,56 @@ tenant = \"contoso\"
 name = \"ca-admin\"
 client_id = \"{CA_ADMIN}\"
 secrets = [\"{CA_ADMIN_SECRET}\"]
-graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.ReadWrite.Directory\", \"Application.Read.All\"]
+{ca_admin}
 "
     );
     let emu = keyturn_emulator::testkit::start_toml(&scenario).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&emu, dir.path(), &Opts::default());
-    let w = World { emu, dir, config };
+    World { emu, dir, config }
+}
+
+/// Deletes through Graph (as the CA administrator) the assignment of the directory role
+/// `role` (its definition id; `role_name` for the failure message) to `principal`.
+async fn remove_role_assignment(
+    emu: &keyturn_emulator::Emulator,
+    principal: &str,
+    role: &str,
+    role_name: &str,
+) {
+    let (s, v) = graph(
+        emu,
+        reqwest::Method::GET,
+        &format!("roleManagement/directory/roleAssignments?$filter=principalId eq '{principal}'"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let assignment = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["roleDefinitionId"] == role)
+        .and_then(|a| a["id"].as_str())
+        .unwrap_or_else(|| panic!("no {role_name} assignment: {v}"))
+        .to_owned();
+    let (s, v) = graph(
+        emu,
+        reqwest::Method::DELETE,
+        &format!("roleManagement/directory/roleAssignments/{assignment}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_access_policy_or_a_lost_role_while_the_daemon_runs_is_audited_shown_and_exported(
+) {
+    let w = world_with_ca_admin(
+        "graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.ReadWrite.Directory\", \"Application.Read.All\"]",
+    )
+    .await;
     let port = free_port();
     // verify = true: a policy demanding MFA of a password sign-in fails the account (with
     // verify = false, doctor and the watch only warn: ready).
@@ -593,13 +652,7 @@ graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.Re
     .await;
     assert_eq!(s, 201, "{v}");
     assert!(
-        wait_for(Duration::from_secs(60), || !changes(
-            &w,
-            "svc-1",
-            "sign_in_readiness"
-        )
-        .is_empty())
-        .await,
+        wait_change(&w, "svc-1", "sign_in_readiness").await,
         "no readiness.changed for sign_in_readiness:\n{}",
         d.stderr()
     );
@@ -647,38 +700,9 @@ graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.Re
     .await;
     assert_eq!(s, 200, "{v}");
     let sp = v["value"][0]["id"].as_str().unwrap().to_owned();
-    let (s, v) = graph(
-        &w.emu,
-        reqwest::Method::GET,
-        &format!("roleManagement/directory/roleAssignments?$filter=principalId eq '{sp}'"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let assignment = v["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["roleDefinitionId"] == PAA)
-        .and_then(|a| a["id"].as_str())
-        .unwrap_or_else(|| panic!("no PAA assignment: {v}"))
-        .to_owned();
-    let (s, v) = graph(
-        &w.emu,
-        reqwest::Method::DELETE,
-        &format!("roleManagement/directory/roleAssignments/{assignment}"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 204, "{v}");
+    remove_role_assignment(&w.emu, &sp, PAA, "PAA").await;
     assert!(
-        wait_for(Duration::from_secs(60), || !changes(
-            &w,
-            "svc-2",
-            "reset_rights"
-        )
-        .is_empty())
-        .await,
+        wait_change(&w, "svc-2", "reset_rights").await,
         "no readiness.changed for reset_rights:\n{}",
         d.stderr()
     );
@@ -691,16 +715,7 @@ graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.Re
             .contains("may not reset a user holding"),
         "{r}"
     );
-    assert!(
-        wait_for(Duration::from_secs(10), || check_state(
-            &sock,
-            "svc-2",
-            "reset_rights"
-        )
-        .as_deref()
-            == Some("not_ready"))
-        .await
-    );
+    assert!(wait_check_state(&sock, "svc-2", "reset_rights", "not_ready", 10).await);
     assert_eq!(readiness(&sock, "svc-2")["ready"], false);
     assert!(
         wait_metrics(
@@ -713,15 +728,7 @@ graph_permissions = [\"Policy.ReadWrite.ConditionalAccess\", \"RoleManagement.Re
 
     // Conditional Access throttled (429) and the role reads failing (503): unknown, not a
     // change; the last known results stay.
-    assert!(
-        wait_for(Duration::from_secs(60), || !changes(
-            &w,
-            "svc-1",
-            "reset_rights"
-        )
-        .is_empty())
-        .await
-    );
+    assert!(wait_change(&w, "svc-1", "reset_rights").await);
     let before = w.count("readiness.changed", None);
     for (route, status) in [("graph.ca", 429), ("graph.roles", 503)] {
         w.emu
@@ -764,27 +771,10 @@ const GLOBAL_READER: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_role_removed_while_the_daemon_runs_is_a_readiness_change_naming_it() {
-    let scenario = SCENARIO.replacen(
-        "\"Policy.Read.ConditionalAccess\"]\ndirectory_roles = [\"Privileged",
-        "\"Policy.Read.ConditionalAccess\", \"RoleManagement.Read.Directory\"]\ndirectory_roles = [\"Privileged",
-        1,
-    );
-    assert_ne!(scenario, SCENARIO);
-    let scenario = format!(
-        "{scenario}
-[[apps]]
-tenant = \"contoso\"
-name = \"ca-admin\"
-client_id = \"{CA_ADMIN}\"
-secrets = [\"{CA_ADMIN_SECRET}\"]
-graph_permissions = [\"User.Read.All\", \"RoleManagement.ReadWrite.Directory\"]
-directory_roles = [\"Privileged Role Administrator\"]
-"
-    );
-    let emu = keyturn_emulator::testkit::start_toml(&scenario).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(&emu, dir.path(), &Opts::default());
-    let w = World { emu, dir, config };
+    let w = world_with_ca_admin(
+        "graph_permissions = [\"User.Read.All\", \"RoleManagement.ReadWrite.Directory\"]\ndirectory_roles = [\"Privileged Role Administrator\"]",
+    )
+    .await;
     let port = free_port();
     configure(&w, "1s", port, vec![("svc-1", "rotator")]);
     crate::doctor::declare_roles(
@@ -801,14 +791,7 @@ directory_roles = [\"Privileged Role Administrator\"]
 
     // The first look: svc-1 holds what it declares.
     assert!(
-        wait_for(Duration::from_secs(60), || check_state(
-            &sock,
-            "svc-1",
-            "user_roles"
-        )
-        .as_deref()
-            == Some("ready"))
-        .await,
+        wait_check_state(&sock, "svc-1", "user_roles", "ready", 60).await,
         "{:#}\n{}",
         status_json(&sock),
         d.stderr()
@@ -825,38 +808,9 @@ directory_roles = [\"Privileged Role Administrator\"]
     .await;
     assert_eq!(s, 200, "{v}");
     let user_id = v["id"].as_str().unwrap().to_owned();
-    let (s, v) = graph(
-        &w.emu,
-        reqwest::Method::GET,
-        &format!("roleManagement/directory/roleAssignments?$filter=principalId eq '{user_id}'"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let assignment = v["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["roleDefinitionId"] == GLOBAL_READER)
-        .and_then(|a| a["id"].as_str())
-        .unwrap_or_else(|| panic!("no Global Reader assignment: {v}"))
-        .to_owned();
-    let (s, v) = graph(
-        &w.emu,
-        reqwest::Method::DELETE,
-        &format!("roleManagement/directory/roleAssignments/{assignment}"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 204, "{v}");
+    remove_role_assignment(&w.emu, &user_id, GLOBAL_READER, "Global Reader").await;
     assert!(
-        wait_for(Duration::from_secs(60), || !changes(
-            &w,
-            "svc-1",
-            "user_roles"
-        )
-        .is_empty())
-        .await,
+        wait_change(&w, "svc-1", "user_roles").await,
         "no readiness.changed for user_roles:\n{}",
         d.stderr()
     );
@@ -870,16 +824,7 @@ directory_roles = [\"Privileged Role Administrator\"]
             .contains("lacks the declared role(s) Global Reader"),
         "{r}"
     );
-    assert!(
-        wait_for(Duration::from_secs(10), || check_state(
-            &sock,
-            "svc-1",
-            "user_roles"
-        )
-        .as_deref()
-            == Some("not_ready"))
-        .await
-    );
+    assert!(wait_check_state(&sock, "svc-1", "user_roles", "not_ready", 10).await);
     assert!(
         status_text(&sock).contains("svc-1: not ready: user_roles failed"),
         "{}",
