@@ -297,9 +297,10 @@ async fn main() -> Result<()> {
     let cpu0 = cpu_secs(pid);
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let idle_cpu = cpu_secs(pid) - cpu0;
+    let idle_rss_end_kib = proc_status(pid, "VmRSS:");
     eprintln!(
-        "idle: VmRSS {} KiB, CPU {:.3}s in {}s",
-        idle_rss_kib, idle_cpu, args.idle_secs
+        "idle: VmRSS {} KiB ({} KiB {}s later), CPU {:.3}s in {}s",
+        idle_rss_kib, idle_rss_end_kib, args.idle_secs, idle_cpu, args.idle_secs
     );
 
     // Latency from a socket `rotate` to the first Key Vault request for that account.
@@ -524,7 +525,7 @@ async fn main() -> Result<()> {
         "startup_drift_reads_s": startup_drift.as_secs_f64(),
         "startup_kv_requests": startup_kv, "reserve": args.reserve,
         "consumer_rate": consumer_rate, "consumer": consumer_json, "drift_check_s": drift_s,
-        "idle_rss_kib": idle_rss_kib, "idle_cpu_s": idle_cpu, "idle_secs": args.idle_secs,
+        "idle_rss_kib": idle_rss_kib, "idle_rss_end_kib": idle_rss_end_kib, "idle_cpu_s": idle_cpu, "idle_secs": args.idle_secs,
         "latency_p50_ms": lat_p50.as_secs_f64() * 1e3, "latency_p99_ms": lat_p99.as_secs_f64() * 1e3,
         "latency_samples": latencies.len(),
         "rotate_all_s": wall.as_secs_f64(), "completed": completed, "rotations_per_s": rate,
