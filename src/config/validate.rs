@@ -288,27 +288,7 @@ fn validate_ha(config: &Config, p: &mut impl FnMut(String, String)) {
     if let Err(message) = lease_url_problem(&ha.lease_url) {
         p("ha.lease_url".into(), message);
     }
-    if ha.identity.is_empty() {
-        p(
-            "ha.identity".into(),
-            "is missing: name the [identities.NAME] whose token Blob Storage accepts".into(),
-        );
-    } else if !config.identities.contains_key(&ha.identity) {
-        p(
-            "ha.identity".into(),
-            format!(
-                "{:?} is not an identity; define [identities.{}] or name one of: {}",
-                ha.identity,
-                ha.identity,
-                config
-                    .identities
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-    }
+    storage_identity(config, "ha.identity", &ha.identity, p);
     let (min, max) = LEASE_DURATION_BOUNDS;
     let d = ha.lease_duration;
     if d < min || d > max || d.subsec_nanos() != 0 {
@@ -330,18 +310,27 @@ fn validate_audit_blob(config: &Config, p: &mut impl FnMut(String, String)) {
     if let Err(message) = blob_url_problem(&b.url, "daemon.audit_blob.identity") {
         p("daemon.audit_blob.url".into(), message);
     }
-    if b.identity.is_empty() {
+    storage_identity(config, "daemon.audit_blob.identity", &b.identity, p);
+}
+
+/// The identity at `key` whose token Blob Storage accepts (`[ha]`, `[daemon.audit_blob]`):
+/// named, and defined under `[identities]`.
+fn storage_identity(
+    config: &Config,
+    key: &str,
+    identity: &str,
+    p: &mut impl FnMut(String, String),
+) {
+    if identity.is_empty() {
         p(
-            "daemon.audit_blob.identity".into(),
+            key.into(),
             "is missing: name the [identities.NAME] whose token Blob Storage accepts".into(),
         );
-    } else if !config.identities.contains_key(&b.identity) {
+    } else if !config.identities.contains_key(identity) {
         p(
-            "daemon.audit_blob.identity".into(),
+            key.into(),
             format!(
-                "{:?} is not an identity; define [identities.{}] or name one of: {}",
-                b.identity,
-                b.identity,
+                "{identity:?} is not an identity; define [identities.{identity}] or name one of: {}",
                 config
                     .identities
                     .keys()
