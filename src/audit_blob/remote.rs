@@ -9,7 +9,8 @@
 //! `AppendPositionConditionNotMet` and not written.
 
 use crate::audit::chain::{self, LineError};
-use crate::azure::{bounded, client_options_for, error_chain, Http, SetupError, MAX_DETAIL_CHARS};
+use crate::azure::blob::{error_code, exists_already, failure_detail};
+use crate::azure::{client_options_for, Http, SetupError};
 use crate::config::NetworkConfig;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{RequestContent, StatusCode};
@@ -43,27 +44,6 @@ pub(crate) enum RemoteError {
     /// No answer, or one that decides nothing: try again later.
     #[error("{0}")]
     Failed(String),
-}
-
-fn code(e: &azure_core::Error) -> Option<String> {
-    match e.kind() {
-        azure_core::error::ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
-        _ => None,
-    }
-}
-
-fn detail(what: &str, e: &azure_core::Error) -> String {
-    let mut s = format!("{what} failed");
-    if let Some(st) = e.http_status() {
-        s.push_str(&format!(" (HTTP {}", u16::from(st)));
-        if let Some(c) = code(e) {
-            s.push_str(&format!(" {c}"));
-        }
-        s.push(')');
-    }
-    s.push_str(": ");
-    s.push_str(&bounded(&error_chain(e), None, MAX_DETAIL_CHARS));
-    s
 }
 
 /// The end of the chain in the blob, as read.
@@ -149,15 +129,18 @@ impl Remote {
                     .unwrap_or(0),
             ))),
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => {
-                if code(&e).as_deref() == Some("ContainerNotFound") {
+                if error_code(&e).as_deref() == Some("ContainerNotFound") {
                     return Err(RemoteError::Failed(format!(
                         "{}; create the container named in daemon.audit_blob.url",
-                        detail("reading the audit blob", &e)
+                        failure_detail("reading the audit blob", &e)
                     )));
                 }
                 Ok(None)
             }
-            Err(e) => Err(RemoteError::Failed(detail("reading the audit blob", &e))),
+            Err(e) => Err(RemoteError::Failed(failure_detail(
+                "reading the audit blob",
+                &e,
+            ))),
         }
     }
 
@@ -174,12 +157,12 @@ impl Remote {
             .blob(k)?
             .download(Some(options))
             .await
-            .map_err(|e| RemoteError::Failed(detail("reading the audit blob", &e)))?;
+            .map_err(|e| RemoteError::Failed(failure_detail("reading the audit blob", &e)))?;
         r.body
             .collect()
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| RemoteError::Failed(detail("reading the audit blob", &e)))
+            .map_err(|e| RemoteError::Failed(failure_detail("reading the audit blob", &e)))
     }
 
     /// The whole of part `k`, `None` when it does not exist.
@@ -299,21 +282,17 @@ impl Remote {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.http_status(),
-                    Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) if code(&e).as_deref() == Some("ContainerNotFound") => {
+            Err(e) if exists_already(&e) => Ok(()),
+            Err(e) if error_code(&e).as_deref() == Some("ContainerNotFound") => {
                 Err(RemoteError::Failed(format!(
                     "{}; create the container named in daemon.audit_blob.url",
-                    detail("creating the audit blob", &e)
+                    failure_detail("creating the audit blob", &e)
                 )))
             }
-            Err(e) => Err(RemoteError::Failed(detail("creating the audit blob", &e))),
+            Err(e) => Err(RemoteError::Failed(failure_detail(
+                "creating the audit blob",
+                &e,
+            ))),
         }
     }
 
@@ -344,12 +323,12 @@ impl Remote {
                     .and_then(|n| u32::try_from(n).ok()))
             }
             Err(e) if e.http_status() == Some(StatusCode::PreconditionFailed) => Err(
-                RemoteError::Position(detail("appending to the audit blob", &e)),
+                RemoteError::Position(failure_detail("appending to the audit blob", &e)),
             ),
-            Err(e) if code(&e).as_deref() == Some("BlockCountExceedsLimit") => {
-                Err(RemoteError::Full(detail("appending to the audit blob", &e)))
-            }
-            Err(e) => Err(RemoteError::Failed(detail(
+            Err(e) if error_code(&e).as_deref() == Some("BlockCountExceedsLimit") => Err(
+                RemoteError::Full(failure_detail("appending to the audit blob", &e)),
+            ),
+            Err(e) => Err(RemoteError::Failed(failure_detail(
                 "appending to the audit blob",
                 &e,
             ))),

@@ -5,6 +5,7 @@
 //! SDK's through the transport it is handed, Graph's by the adapter).
 
 pub mod assertion;
+pub(crate) mod blob;
 pub mod graph;
 pub mod keyvault;
 

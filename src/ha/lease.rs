@@ -4,7 +4,8 @@
 //! the holder's own lease id renews it; renewing an expired lease works while no one else
 //! has taken it; a 409 on renew means another holder (or none) now has it.
 
-use crate::azure::{bounded, client_options_for, error_chain, Http, SetupError, MAX_DETAIL_CHARS};
+use crate::azure::blob::{error_code, exists_already, failure_detail};
+use crate::azure::{client_options_for, Http, SetupError};
 use crate::config::NetworkConfig;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{RequestContent, StatusCode};
@@ -51,26 +52,7 @@ pub(crate) struct BlobLease {
 }
 
 fn status_and_code(e: &azure_core::Error) -> (Option<StatusCode>, Option<String>) {
-    let code = match e.kind() {
-        azure_core::error::ErrorKind::HttpResponse { error_code, .. } => error_code.clone(),
-        _ => None,
-    };
-    (e.http_status(), code)
-}
-
-fn detail(what: &str, e: &azure_core::Error) -> String {
-    let (status, code) = status_and_code(e);
-    let mut s = format!("{what} failed");
-    if let Some(st) = status {
-        s.push_str(&format!(" (HTTP {}", u16::from(st)));
-        if let Some(c) = code {
-            s.push_str(&format!(" {c}"));
-        }
-        s.push(')');
-    }
-    s.push_str(": ");
-    s.push_str(&bounded(&error_chain(e), None, MAX_DETAIL_CHARS));
-    s
+    (e.http_status(), error_code(e))
 }
 
 impl BlobLease {
@@ -121,7 +103,7 @@ impl BlobLease {
                 if code.as_deref() == Some("ContainerNotFound") {
                     return Err(LeaseError::Failed(format!(
                         "{}; create the container named in ha.lease_url",
-                        detail("reading the lease blob", &e)
+                        failure_detail("reading the lease blob", &e)
                     )));
                 }
                 Ok(Seen {
@@ -129,7 +111,10 @@ impl BlobLease {
                     holder: None,
                 })
             }
-            Err(e) => Err(LeaseError::Failed(detail("reading the lease blob", &e))),
+            Err(e) => Err(LeaseError::Failed(failure_detail(
+                "reading the lease blob",
+                &e,
+            ))),
         }
     }
 
@@ -155,7 +140,10 @@ impl BlobLease {
                         self.create().await?;
                         continue;
                     }
-                    return Err(LeaseError::Failed(detail("acquiring the lease", &e)));
+                    return Err(LeaseError::Failed(failure_detail(
+                        "acquiring the lease",
+                        &e,
+                    )));
                 }
             }
         }
@@ -175,15 +163,11 @@ impl BlobLease {
         {
             Ok(_) => Ok(()),
             // Another replica created it first.
-            Err(e)
-                if matches!(
-                    e.http_status(),
-                    Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(LeaseError::Failed(detail("creating the lease blob", &e))),
+            Err(e) if exists_already(&e) => Ok(()),
+            Err(e) => Err(LeaseError::Failed(failure_detail(
+                "creating the lease blob",
+                &e,
+            ))),
         }
     }
 
@@ -198,7 +182,7 @@ impl BlobLease {
             .set_metadata(&metadata, Some(options))
             .await
             .map(|_| ())
-            .map_err(|e| LeaseError::Failed(detail("recording the holder", &e)))
+            .map_err(|e| LeaseError::Failed(failure_detail("recording the holder", &e)))
     }
 
     /// Renews the lease.
@@ -220,9 +204,9 @@ impl BlobLease {
                         | Some(StatusCode::NotFound)
                 ) =>
             {
-                Err(LeaseError::Lost(detail("renewing the lease", &e)))
+                Err(LeaseError::Lost(failure_detail("renewing the lease", &e)))
             }
-            Err(e) => Err(LeaseError::Failed(detail("renewing the lease", &e))),
+            Err(e) => Err(LeaseError::Failed(failure_detail("renewing the lease", &e))),
         }
     }
 
@@ -235,6 +219,6 @@ impl BlobLease {
             )
             .await
             .map(|_| ())
-            .map_err(|e| LeaseError::Failed(detail("releasing the lease", &e)))
+            .map_err(|e| LeaseError::Failed(failure_detail("releasing the lease", &e)))
     }
 }
