@@ -8,7 +8,7 @@
 //! CI runs a short version. The long one:
 //! `KEYTURN_CHAOS_ACCOUNTS=200 KEYTURN_CHAOS_TENANTS=8 KEYTURN_CHAOS_ROUNDS=300 cargo test --release --test testsuite chaos:: -- --nocapture`
 
-use crate::common::{count, wait_for, Daemon, InvariantChecker, BIN};
+use crate::common::{chance, chance_status, count, wait_for, Daemon, InvariantChecker, BIN};
 use keyturn_emulator::{
     Emulator, EmulatorConfig, FaultKind, FaultRule, InvariantQuery, Scenario, TlsSource,
 };
@@ -132,56 +132,43 @@ fn config(emu: &Emulator, dir: &Path, shape: &Shape) -> std::path::PathBuf {
     path
 }
 
-fn rule(route: &str, kind: FaultKind, p: f64) -> FaultRule {
-    FaultRule {
-        route: route.into(),
-        kind,
-        probability: Some(p),
-        ..Default::default()
-    }
-}
-
 fn faults() -> Vec<FaultRule> {
-    let status = |route: &str, code: u16, p: f64| FaultRule {
-        status: Some(code),
-        ..rule(route, FaultKind::Status, p)
-    };
     vec![
-        status("kv.set", 503, 0.05),
-        status("kv.get", 500, 0.03),
-        status("kv.update", 503, 0.05),
-        status("graph.patch", 500, 0.05),
-        status("graph.get", 503, 0.05),
-        status("token", 500, 0.03),
+        chance_status("kv.set", 503, 0.05),
+        chance_status("kv.get", 500, 0.03),
+        chance_status("kv.update", 503, 0.05),
+        chance_status("graph.patch", 500, 0.05),
+        chance_status("graph.get", 503, 0.05),
+        chance_status("token", 500, 0.03),
         FaultRule {
             retry_after: Some(1),
-            ..status("graph.patch", 429, 0.04)
+            ..chance_status("graph.patch", 429, 0.04)
         },
         FaultRule {
             retry_after: Some(1),
-            ..status("kv.set", 429, 0.03)
+            ..chance_status("kv.set", 429, 0.03)
         },
         FaultRule {
             status: Some(500),
-            ..rule("kv.set", FaultKind::CommitThenFail, 0.05)
+            ..chance("kv.set", FaultKind::CommitThenFail, 0.05)
         },
         FaultRule {
             then: Some("drop".into()),
-            ..rule("graph.patch", FaultKind::CommitThenFail, 0.06)
+            ..chance("graph.patch", FaultKind::CommitThenFail, 0.06)
         },
         FaultRule {
             status: Some(500),
-            ..rule("graph.patch", FaultKind::CommitThenFail, 0.04)
+            ..chance("graph.patch", FaultKind::CommitThenFail, 0.04)
         },
         FaultRule {
             then: Some("drop".into()),
-            ..rule("kv.update", FaultKind::CommitThenFail, 0.04)
+            ..chance("kv.update", FaultKind::CommitThenFail, 0.04)
         },
-        rule("kv.*", FaultKind::Drop, 0.02),
-        rule("graph.patch", FaultKind::Drop, 0.03),
+        chance("kv.*", FaultKind::Drop, 0.02),
+        chance("graph.patch", FaultKind::Drop, 0.03),
         FaultRule {
             latency_ms: Some(250),
-            ..rule("*", FaultKind::Latency, 0.15)
+            ..chance("*", FaultKind::Latency, 0.15)
         },
     ]
 }

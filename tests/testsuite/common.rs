@@ -413,6 +413,24 @@ pub fn count(dir: &Path, event: &str, account: Option<&str>) -> usize {
         .count()
 }
 
+/// A fault on `route` that fires with probability `p` (the chaos tests).
+pub fn chance(route: &str, kind: keyturn_emulator::FaultKind, p: f64) -> FaultRule {
+    FaultRule {
+        route: route.into(),
+        kind,
+        probability: Some(p),
+        ..Default::default()
+    }
+}
+
+/// [`chance`]: an HTTP status `code` on `route`.
+pub fn chance_status(route: &str, code: u16, p: f64) -> FaultRule {
+    FaultRule {
+        status: Some(code),
+        ..chance(route, keyturn_emulator::FaultKind::Status, p)
+    }
+}
+
 pub fn rule() -> FaultRule {
     FaultRule::default()
 }

@@ -81,38 +81,25 @@ impl Replica {
     }
 }
 
-fn rule(route: &str, kind: FaultKind, p: f64) -> FaultRule {
-    FaultRule {
-        route: route.into(),
-        kind,
-        probability: Some(p),
-        ..Default::default()
-    }
-}
-
 /// Faults on the emulator's Key Vault, Graph and token routes (fewer than `chaos.rs`: the
 /// Storage tokens come from the token route too).
 fn faults() -> Vec<FaultRule> {
-    let status = |route: &str, code: u16, p: f64| FaultRule {
-        status: Some(code),
-        ..rule(route, FaultKind::Status, p)
-    };
     vec![
-        status("kv.set", 503, 0.05),
-        status("graph.patch", 500, 0.05),
-        status("token", 500, 0.02),
+        chance_status("kv.set", 503, 0.05),
+        chance_status("graph.patch", 500, 0.05),
+        chance_status("token", 500, 0.02),
         FaultRule {
             status: Some(500),
-            ..rule("kv.set", FaultKind::CommitThenFail, 0.05)
+            ..chance("kv.set", FaultKind::CommitThenFail, 0.05)
         },
         FaultRule {
             then: Some("drop".into()),
-            ..rule("graph.patch", FaultKind::CommitThenFail, 0.05)
+            ..chance("graph.patch", FaultKind::CommitThenFail, 0.05)
         },
-        rule("kv.*", FaultKind::Drop, 0.02),
+        chance("kv.*", FaultKind::Drop, 0.02),
         FaultRule {
             latency_ms: Some(250),
-            ..rule("*", FaultKind::Latency, 0.1)
+            ..chance("*", FaultKind::Latency, 0.1)
         },
     ]
 }
