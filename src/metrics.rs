@@ -285,7 +285,7 @@ pub(crate) fn render(
                 account_ready
                     .get_or_create(&AccountCheck {
                         account: a.name.clone(),
-                        check: c.check.clone(),
+                        check: c.check.to_owned(),
                     })
                     .set(ready as i64);
             }
@@ -673,8 +673,8 @@ mod tests {
     fn each_known_readiness_check_is_exported_and_a_never_known_one_is_not() {
         use crate::daemon::{AccountReadiness, CheckReadiness, Readiness};
         let b = board(2);
-        let check = |name: &str, state, ready| CheckReadiness {
-            check: name.into(),
+        let check = |name: &'static str, state, ready| CheckReadiness {
+            check: name,
             state,
             ready,
             detail: String::new(),

@@ -101,7 +101,7 @@ pub struct AccountReadiness {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReadiness {
     /// The check's name (`user_enabled`, ... as `docs/doctor.md` lists them).
-    pub check: String,
+    pub check: &'static str,
     /// The last look's result (`unknown` when it could not run).
     pub state: Readiness,
     /// The last known result, kept through `unknown` looks (the metric's value):

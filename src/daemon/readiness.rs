@@ -28,7 +28,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probed {
     /// The check's name (`user_enabled`, ... as `docs/doctor.md` lists them).
-    pub check: String,
+    pub check: &'static str,
     /// Ready, not ready, or unknown (could not run).
     pub readiness: Readiness,
     /// The finding, one line, naming what failed (the user, the policy, the role); never a
@@ -69,6 +69,7 @@ pub(super) fn gap(interval: Duration, n: usize) -> Duration {
 }
 
 /// A check's last known result.
+#[derive(Clone, Copy)]
 struct Known {
     ready: bool,
     since: OffsetDateTime,
@@ -81,8 +82,9 @@ pub(super) struct Watch {
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
     pub plans: watch::Receiver<Plan>,
-    /// By account and check.
-    known: HashMap<(String, String), Known>,
+    /// By account, then by check (one entry per account: at 10,000 accounts a map keyed by
+    /// account and check held 70,000 entries, 10 MB).
+    known: HashMap<String, Vec<(&'static str, Known)>>,
 }
 
 impl Watch {
@@ -163,7 +165,7 @@ impl Watch {
             .iter()
             .map(|m| m.account.name.as_str())
             .collect();
-        self.known.retain(|(a, _), _| names.contains(a.as_str()));
+        self.known.retain(|a, _| names.contains(a.as_str()));
         if let Some(first) = unknown.first() {
             tracing::warn!(
                 checks = unknown.len(),
@@ -171,6 +173,8 @@ impl Watch {
                 unknown.len()
             );
         }
+        // A pass allocates and frees a Graph answer per check: give the pages back.
+        crate::idle::release();
     }
 
     /// Takes in one account's results: audits each change, updates the board.
@@ -178,9 +182,14 @@ impl Watch {
         let now = self.clock.now();
         let name = &m.account.name;
         let mut checks = Vec::with_capacity(found.len());
+        let mut known = self
+            .known
+            .get_mut(name.as_str())
+            .map(std::mem::take)
+            .unwrap_or_default();
         for p in found {
-            let key = (name.clone(), p.check.clone());
-            let before = self.known.get(&key).map(|k| (k.ready, k.since));
+            let slot = known.iter().position(|(check, _)| *check == p.check);
+            let before = slot.map(|i| (known[i].1.ready, known[i].1.since));
             let (ready, since) = match p.readiness {
                 Readiness::Unknown => (before.map(|b| b.0), before.map(|b| b.1)),
                 Readiness::Ready | Readiness::NotReady => {
@@ -198,7 +207,11 @@ impl Watch {
                     if changed {
                         self.record(m, &p, before.map(|b| b.0), now).await;
                     }
-                    self.known.insert(key, Known { ready, since });
+                    let now_known = Known { ready, since };
+                    match slot {
+                        Some(i) => known[i].1 = now_known,
+                        None => known.push((p.check, now_known)),
+                    }
                     (Some(ready), Some(since))
                 }
             };
@@ -209,6 +222,14 @@ impl Watch {
                 detail: p.detail,
                 since: since.filter(|_| ready.is_some()),
             });
+        }
+        known.shrink_to_fit();
+        match self.known.get_mut(name.as_str()) {
+            Some(kept) => *kept = known,
+            None if !known.is_empty() => {
+                self.known.insert(name.clone(), known);
+            }
+            None => {}
         }
         let readiness = AccountReadiness {
             ready: if checks.iter().any(|c| c.ready == Some(false)) {
@@ -253,7 +274,7 @@ impl Watch {
             Outcome::Warning
         });
         ev.readiness = Some(ReadinessChange {
-            check: p.check.clone(),
+            check: p.check.to_owned(),
             from: from.to_owned(),
             to: to.to_owned(),
         });
@@ -304,9 +325,9 @@ mod tests {
         }
     }
 
-    fn found(check: &str, readiness: Readiness) -> Vec<Probed> {
+    fn found(check: &'static str, readiness: Readiness) -> Vec<Probed> {
         vec![Probed {
-            check: check.into(),
+            check,
             readiness,
             detail: format!("{check} is {}", readiness.as_str()),
         }]

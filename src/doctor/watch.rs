@@ -47,7 +47,7 @@ impl Watched {
     fn probed(self) -> Probed {
         match self {
             Watched::Found(c) => Probed {
-                check: c.check.to_owned(),
+                check: c.check,
                 readiness: match c.status {
                     Status::Pass | Status::Warn => Readiness::Ready,
                     Status::Fail => Readiness::NotReady,
@@ -55,7 +55,7 @@ impl Watched {
                 detail: c.detail,
             },
             Watched::Unknown { check, detail } => Probed {
-                check: check.to_owned(),
+                check,
                 readiness: Readiness::Unknown,
                 detail,
             },
