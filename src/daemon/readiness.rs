@@ -69,7 +69,6 @@ pub(super) fn gap(interval: Duration, n: usize) -> Duration {
 }
 
 /// A check's last known result.
-#[derive(Clone, Copy)]
 struct Known {
     ready: bool,
     since: OffsetDateTime,
@@ -182,11 +181,7 @@ impl Watch {
         let now = self.clock.now();
         let name = &m.account.name;
         let mut checks = Vec::with_capacity(found.len());
-        let mut known = self
-            .known
-            .get_mut(name.as_str())
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let mut known = self.known.remove(name.as_str()).unwrap_or_default();
         for p in found {
             let slot = known.iter().position(|(check, _)| *check == p.check);
             let before = slot.map(|i| (known[i].1.ready, known[i].1.since));
@@ -223,13 +218,9 @@ impl Watch {
                 since: since.filter(|_| ready.is_some()),
             });
         }
-        known.shrink_to_fit();
-        match self.known.get_mut(name.as_str()) {
-            Some(kept) => *kept = known,
-            None if !known.is_empty() => {
-                self.known.insert(name.clone(), known);
-            }
-            None => {}
+        if !known.is_empty() {
+            known.shrink_to_fit();
+            self.known.insert(name.clone(), known);
         }
         let readiness = AccountReadiness {
             ready: if checks.iter().any(|c| c.ready == Some(false)) {
